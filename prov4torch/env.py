@@ -1,0 +1,55 @@
+"""Names of the ``PROV4TORCH_*`` environment variables, in one place.
+
+Configuration precedence everywhere: explicit argument > environment > default.
+"""
+
+from __future__ import annotations
+
+import os
+
+DIR = "PROV4TORCH_DIR"  # root output directory (default: $XDG_DATA_HOME/prov4torch/runs)
+DISABLED = "PROV4TORCH_DISABLED"  # "1": every API call becomes a no-op
+EXPERIMENT = "PROV4TORCH_EXPERIMENT"  # experiment name (default: "default")
+RUN_ID = "PROV4TORCH_RUN_ID"  # run id shared by every rank of one job
+RUN_NAME = "PROV4TORCH_RUN_NAME"
+FLUSH_INTERVAL = "PROV4TORCH_FLUSH_INTERVAL"  # seconds between writer flushes (default 1)
+SAMPLE_INTERVAL = "PROV4TORCH_SAMPLE_INTERVAL"  # seconds between sampler readings
+SYSTEM_METRICS = "PROV4TORCH_SYSTEM_METRICS"  # "0" turns the psutil/NVML samplers off
+ENERGY = "PROV4TORCH_ENERGY"  # "0" turns the codecarbon tracker off
+COUNTRY = "PROV4TORCH_COUNTRY"  # ISO 3166-1 alpha-3 code for codecarbon's grid intensity
+POLICY = "PROV4TORCH_POLICY"
+POLICY_MODE = "PROV4TORCH_POLICY_MODE"
+REGION = "PROV4TORCH_REGION"
+PURPOSE = "PROV4TORCH_PURPOSE"
+INTENDED_USE = "PROV4TORCH_INTENDED_USE"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def get(name: str) -> str | None:
+    """The variable's value, or None when unset or empty."""
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def flag(name: str, default: bool) -> bool:
+    """A boolean variable: 1/true/yes/on or 0/false/no/off; anything else is the default."""
+    value = (os.environ.get(name) or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return default
+
+
+def number(name: str, default: float) -> float:
+    """A positive number, or the default when unset or not a positive number."""
+    value = get(name)
+    if value is None:
+        return default
+    try:
+        parsed = float(value)
+    except ValueError:
+        return default
+    return parsed if parsed > 0 else default

@@ -1,0 +1,276 @@
+"""The append-only journal, the metrics sidecar and the writer thread that fills them.
+
+The training thread only appends to two deques (metric tuples and event dicts);
+a daemon thread drains them about once a second (and on ``flush``), appends the
+events to ``rank-K.journal.jsonl`` and the metric points to ``rank-K.metrics.csv``,
+fsyncs both, and keeps per-series summaries so ``end_run`` never rereads the CSV.
+A process killed with SIGKILL loses at most the last interval; ``recover`` rebuilds
+the rest from these two files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import threading
+import warnings
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import JournalError
+
+METRICS_HEADER = "name,context,step,timestamp,value\n"
+
+# (name, context, step or None, unix timestamp, float or a detached 0-d torch tensor)
+MetricPoint = tuple[str, str, int | None, float, Any]
+
+
+@dataclass
+class SeriesStats:
+    """Summary of one metric series (one name in one context)."""
+
+    name: str
+    context: str
+    count: int = 0
+    first: float | None = None
+    last: float | None = None
+    min: float | None = None
+    max: float | None = None
+    first_step: int | None = None
+    last_step: int | None = None
+    first_time: float | None = None
+    last_time: float | None = None
+    non_finite: int = 0
+    _sum: float = field(default=0.0, repr=False)
+    _finite: int = field(default=0, repr=False)
+
+    def add(self, step: int, ts: float, v: float) -> None:
+        if self.count == 0:
+            self.first, self.first_step, self.first_time = v, step, ts
+        self.count += 1
+        self.last, self.last_step, self.last_time = v, step, ts
+        if math.isfinite(v):
+            self._finite += 1
+            self._sum += v
+            if self.min is None or v < self.min:
+                self.min = v
+            if self.max is None or v > self.max:
+                self.max = v
+        else:
+            self.non_finite += 1
+
+    @property
+    def mean(self) -> float | None:
+        return self._sum / self._finite if self._finite else None
+
+
+def to_floats(values: list[Any]) -> list[float]:
+    """Convert a batch of metric values to floats, syncing each CUDA device once."""
+    tensors = [i for i, v in enumerate(values) if type(v) is not float]
+    if not tensors:
+        return values
+    out = list(values)
+    torch = sys.modules.get("torch")
+    by_device: dict[Any, list[int]] = {}
+    for i in tensors:
+        v = values[i]
+        if torch is not None and isinstance(v, torch.Tensor):
+            by_device.setdefault(v.device, []).append(i)
+        else:
+            out[i] = float(v)
+    for idx in by_device.values():
+        stacked = torch.stack([values[i].reshape(()).double() for i in idx])  # type: ignore[union-attr]
+        for i, f in zip(idx, stacked.cpu().tolist(), strict=True):
+            out[i] = float(f)
+    return out
+
+
+class JournalWriter:
+    """Owns the rank's journal and metrics files and the thread that writes them."""
+
+    def __init__(self, journal_path: Path, metrics_path: Path, interval_s: float = 1.0) -> None:
+        self.journal_path = journal_path
+        self.metrics_path = metrics_path
+        self.interval_s = interval_s
+        self.metrics: deque[MetricPoint] = deque()
+        self.events: deque[dict[str, Any]] = deque()
+        self.stats: dict[tuple[str, str], SeriesStats] = {}
+        self.points = 0
+        self._next_step: dict[tuple[str, str], int] = {}
+        self._csv_hash = hashlib.sha256()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed: str | None = None
+        self._journal: IO[str] = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
+        new_csv = not metrics_path.exists() or metrics_path.stat().st_size == 0
+        self._csv: IO[bytes] = open(metrics_path, "ab")  # noqa: SIM115
+        if new_csv:
+            header = METRICS_HEADER.encode()
+            self._csv.write(header)
+            self._csv_hash.update(header)
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="prov4torch-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+    def write_event_now(self, event: dict[str, Any]) -> None:
+        """Append one event and fsync, bypassing the queue (start/end/signal records)."""
+        self.events.append(event)
+        self.flush()
+
+    def flush(self) -> None:
+        """Drain both queues to disk and fsync. Safe from any thread; never raises."""
+        with self._lock:
+            if self._journal.closed:
+                return
+            try:
+                self._drain_events()
+                self._drain_metrics()
+                self._journal.flush()
+                os.fsync(self._journal.fileno())
+                self._csv.flush()
+                os.fsync(self._csv.fileno())
+            except Exception as exc:  # noqa: BLE001 - telemetry never kills training
+                if self._failed is None:
+                    self._failed = f"{type(exc).__name__}: {exc}"
+                    warnings.warn(
+                        f"prov4torch could not write {self.journal_path.parent}: {self._failed}; "
+                        "provenance for this run may be incomplete",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+
+    def close(self) -> None:
+        """Stop the thread, write everything left, close the files."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        self.flush()
+        with self._lock:
+            self._journal.close()
+            self._csv.close()
+
+    @property
+    def csv_sha256(self) -> str:
+        return self._csv_hash.hexdigest()
+
+    # -- draining --------------------------------------------------------------
+    def _drain_events(self) -> None:
+        events = self.events
+        lines = []
+        for _ in range(len(events)):
+            lines.append(json.dumps(events.popleft(), allow_nan=False, default=str))
+        if lines:
+            self._journal.write("\n".join(lines) + "\n")
+
+    def _drain_metrics(self) -> None:
+        queue = self.metrics
+        n = len(queue)
+        if not n:
+            return
+        batch = [queue.popleft() for _ in range(n)]
+        values = to_floats([p[4] for p in batch])
+        next_step = self._next_step
+        stats = self.stats
+        rows = []
+        for (name, context, step, ts, _), v in zip(batch, values, strict=True):
+            key = (name, context)
+            if step is None:
+                step = next_step.get(key, 0)
+            next_step[key] = step + 1
+            s = stats.get(key)
+            if s is None:
+                s = stats[key] = SeriesStats(name, context)
+            s.add(step, ts, v)
+            rows.append(f"{name},{context},{step},{ts:.6f},{v!r}\n")
+        data = "".join(rows).encode()
+        self._csv.write(data)
+        self._csv_hash.update(data)
+        self.points += n
+
+
+# -- readers (recover, tests) ------------------------------------------------------
+
+def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The events of a journal and the number of unreadable lines skipped.
+
+    A torn last line (the process died mid-write) is expected and skipped; so is any
+    other line that is not a JSON object, counted so the caller can report it.
+    """
+    events: list[dict[str, Any]] = []
+    bad = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    bad += 1
+                    continue
+                if isinstance(event, dict) and isinstance(event.get("t"), str):
+                    events.append(event)
+                else:
+                    bad += 1
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {path}: {exc.strerror or exc}") from exc
+    return events, bad
+
+
+def iter_metrics(path: Path) -> Iterator[tuple[str, str, int, float, float]]:
+    """Rows of a metrics CSV; torn or malformed lines are skipped."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        header = fh.readline()
+        if header != METRICS_HEADER:
+            return
+        for line in fh:
+            if not line.endswith("\n"):
+                return  # torn last line
+            parts = line.rstrip("\n").split(",")
+            if len(parts) != 5:
+                continue
+            try:
+                yield parts[0], parts[1], int(parts[2]), float(parts[3]), float(parts[4])
+            except ValueError:
+                continue
+
+
+def summarize_metrics(path: Path) -> tuple[dict[tuple[str, str], SeriesStats], str, int]:
+    """Per-series summaries, the file's sha256 and the number of points, read from a CSV."""
+    stats: dict[tuple[str, str], SeriesStats] = {}
+    points = 0
+    if path.exists():
+        for name, context, step, ts, v in iter_metrics(path):
+            key = (name, context)
+            s = stats.get(key)
+            if s is None:
+                s = stats[key] = SeriesStats(name, context)
+            s.add(step, ts, v)
+            points += 1
+    return stats, file_sha256(path) if path.exists() else "", points
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def series_sorted(stats: Iterable[SeriesStats]) -> list[SeriesStats]:
+    return sorted(stats, key=lambda s: (s.context, s.name))

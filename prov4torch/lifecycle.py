@@ -1,0 +1,86 @@
+"""Process hooks that make a run's status tell the truth without a ``with`` block.
+
+* ``sys.excepthook``: an uncaught exception ends the run FAILED (BLOCKED for a
+  PolicyViolation, KILLED for Ctrl-C) before Python prints the traceback;
+* SIGTERM / SIGINT: the run ends KILLED; then the handler the user installed is called,
+  or the signal's default action happens (the process exits as the signal would);
+* ``atexit``: a run still open at interpreter exit ends FINISHED (KILLED after a signal);
+* ``fork``: a child process (DataLoader workers) never writes the parent's files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import Run
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Hooks:
+    """Installed once per run; every hook is a no-op in another process or after the run ends."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.pid = os.getpid()
+        self.previous: dict[int, Any] = {}
+        self._prev_excepthook = sys.excepthook
+
+    def install(self) -> None:
+        sys.excepthook = self._excepthook
+        atexit.register(self._atexit)
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                prev = signal.getsignal(sig)
+                if prev == signal.SIG_IGN:
+                    continue  # the user chose to ignore it: so do we
+                self.previous[sig] = prev
+                signal.signal(sig, self._on_signal)
+
+    def uninstall(self) -> None:
+        if os.getpid() != self.pid:
+            return
+        if sys.excepthook == self._excepthook:
+            sys.excepthook = self._prev_excepthook
+        atexit.unregister(self._atexit)
+        if threading.current_thread() is threading.main_thread():
+            for sig, prev in self.previous.items():
+                if signal.getsignal(sig) == self._on_signal:
+                    signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        self.previous.clear()
+
+    # -- the hooks ---------------------------------------------------------------------
+    def _mine(self) -> bool:
+        return os.getpid() == self.pid and not self.run.ended
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        prev = self.previous.get(signum, signal.SIG_DFL)
+        if self._mine():
+            self.run._note_signal(signum)
+            if not callable(prev):
+                self.run._finish("KILLED", signal_number=signum)
+        if callable(prev):
+            prev(signum, frame)  # the user's handler, or Python's KeyboardInterrupt
+            return
+        # default action: exit as the signal would
+        self.uninstall()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def _excepthook(
+        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        if self._mine():
+            self.run._finish_from_exception(exc)
+        self._prev_excepthook(exc_type, exc, tb)
+
+    def _atexit(self) -> None:
+        if self._mine():
+            self.run._finish("FINISHED")

@@ -1,0 +1,79 @@
+"""Rebuild PROV-JSON from the journal and metrics file a dead process left behind.
+
+``recover(DIR)`` handles every rank in the run directory: a rank that ended cleanly
+and has its ``rank-K.prov.json`` is left alone; any other gets a PROV-JSON rebuilt
+from its journal (status INCOMPLETE when no end record was written, else the status
+it recorded) and its metrics file. Running it again writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import provjson
+from .document import RunRecord, Sidecar, build
+from .errors import JournalError
+from .journal import read_journal, summarize_metrics
+
+JOURNAL_SUFFIX = ".journal.jsonl"
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What ``recover`` did for one rank: ``action`` is "complete" (left alone) or "rebuilt"."""
+
+    rank_file: Path
+    action: str
+    status: str
+    points: int
+    skipped_lines: int
+
+
+def journals(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob(f"rank-*{JOURNAL_SUFFIX}"))
+
+
+def recover(run_dir: str | Path) -> list[Recovered]:
+    """Recover every rank of one run directory (see module docstring)."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise JournalError(f"{d} is not a directory: give the directory of one run (<out>/<experiment>/<run_id>)")
+    found = journals(d)
+    if not found:
+        raise JournalError(
+            f"{d} is not a prov4torch run directory (no rank-*{JOURNAL_SUFFIX} in it): "
+            "give the directory of one run (<out>/<experiment>/<run_id>)"
+        )
+    return [_recover_rank(d, j) for j in found]
+
+
+def _recover_rank(d: Path, journal: Path) -> Recovered:
+    stem = journal.name[: -len(JOURNAL_SUFFIX)]
+    prov_path = d / f"{stem}.prov.json"
+    events, bad = read_journal(journal)
+    record = RunRecord.replay(events)
+    if not record.start:
+        raise JournalError(f"{journal}: no start record; it is empty or not a prov4torch journal")
+    if record.end is not None and prov_path.exists():
+        return Recovered(prov_path, "complete", record.end.get("status", "FINISHED"), -1, bad)
+    metrics_path = d / f"{stem}.metrics.csv"
+    stats, csv_sha, points = summarize_metrics(metrics_path)
+    last_metric = max((s.last_time for s in stats.values() if s.last_time), default=None)
+    if last_metric is not None:
+        record.last_time = max(record.last_time or last_metric, last_metric)
+    sidecars = {}
+    if metrics_path.exists():
+        sidecars["metrics"] = Sidecar(metrics_path.name, csv_sha, {"points": points})
+    pk = d / f"{stem}.packages.txt"
+    if pk.exists():
+        text = pk.read_bytes()
+        sidecars["packages"] = Sidecar(pk.name, hashlib.sha256(text).hexdigest(),
+                                       {"count": len(text.decode("utf-8", "replace").split())})
+    status = None if record.end is not None else "INCOMPLETE"
+    doc = build(record, stats.values(), sidecars, status_override=status,
+                extra_run_attrs=provjson.attributes({"p4t:recovered": True,
+                                                     "p4t:journalSkippedLines": bad or None}))
+    provjson.write_atomic(prov_path, provjson.dumps(doc))
+    return Recovered(prov_path, "rebuilt", status or record.end.get("status", "FINISHED"), points, bad)  # type: ignore[union-attr]
