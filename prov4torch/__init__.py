@@ -38,13 +38,13 @@ from .run import DisabledRun as _DisabledRun
 from .run import ModelVersion, Run
 
 __all__ = [
-    "NAMESPACE",
     "ConfigError",
     "InvalidValueError",
     "JournalError",
     "MergeConflictError",
     "MissingExtraError",
     "ModelVersion",
+    "NAMESPACE",
     "PolicyViolation",
     "Prov4TorchError",
     "Run",

@@ -81,8 +81,8 @@ def value(v: Any) -> Any:
     """One attribute value in PROV-JSON form (lists become several values)."""
     if isinstance(v, QName):
         return {"$": str(v), "type": "xsd:QName"}
-    if isinstance(v, bool) or v is None:
-        return v if v is not None else ""
+    if isinstance(v, bool):
+        return v
     if isinstance(v, int):
         kind = "xsd:int" if -_INT32 - 1 <= v <= _INT32 else (
             "xsd:long" if -_INT64 - 1 <= v <= _INT64 else "xsd:integer"

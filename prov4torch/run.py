@@ -130,7 +130,9 @@ def _check_timestamp(ts: Any) -> float:
 
 
 def _param_value(key: str, v: Any) -> Any:
-    if v is None or isinstance(v, (str, bool, int, float)):
+    if v is None:
+        return "None"
+    if isinstance(v, (str, bool, int, float)):
         return v
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(v, torch.Tensor) and v.numel() == 1:

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import prov4torch
+from prov4torch.run import ACTIVE
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "prov-corpus"
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every test writes under tmp_path, with no PROV4TORCH_* or torchrun variables set."""
+    for name in list(os.environ):
+        if name.startswith("PROV4TORCH_") or name in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"}:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROV4TORCH_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("PROV4TORCH_FLUSH_INTERVAL", "0.2")
+    monkeypatch.chdir(tmp_path)
+    hook, handlers = sys.excepthook, {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    run = ACTIVE.run
+    if run is not None and not run.ended:
+        run._finish("FINISHED")
+    ACTIVE.run = None
+    assert sys.excepthook is hook, "a run left its excepthook installed"
+    for s, h in handlers.items():
+        assert signal.getsignal(s) == h, f"a run left its {signal.Signals(s).name} handler installed"
+
+
+def read_prov(path: Path):
+    """Read a PROV-JSON file with the prov package, failing on any warning it raises."""
+    from prov.model import ProvDocument
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return ProvDocument.deserialize(source=str(path), format="json")
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def rank_activity(doc: dict[str, Any]) -> dict[str, Any]:
+    (act,) = [a for a in doc["activity"].values() if a.get("prov:type", {}).get("$") == "mls:Run"]
+    return act
+
+
+def run_script(tmp_path: Path, body: str, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a Python script in a subprocess with this test's environment."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(body), encoding="utf-8")
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=tmp_path)
+
+
+def only_run_dir(tmp_path: Path) -> Path:
+    dirs = [p.parent for p in (tmp_path / "runs").glob("*/*/rank-0.journal.jsonl")]
+    assert len(dirs) == 1, dirs
+    return dirs[0]

@@ -1,0 +1,179 @@
+"""log_metric / log_metrics: values, steps, contexts, timestamps, the sidecar and summaries."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import prov4torch
+from conftest import load
+
+
+def rows(run) -> list[dict[str, str]]:
+    with open(run.metrics_path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def series(run, context: str, name: str) -> dict:
+    doc = load(run.prov_path)
+    return doc["entity"][f"p4t:run/{run.run_id}/rank/0/metric/{context}/{name}"]
+
+
+def test_values_of_every_numeric_kind_are_recorded():
+    with prov4torch.start_run() as run:
+        prov4torch.log_metric("f", 0.25)
+        prov4torch.log_metric("i", 3)
+        prov4torch.log_metric("np32", np.float32(1.5))
+        prov4torch.log_metric("np64", np.int64(7))
+        prov4torch.log_metric("t0", torch.tensor(2.5))
+        prov4torch.log_metric("t1", torch.tensor([4.0], requires_grad=True).sum())
+        prov4torch.log_metric("b", True)
+    values = {r["name"]: float(r["value"]) for r in rows(run)}
+    assert values == {"f": 0.25, "i": 3.0, "np32": 1.5, "np64": 7.0, "t0": 2.5, "t1": 4.0, "b": 1.0}
+
+
+def test_nan_and_inf_are_recorded_not_rejected():
+    with prov4torch.start_run() as run:
+        for v in (1.0, float("nan"), float("inf"), -float("inf"), 3.0):
+            prov4torch.log_metric("loss", v)
+    assert [r["value"] for r in rows(run)] == ["1.0", "nan", "inf", "-inf", "3.0"]
+    s = series(run, "training", "loss")
+    assert s["p4t:count"]["$"] == "5"
+    assert s["p4t:nonFinite"]["$"] == "3"
+    assert (s["p4t:min"]["$"], s["p4t:max"]["$"], s["p4t:mean"]["$"]) == ("1.0", "3.0", "2.0")
+    assert s["p4t:last"] == {"$": "3.0", "type": "xsd:double"}
+
+
+def test_nan_first_value_is_written_the_way_prov_writes_it():
+    with prov4torch.start_run() as run:
+        prov4torch.log_metric("loss", float("nan"))
+    s = series(run, "training", "loss")
+    assert s["p4t:first"] == {"$": "NaN", "type": "xsd:double"}
+    assert "NaN" not in run.prov_path.read_text().replace('"NaN"', "")  # never a bare NaN token
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0.5", "value must be a number"),
+        (None, "value must be a number"),
+        ([1.0], "value must be a number"),
+        (torch.tensor([1.0, 2.0]), r"one number, got shape \(2,\)"),
+        (1 + 2j, "value must be a number .*got complex"),
+    ],
+)
+def test_non_numeric_values_raise_at_the_call(value, message):
+    with prov4torch.start_run() as run:
+        with pytest.raises(prov4torch.InvalidValueError, match=message):
+            prov4torch.log_metric("x", value)
+        prov4torch.log_metric("x", 1.0)
+    assert [r["value"] for r in rows(run)] == ["1.0"]  # the bad call left nothing behind
+
+
+@pytest.mark.parametrize(
+    ("name", "context", "message"),
+    [
+        ("", "training", "invalid metric name ''"),
+        ("a,b", "training", "invalid metric name 'a,b'"),
+        (3, "training", "metric name must be a string, got int"),
+        ("ok", "train ing", "invalid metric context"),
+        ("ok", "", "invalid metric context"),
+        ("-x", "training", "invalid metric name"),
+    ],
+)
+def test_bad_names_and_contexts(name, context, message):
+    with prov4torch.start_run():
+        with pytest.raises(prov4torch.InvalidValueError, match=message):
+            prov4torch.log_metric(name, 1.0, context=context)
+
+
+def test_steps_auto_increment_per_series_and_follow_explicit_steps():
+    with prov4torch.start_run() as run:
+        prov4torch.log_metric("a", 1.0)
+        prov4torch.log_metric("a", 2.0)
+        prov4torch.log_metric("b", 1.0, context="validation")
+        prov4torch.log_metric("a", 3.0, step=10)
+        prov4torch.log_metric("a", 4.0)
+        prov4torch.log_metric("a", 5.0, step=np.int64(20))
+    got = [(r["name"], r["context"], r["step"]) for r in rows(run)]
+    assert got == [("a", "training", "0"), ("a", "training", "1"), ("b", "validation", "0"),
+                   ("a", "training", "10"), ("a", "training", "11"), ("a", "training", "20")]
+
+
+def test_bad_step_and_timestamp():
+    with prov4torch.start_run():
+        with pytest.raises(prov4torch.InvalidValueError, match="step must be an integer"):
+            prov4torch.log_metric("a", 1.0, step=1.5)
+        with pytest.raises(prov4torch.InvalidValueError, match="timezone"):
+            prov4torch.log_metric("a", 1.0, timestamp=dt.datetime(2026, 1, 1))
+        with pytest.raises(prov4torch.InvalidValueError, match="Unix seconds"):
+            prov4torch.log_metric("a", 1.0, timestamp="yesterday")
+
+
+def test_explicit_timestamps_are_kept():
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    with prov4torch.start_run() as run:
+        prov4torch.log_metric("a", 1.0, timestamp=when)
+        prov4torch.log_metric("a", 2.0, timestamp=1_700_000_000.5)
+    assert [float(r["timestamp"]) for r in rows(run)] == [when.timestamp(), 1_700_000_000.5]
+
+
+def test_log_metrics_shares_step_and_timestamp():
+    with prov4torch.start_run() as run:
+        prov4torch.log_metrics({"loss": 0.1, "acc": 0.9}, step=5, context="validation")
+        with pytest.raises(prov4torch.InvalidValueError, match="mapping"):
+            prov4torch.log_metrics([("loss", 1.0)])
+    r = rows(run)
+    assert {(x["name"], x["step"], x["context"]) for x in r} == {("loss", "5", "validation"), ("acc", "5", "validation")}
+    assert r[0]["timestamp"] == r[1]["timestamp"]
+
+
+def test_writer_flushes_in_the_background_without_flush_calls():
+    import time
+
+    with prov4torch.start_run() as run:
+        prov4torch.log_metric("a", 1.0)
+        deadline = time.time() + 5
+        while time.time() < deadline and len(rows(run)) < 1:
+            time.sleep(0.05)
+        assert len(rows(run)) == 1  # written by the writer thread (interval 0.2 s in tests)
+
+
+def test_flush_writes_now():
+    with prov4torch.start_run(flush_interval_s=3600) as run:
+        prov4torch.log_metric("a", 1.0)
+        prov4torch.log_param("p", 1)
+        assert rows(run) == []
+        prov4torch.flush()
+        assert len(rows(run)) == 1
+        assert '"t": "param"' in run.journal_path.read_text()
+
+
+def test_summary_matches_the_sidecar_and_its_digest():
+    import hashlib
+
+    with prov4torch.start_run() as run:
+        for i in range(1000):
+            prov4torch.log_metric("loss", math.exp(-i / 100), step=i)
+    s = series(run, "training", "loss")
+    assert s["p4t:count"]["$"] == "1000"
+    assert (s["p4t:firstStep"]["$"], s["p4t:lastStep"]["$"]) == ("0", "999")
+    assert float(s["p4t:min"]["$"]) == pytest.approx(math.exp(-9.99))
+    assert s["p4t:sidecar"] == "rank-0.metrics.csv"
+    assert s["p4t:sidecarSha256"] == hashlib.sha256(run.metrics_path.read_bytes()).hexdigest()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_tensors_are_converted_later_without_a_sync_per_call():
+    values = [torch.tensor(float(i), device="cuda") for i in range(100)]
+    with prov4torch.start_run() as run:
+        for i, v in enumerate(values):
+            prov4torch.log_metric("loss", v, step=i)
+        assert all(type(p[4]) is torch.Tensor for p in run._writer.metrics)  # still on the device
+    assert [float(r["value"]) for r in rows(run)] == [float(i) for i in range(100)]

@@ -1,0 +1,36 @@
+"""The public surface: a sorted __all__ that only changes on purpose, and a cheap import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import prov4torch
+
+EXPECTED = [
+    "NAMESPACE", "ConfigError", "InvalidValueError", "JournalError", "MergeConflictError",
+    "MissingExtraError", "ModelVersion", "PolicyViolation", "Prov4TorchError", "Run", "RunStateError",
+    "__version__", "active_run", "end_run", "flush", "load_model", "log_artifact", "log_dataset",
+    "log_metric", "log_metrics", "log_model", "log_param", "log_params", "recover", "set_tag",
+    "set_tags", "start_run",
+]
+
+
+def test_all_is_sorted_and_complete():
+    assert prov4torch.__all__ == sorted(prov4torch.__all__)
+    assert prov4torch.__all__ == sorted(EXPECTED)
+    for name in prov4torch.__all__:
+        assert hasattr(prov4torch, name), name
+
+
+def test_every_error_is_a_prov4torch_error():
+    for name in ["ConfigError", "InvalidValueError", "JournalError", "MergeConflictError",
+                 "MissingExtraError", "PolicyViolation", "RunStateError"]:
+        assert issubclass(getattr(prov4torch, name), prov4torch.Prov4TorchError)
+
+
+def test_import_is_cheap_no_heavy_modules():
+    code = ("import sys, prov4torch; heavy = [m for m in ('torch', 'typer', 'graphviz', 'codecarbon', "
+            "'pynvml', 'prov', 'pandas') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
