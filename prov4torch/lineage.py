@@ -134,8 +134,8 @@ def governance_attributes(tags: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         attr, several = DATASET_TAGS[tag]
-        checked = [_check(tag, v) for v in _values(tag, value, several)]
-        out[attr] = sorted(set(checked), key=str) if several else checked[0]
+        checked = sorted({_check(tag, v) for v in _values(tag, value, several)}, key=str)
+        out[attr] = checked if len(checked) > 1 else checked[0]
     return out
 
 
