@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from time import time as _now
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,9 +134,18 @@ def log_metric(
 ) -> None:
     """Record one metric point (hot path: no I/O, no device sync)."""
     run = _ACTIVE.run
-    if run is None:
-        run = _run("log_metric")
-    run.log_metric(name, value, step, context, timestamp)
+    # Fast path, the common case: a float on a known series, no explicit timestamp.
+    # Anything else (no run, disabled, new series, tensors, odd steps) goes through
+    # Run.log_metric, which validates and then uses the same queue.
+    try:
+        append = run._series[context][name]  # type: ignore[union-attr]
+    except (AttributeError, KeyError, TypeError):
+        _run("log_metric").log_metric(name, value, step, context, timestamp)
+        return
+    if type(value) is float and timestamp is None and (step is None or type(step) is int):
+        append((step, _now(), value))
+    else:
+        run.log_metric(name, value, step, context, timestamp)  # type: ignore[union-attr]
 
 
 def log_metrics(

@@ -10,6 +10,7 @@ import getpass
 import hashlib
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -85,14 +86,35 @@ def _strip_credentials(url: str) -> str:
     return url
 
 
+def _normalize(name: str) -> str:
+    """PEP 503 normalised distribution name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def packages() -> list[str]:
-    """``name==version`` of every installed distribution, sorted, de-duplicated."""
-    seen = set()
-    for dist in metadata.distributions():
-        name = dist.metadata.get("Name") if dist.metadata else None
-        if name:
-            seen.add(f"{name}=={dist.version}")
-    return sorted(seen, key=str.lower)
+    """``name==version`` (PEP 503 names) of every installed distribution, sorted.
+
+    Read from the ``name-version.dist-info`` / ``.egg-info`` folder names on ``sys.path``
+    (a directory listing, ~1 ms, instead of ~70 ms parsing every METADATA file);
+    folders without a version in their name (a source tree's build artifacts) are skipped.
+    importlib.metadata is the fallback when no such folder exists at all.
+    """
+    seen: set[str] = set()
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                dist, _, version = name.rsplit(".", 1)[0].partition("-")
+                if version:
+                    seen.add(f"{_normalize(dist)}=={version.split('-')[0]}")
+    if not seen:
+        for d in metadata.distributions():
+            if d.metadata and d.metadata.get("Name"):
+                seen.add(f"{_normalize(d.metadata['Name'])}=={d.version}")
+    return sorted(seen)
 
 
 def _version(name: str) -> str | None:

@@ -16,6 +16,7 @@ from ._version import __version__
 from .journal import SeriesStats, series_sorted
 from .provjson import DocumentBuilder, QName
 
+_CONTEXT_KEYS = ("code", "environment", "packages")
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "BLOCKED", "INCOMPLETE")
 
 
@@ -75,6 +76,8 @@ class RunRecord:
             self.last_time = max(self.last_time or t, t)
         if kind == "start":
             self.start = dict(ev)
+        elif kind == "context":  # code, environment, packages: gathered after the start
+            self.start.update({k: ev[k] for k in _CONTEXT_KEYS if k in ev})
         elif kind == "end":
             self.end = dict(ev)
         elif kind == "param":
@@ -205,6 +208,9 @@ def build(
     # -- environment -------------------------------------------------------------------------------
     envinfo = start.get("environment") or {}
     pk = sidecars.get("packages")
+    if pk is None and start.get("packages"):
+        info = start["packages"]
+        pk = Sidecar(info["path"], info["sha256"], {"count": info.get("count")})
     env_id = f"{prefix}/environment"
     b.entity(env_id, {
         "prov:type": QName("p4t:Environment"),

@@ -8,7 +8,6 @@ it recorded) and its metrics file. Running it again writes the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +65,6 @@ def _recover_rank(d: Path, journal: Path) -> Recovered:
     sidecars = {}
     if metrics_path.exists():
         sidecars["metrics"] = Sidecar(metrics_path.name, csv_sha, {"points": points})
-    pk = d / f"{stem}.packages.txt"
-    if pk.exists():
-        text = pk.read_bytes()
-        sidecars["packages"] = Sidecar(pk.name, hashlib.sha256(text).hexdigest(),
-                                       {"count": len(text.decode("utf-8", "replace").split())})
     status = None if record.end is not None else "INCOMPLETE"
     doc = build(record, stats.values(), sidecars, status_override=status,
                 extra_run_attrs=provjson.attributes({"p4t:recovered": True,

@@ -8,6 +8,7 @@ Everything else (params, datasets, models) is rare and may hash files.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import math
 import os
 import re
@@ -181,8 +182,7 @@ class Run:
         self.status = "RUNNING"
         self._clock = clock
         self._open = True
-        self._names: set[str] = set()
-        self._contexts: set[str] = set()
+        self._series: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._model_versions: dict[str, list[ModelVersion]] = {}
@@ -201,19 +201,11 @@ class Run:
                 f"{self.journal_path} already exists: run id {self.run_id!r} was used before; "
                 "start a run with a new run_id (or unset PROV4TORCH_RUN_ID)"
             )
-        packages = capture.packages()
-        pk_path = self.dir / f"{self.stem}.packages.txt"
-        pk_text = "\n".join(packages) + "\n"
-        pk_path.write_text(pk_text, encoding="utf-8")
-        import hashlib
-
-        self._packages = Sidecar(pk_path.name, hashlib.sha256(pk_text.encode()).hexdigest(), {"count": len(packages)})
         self._writer = JournalWriter(
             self.journal_path,
             self.metrics_path,
             flush_interval_s or env.number(env.FLUSH_INTERVAL, 1.0),
         )
-        self._append = self._writer.metrics.append
         start_event = {
             "t": "start",
             "time": clock(),
@@ -231,17 +223,37 @@ class Run:
             "purpose": self.purpose,
             "intended_use": self.intended_use,
             "prov4torch": __version__,
-            "code": capture.code_info(script),
-            "environment": capture.environment(),
             "torch_seed": capture.torch_seed(),
         }
         self._event(start_event, now=True)
         self._writer.start()
+        # git, environment and the package list take ~100 ms: gathered off the training thread
+        self._context_thread = threading.Thread(
+            target=self._capture_context, args=(script,), name="prov4torch-context", daemon=True
+        )
+        self._context_thread.start()
         for key, value in (tags or {}).items():
             self.set_tag(key, value)
         self._hooks = Hooks(self) if install_hooks else None
         if self._hooks is not None:
             self._hooks.install()
+
+    def _capture_context(self, script: Path | None) -> None:
+        """Record code, environment and installed packages (the packages list in a sidecar)."""
+        try:
+            packages = capture.packages()
+            pk_path = self.dir / f"{self.stem}.packages.txt"
+            pk_text = "\n".join(packages) + "\n"
+            pk_path.write_text(pk_text, encoding="utf-8")
+            self._event({
+                "t": "context",
+                "code": capture.code_info(script),
+                "environment": capture.environment(),
+                "packages": {"path": pk_path.name, "count": len(packages),
+                             "sha256": hashlib.sha256(pk_text.encode()).hexdigest()},
+            })
+        except Exception as exc:  # noqa: BLE001 - telemetry never kills training
+            warnings.warn(f"prov4torch: could not capture the environment: {exc}", RuntimeWarning, stacklevel=1)
 
     def _prepare_dir(self) -> None:
         try:
@@ -282,17 +294,21 @@ class Run:
         """Record one metric point. No I/O, no device sync: the writer thread does the rest."""
         if type(value) is not float:
             value = _coerce_metric(name, value)
-        if name not in self._names or context not in self._contexts:
-            self._check_series(name, context)
+        try:  # a known series: validated once, its queue's append bound here
+            append = self._series[context][name]
+        except (KeyError, TypeError):
+            append = self._new_series(name, context)
         if step is not None and type(step) is not int:
             step = _check_step(step)
-        if not self._open:
-            raise RunStateError(f"run {self.run_id} has ended ({self.status}): start a new run to log more")
-        self._append((name, context, step, _now() if timestamp is None else _check_timestamp(timestamp), value))
+        append((step, _now() if timestamp is None else _check_timestamp(timestamp), value))
 
-    def _check_series(self, name: Any, context: Any) -> None:
-        self._names.add(_check_name("metric name", name, _NAME))
-        self._contexts.add(_check_name("metric context", context, _CONTEXT))
+    def _new_series(self, name: Any, context: Any) -> Callable[[tuple[Any, ...]], None]:
+        self._require_open("log_metric")
+        _check_name("metric name", name, _NAME)
+        _check_name("metric context", context, _CONTEXT)
+        append = self._writer.add_series(name, context)
+        self._series.setdefault(context, {})[name] = append
+        return append
 
     def log_metrics(
         self,
@@ -311,7 +327,7 @@ class Run:
     # -- rare calls -------------------------------------------------------------------------
     def _require_open(self, what: str) -> None:
         if not self._open:
-            raise RunStateError(f"{what}: run {self.run_id} has ended ({self.status})")
+            raise RunStateError(f"{what}: run {self.run_id} has ended ({self.status}): start a new run to log more")
 
     def _event(self, event: dict[str, Any], now: bool = False) -> None:
         self._history.append(event)
@@ -526,6 +542,8 @@ class Run:
             if self._pending_signal is not None and status in ("FINISHED", "FAILED"):
                 status, signal_number = "KILLED", self._pending_signal
             self._open = False
+            self._context_thread.join(timeout=30)
+            self._series = {}  # the hot path now reaches _new_series, which refuses
             for callback in self._end_callbacks:
                 try:
                     callback(self)
@@ -561,10 +579,7 @@ class Run:
     def write_document(self) -> dict[str, Any]:
         """Build this rank's PROV-JSON from what was recorded and write it atomically."""
         w = self._writer
-        sidecars = {
-            "metrics": Sidecar(self.metrics_path.name, w.csv_sha256, {"points": w.points}),
-            "packages": self._packages,
-        }
+        sidecars = {"metrics": Sidecar(self.metrics_path.name, w.csv_sha256, {"points": w.points})}
         doc = build(RunRecord.replay(self._history), w.stats.values(), sidecars)
         provjson.write_atomic(self.prov_path, provjson.dumps(doc))
         return doc

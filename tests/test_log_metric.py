@@ -100,9 +100,19 @@ def test_steps_auto_increment_per_series_and_follow_explicit_steps():
         prov4torch.log_metric("a", 3.0, step=10)
         prov4torch.log_metric("a", 4.0)
         prov4torch.log_metric("a", 5.0, step=np.int64(20))
-    got = [(r["name"], r["context"], r["step"]) for r in rows(run)]
-    assert got == [("a", "training", "0"), ("a", "training", "1"), ("b", "validation", "0"),
-                   ("a", "training", "10"), ("a", "training", "11"), ("a", "training", "20")]
+    got = [(r["name"], r["context"], r["step"], r["value"]) for r in rows(run)]
+    a = [g for g in got if g[0] == "a"]
+    assert a == [("a", "training", "0", "1.0"), ("a", "training", "1", "2.0"), ("a", "training", "10", "3.0"),
+                 ("a", "training", "11", "4.0"), ("a", "training", "20", "5.0")]
+    assert [g for g in got if g[0] == "b"] == [("b", "validation", "0", "1.0")]
+
+
+def test_auto_steps_continue_across_writer_flushes():
+    with prov4torch.start_run() as run:
+        prov4torch.log_metric("a", 1.0)
+        prov4torch.flush()
+        prov4torch.log_metric("a", 2.0)
+    assert [r["step"] for r in rows(run)] == ["0", "1"]
 
 
 def test_bad_step_and_timestamp():
@@ -120,7 +130,8 @@ def test_explicit_timestamps_are_kept():
     with prov4torch.start_run() as run:
         prov4torch.log_metric("a", 1.0, timestamp=when)
         prov4torch.log_metric("a", 2.0, timestamp=1_700_000_000.5)
-    assert [float(r["timestamp"]) for r in rows(run)] == [when.timestamp(), 1_700_000_000.5]
+    # the sidecar keeps Unix epoch milliseconds
+    assert [int(r["timestamp"]) for r in rows(run)] == [int(when.timestamp() * 1000), 1_700_000_000_500]
 
 
 def test_log_metrics_shares_step_and_timestamp():
@@ -175,5 +186,6 @@ def test_cuda_tensors_are_converted_later_without_a_sync_per_call():
     with prov4torch.start_run() as run:
         for i, v in enumerate(values):
             prov4torch.log_metric("loss", v, step=i)
-        assert all(type(p[4]) is torch.Tensor for p in run._writer.metrics)  # still on the device
+        (queue,) = run._writer.series.values()
+        assert all(type(p[2]) is torch.Tensor for p in queue)  # still on the device, not yet synced
     assert [float(r["value"]) for r in rows(run)] == [float(i) for i in range(100)]

@@ -135,3 +135,14 @@ def test_git_capture(tmp_path: Path):
     (repo / "train.py").write_text("print(2)\n")
     dirty = code_info(repo / "train.py")
     assert dirty["git_dirty"] is True and len(dirty["git_diff_sha256"]) == 64
+
+
+def test_package_list_matches_importlib_metadata():
+    from importlib import metadata
+
+    from prov4torch.capture import _normalize, packages
+
+    expected = {f"{_normalize(d.metadata['Name'])}=={d.version}" for d in metadata.distributions()
+                if d.metadata and d.metadata.get("Name")}
+    assert set(packages()) == expected
+    assert any(p.startswith("torch==") for p in packages())

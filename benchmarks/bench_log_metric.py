@@ -1,0 +1,84 @@
+"""log_metric hot-path cost: median ns per call vs. the floor of appending a tuple to a list.
+
+    python benchmarks/bench_log_metric.py [--calls 100000]
+
+Calls are timed in blocks of 100 (perf_counter_ns per call would cost more than the
+call); the median of the block means is reported. Targets (issue 2): <= 500 ns median,
+within 10x of the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import prov4torch
+
+BLOCK = 100
+
+
+def timed_blocks(fn, calls: int) -> list[float]:
+    out = []
+    perf = time.perf_counter_ns
+    for b in range(calls // BLOCK):
+        t0 = perf()
+        fn(b)
+        out.append((perf() - t0) / BLOCK)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=100_000)
+    args = ap.parse_args()
+
+    sink: list[tuple] = []
+    append = sink.append
+
+    def floor_block(b: int) -> None:
+        base = b * BLOCK
+        for i in range(base, base + BLOCK):
+            append(("loss", 0.5, i))
+
+    log_metric = prov4torch.log_metric
+
+    def api_block(b: int) -> None:
+        base = b * BLOCK
+        for i in range(base, base + BLOCK):
+            log_metric("loss", 0.5, i)
+
+    def api_auto_step_block(b: int) -> None:
+        for _ in range(BLOCK):
+            log_metric("loss", 0.5)
+
+    with tempfile.TemporaryDirectory() as tmp, prov4torch.start_run(out_dir=tmp) as run:
+        method = run.log_metric
+
+        def method_block(b: int) -> None:
+            base = b * BLOCK
+            for i in range(base, base + BLOCK):
+                method("loss", 0.5, i)
+
+        # warm up, then interleave the measurements so drift hits all equally
+        for fn in (floor_block, api_block, method_block, api_auto_step_block):
+            timed_blocks(fn, 10 * BLOCK)
+        results: dict[str, list[float]] = {"floor": [], "prov4torch.log_metric": [], "Run.log_metric": [],
+                                           "log_metric, no step": []}
+        for _ in range(10):
+            results["floor"] += timed_blocks(floor_block, args.calls // 10)
+            results["prov4torch.log_metric"] += timed_blocks(api_block, args.calls // 10)
+            results["Run.log_metric"] += timed_blocks(method_block, args.calls // 10)
+            results["log_metric, no step"] += timed_blocks(api_auto_step_block, args.calls // 10)
+            sink.clear()
+    floor = statistics.median(results["floor"])
+    print(f"{'what':28} {'median ns':>10} {'p90 ns':>8} {'x floor':>8}")
+    for name, blocks in results.items():
+        med = statistics.median(blocks)
+        p90 = statistics.quantiles(blocks, n=10)[-1]
+        print(f"{name:28} {med:10.0f} {p90:8.0f} {med / floor:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
