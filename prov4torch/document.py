@@ -60,6 +60,7 @@ class RunRecord:
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
     signals: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    env_extra: dict[str, Any] = field(default_factory=dict)
     last_time: float | None = None
 
     @classmethod
@@ -78,6 +79,8 @@ class RunRecord:
             self.start = dict(ev)
         elif kind == "context":  # code, environment, packages: gathered after the start
             self.start.update({k: ev[k] for k in _CONTEXT_KEYS if k in ev})
+        elif kind == "env":  # facts found later (GPU models from NVML)
+            self.env_extra.update(ev.get("info", {}))
         elif kind == "end":
             self.end = dict(ev)
         elif kind == "param":
@@ -206,7 +209,7 @@ def build(
     b.associated(act, person, "p4t:operator", plan=code_id)
 
     # -- environment -------------------------------------------------------------------------------
-    envinfo = start.get("environment") or {}
+    envinfo = {**(start.get("environment") or {}), **record.env_extra}
     pk = sidecars.get("packages")
     if pk is None and start.get("packages"):
         info = start["packages"]
@@ -226,6 +229,7 @@ def build(
         "p4t:gpuCount": envinfo.get("gpu_count"),
         "p4t:gpuModel": envinfo.get("gpu_models"),
         "p4t:gpuDriver": envinfo.get("gpu_driver"),
+        "p4t:gpuMemoryTotalBytes": envinfo.get("gpu_memory_total_bytes"),
         "p4t:packagesSha256": pk.sha256 if pk else None,
         "p4t:packagesCount": pk.extra.get("count") if pk else None,
         "p4t:sidecar": pk.path if pk else None,

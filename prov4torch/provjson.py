@@ -96,7 +96,8 @@ def value(v: Any) -> Any:
         return v
     if isinstance(v, (list, tuple, set, frozenset)):
         items = sorted(v, key=str) if isinstance(v, (set, frozenset)) else list(v)
-        return [value(x) for x in items]
+        encoded = [value(x) for x in items]
+        return encoded[0] if len(encoded) == 1 else encoded  # one value: no array
     return str(v)
 
 

@@ -162,6 +162,10 @@ class Run:
         purpose: str | None = None,
         intended_use: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        system_metrics: bool | None = None,
+        energy: bool | None = None,
+        interval_s: float | None = None,
+        energy_country: str | None = None,
         flush_interval_s: float | None = None,
         install_hooks: bool = True,
         clock: Callable[[], float] = time.time,
@@ -234,6 +238,19 @@ class Run:
         self._context_thread.start()
         for key, value in (tags or {}).items():
             self.set_tag(key, value)
+        system = env.flag(env.SYSTEM_METRICS, True) if system_metrics is None else bool(system_metrics)
+        measure_energy = env.flag(env.ENERGY, True) if energy is None else bool(energy)
+        if interval_s is not None and (not isinstance(interval_s, (int, float)) or interval_s <= 0):
+            raise InvalidValueError(f"interval_s must be a positive number of seconds, got {interval_s!r}",
+                                    value=interval_s)
+        if system or measure_energy:
+            from . import samplers
+
+            samplers.attach(
+                self, system=system, energy=measure_energy,
+                interval_s=float(interval_s or env.number(env.SAMPLE_INTERVAL, samplers.DEFAULT_INTERVAL_S)),
+                country=energy_country or env.get(env.COUNTRY),
+            )
         self._hooks = Hooks(self) if install_hooks else None
         if self._hooks is not None:
             self._hooks.install()
@@ -484,6 +501,10 @@ class Run:
         """Attributes for the rank activity (qualified names -> values), e.g. sampler summaries."""
         self._event({"t": "attrs", "attrs": provjson.attributes(attrs)})
 
+    def update_environment(self, info: Mapping[str, Any]) -> None:
+        """Add facts to the environment entity (e.g. GPU models found by NVML)."""
+        self._event({"t": "env", "info": dict(info)})
+
     def on_end(self, callback: Callable[[Run], None]) -> None:
         """Call ``callback(run)`` at the start of ``end_run`` (samplers stop and summarise here)."""
         self._end_callbacks.append(callback)
@@ -541,14 +562,14 @@ class Run:
             self.ended = True
             if self._pending_signal is not None and status in ("FINISHED", "FAILED"):
                 status, signal_number = "KILLED", self._pending_signal
-            self._open = False
-            self._context_thread.join(timeout=30)
-            self._series = {}  # the hot path now reaches _new_series, which refuses
-            for callback in self._end_callbacks:
+            for callback in self._end_callbacks:  # samplers: final reading, summaries (run still open)
                 try:
                     callback(self)
                 except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
                     warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
+            self._open = False
+            self._context_thread.join(timeout=30)
+            self._series = {}  # the hot path now reaches _new_series, which refuses
             self.status = status
             end: dict[str, Any] = {"t": "end", "time": self._clock(), "status": status,
                                    "torch_seed": capture.torch_seed()}

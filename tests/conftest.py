@@ -27,6 +27,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROV4TORCH_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("PROV4TORCH_FLUSH_INTERVAL", "0.2")
+    # samplers are tested in test_samplers.py; elsewhere they would only add seconds
+    monkeypatch.setenv("PROV4TORCH_SYSTEM_METRICS", "0")
+    monkeypatch.setenv("PROV4TORCH_ENERGY", "0")
     monkeypatch.chdir(tmp_path)
     hook, handlers = sys.excepthook, {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     yield

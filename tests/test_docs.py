@@ -47,10 +47,18 @@ def test_vocabulary_documents_every_term_the_writer_uses():
 
     import prov4torch.document as document
     import prov4torch.lineage as lineage
+    import prov4torch.samplers as samplers
+    import prov4torch.samplers.energy as energy
+    import prov4torch.samplers.gpu as gpu
+    import prov4torch.samplers.system as system
 
     vocab = (ROOT / "docs" / "vocabulary.md").read_text()
-    source = inspect.getsource(document) + inspect.getsource(lineage)
+    source = "".join(inspect.getsource(m) for m in (document, lineage, samplers, energy, gpu, system))
     terms = set(re.findall(r'"p4t:([A-Za-z0-9]+)"', source))
     terms |= {attr.split(":")[1] for attr, _ in lineage.DATASET_TAGS.values()}
+    terms |= {"systemSamplerOff", "gpuSamplerOff"}  # written as f"p4t:{name}SamplerOff"
+    metric_names = {v for m in (system, gpu) for k, v in vars(m).items() if k.isupper() and isinstance(v, str)}
+    missing_metrics = sorted(n for n in metric_names if f"`{n}`" not in vocab)
+    assert not missing_metrics, f"docs/vocabulary.md lacks metric names: {missing_metrics}"
     missing = sorted(t for t in terms if f"`p4t:{t}`" not in vocab)
     assert not missing, f"docs/vocabulary.md lacks: {missing}"

@@ -1,0 +1,68 @@
+"""Background samplers: system (psutil), GPU (NVML) and energy (codecarbon).
+
+None of them runs on the training thread, none of them can stop training: a failing
+reader warns once per kind of failure and the rest keeps sampling. ``attach(run)``
+starts the enabled ones and stops them (final reading, summaries) at ``end_run``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import Sampler, TelemetryWarning
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+__all__ = ["Sampler", "TelemetryWarning", "attach"]
+
+DEFAULT_INTERVAL_S = 5.0
+
+
+def attach(run: Run, *, system: bool, energy: bool, interval_s: float, country: str | None) -> None:
+    """Start the samplers for ``run`` and register their stop on ``run.on_end``."""
+
+    def sink(name: str, value: float, ts: float) -> None:
+        run.log_metric(name, value, context="system", timestamp=ts)
+
+    samplers: list[Sampler] = []
+    gpu_reader = None
+    if system:
+        from .gpu import GpuReader, GpuSampler, gpu_expected
+        from .system import SystemReader, SystemSampler
+
+        holder: dict[str, Any] = {}
+
+        def setup_system() -> None:
+            holder["reader"] = SystemReader()
+
+        samplers.append(SystemSampler(lambda: holder["reader"](), interval_s, sink, setup=setup_system))
+        gpu_reader = GpuReader(on_describe=run.update_environment)
+        samplers.append(GpuSampler(gpu_reader, interval_s, sink, setup=gpu_reader.setup,
+                                   warn_if_unavailable=gpu_expected()))
+    tracker = None
+    if energy:
+        from .energy import EnergyTracker
+
+        tracker = EnergyTracker(country, interval_s=interval_s, per_process=run.world_size > 1)
+        tracker.start()
+    for s in samplers:
+        s.start()
+
+    def stop(_run: Run) -> None:
+        attrs: dict[str, object] = {"p4t:sampleIntervalSeconds": float(interval_s)} if samplers else {}
+        for s in samplers:
+            s.stop()
+            attrs.update(s.summary())
+            if s.unavailable:
+                attrs[f"p4t:{s.name}SamplerOff"] = s.unavailable
+        if gpu_reader is not None:
+            gpu_reader.close()
+        if tracker is not None:
+            attrs.update(tracker.stop())
+        problems = sorted({m for s in samplers for k, m in s.failures.items() if k != "unavailable"})
+        if problems:
+            attrs["p4t:telemetryWarnings"] = problems
+        run.add_run_attributes(attrs)
+
+    run.on_end(stop)
