@@ -343,3 +343,22 @@ def test_distributed_runs_use_per_process_energy_tracking():
     EnergyTracker(per_process=True, factory=factory)._start()
     assert seen["tracking_mode"] == "process" and seen["output_methods"] == []
     assert "country_iso_code" not in seen  # default: codecarbon's world average, recorded as WORLD
+
+
+def test_child_pids_finds_dataloader_like_children():
+    import subprocess
+
+    from prov4torch.samplers.system import SystemReader, child_pids
+
+    kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"]) for _ in range(2)]
+    try:
+        found = child_pids(__import__("os").getpid())
+        if found is None:
+            pytest.skip("no /proc/<pid>/task/<tid>/children on this kernel")
+        assert {k.pid for k in kids} <= set(found)
+        reading = SystemReader()()
+        assert reading["system/process/children_rss_bytes"] > 0
+    finally:
+        for k in kids:
+            k.kill()
+            k.wait()

@@ -21,9 +21,11 @@ MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi", "apple_
 
 
 def _default_factory(**kwargs: Any) -> Any:
-    logging.getLogger("codecarbon").setLevel(logging.CRITICAL)
     from codecarbon import OfflineEmissionsTracker
 
+    # after the import: codecarbon sets its logger's level when it is imported, and logs
+    # "offline tracker init" before it applies log_level
+    logging.getLogger("codecarbon").setLevel(logging.CRITICAL)
     return OfflineEmissionsTracker(**kwargs)
 
 
