@@ -33,6 +33,8 @@ from .errors import (
     RunStateError,
 )
 from .provjson import NAMESPACE
+from .lineage import track
+from .policy import check
 from .recover import recover
 from .run import ACTIVE as _ACTIVE
 from .run import DisabledRun as _DisabledRun
@@ -52,6 +54,7 @@ __all__ = [
     "RunStateError",
     "__version__",
     "active_run",
+    "check",
     "end_run",
     "flush",
     "load_model",
@@ -66,6 +69,7 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "track",
 ]
 
 
@@ -78,6 +82,11 @@ def start_run(
     region: str | None = None,
     purpose: str | None = None,
     intended_use: str | None = None,
+    policy: str | os.PathLike[str] | None = None,
+    mode: str | None = None,
+    system_metrics: bool | None = None,
+    energy: bool | None = None,
+    interval_s: float | None = None,
     tags: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Run:
@@ -86,7 +95,12 @@ def start_run(
     Output goes to ``<out_dir>/<experiment>/<run_id>/rank-K.*``; ``out_dir`` defaults to
     ``PROV4TORCH_DIR``, else ``$XDG_DATA_HOME/prov4torch/runs`` (never the working directory).
     Raises ``RunStateError`` if a run is already active, ``ConfigError`` if the output
-    directory is not writable.
+    directory is not writable or the policy is malformed.
+
+    ``policy`` (a TOML file, or ``"default"``) is enforced from now on: ``mode="enforce"``
+    (the default) raises ``PolicyViolation`` before any compute on disallowed data and
+    ends the run BLOCKED; ``mode="audit"`` records and warns. ``system_metrics`` (psutil,
+    NVML) and ``energy`` (codecarbon) sample every ``interval_s`` seconds.
     """
     with _ACTIVE.lock:
         if _ACTIVE.run is not None and not _ACTIVE.run.ended:
@@ -99,7 +113,8 @@ def start_run(
         else:
             run = Run(
                 experiment=experiment, run_name=run_name, out_dir=out_dir, run_id=run_id,
-                region=region, purpose=purpose, intended_use=intended_use, tags=tags, **options,
+                region=region, purpose=purpose, intended_use=intended_use, policy=policy, mode=mode,
+                system_metrics=system_metrics, energy=energy, interval_s=interval_s, tags=tags, **options,
             )
         _ACTIVE.run = run
         return run

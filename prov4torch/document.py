@@ -178,6 +178,15 @@ def build(
     if extra_run_attrs:
         b.doc["activity"][act].update(extra_run_attrs)
 
+    # -- a distributed job: ranks exchange gradients, so each rank informs every other ---------------
+    world = int(start.get("world_size", 1))
+    if world > 1:
+        job = f"{job_id(run_id)}/job"
+        b.activity(job, None, None, {"prov:type": QName("p4t:DistributedJob"), "p4t:runId": run_id,
+                                     "p4t:worldSize": world})
+        b.informed(act, job)
+        b.informed(job, act)
+
     # -- agents ------------------------------------------------------------------------------
     person, recorder, torch_agent = _agent_ids(start)
     b.agent(person, {"prov:type": QName("prov:Person"), "p4t:userName": start.get("user")})
@@ -236,6 +245,15 @@ def build(
     })
     b.used(act, env_id, "p4t:environment")
 
+    # -- the policy in force -----------------------------------------------------------------------
+    pol = start.get("policy")
+    if pol:
+        b.entity(pol["id"], {"prov:type": QName("p4t:Policy"), "prov:label": pol.get("name"),
+                             "p4t:version": pol.get("version"), "p4t:sha256": pol.get("sha256") or None,
+                             "p4t:path": pol.get("source")})
+        b.used(act, pol["id"], "p4t:policy")
+        b.doc["activity"][act]["p4t:policyMode"] = pol.get("mode")
+
     # -- parameters ----------------------------------------------------------------------------
     if record.params:
         params_id = f"{prefix}/params"
@@ -293,12 +311,21 @@ def build(
                 f"p4t:{k}": v for k, v in sorted(usage.get(role, {}).items())
             })
 
-    # -- checkpoints loaded -------------------------------------------------------------------------
+    # -- checkpoints loaded, with the lineage recorded when they were produced -----------------------
     for mid, ld in record.loads.items():
         b.entity(mid, {"prov:type": QName("mls:Model"), "p4t:sha256": ld.get("sha256"),
                        "p4t:path": ld.get("path")})
         b.doc["entity"][mid].update(ld.get("tags") or {})
         b.used(act, mid, "p4t:baseModel", ld.get("time"))
+        for did, up in sorted((ld.get("upstream") or {}).items()):
+            if did not in b.doc.get("entity", {}):
+                b.entity(did, {"prov:type": QName("mls:Dataset"), "prov:label": up.get("name"),
+                               "p4t:name": up.get("name"), "p4t:sha256": up.get("sha256")})
+                b.doc["entity"][did].update(up.get("tags") or {})
+        for generated, used in ld.get("derivations") or []:
+            if generated not in b.doc.get("entity", {}):
+                b.entity(generated, {"prov:type": QName("mls:Model")})
+            b.derived(generated, used)
 
     # -- checkpoints / models produced --------------------------------------------------------------
     for m in record.models:
@@ -339,9 +366,9 @@ def build(
         if dec.get("policy_id"):
             b.entity(dec["policy_id"], dec.get("policy_attrs") or {})
             b.used(check_id, dec["policy_id"], "p4t:policy")
-        for ds in dec.get("datasets", []):
-            b.used(check_id, ds, "p4t:checked")
-        b.entity(dec_id, {"prov:type": QName("p4t:PolicyDecision"), **(dec.get("attrs") or {})})
+        # the checked data is named, not `used`: a check reads tags, it does not process data
+        b.entity(dec_id, {"prov:type": QName("p4t:PolicyDecision"), **(dec.get("attrs") or {}),
+                          "p4t:checkedDataset": dec.get("datasets") or None})
         b.generated(dec_id, check_id, dec.get("time"))
 
     return b.to_dict()

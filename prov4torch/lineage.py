@@ -194,3 +194,123 @@ def inherit(sources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if expiry is not None:
         out["p4t:consentExpires"] = expiry
     return out
+
+
+# -- lineage cards: what a checkpoint came from, findable by its sha256 in a later run ----------
+
+CARD_DIR = ".lineage"
+
+
+def card_path(root: Path, sha256: str) -> Path:
+    return root / CARD_DIR / f"sha256-{sha256}.json"
+
+
+def write_card(root: Path, card: Mapping[str, Any]) -> None:
+    """Store a checkpoint's lineage card under the output root (never next to the user's file)."""
+    import json
+
+    path = card_path(root, str(card["sha256"]))
+    provjson.write_atomic(path, json.dumps(card, sort_keys=True, indent=1))
+
+
+def read_card(root: Path, sha256: str) -> dict[str, Any] | None:
+    import json
+
+    path = card_path(root, sha256)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def model_card(event: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],
+               loads: Mapping[str, Mapping[str, Any]], activity: str) -> dict[str, Any]:
+    """A produced checkpoint's card: its upstream datasets (with their tags) and derivations,
+    including everything inherited from the base models it was fine-tuned from."""
+    upstream: dict[str, Any] = {}
+    derivations: list[list[str]] = []
+    for src in event.get("derived_from", []):
+        derivations.append([event["id"], src])
+        if src in datasets:
+            d = datasets[src]
+            upstream[src] = {"name": d.get("name"), "sha256": d.get("sha256"), "tags": d.get("tags", {}),
+                             "governance": d.get("governance", {})}
+        elif src in loads:
+            base = loads[src]
+            upstream.update(base.get("upstream", {}))
+            derivations.extend(base.get("derivations", []))
+    return {"model": event["id"], "sha256": event["sha256"], "name": event.get("name"), "activity": activity,
+            "governance": event.get("governance", {}), "upstream": upstream,
+            "derivations": sorted({tuple(d) for d in derivations})}
+
+
+# -- DataLoader tracking -------------------------------------------------------------------------
+
+def _batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (or length of a list)."""
+    if hasattr(batch, "shape") and getattr(batch, "shape", None):
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        for v in batch.values():
+            return _batch_size(v)
+    if isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+        if hasattr(first, "shape") and getattr(first, "shape", None):
+            return int(first.shape[0])
+        return len(batch) if not isinstance(first, (list, tuple)) else _batch_size(first)
+    return 1
+
+
+class TrackedLoader:
+    """A DataLoader whose data is recorded (and policy-checked) before its first batch.
+
+    Iterating it attaches its dataset to the active run (``log_dataset``: digest, tags,
+    policy check), refuses to yield a batch of blocked data, and records the samples,
+    batches and epochs consumed. Every other attribute is the wrapped loader's.
+    """
+
+    def __init__(self, loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> None:
+        governance_attributes(tags)  # validate now, not at the first batch
+        self.loader = loader
+        self.name = name
+        self.role = role
+        self.tags = tags
+        self.dataset_id: str | None = None
+        self.samples = 0
+        self.batches = 0
+        self.epochs = 0
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.loader, item)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        from .run import ACTIVE
+
+        run = ACTIVE.run
+        if run is None or run.ended or run.disabled:
+            yield from self.loader
+            return
+        if self.dataset_id is None:
+            self.dataset_id = run.log_dataset(self.loader, name=self.name, role=self.role, **self.tags)
+        run.gate(self.dataset_id)  # raises before the first batch when the data is blocked
+        finished = False
+        try:
+            for batch in self.loader:
+                self.samples += _batch_size(batch)
+                self.batches += 1
+                yield batch
+            finished = True
+        finally:
+            self.epochs += int(finished)
+            if not run.ended:
+                run.attach_loader_usage(self.dataset_id, self.role, {
+                    "samples": self.samples, "batches": self.batches, "epochs": self.epochs})
+
+
+def track(loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> TrackedLoader:
+    """Wrap a DataLoader so its dataset is recorded and policy-checked before its first batch."""
+    return TrackedLoader(loader, name=name, role=role, **tags)

@@ -30,6 +30,7 @@ from .distributed import identity, rank_prefix, resolve_run_id
 from .document import RunRecord, Sidecar, build, content_id, local
 from .errors import ConfigError, InvalidValueError, JournalError, PolicyViolation, RunStateError
 from .journal import JournalWriter
+from .governance import RuntimePolicy
 from .lifecycle import Hooks
 
 _now = time.time
@@ -151,6 +152,8 @@ def _param_value(key: str, v: Any) -> Any:
 class Run:
     """One rank's provenance recording. Also a context manager (``end_run`` on exit)."""
 
+    disabled = False
+
     def __init__(
         self,
         *,
@@ -162,6 +165,8 @@ class Run:
         purpose: str | None = None,
         intended_use: str | None = None,
         tags: Mapping[str, Any] | None = None,
+        policy: Any = None,
+        mode: str | None = None,
         system_metrics: bool | None = None,
         energy: bool | None = None,
         interval_s: float | None = None,
@@ -179,8 +184,12 @@ class Run:
         self.region = region or env.get(env.REGION)
         self.purpose = purpose or env.get(env.PURPOSE)
         self.intended_use = intended_use or env.get(env.INTENDED_USE)
-        root = Path(out_dir).expanduser() if out_dir is not None else default_root()
-        self.dir = root / self.experiment / self.run_id
+        policy = policy if policy is not None else env.get(env.POLICY)
+        self._policy: RuntimePolicy | None = (
+            RuntimePolicy(policy, mode or env.get(env.POLICY_MODE)) if policy is not None else None
+        )
+        self.root = Path(out_dir).expanduser() if out_dir is not None else default_root()
+        self.dir = self.root / self.experiment / self.run_id
         self.stem = rank_prefix(self.rank)
         self.ended = False
         self.status = "RUNNING"
@@ -228,6 +237,7 @@ class Run:
             "intended_use": self.intended_use,
             "prov4torch": __version__,
             "torch_seed": capture.torch_seed(),
+            "policy": self._policy.describe() if self._policy else None,
         }
         self._event(start_event, now=True)
         self._writer.start()
@@ -487,15 +497,65 @@ class Run:
         self._on_attach(event)
         return mid
 
-    # extension points filled by the lineage/policy layer
+    # -- lineage and policy --------------------------------------------------------------------
     def _decorate_model(self, event: dict[str, Any]) -> None:
-        """Add inherited governance tags to a produced checkpoint (lineage layer)."""
+        """A produced checkpoint inherits the governance of its whole lineage; store its card."""
+        from . import lineage
+
+        record = RunRecord.replay(self._history)
+        sources = [record.datasets[d].get("governance", {}) for d in event["derived_from"] if d in record.datasets]
+        sources += [record.loads[m].get("governance", {}) for m in event["derived_from"] if m in record.loads]
+        governance = lineage.inherit(sources)
+        event["governance"] = governance
+        tags = {k: v for k, v in governance.items() if k != "p4t:consentExpires"}
+        if "p4t:consentExpires" in governance:
+            tags["p4t:consentExpires"] = _dt.datetime.fromisoformat(governance["p4t:consentExpires"])
+        if self.intended_use:
+            tags["p4t:intendedUse"] = self.intended_use
+        event["tags"] = provjson.attributes(tags)
+        card = lineage.model_card(event, record.datasets, record.loads, f"p4t:run/{self.run_id}/rank/{self.rank}")
+        try:
+            lineage.write_card(self.root, card)
+        except OSError as exc:
+            warnings.warn(f"prov4torch: cannot store the lineage card of {event['id']}: {exc}",
+                          RuntimeWarning, stacklevel=3)
 
     def _decorate_load(self, event: dict[str, Any]) -> None:
-        """Add governance tags known for a loaded checkpoint (lineage layer)."""
+        """A loaded checkpoint brings the lineage recorded when it was produced (by its sha256)."""
+        from . import lineage
+
+        card = lineage.read_card(self.root, event["sha256"])
+        if card is None:
+            event["tags"] = provjson.attributes({"p4t:lineageKnown": False})
+            if self._policy is not None:
+                warnings.warn(
+                    f"prov4torch: no lineage is known for checkpoint {event['path']} (sha256 "
+                    f"{event['sha256'][:12]}...) under {self.root}; the policy cannot see the data it was "
+                    "trained on", RuntimeWarning, stacklevel=3)
+            return
+        event["governance"] = card.get("governance", {})
+        gov = dict(event["governance"])
+        if "p4t:consentExpires" in gov:
+            gov["p4t:consentExpires"] = _dt.datetime.fromisoformat(gov["p4t:consentExpires"])
+        event["tags"] = provjson.attributes({**gov, "p4t:lineageKnown": True})
+        event["upstream"] = card.get("upstream", {})
+        event["derivations"] = card.get("derivations", [])
 
     def _on_attach(self, event: dict[str, Any]) -> None:
-        """Evaluate the runtime policy when data or a checkpoint is attached (policy layer)."""
+        """Evaluate the runtime policy when data or a checkpoint is attached."""
+        if self._policy is not None:
+            trigger = "log_dataset" if event["t"] == "dataset" else "load_model"
+            self._policy.check(self, trigger, [event["id"]])
+
+    def gate(self, dataset_id: str) -> None:
+        """Before a tracked DataLoader yields its first batch: refuse blocked data."""
+        if self._policy is not None:
+            self._policy.gate(dataset_id)
+
+    def attach_loader_usage(self, dataset_id: str, role: str, usage: Mapping[str, int]) -> None:
+        """Samples, batches and epochs consumed from a dataset (kept up to date by track())."""
+        if self._open:
+            self._event({"t": "usage", "id": dataset_id, "usage": {role: dict(usage)}})
 
     def add_run_attributes(self, attrs: Mapping[str, Any]) -> None:
         """Attributes for the rank activity (qualified names -> values), e.g. sampler summaries."""
@@ -562,6 +622,8 @@ class Run:
             self.ended = True
             if self._pending_signal is not None and status in ("FINISHED", "FAILED"):
                 status, signal_number = "KILLED", self._pending_signal
+            elif self._policy is not None and self._policy.blocked and status in ("FINISHED", "FAILED"):
+                status = "BLOCKED"
             for callback in self._end_callbacks:  # samplers: final reading, summaries (run still open)
                 try:
                     callback(self)
@@ -608,6 +670,8 @@ class Run:
 
 class DisabledRun(Run):
     """What ``start_run`` returns when ``PROV4TORCH_DISABLED=1``: every call is a no-op."""
+
+    disabled = True
 
     def __init__(self, **_: Any) -> None:  # noqa: D107 - nothing to set up
         self.run_id = "disabled"

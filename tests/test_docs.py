@@ -46,6 +46,8 @@ def test_vocabulary_documents_every_term_the_writer_uses():
     import inspect
 
     import prov4torch.document as document
+    import prov4torch.governance as governance
+    import prov4torch.run as run
     import prov4torch.lineage as lineage
     import prov4torch.samplers as samplers
     import prov4torch.samplers.energy as energy
@@ -53,7 +55,7 @@ def test_vocabulary_documents_every_term_the_writer_uses():
     import prov4torch.samplers.system as system
 
     vocab = (ROOT / "docs" / "vocabulary.md").read_text()
-    source = "".join(inspect.getsource(m) for m in (document, lineage, samplers, energy, gpu, system))
+    source = "".join(inspect.getsource(m) for m in (document, lineage, samplers, energy, gpu, system, governance, run))
     terms = set(re.findall(r'"p4t:([A-Za-z0-9]+)"', source))
     terms |= {attr.split(":")[1] for attr, _ in lineage.DATASET_TAGS.values()}
     terms |= {"systemSamplerOff", "gpuSamplerOff"}  # written as f"p4t:{name}SamplerOff"

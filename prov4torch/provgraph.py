@@ -1,0 +1,297 @@
+"""Any PROV-JSON document(s) -> one graph of expanded IRIs, for policy checks and lineage queries.
+
+Identifiers, attribute names and ``xsd:QName`` values are expanded to full IRIs with
+the prefixes in scope (document, then bundle), so a policy's ``dg:jurisdiction``
+matches ``p4t:jurisdiction`` when both prefixes name the same IRI. Several files
+(rank files of one job, whole runs) load into one graph: the merged view. Bundles
+are flattened into it. Walks are iterative and cycle-safe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidValueError
+from .provjson import PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE
+
+PROV = PROV_NAMESPACE
+XSD = XSD_NAMESPACE
+TYPE = PROV + "type"
+ELEMENTS = ("entity", "activity", "agent")
+
+# relation -> (formal attribute of the "downstream" end, formal attribute of the "upstream" end)
+UPSTREAM: dict[str, tuple[str, str]] = {
+    "used": ("prov:activity", "prov:entity"),
+    "wasGeneratedBy": ("prov:entity", "prov:activity"),
+    "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity"),
+    "wasInformedBy": ("prov:informed", "prov:informant"),
+    "wasInvalidatedBy": ("prov:entity", "prov:activity"),
+    "wasStartedBy": ("prov:activity", "prov:trigger"),
+    "wasEndedBy": ("prov:activity", "prov:trigger"),
+    "wasAttributedTo": ("prov:entity", "prov:agent"),
+    "wasAssociatedWith": ("prov:activity", "prov:agent"),
+    "actedOnBehalfOf": ("prov:delegate", "prov:responsible"),
+    "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
+    "specializationOf": ("prov:specificEntity", "prov:generalEntity"),
+    "alternateOf": ("prov:alternate1", "prov:alternate2"),
+    "hadMember": ("prov:collection", "prov:entity"),
+}
+DEFAULT_LINEAGE = ("used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy")
+
+
+class ProvInputError(InvalidValueError):
+    """A file that is not PROV-JSON we can read (the message names file and place)."""
+
+
+@dataclass
+class Node:
+    id: str  # expanded IRI
+    kinds: set[str] = field(default_factory=set)  # entity / activity / agent
+    attrs: dict[str, list[Any]] = field(default_factory=dict)  # expanded attribute IRI -> values
+    label: str = ""  # the id as written (prefixed), for messages
+    sources: set[str] = field(default_factory=set)  # files it was read from
+
+    def values(self, attr: str) -> list[Any]:
+        return self.attrs.get(attr, [])
+
+    def types(self) -> set[str]:
+        return {v for v in self.values(TYPE) if isinstance(v, str)}
+
+
+@dataclass
+class Edge:
+    relation: str
+    down: str
+    up: str
+    attrs: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class Graph:
+    """Nodes by expanded id; ``up[relation][node]`` -> upstream neighbours (and ``down``)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self.edges: list[Edge] = []
+        self.up: dict[str, dict[str, set[str]]] = {r: {} for r in UPSTREAM}
+        self.down: dict[str, dict[str, set[str]]] = {r: {} for r in UPSTREAM}
+        self.prefixes: dict[str, str] = dict(PREFIXES)  # every prefix seen (for short labels)
+
+    # -- building -----------------------------------------------------------------------
+    def node(self, nid: str, label: str | None = None) -> Node:
+        n = self.nodes.get(nid)
+        if n is None:
+            n = self.nodes[nid] = Node(nid, label=label or nid)
+        return n
+
+    def add_edge(self, relation: str, down: str, up: str, attrs: dict[str, list[Any]] | None = None) -> None:
+        self.edges.append(Edge(relation, down, up, attrs or {}))
+        self.up[relation].setdefault(down, set()).add(up)
+        self.down[relation].setdefault(up, set()).add(down)
+
+    def short(self, iri: str) -> str:
+        """The id as a prefixed name when a known prefix covers it."""
+        n = self.nodes.get(iri)
+        if n is not None and n.label != iri:
+            return n.label
+        best = ""
+        for prefix, ns in reversed(self.prefixes.items()):  # the documents' own prefixes win ties
+            if iri.startswith(ns) and len(ns) > len(best):
+                best, name = ns, f"{prefix}:{iri[len(ns):]}"
+        return name if best else iri
+
+    # -- walking ----------------------------------------------------------------------------
+    def walk(self, start: str, relations: Iterable[str], direction: str = "up",
+             depth: int | None = None) -> dict[str, int]:
+        """Every node reachable from ``start`` over ``relations``, with its distance. Iterative."""
+        adjacency = [(self.up if direction == "up" else self.down)[r] for r in relations if r in UPSTREAM]
+        seen = {start: 0}
+        queue = deque([start])
+        while queue:
+            current = queue.popleft()
+            d = seen[current]
+            if depth is not None and d >= depth:
+                continue
+            for adj in adjacency:
+                for nxt in adj.get(current, ()):
+                    if nxt not in seen:
+                        seen[nxt] = d + 1
+                        queue.append(nxt)
+        del seen[start]
+        return seen
+
+    def of_type(self, type_iris: Iterable[str]) -> list[Node]:
+        wanted = set(type_iris)
+        return [n for n in self.nodes.values() if n.types() & wanted]
+
+    def activities(self) -> list[Node]:
+        return [n for n in self.nodes.values() if "activity" in n.kinds]
+
+
+# -- reading PROV-JSON ------------------------------------------------------------------------
+
+def _where(path: str, *parts: str) -> str:
+    return f"{path}: {'.'.join(parts)}" if parts else path
+
+
+class _Scope:
+    def __init__(self, prefixes: Mapping[str, str], default: str | None) -> None:
+        self.prefixes = dict(prefixes)
+        self.default = default
+
+    def expand(self, name: Any) -> str:
+        if not isinstance(name, str):
+            return str(name)
+        if name.startswith(("http://", "https://", "urn:", "file:")):
+            return name
+        prefix, sep, local = name.partition(":")
+        if sep and prefix in self.prefixes:
+            return self.prefixes[prefix] + local
+        if not sep and self.default:
+            return self.default + name
+        return name
+
+
+def _literal(value: Any, scope: _Scope) -> Any:
+    """One attribute value as a Python value: QNames expanded, typed numbers/booleans parsed."""
+    if isinstance(value, dict):
+        raw = value.get("$")
+        kind = scope.expand(value.get("type")) if value.get("type") else None
+        if kind in (XSD + "QName", PROV + "QUALIFIED_NAME", PROV + "QualifiedName"):
+            return scope.expand(raw)
+        if isinstance(raw, str) and kind:
+            if kind == XSD + "boolean":
+                return raw.strip().lower() in ("true", "1")
+            if kind in (XSD + "int", XSD + "long", XSD + "integer", XSD + "short", XSD + "byte"):
+                try:
+                    return int(raw)
+                except ValueError:
+                    return raw
+            if kind in (XSD + "double", XSD + "float", XSD + "decimal"):
+                try:
+                    return float(raw.replace("INF", "inf"))
+                except ValueError:
+                    return raw
+        return raw
+    return value
+
+
+def _as_records(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    return []
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    """A PROV-JSON file's top-level object, or a ProvInputError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProvInputError(f"{p}: no such file", value=str(p)) from None
+    except IsADirectoryError:
+        raise ProvInputError(f"{p}: is a directory; give PROV-JSON files", value=str(p)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvInputError(f"{p}: cannot read: {getattr(exc, 'strerror', None) or exc}", value=str(p)) from exc
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProvInputError(f"{p}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                             value=str(p)) from None
+    if not isinstance(doc, dict):
+        raise ProvInputError(f"{p}: a PROV-JSON document is a JSON object, found {type(doc).__name__}",
+                             value=str(p))
+    return doc
+
+
+def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>") -> None:
+    """Add one PROV-JSON document (and its bundles) to ``graph``."""
+    prefixes = doc.get("prefix") if isinstance(doc.get("prefix"), dict) else {}
+    scope = _Scope({**PREFIXES, **{k: v for k, v in prefixes.items() if isinstance(v, str) and k != "default"}},
+                   prefixes.get("default") if isinstance(prefixes.get("default"), str) else None)
+    graph.prefixes.update({k: v for k, v in scope.prefixes.items()})
+    _add_records(graph, doc, scope, source)
+    bundles = doc.get("bundle")
+    if isinstance(bundles, dict):
+        for bid, bundle in bundles.items():
+            if not isinstance(bundle, dict):
+                continue
+            inner = bundle.get("prefix") if isinstance(bundle.get("prefix"), dict) else {}
+            bscope = _Scope({**scope.prefixes, **{k: v for k, v in inner.items() if isinstance(v, str)}},
+                            inner.get("default") if isinstance(inner.get("default"), str) else scope.default)
+            graph.prefixes.update(bscope.prefixes)
+            graph.node(scope.expand(bid), bid).kinds.add("bundle")
+            _add_records(graph, bundle, bscope, source)
+
+
+def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: str) -> None:
+    for kind in ELEMENTS:
+        section = doc.get(kind)
+        if not isinstance(section, dict):
+            continue
+        for rid, value in section.items():
+            for rec in _as_records(value):
+                node = graph.node(scope.expand(rid), rid)
+                node.kinds.add(kind)
+                node.sources.add(source)
+                for attr, v in rec.items():
+                    values = v if isinstance(v, list) else [v]
+                    bucket = node.attrs.setdefault(scope.expand(attr), [])
+                    for item in values:
+                        lit = _literal(item, scope)
+                        if lit not in bucket:
+                            bucket.append(lit)
+            if not _as_records(value):
+                graph.node(scope.expand(rid), rid).kinds.add(kind)
+    for relation, (down_attr, up_attr) in UPSTREAM.items():
+        section = doc.get(relation)
+        if not isinstance(section, dict):
+            continue
+        for value in section.values():
+            for rec in _as_records(value):
+                downs, ups = rec.get(down_attr), rec.get(up_attr)
+                if downs is None or ups is None:
+                    continue  # an endpoint is missing: nothing to walk (validate reports it)
+                attrs = {scope.expand(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
+                         for k, v in rec.items() if k not in (down_attr, up_attr)}
+                for d in downs if isinstance(downs, list) else [downs]:
+                    for u in ups if isinstance(ups, list) else [ups]:
+                        if isinstance(d, str) and isinstance(u, str):
+                            dn, un = scope.expand(d), scope.expand(u)
+                            graph.node(dn, d)
+                            graph.node(un, u)
+                            graph.add_edge(relation, dn, un, attrs)
+
+
+def expand_dirs(paths: Iterable[str | Path]) -> Iterator[Path]:
+    """Files as given; a directory gives its *.prov.json files (run.prov.json first if present)."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            merged = p / "run.prov.json"
+            if merged.exists():
+                yield merged
+                continue
+            found = sorted(p.rglob("*.prov.json"))
+            if not found:
+                raise ProvInputError(f"{p}: no *.prov.json files in this directory", value=str(p))
+            yield from found
+        else:
+            yield p
+
+
+def load_graph(paths: Iterable[str | Path]) -> Graph:
+    """One graph from several PROV-JSON files or run directories (the merged view)."""
+    graph = Graph()
+    any_file = False
+    for p in expand_dirs(paths):
+        add_document(graph, load_json(p), str(p))
+        any_file = True
+    if not any_file:
+        raise ProvInputError("no input files given")
+    return graph
