@@ -6,6 +6,7 @@ Exit codes: 0 success; 1 policy denial or validation failure; 2 usage or input e
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -63,6 +64,29 @@ def recover(
         else:
             skipped = f", {r.skipped_lines} unreadable journal lines skipped" if r.skipped_lines else ""
             typer.echo(f"{r.rank_file}: rebuilt, status {r.status}, {r.points} metric points{skipped}")
+
+
+@app.command()
+def check(
+    files: Annotated[list[Path], typer.Argument(help="PROV-JSON files or run directories (checked together).")],
+    policy: Annotated[str, typer.Option("--policy", "-p", help="Policy TOML file, or 'default'.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check PROV-JSON files against a policy: exit 0 allow, 1 deny, 2 bad input."""
+    try:
+        report = prov4torch.check(files, policy)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for v in report.violations:
+            typer.echo(f"DENY {v.rule}: {v.subject}: {v.reason}")
+            typer.echo(f"     datasets: {', '.join(v.datasets)}; attribute: {v.attribute}")
+        n = len(report.violations)
+        typer.echo(f"{report.verdict.upper()}: policy {report.policy.name!r}, {len(report.files)} file(s), "
+                   f"{n} violation{'s' if n != 1 else ''}")
+    raise typer.Exit(EXIT_DENIED if report.violations else EXIT_OK)
 
 
 def main() -> None:
