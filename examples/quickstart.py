@@ -46,14 +46,15 @@ def main() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
-    with prov4torch.start_run(experiment="quickstart", out_dir=out, region="eu-west-1", purpose="research") as run:
+    with prov4torch.start_run(experiment="quickstart", out_dir=out, region="eu-west-1", purpose="research",
+                              policy="default") as run:
         prov4torch.log_params({"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                                "optimizer": "SGD", "momentum": 0.9})
-        prov4torch.log_dataset(train, name="synthetic-digits-train", dataset_id="synthetic-digits",
-                               origin_country="DE", jurisdiction="EU", personal_data=False,
-                               consent_scope=["training", "research"], license="CC0-1.0",
-                               consent_expires=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
-        prov4torch.log_dataset(val, name="synthetic-digits-val", role="validation", license="CC0-1.0")
+        tags = {"dataset_id": "synthetic-digits", "origin_country": "DE", "jurisdiction": "EU",
+                "personal_data": False, "consent_scope": ["training", "research"], "license": "CC0-1.0",
+                "consent_expires": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}
+        prov4torch.log_dataset(train, name="synthetic-digits-train", **tags)
+        prov4torch.log_dataset(val, name="synthetic-digits-val", role="validation", **tags)
         step = 0
         for epoch in range(args.epochs):
             model.train()
@@ -72,6 +73,7 @@ def main() -> None:
             prov4torch.log_model(model, name="mlp", epoch=epoch)
             print(f"epoch {epoch}: validation accuracy {float(acc):.3f}")
     print(f"status {run.status}; provenance written to {run.prov_path}")
+    print(f"audit it: prov4torch check {run.prov_path} --policy default")
 
 
 if __name__ == "__main__":
