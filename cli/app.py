@@ -7,13 +7,14 @@ Exit codes: 0 success; 1 policy denial or validation failure; 2 usage or input e
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
 import prov4torch
-from prov4torch.errors import Prov4TorchError
+from prov4torch.errors import MergeConflictError, Prov4TorchError
 
 app = typer.Typer(
     name="prov4torch",
@@ -87,6 +88,110 @@ def check(
         typer.echo(f"{report.verdict.upper()}: policy {report.policy.name!r}, {len(report.files)} file(s), "
                    f"{n} violation{'s' if n != 1 else ''}")
     raise typer.Exit(EXIT_DENIED if report.violations else EXIT_OK)
+
+
+def _summary(message: str) -> None:
+    typer.echo(f"prov4torch: {message}", err=True)
+
+
+@app.command(
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True, "allow_extra_args": True}
+)
+def run(
+    ctx: typer.Context,
+    script: Annotated[str, typer.Argument(help="The training script (or module, with -m).", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output root (default: PROV4TORCH_DIR).")] = None,  # noqa: UP045
+    experiment: Annotated[Optional[str], typer.Option(help="Experiment name.")] = None,  # noqa: UP045
+    run_name: Annotated[Optional[str], typer.Option(help="Run name (default: the script's name).")] = None,  # noqa: UP045
+    run_id: Annotated[Optional[str], typer.Option(help="Run id (default: a new time-ordered id).")] = None,  # noqa: UP045
+    policy: Annotated[Optional[str], typer.Option(help="Policy TOML file (or 'default') to enforce.")] = None,  # noqa: UP045
+    mode: Annotated[Optional[str], typer.Option(help="enforce (default with a policy) or audit.")] = None,  # noqa: UP045
+    region: Annotated[Optional[str], typer.Option(help="Compute region, e.g. eu-west-1.")] = None,  # noqa: UP045
+    purpose: Annotated[Optional[str], typer.Option(help="Purpose of the processing, e.g. training.")] = None,  # noqa: UP045
+    intended_use: Annotated[Optional[str], typer.Option(help="Intended use of the models produced.")] = None,  # noqa: UP045
+    nproc_per_node: Annotated[int, typer.Option(min=1, help="Ranks to launch through torch.distributed.run.")] = 1,
+    module: Annotated[bool, typer.Option("-m", "--module", help="SCRIPT is a module name, as in python -m.")] = False,
+) -> None:
+    """Run a training script unchanged, recording its provenance; exits with the script's exit code.
+
+    Everything after SCRIPT goes to the script untouched (its own --help or --out too).
+    """
+    from prov4torch import env as p4t_env
+    from prov4torch.merge import merge as merge_files
+    from prov4torch.recover import recover as recover_dir
+    from prov4torch.runner import launch, resolve_target, run_script
+
+    args = list(ctx.args)
+    options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy, "mode": mode,
+               "region": region, "purpose": purpose, "intended_use": intended_use}
+    try:
+        resolve_target(script, module)
+        if nproc_per_node == 1:
+            code = run_script(script, args, module=module, out_dir=out, **options)
+            from prov4torch.run import ACTIVE
+
+            run_dir = ACTIVE.last_dir
+        else:
+            if policy is not None and Path(policy).exists():
+                policy = str(Path(policy).resolve())
+            names = {"run_name": p4t_env.RUN_NAME, "policy": p4t_env.POLICY, "mode": p4t_env.POLICY_MODE,
+                     "region": p4t_env.REGION, "purpose": p4t_env.PURPOSE, "intended_use": p4t_env.INTENDED_USE}
+            extra = {names[k]: str(v) for k, v in {**options, "policy": policy}.items() if k in names and v}
+            code, run_dir = launch(script, args, nproc=nproc_per_node, module=module, out_dir=out,
+                                   experiment=experiment, run_id=run_id, extra_env=extra)
+            if run_dir.is_dir():
+                recover_dir(run_dir)  # ranks that died before end_run: INCOMPLETE, not lost
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if run_dir is not None and Path(run_dir).is_dir():
+        try:
+            report = merge_files([run_dir], Path(run_dir) / "run.prov.json")
+            missing = report.missing()
+            note = f"; ranks missing: {missing}" if missing else ""
+            _summary(f"exit code {code}; provenance in {run_dir}/run.prov.json{note}")
+        except Prov4TorchError as exc:
+            _summary(f"could not merge the rank files of {run_dir}: {exc}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="Rank files or run directories.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The merged PROV-JSON file to write.")],
+    strict: Annotated[bool, typer.Option(help="Fail (exit 1) when two inputs declare one id differently.")] = False,
+) -> None:
+    """Merge rank files (and whole runs) into one PROV document: a bundle per rank, a collection per job."""
+    from prov4torch.merge import merge as merge_files
+
+    progress = None
+    bar = None
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        task = bar.add_task("merging", total=None)
+        bar.start()
+
+        def progress(done: int, total: int, path: Path) -> None:
+            bar.update(task, completed=done, total=total, description=f"merging {path.name}")
+
+    try:
+        report = merge_files(inputs, out, strict=strict, progress=progress)
+    except MergeConflictError as exc:
+        fail(str(exc), EXIT_DENIED)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    finally:
+        if bar is not None:
+            bar.stop()
+    for c in report.conflicts:
+        typer.echo(f"conflict: {c.id} is declared differently in {c.first} and {c.second}", err=True)
+    for run_id, ranks in report.missing().items():
+        info = report.runs[run_id]
+        typer.echo(f"warning: run {run_id}: rank(s) {ranks} missing (world size {info['world_size']}, "
+                   f"{len(info['ranks'])} found)", err=True)
+    typer.echo(f"merged {len(report.inputs)} file(s), {report.records} records ({report.shared} shared, "
+               f"{report.deduplicated} duplicates dropped, {len(report.conflicts)} conflicts) into {out}")
 
 
 def main() -> None:

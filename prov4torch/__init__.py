@@ -103,6 +103,8 @@ def start_run(
     NVML) and ``energy`` (codecarbon) sample every ``interval_s`` seconds.
     """
     with _ACTIVE.lock:
+        if _ACTIVE.run is not None and _ACTIVE.run.managed and not _ACTIVE.run.ended:
+            return _ACTIVE.run  # under `prov4torch run`: the script joins the run it runs in
         if _ACTIVE.run is not None and not _ACTIVE.run.ended:
             raise RunStateError(
                 f"run {_ACTIVE.run.run_id} is already active: call end_run() first "

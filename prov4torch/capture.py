@@ -153,7 +153,7 @@ def environment() -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         pass
     torch = sys.modules.get("torch")
-    if torch is not None:
+    if torch is not None and hasattr(torch, "cuda") and hasattr(torch, "version"):  # fully imported
         info["torch"] = getattr(torch, "__version__", info["torch"])
         info["cuda"] = getattr(torch.version, "cuda", None)
         try:

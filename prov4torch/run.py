@@ -64,6 +64,7 @@ class _Active:
     """The process-wide active run (one per process, like MLflow's fluent API)."""
 
     run: Run | None = None
+    last_dir: Path | None = None  # the directory of the last run `prov4torch run` managed
     lock = threading.RLock()
 
 
@@ -153,6 +154,7 @@ class Run:
     """One rank's provenance recording. Also a context manager (``end_run`` on exit)."""
 
     disabled = False
+    managed = False  # owned by `prov4torch run`: the script's end_run/with-exit leave it open
 
     def __init__(
         self,
@@ -174,12 +176,13 @@ class Run:
         flush_interval_s: float | None = None,
         install_hooks: bool = True,
         clock: Callable[[], float] = time.time,
+        script: Path | None = None,
     ) -> None:
         self.experiment = _check_name("experiment", experiment or env.get(env.EXPERIMENT) or "default", _PARAM)
         ident = identity()
         self.rank, self.world_size, self.local_rank = ident.rank, ident.world_size, ident.local_rank
         self.run_id = resolve_run_id(run_id)
-        script = capture.main_script()
+        script = script or capture.main_script()
         self.run_name = run_name or env.get(env.RUN_NAME) or (script.stem if script else self.run_id)
         self.region = region or env.get(env.REGION)
         self.purpose = purpose or env.get(env.PURPOSE)
@@ -299,7 +302,7 @@ class Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if self.ended:
+        if self.ended or self.managed:
             return
         if exc is None:
             self._finish("FINISHED")
@@ -579,6 +582,8 @@ class Run:
         """End the run and write ``rank-K.prov.json``. Ending twice is an error."""
         if status not in END_STATUSES:
             raise InvalidValueError(f"status must be one of {', '.join(END_STATUSES)}, got {status!r}", value=status)
+        if self.managed and not self.ended:
+            return  # `prov4torch run` ends it when the script is done
         if self.ended:
             raise RunStateError(f"run {self.run_id} has already ended ({self.status})")
         self._finish(status)

@@ -46,7 +46,9 @@ def test_vocabulary_documents_every_term_the_writer_uses():
     import inspect
 
     import prov4torch.document as document
+    import prov4torch.autolog as autolog
     import prov4torch.governance as governance
+    import prov4torch.merge as merge
     import prov4torch.run as run
     import prov4torch.lineage as lineage
     import prov4torch.samplers as samplers
@@ -55,7 +57,8 @@ def test_vocabulary_documents_every_term_the_writer_uses():
     import prov4torch.samplers.system as system
 
     vocab = (ROOT / "docs" / "vocabulary.md").read_text()
-    source = "".join(inspect.getsource(m) for m in (document, lineage, samplers, energy, gpu, system, governance, run))
+    source = "".join(inspect.getsource(m) for m in (document, lineage, samplers, energy, gpu, system, governance, run,
+                                                     autolog, merge))
     terms = set(re.findall(r'"p4t:([A-Za-z0-9]+)"', source))
     terms |= {attr.split(":")[1] for attr, _ in lineage.DATASET_TAGS.values()}
     terms |= {"systemSamplerOff", "gpuSamplerOff"}  # written as f"p4t:{name}SamplerOff"

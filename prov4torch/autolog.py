@@ -1,0 +1,297 @@
+"""Zero-code capture for ``prov4torch run``: patches installed for one run, removed at its end.
+
+What is captured from an unmodified script:
+* argv as parameters (``--key value``, ``--key=value``, ``--flag``);
+* every DataLoader's dataset when its first batch is requested — recorded, policy-checked
+  (a blocked dataset raises before that batch exists), samples/batches/epochs counted;
+* optimizers: class and hyperparameters at their first step, and the step count
+  (torch's own global step hook, no patching);
+* ``torch.save(obj, path)`` outputs as checkpoints, ``torch.load(path)`` inputs as used
+  checkpoints (by sha256, so lineage joins across runs).
+
+Patched functions return what the originals return and raise what they raise: a failure
+to *record* is a warning; only a policy violation stops the script, on purpose.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import PolicyViolation
+from .lineage import _batch_size
+
+if TYPE_CHECKING:
+    from .run import Run
+
+
+def parse_argv(argv: Sequence[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` / ``--flag`` pairs as parameters; numbers parsed."""
+    params: dict[str, Any] = {}
+    positional: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            positional.extend(argv[i + 1:])
+            break
+        if tok.startswith("--") and len(tok) > 2:
+            key, eq, value = tok[2:].partition("=")
+            if eq:
+                params[key] = _number(value)
+            elif i + 1 < len(argv) and not _is_option(argv[i + 1]):
+                params[key] = _number(argv[i + 1])
+                i += 1
+            else:
+                params[key] = True
+        elif tok.startswith("-") and len(tok) == 2 and tok[1].isalpha():
+            if i + 1 < len(argv) and not _is_option(argv[i + 1]):
+                params[tok[1]] = _number(argv[i + 1])
+                i += 1
+            else:
+                params[tok[1]] = True
+        else:
+            positional.append(tok)
+        i += 1
+    clean = {}
+    for key, value in params.items():
+        safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in key).strip("_.-") or "arg"
+        clean[safe] = value
+    if positional:
+        clean["argv.positional"] = " ".join(positional)
+    return clean
+
+
+def _is_option(tok: str) -> bool:
+    if not tok.startswith("-"):
+        return False
+    try:
+        float(tok)  # a negative number is a value
+        return False
+    except ValueError:
+        return True
+
+
+def _number(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return value
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    try:
+        warnings.warn(f"prov4torch autolog could not record {what}: {type(exc).__name__}: {exc}",
+                      RuntimeWarning, stacklevel=3)
+    except Exception:  # noqa: BLE001 - warnings-as-errors must not break the script
+        pass
+
+
+def _infer_role(dataset: Any, sampler: Any) -> str:
+    train = getattr(dataset, "train", None)  # torchvision datasets
+    if isinstance(train, bool):
+        return "training" if train else "testing"
+    name = type(sampler).__name__
+    if "Random" in name or ("Distributed" in name and getattr(sampler, "shuffle", False)):
+        return "training"
+    return "evaluation"
+
+
+class Autolog:
+    """Installs the patches for ``run``; ``remove()`` puts every original back."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._undo: list[Callable[[], None]] = []
+        self.optimizers: dict[int, dict[str, Any]] = {}
+
+    def install(self, argv: Sequence[str]) -> None:
+        try:
+            params = parse_argv(argv)
+            if params:
+                self.run.log_params({f"argv.{k}" if not k.startswith("argv.") else k: v for k, v in params.items()})
+        except Exception as exc:  # noqa: BLE001
+            _warn("the command-line arguments", exc)
+        import torch
+
+        self._patch_dataloader(torch)
+        self._patch_save_load(torch)
+        self._hook_optimizers(torch)
+        self.run.on_end(lambda _run: self._summarise())
+
+    def remove(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+        reset()
+
+    # -- DataLoader --------------------------------------------------------------------------------
+    def _patch_dataloader(self, torch: Any) -> None:
+        from torch.utils.data import dataloader as dl
+
+        base = dl._BaseDataLoaderIter
+        orig_init, orig_next = base.__init__, base.__next__
+        run = self.run
+
+        @functools.wraps(orig_init)
+        def __init__(it: Any, loader: Any, *a: Any, **k: Any) -> None:
+            orig_init(it, loader, *a, **k)
+            it._p4t_loader = loader
+
+        @functools.wraps(orig_next)
+        def __next__(it: Any) -> Any:
+            state = it.__dict__.get("_p4t_state")
+            if state is None:
+                state = it._p4t_state = _LoaderState.start(run, it)  # may raise PolicyViolation
+            try:
+                batch = orig_next(it)
+            except StopIteration:
+                state.finish(run, epoch_done=True)
+                raise
+            state.count(batch)
+            return batch
+
+        base.__init__, base.__next__ = __init__, __next__
+
+        def undo() -> None:
+            base.__init__, base.__next__ = orig_init, orig_next
+
+        self._undo.append(undo)
+
+    # -- torch.save / torch.load -----------------------------------------------------------------
+    def _patch_save_load(self, torch: Any) -> None:
+        orig_save, orig_load = torch.save, torch.load
+        run = self.run
+
+        @functools.wraps(orig_save)
+        def save(obj: Any, f: Any, *a: Any, **k: Any) -> Any:
+            result = orig_save(obj, f, *a, **k)
+            if isinstance(f, (str, os.PathLike)) and not run.ended:
+                try:
+                    run.log_model(f, name=_model_name(f))
+                except Exception as exc:  # noqa: BLE001
+                    _warn(f"the checkpoint {f}", exc)
+            return result
+
+        @functools.wraps(orig_load)
+        def load(f: Any, *a: Any, **k: Any) -> Any:
+            if isinstance(f, (str, os.PathLike)) and not run.ended and os.path.isfile(f):
+                try:
+                    run.use_model(f)
+                except PolicyViolation:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    _warn(f"the loaded checkpoint {f}", exc)
+            return orig_load(f, *a, **k)
+
+        torch.save, torch.load = save, load
+
+        def undo() -> None:
+            torch.save, torch.load = orig_save, orig_load
+
+        self._undo.append(undo)
+
+    # -- optimizers --------------------------------------------------------------------------------
+    def _hook_optimizers(self, torch: Any) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        def after_step(opt: Any, args: Any, kwargs: Any) -> None:
+            info = self.optimizers.get(id(opt))
+            if info is None:
+                info = self.optimizers[id(opt)] = {"class": type(opt).__name__, "steps": 0}
+                try:
+                    index = len(self.optimizers) - 1
+                    prefix = "optimizer" if index == 0 else f"optimizer{index}"
+                    self.run.log_param(prefix, type(opt).__name__)
+                    group = opt.param_groups[0]
+                    for key, value in sorted(group.items()):
+                        if key != "params" and isinstance(value, (int, float, bool, str, tuple)):
+                            self.run.log_param(f"{prefix}.{key}", str(value) if isinstance(value, tuple) else value)
+                except Exception as exc:  # noqa: BLE001
+                    _warn("the optimizer's hyperparameters", exc)
+            info["steps"] += 1
+
+        handle = register_optimizer_step_post_hook(after_step)
+        self._undo.append(handle.remove)
+
+    def _summarise(self) -> None:
+        if self.optimizers:
+            self.run.add_run_attributes({"p4t:optimizerSteps": sum(i["steps"] for i in self.optimizers.values())})
+
+
+def _model_name(f: Any) -> str:
+    stem = Path(f).stem
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem).strip("_.-")
+    return safe or "checkpoint"
+
+
+class _LoaderState:
+    """Per-iterator bookkeeping: which dataset, how much of it went by."""
+
+    def __init__(self, loader: Any, dataset_id: str | None, role: str) -> None:
+        self.loader = loader
+        self.dataset_id = dataset_id
+        self.role = role
+        self.samples = 0
+        self.batches = 0
+        self.done = False
+
+    @classmethod
+    def start(cls, run: Run, it: Any) -> _LoaderState:
+        loader = it.__dict__.get("_p4t_loader")
+        if loader is None or run.ended or run.disabled:
+            return cls(loader, None, "")
+        role = _infer_role(loader.dataset, getattr(loader, "sampler", None))
+        dataset_id = _DATASET_IDS.get(loader)
+        if dataset_id is None:
+            try:
+                dataset_id = run.log_dataset(loader, role=role)
+            except PolicyViolation:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                _warn("a DataLoader's dataset", exc)
+                return cls(loader, None, role)
+            _DATASET_IDS[loader] = dataset_id
+        run.gate(dataset_id)
+        state = cls(loader, dataset_id, role)
+        # per dataset and role: a script that builds a new DataLoader every epoch still adds up
+        state.totals = _TOTALS.setdefault((dataset_id, role), {"samples": 0, "batches": 0, "epochs": 0})
+        return state
+
+    totals: dict[str, int]
+
+    def count(self, batch: Any) -> None:
+        if self.dataset_id is None:
+            return
+        self.batches += 1
+        try:
+            self.samples += _batch_size(batch)
+        except Exception:  # noqa: BLE001
+            self.samples += 1
+
+    def finish(self, run: Run, epoch_done: bool) -> None:
+        if self.dataset_id is None or self.done:
+            return
+        self.done = True
+        t = self.totals
+        t["samples"] += self.samples
+        t["batches"] += self.batches
+        t["epochs"] += int(epoch_done)
+        if not run.ended:
+            run.attach_loader_usage(self.dataset_id, self.role, dict(t))
+
+
+# loader -> dataset id (weak: a loader may be garbage collected); (dataset, role) -> running totals
+_DATASET_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_TOTALS: dict[tuple[str, str], dict[str, int]] = {}
+
+
+def reset() -> None:
+    _DATASET_IDS.clear()
+    _TOTALS.clear()

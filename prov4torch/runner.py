@@ -1,0 +1,149 @@
+"""``prov4torch run``: execute a training script unchanged under a managed run.
+
+Single process: the script runs in this interpreter exactly as ``python SCRIPT ARGS``
+would run it (``__main__``, ``sys.argv``, the script's folder first on ``sys.path``),
+with autolog patches for the duration. A ``prov4torch.start_run()`` inside the script
+joins the managed run; its ``end_run()`` leaves it open for the runner to close.
+Several processes: ``torch.distributed.run`` launches the ranks (each runs
+``prov4torch_cli.worker``, i.e. this module's ``run_script``), all with one run id,
+and the rank files are merged into ``run.prov.json`` when the job ends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import env
+from .distributed import uuid7
+from .errors import ConfigError, PolicyViolation
+from .run import ACTIVE, Run, default_root
+
+
+def resolve_target(target: str, module: bool) -> Path:
+    """The file that will run (a script, or a module's source); ConfigError if there is none."""
+    if module:
+        try:
+            spec = importlib.util.find_spec(target)
+        except (ImportError, ValueError) as exc:
+            raise ConfigError(f"no module named {target!r}: {exc}") from None
+        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+            raise ConfigError(f"no module named {target!r} (check the name and that it is importable)")
+        if spec.submodule_search_locations:  # a package: python -m runs its __main__
+            main = Path(spec.origin).parent / "__main__.py"
+            if not main.is_file():
+                raise ConfigError(f"{target!r} is a package without __main__.py; it cannot be run with -m")
+            return main
+        return Path(spec.origin).resolve()
+    path = Path(target)
+    if not path.is_file():
+        raise ConfigError(f"{target}: no such script; give the path of a Python file (or -m MODULE)")
+    return path.resolve()
+
+
+def _script_traceback(exc: BaseException, script: Path) -> None:
+    """Print the traceback as ``python SCRIPT`` would: from the script's own frame down."""
+    tb: TracebackType | None = exc.__traceback__
+    start = tb
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == script:
+            start = tb
+            break
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, start, file=sys.stderr)
+
+
+def run_script(target: str, args: list[str], *, module: bool = False, **run_options: Any) -> int:
+    """Run ``target`` (a script path, or a module with ``module=True``) under a managed run.
+
+    Returns the exit code the script itself would have had.
+    """
+    script = resolve_target(target, module)
+    import torch  # noqa: F401 - the script will need it; importing it first keeps capture consistent
+
+    run = Run(script=script, **run_options)
+    run.managed = True
+    ACTIVE.run = run
+    ACTIVE.last_dir = run.dir
+    from .autolog import Autolog
+
+    autolog = Autolog(run)
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = [str(script), *args]
+    if module:
+        sys.path.insert(0, os.getcwd())
+    elif sys.path:
+        sys.path[0] = str(script.parent)
+    else:
+        sys.path.insert(0, str(script.parent))
+    status, code, error = "FINISHED", 0, None
+    signal_number = None
+    try:
+        autolog.install(args)
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code is None or exc.code == 0:
+            code = 0
+        elif isinstance(exc.code, int):
+            code, status = exc.code, "FAILED"
+        else:
+            print(exc.code, file=sys.stderr)
+            code, status, error = 1, "FAILED", exc
+    except KeyboardInterrupt:
+        status, code, signal_number = "KILLED", 128 + signal.SIGINT, signal.SIGINT
+    except PolicyViolation as exc:
+        _script_traceback(exc, script)
+        status, code, error = "BLOCKED", 1, exc
+    except BaseException as exc:  # noqa: BLE001 - the script's own failure: report it as python would
+        _script_traceback(exc, script)
+        status, code, error = "FAILED", 1, exc
+    finally:
+        autolog.remove()
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path:
+            if module:
+                sys.path.remove(os.getcwd())
+            else:
+                sys.path[0] = saved_path0
+    if not run.ended:
+        run._finish(status, exit_code=code, signal_number=signal_number, exception=error)
+    return code
+
+
+def launch(target: str, args: list[str], *, nproc: int, module: bool = False, out_dir: Path | None = None,
+           experiment: str | None = None, run_id: str | None = None, extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
+    """Run ``target`` on ``nproc`` local ranks through torch.distributed.run; merge the rank files.
+
+    Returns (exit code, run directory).
+    """
+    resolve_target(target, module)
+    run_id = run_id or uuid7()
+    root = (out_dir or default_root()).expanduser().resolve()
+    experiment = experiment or env.get(env.EXPERIMENT) or "default"
+    child_env = {**os.environ, **(extra_env or {}), env.RUN_ID: run_id, env.DIR: str(root), env.EXPERIMENT: experiment}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "prov4torch_cli.worker", *(["-m"] if module else []), target, *args]
+    proc = subprocess.Popen(cmd, env=child_env)
+
+    def forward(signum: int, _frame: Any) -> None:
+        proc.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    run_dir = root / experiment / run_id
+    return (code if code >= 0 else 128 - code), run_dir

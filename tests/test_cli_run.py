@@ -1,0 +1,255 @@
+"""prov4torch run: unmodified scripts, exit codes and statuses, autolog, torchrun with 2 gloo ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import load, rank_activity, read_prov
+
+TRAIN = """
+import argparse, sys, torch
+from torch.utils.data import DataLoader, TensorDataset
+import helper   # a module next to the script: its folder must be on sys.path
+p = argparse.ArgumentParser()
+p.add_argument("--lr", type=float, default=0.1)
+p.add_argument("--epochs", type=int, default=1)
+p.add_argument("--out", default="ckpt.pt")
+a = p.parse_args()
+torch.manual_seed(0)
+ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+m = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(m.parameters(), lr=a.lr, momentum=0.9)
+for _ in range(a.epochs):
+    for x, y in DataLoader(ds, batch_size=16, shuffle=True):
+        opt.zero_grad(); torch.nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+result = torch.save(m.state_dict(), a.out)
+assert result is None
+print("trained", helper.VALUE, __name__, sys.argv[1:])
+"""
+
+FINETUNE = """
+import sys, torch
+state = torch.load(sys.argv[1])
+m = torch.nn.Linear(4, 2)
+m.load_state_dict(state)
+torch.save(m.state_dict(), sys.argv[2])
+"""
+
+
+def cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 240):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "prov4torch_cli.app", *args], capture_output=True, text=True,
+                          env=full_env, cwd=tmp_path, timeout=timeout)
+
+
+def write(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def run_dirs(tmp_path: Path, experiment: str = "default") -> list[Path]:
+    return sorted(p for p in (tmp_path / "runs" / experiment).iterdir() if p.is_dir())
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> Path:
+    write(tmp_path, "helper.py", "VALUE = 42\n")
+    write(tmp_path, "train.py", TRAIN)
+    write(tmp_path, "finetune.py", FINETUNE)
+    return tmp_path
+
+
+def test_unmodified_script_is_captured(scripts: Path):
+    proc = cli(scripts, "run", "train.py", "--lr", "0.05", "--epochs", "2", "--out", "model.pt")
+    assert proc.returncode == 0, proc.stderr
+    assert "trained 42 __main__ ['--lr', '0.05', '--epochs', '2', '--out', 'model.pt']" in proc.stdout
+    (run_dir,) = run_dirs(scripts)
+    doc = load(run_dir / "rank-0.prov.json")
+    act = rank_activity(doc)
+    assert act["p4t:status"] == "FINISHED" and act["p4t:exitCode"]["$"] == "0"
+    assert act["p4t:optimizerSteps"]["$"] == "8"
+    params = next(e for k, e in doc["entity"].items() if k.endswith("/params"))
+    assert params["param:argv.lr"] == {"$": "0.05", "type": "xsd:double"}
+    assert params["param:argv.out"] == "model.pt"
+    assert params["param:optimizer"] == "SGD" and params["param:optimizer.momentum"]["$"] == "0.9"
+    code = next(e for k, e in doc["entity"].items() if k.startswith("p4t:code/"))
+    assert code["p4t:script"] == str(scripts / "train.py") and len(code["p4t:scriptSha256"]) == 64
+    (used,) = [u for u in doc["used"].values() if u.get("prov:role") == "training"]
+    assert (used["p4t:samples"]["$"], used["p4t:batches"]["$"], used["p4t:epochs"]["$"]) == ("128", "8", "2")
+    models = [k for k in doc["entity"] if k.startswith("p4t:model/")]
+    assert len(models) == 1 and doc["entity"][models[0]]["p4t:path"] == str(scripts / "model.pt")
+    read_prov(run_dir / "run.prov.json")
+
+
+def test_script_options_reach_the_script_untouched(scripts: Path):
+    write(scripts, "opts.py", "import sys; print(sys.argv[1:])\n")
+    proc = cli(scripts, "run", "opts.py", "--help", "--out", "x", "--policy", "nope")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['--help', '--out', 'x', '--policy', 'nope']"
+
+
+def test_module_mode(scripts: Path):
+    pkg = scripts / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text("import sys\nprint('module ran', __name__, sys.argv[1:])\n")
+    proc = cli(scripts, "run", "-m", "mypkg.job", "--x", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "module ran __main__ ['--x', '1']" in proc.stdout
+
+
+@pytest.mark.parametrize(("body", "code", "status"), [
+    ("import sys\nsys.exit(3)\n", 3, "FAILED"),
+    ("raise ValueError('bad batch')\n", 1, "FAILED"),
+    ("print('ok')\n", 0, "FINISHED"),
+])
+def test_exit_codes_and_statuses(scripts: Path, body: str, code: int, status: str):
+    write(scripts, "job.py", body)
+    proc = cli(scripts, "run", "job.py")
+    assert proc.returncode == code, proc.stderr
+    act = rank_activity(load(run_dirs(scripts)[0] / "rank-0.prov.json"))
+    assert act["p4t:status"] == status and act["p4t:exitCode"]["$"] == str(code)
+    if "raise" in body:
+        assert 'File "' + str(scripts / "job.py") + '", line 1, in <module>' in proc.stderr
+        lines = proc.stderr.rstrip().splitlines()
+        assert lines[-1].startswith("prov4torch: exit code 1; provenance in ")  # our one summary line
+        assert lines[-2] == "ValueError: bad batch"
+        assert "runpy" not in proc.stderr  # the traceback starts at the script, as with python
+        assert act["p4t:exceptionType"] == "builtins.ValueError"
+
+
+def test_sigterm_ends_killed_with_the_signal_exit_status(scripts: Path):
+    write(scripts, "loop.py", "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.05)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "prov4torch_cli.app", "run", "loop.py"], cwd=scripts,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM
+    act = rank_activity(load(run_dirs(scripts)[0] / "rank-0.prov.json"))
+    assert act["p4t:status"] == "KILLED" and act["p4t:signal"] == "SIGTERM"
+
+
+def test_second_unmodified_script_links_to_the_first_runs_data(scripts: Path):
+    assert cli(scripts, "run", "train.py", "--out", "base.pt").returncode == 0
+    proc = cli(scripts, "run", "finetune.py", "base.pt", "tuned.pt")
+    assert proc.returncode == 0, proc.stderr
+    first, second = run_dirs(scripts)
+    d1 = load(first / "rank-0.prov.json")
+    d2 = load(second / "rank-0.prov.json")
+    (dataset,) = [k for k in d1["entity"] if k.startswith("p4t:dataset/")]
+    (base,) = [k for k in d1["entity"] if k.startswith("p4t:model/")]
+    assert ("p4t:baseModel", base) in {(u.get("prov:role"), u["prov:entity"]) for u in d2["used"].values()}
+    # the fine-tune's model reaches the first run's dataset, from the fine-tune's file alone
+    from prov4torch.provgraph import load_graph
+
+    g = load_graph([second / "rank-0.prov.json"])
+    tuned = next(n for n in g.nodes.values() if n.values("https://w3id.org/prov4torch/ns#path")
+                 == [str(scripts / "tuned.pt")])
+    upstream = {g.short(n) for n in g.walk(tuned.id, ["wasDerivedFrom", "wasGeneratedBy", "used"])}
+    assert dataset in upstream and base in upstream
+
+
+def test_patches_are_removed_and_behave_like_the_originals(tmp_path: Path):
+    import torch
+    from torch.utils.data import dataloader as dl
+
+    from prov4torch.runner import run_script
+
+    originals = (torch.save, torch.load, dl._BaseDataLoaderIter.__next__, dl._BaseDataLoaderIter.__init__)
+    write(tmp_path, "probe.py", """
+        import torch
+        try:
+            torch.save({"a": 1}, "/nonexistent-dir/x.pt")
+        except Exception as exc:
+            print("save raised", type(exc).__name__)
+        try:
+            torch.load("/nonexistent-dir/x.pt")
+        except Exception as exc:
+            print("load raised", type(exc).__name__)
+    """)
+    code = run_script(str(tmp_path / "probe.py"), [])
+    assert code == 0
+    assert (torch.save, torch.load, dl._BaseDataLoaderIter.__next__, dl._BaseDataLoaderIter.__init__) == originals
+    try:
+        torch.save({"a": 1}, "/nonexistent-dir/x.pt")
+    except Exception as exc:  # the same exception type as under the patch
+        expected = type(exc).__name__
+    assert expected in ("RuntimeError", "FileNotFoundError")
+
+
+def test_bad_script_is_a_clean_error(tmp_path: Path):
+    proc = cli(tmp_path, "run", "missing.py")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error: missing.py: no such script") and "Traceback" not in proc.stderr
+    proc = cli(tmp_path, "run", "-m", "no.such.module")
+    assert proc.returncode == 2 and "no module named 'no.such.module'" in proc.stderr
+
+
+def test_policy_blocks_an_unmodified_script_before_its_first_batch(scripts: Path):
+    write(scripts, "eu.py", """
+        import torch, prov4torch
+        from torch.utils.data import DataLoader, TensorDataset
+        calls = 0
+        ds = TensorDataset(torch.randn(8, 2))
+        prov4torch.log_dataset(ds, origin_country="FR", jurisdiction="EU", personal_data=True, license="MIT")
+        for (x,) in DataLoader(ds, batch_size=4):
+            calls += 1
+        print("batches seen", calls)
+    """)
+    proc = cli(scripts, "run", "--policy", "default", "--region", "us-east-1", "--purpose", "training", "eu.py")
+    assert proc.returncode == 1
+    assert "PolicyViolation" in proc.stderr and "batches seen" not in proc.stdout
+    act = rank_activity(load(run_dirs(scripts)[0] / "rank-0.prov.json"))
+    assert act["p4t:status"] == "BLOCKED"
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
+    write(tmp_path, "ddp.py", """
+        import torch, torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        from torch.utils.data import DataLoader, TensorDataset, DistributedSampler
+        dist.init_process_group("gloo")
+        torch.manual_seed(0)
+        ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+        model = DDP(torch.nn.Linear(4, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds)):
+            opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+        if dist.get_rank() == 0:
+            torch.save(model.module.state_dict(), "ddp.pt")
+        dist.barrier()
+        dist.destroy_process_group()
+    """)
+    proc = cli(tmp_path, "run", "--nproc-per-node", "2", "--experiment", "ddp", "ddp.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = run_dirs(tmp_path, "ddp")
+    ranks = [load(run_dir / f"rank-{k}.prov.json") for k in (0, 1)]
+    acts = [rank_activity(d) for d in ranks]
+    assert {a["p4t:runId"] for a in acts} == {run_dir.name}
+    assert [a["p4t:rank"]["$"] for a in acts] == ["0", "1"] and all(a["p4t:worldSize"]["$"] == "2" for a in acts)
+    assert all(a["p4t:status"] == "FINISHED" for a in acts)
+    merged = read_prov(run_dir / "run.prov.json")
+    assert len(list(merged.bundles)) == 2
+    raw = load(run_dir / "run.prov.json")
+    collection = raw["entity"][f"p4t:run/{run_dir.name}"]
+    assert collection["p4t:ranksPresent"]["$"] == "2" and "p4t:ranksMissing" not in collection
+    (member,) = raw["hadMember"].values()
+    assert len(member["prov:entity"]) == 2
+    # each rank's shard: 32 samples
+    for d in ranks:
+        (used,) = [u for u in d["used"].values() if u.get("prov:role") == "training"]
+        assert used["p4t:samples"]["$"] == "32"
+    json.dumps(raw)
