@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -192,6 +192,163 @@ def merge(
                    f"{len(info['ranks'])} found)", err=True)
     typer.echo(f"merged {len(report.inputs)} file(s), {report.records} records ({report.shared} shared, "
                f"{report.deduplicated} duplicates dropped, {len(report.conflicts)} conflicts) into {out}")
+
+
+@app.command()
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="PROV-JSON files (a directory stands for its *.json).")],
+    lenient: Annotated[bool, typer.Option(help="Accept missing relation endpoints, PROV-Dictionary and "
+                                                "mentionOf records (with warnings).")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every problem, not only the first.")] = False,
+) -> None:
+    """Check PROV-JSON structure: one line per invalid file; exit 0 valid, 1 invalid, 2 unreadable."""
+    from prov4torch.validate import validate as validate_files
+
+    results = validate_files(files, lenient=lenient)
+    invalid = unreadable = 0
+    for r in results:
+        if r.unreadable:
+            unreadable += 1
+            typer.echo(f"Error: {r.problems[0]}", err=True)
+            continue
+        if r.errors:
+            invalid += 1
+            shown = r.errors if verbose else r.errors[:1]
+            more = f" (and {len(r.errors) - 1} more)" if len(r.errors) > 1 and not verbose else ""
+            for problem in shown:
+                typer.echo(f"{problem}{more}")
+        if r.warnings and (verbose or not r.errors):
+            shown = r.warnings if verbose else r.warnings[:1]
+            more = f" (and {len(r.warnings) - 1} more)" if len(r.warnings) > 1 and not verbose else ""
+            for problem in shown:
+                typer.echo(f"warning: {problem}{more}", err=True)
+    valid = len(results) - invalid - unreadable
+    typer.echo(f"{valid} valid, {invalid} invalid" + (f", {unreadable} unreadable" if unreadable else ""))
+    raise typer.Exit(EXIT_INPUT if unreadable else EXIT_DENIED if invalid else EXIT_OK)
+
+
+@app.command()
+def lineage(
+    inputs: Annotated[list[str], typer.Argument(help="PROV-JSON files or run directories, then the ID.")],
+    up: Annotated[bool, typer.Option("--up", help="Upstream: what it came from (the default).")] = False,
+    down: Annotated[bool, typer.Option("--down", help="Downstream: what it reached.")] = False,
+    depth: Annotated[Optional[int], typer.Option(min=1, help="Follow at most this many relations.")] = None,  # noqa: UP045
+    kind: Annotated[Optional[str], typer.Option("--type", help="dataset, model, activity, entity or agent.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What data trained this model (--up), which models did this dataset reach (--down). ID last."""
+    from prov4torch.query import lineage as query_lineage
+
+    if len(inputs) < 2:
+        fail("give one or more files or run directories, then the id to start from")
+    if up and down:
+        fail("choose --up or --down, not both")
+    *paths, focus = inputs  # strings: a Path would turn https:// into https:/
+    try:
+        focal, hits = query_lineage(paths, focus, direction="down" if down else "up", depth=depth, kind=kind)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"focus": focal.as_dict(), "direction": "down" if down else "up",
+                               "results": [h.as_dict() for h in hits]}, indent=2, default=str))
+        return
+    typer.echo(f"{'downstream of' if down else 'upstream of'} {focal.label} ({focal.kind}): {len(hits)} record(s)")
+    for h in hits:
+        attrs = ", ".join(f"{k}={v}" for k, v in h.attrs.items() if k != "sha256")
+        typer.echo(f"  {h.distance:>3}  {h.kind:<8} {h.label}" + (f"  [{attrs}]" if attrs else ""))
+
+
+@app.command()
+def show(
+    files: Annotated[list[Path], typer.Argument(help="PROV-JSON files or run directories.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A readable summary: runs, parameters, metrics, datasets with tags, models, energy, hardware."""
+    from prov4torch.show import summarize
+
+    try:
+        summary = summarize(files)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    _print_summary(summary)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(100, Console().width), soft_wrap=True)
+    c = s["counts"]
+    console.print(f"[bold]{', '.join(s['files'])}[/bold]: {c['entity']} entities, {c['activity']} activities, "
+                  f"{c['agent']} agents, {c['relations']} relations")
+
+    def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+        if not rows:
+            return
+        t = Table(title=title, title_justify="left")
+        for col in columns:
+            t.add_column(col)
+        for r in rows:
+            t.add_row(*(_fmt(r.get(col)) for col in columns))
+        console.print(t)
+
+    for run in s["runs"][:20]:
+        table(f"Run {run['id']}", [{"field": k, "value": v} for k, v in run.items() if k != "id" and v is not None],
+              ["field", "value"])
+    if len(s["runs"]) > 20:
+        console.print(f"... and {len(s['runs']) - 20} more runs (use --json for all)")
+    if s["parameters"]:
+        table("Parameters", [{"name": k, "value": v} for k, v in sorted(s["parameters"].items())], ["name", "value"])
+    table("Metrics", s["metrics"], ["name", "context", "count", "last", "min", "max"])
+    table("Datasets", s["datasets"], ["name", "id", "originCountry", "jurisdiction", "personalData",
+                                      "consentScope", "license", "consentExpires"])
+    table("Models", s["models"], ["name", "version", "id", "jurisdiction", "license", "intendedUse",
+                                  "consentExpires"])
+    if s["environment"]:
+        table("Environment", [{"field": k, "value": v} for k, v in s["environment"].items()], ["field", "value"])
+    if s["other_activities"] and not s["runs"]:
+        console.print("Activities: " + ", ".join(s["other_activities"]))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+@app.command()
+def render(
+    inputs: Annotated[list[Path], typer.Argument(help="PROV-JSON files or run directories.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output file: .svg, .png or .dot.")],
+    policy: Annotated[Optional[str], typer.Option(help="Draw this policy's violations in red.")] = None,  # noqa: UP045
+    focus: Annotated[Optional[str], typer.Option(help="Draw only the lineage of this id.")] = None,  # noqa: UP045
+    down: Annotated[bool, typer.Option("--down", help="With --focus: downstream instead of upstream.")] = False,
+    up: Annotated[bool, typer.Option("--up", help="With --focus: upstream (the default).")] = False,
+    depth: Annotated[Optional[int], typer.Option(min=1, help="With --focus: at most this many relations.")] = None,  # noqa: UP045
+    detail: Annotated[bool, typer.Option(help="Draw every record: metric series, ranks, shared agents.")] = False,
+    engine: Annotated[Optional[str], typer.Option(help="Graphviz layout engine (default: by size).")] = None,  # noqa: UP045
+    timeout: Annotated[float, typer.Option(help="Seconds Graphviz may take before falling back to sfdp.")] = 60.0,
+) -> None:
+    """Draw an SVG (or PNG/DOT) audit graph; violations of --policy in red."""
+    from prov4torch.render import render as render_graph
+
+    if up and down:
+        fail("choose --up or --down, not both")
+    try:
+        drawing = render_graph(inputs, out, policy=policy, focus=focus, direction="down" if down else "up",
+                               depth=depth, detail=detail, engine=engine, timeout_s=timeout)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    folded = ", ".join(f"{n} {t}" for t, n in sorted(drawing.folded.items()))
+    typer.echo(f"{out}: {drawing.nodes} nodes, {drawing.edges} edges ({drawing.engine})"
+               + (f"; folded: {folded}" if folded else ""))
 
 
 def main() -> None:

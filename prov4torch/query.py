@@ -1,0 +1,116 @@
+"""Lineage queries across runs: from a focal point, upstream ("what trained this model") or
+downstream ("which models did this dataset or code version reach").
+
+IDs may be given as full IRIs, prefixed names, or sha256 digests (whole or a prefix of
+at least 8 hex digits); an ambiguous digest is an error listing the candidates.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidValueError
+from .provgraph import DEFAULT_LINEAGE, TYPE, Graph, Node, load_graph
+from .provjson import MLS_NAMESPACE, NAMESPACE
+
+TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}
+SUMMARY_ATTRS = ("jurisdiction", "originCountry", "personalData", "consentScope", "license", "regulation",
+                 "prohibitedPurpose", "consentExpires", "status", "computeRegion", "purpose", "intendedUse", "sha256")
+_HEX = re.compile(r"^(sha256[:-])?([0-9a-f]{8,64})$")
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    label: str
+    kind: str  # dataset / model / activity / entity / agent
+    distance: int
+    attrs: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.label, "iri": self.id, "kind": self.kind, "distance": self.distance,
+                "attributes": self.attrs}
+
+
+def kind_of(node: Node) -> str:
+    types = node.types()
+    if TYPES["dataset"] in types:
+        return "dataset"
+    if TYPES["model"] in types:
+        return "model"
+    for k in ("activity", "agent", "entity", "bundle"):
+        if k in node.kinds:
+            return k
+    return "entity"
+
+
+def resolve(graph: Graph, text: str) -> str:
+    """The node a user means: full IRI, prefixed name, or (a prefix of) a sha256 digest."""
+    if text in graph.nodes:
+        return text
+    prefix, sep, local = text.partition(":")
+    if sep and prefix in graph.prefixes and graph.prefixes[prefix] + local in graph.nodes:
+        return graph.prefixes[prefix] + local
+    for n in graph.nodes.values():
+        if n.label == text:
+            return n.id
+    m = _HEX.match(text.lower())
+    if m:
+        digest = m.group(2)
+        found = sorted({n.id for n in graph.nodes.values()
+                        if f"sha256-{digest}" in n.id
+                        or any(str(v).startswith(digest) for v in n.values(NAMESPACE + "sha256"))})
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise InvalidValueError(f"{text!r} matches {len(found)} records: "
+                                    f"{', '.join(graph.short(f) for f in found[:5])}; give more digits or the id")
+    raise InvalidValueError(f"{text!r} is not in these files (give a full id, a prefixed name such as "
+                            "p4t:model/sha256-..., or a sha256 digest)", value=text)
+
+
+def _summary(graph: Graph, node: Node) -> dict[str, Any]:
+    out = {}
+    for name in SUMMARY_ATTRS:
+        values = node.values(NAMESPACE + name)
+        if values:
+            out[name] = values[0] if len(values) == 1 else values
+    label = node.values("http://www.w3.org/ns/prov#label")
+    if label:
+        out["label"] = label[0]
+    return out
+
+
+def lineage(paths: Iterable[str | Path], focus: str, *, direction: str = "up", depth: int | None = None,
+            kind: str | None = None, relations: Iterable[str] = DEFAULT_LINEAGE) -> tuple[Hit, list[Hit]]:
+    """The focal record and every record up- or downstream of it, nearest first."""
+    if direction not in ("up", "down"):
+        raise InvalidValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    if kind is not None and kind not in ("dataset", "model", "activity", "entity", "agent"):
+        raise InvalidValueError(f"--type must be dataset, model, activity, entity or agent, got {kind!r}")
+    graph = load_graph(paths)
+    return query(graph, focus, direction=direction, depth=depth, kind=kind, relations=relations)
+
+
+def query(graph: Graph, focus: str, *, direction: str = "up", depth: int | None = None, kind: str | None = None,
+          relations: Iterable[str] = DEFAULT_LINEAGE) -> tuple[Hit, list[Hit]]:
+    start = resolve(graph, focus)
+    reached = graph.walk(start, relations, direction, depth)
+    hits = []
+    for nid, dist in reached.items():
+        node = graph.nodes[nid]
+        k = kind_of(node)
+        if kind is not None and k != kind:
+            continue
+        hits.append(Hit(nid, graph.short(nid), k, dist, _summary(graph, node)))
+    hits.sort(key=lambda h: (h.distance, h.kind, h.label))
+    focal = graph.nodes[start]
+    return Hit(start, graph.short(start), kind_of(focal), 0, _summary(graph, focal)), hits
+
+
+def types_of(node: Node) -> set[str]:
+    return {str(t) for t in node.values(TYPE)}

@@ -1,0 +1,336 @@
+"""Structural PROV-JSON validation with precise errors: file, JSON path, what is wrong.
+
+Default mode accepts every valid PROV-JSON form of the W3C submission (repeated ids as
+arrays, bundles, typed literals) and rejects: unknown top-level keys, wrong shapes,
+relations missing a mandatory endpoint, references that are not qualified-name strings,
+undeclared prefixes, malformed typed literals and date-times, nested bundles, non-JSON.
+``lenient=True`` turns into warnings what tools commonly write anyway: missing relation
+endpoints, PROV-Dictionary and mentionOf records, numbers in ``"$"``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ELEMENTS = ("entity", "activity", "agent")
+# relation -> (mandatory formal attributes, optional formal attributes)
+RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "wasGeneratedBy": (("prov:entity",), ("prov:activity", "prov:time")),
+    "used": (("prov:activity",), ("prov:entity", "prov:time")),
+    "wasInformedBy": (("prov:informed", "prov:informant"), ()),
+    "wasStartedBy": (("prov:activity",), ("prov:trigger", "prov:starter", "prov:time")),
+    "wasEndedBy": (("prov:activity",), ("prov:trigger", "prov:ender", "prov:time")),
+    "wasInvalidatedBy": (("prov:entity",), ("prov:activity", "prov:time")),
+    "wasDerivedFrom": (("prov:generatedEntity", "prov:usedEntity"),
+                       ("prov:activity", "prov:generation", "prov:usage")),
+    "wasAttributedTo": (("prov:entity", "prov:agent"), ()),
+    "wasAssociatedWith": (("prov:activity",), ("prov:agent", "prov:plan")),
+    "actedOnBehalfOf": (("prov:delegate", "prov:responsible"), ("prov:activity",)),
+    "wasInfluencedBy": (("prov:influencee", "prov:influencer"), ()),
+    "specializationOf": (("prov:specificEntity", "prov:generalEntity"), ()),
+    "alternateOf": (("prov:alternate1", "prov:alternate2"), ()),
+    "hadMember": (("prov:collection", "prov:entity"), ()),
+}
+# W3C Notes outside the 2013 submission: accepted with a warning in lenient mode
+EXTENSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "mentionOf": (("prov:specificEntity", "prov:generalEntity", "prov:bundle"), ()),
+    "derivedByInsertionFrom": (("prov:after", "prov:before"), ("prov:key-entity-set",)),
+    "derivedByRemovalFrom": (("prov:after", "prov:before"), ("prov:key-set",)),
+    "hadDictionaryMember": (("prov:dictionary", "prov:entity"), ("prov:key",)),
+}
+TIME_ATTRS = {"prov:startTime", "prov:endTime", "prov:time"}
+PREDEFINED = {"prov": "http://www.w3.org/ns/prov#", "xsd": "http://www.w3.org/2001/XMLSchema#"}
+DATETIME = re.compile(r"^-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-4]):[0-5]\d:[0-5]\d(\.\d+)?"
+                      r"(Z|[+-](0\d|1[0-4]):[0-5]\d)?$")
+INT_TYPES = {"xsd:int", "xsd:long", "xsd:integer", "xsd:short", "xsd:byte", "xsd:nonNegativeInteger",
+             "xsd:positiveInteger", "xsd:unsignedInt", "xsd:unsignedLong"}
+FLOAT_TYPES = {"xsd:double", "xsd:float", "xsd:decimal"}
+QNAME_TYPES = {"xsd:QName", "prov:QUALIFIED_NAME", "prov:QualifiedName"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    path: str  # a JSONPath into the document
+    message: str
+    severity: str = "error"  # or "warning"
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.path}: {self.message}"
+
+
+@dataclass
+class Result:
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+    unreadable: bool = False
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def valid(self) -> bool:
+        return not self.unreadable and not self.errors
+
+
+def _jp(*parts: str | int) -> str:
+    """A JSONPath: $.entity["ex:e1"][0]["prov:label"]."""
+    out = "$"
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) else f"[{json.dumps(p)}]"
+    return out
+
+
+class _Validator:
+    def __init__(self, file: str, lenient: bool) -> None:
+        self.file = file
+        self.lenient = lenient
+        self.problems: list[Problem] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, path, message, "error"))
+
+    def soft(self, path: str, message: str) -> None:
+        """An error in default mode, a warning in lenient mode."""
+        self.problems.append(Problem(self.file, path, message + ("" if not self.lenient else " (accepted: --lenient)"),
+                                     "warning" if self.lenient else "error"))
+
+    def warn(self, path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, path, message, "warning"))
+
+    # -- documents and bundles -------------------------------------------------------------------------
+    def document(self, doc: Any) -> None:
+        if not isinstance(doc, dict):
+            self.error("$", f"a PROV-JSON document is a JSON object, found {_kind(doc)}")
+            return
+        self.container(doc, (), dict(PREDEFINED), in_bundle=False)
+
+    def container(self, doc: Mapping[str, Any], at: tuple[str, ...], outer: dict[str, str], in_bundle: bool) -> None:
+        prefixes = dict(outer)
+        if "prefix" in doc:
+            prefixes.update(self.prefix_map(doc["prefix"], at))
+        for key, value in doc.items():
+            path = (*at, key)
+            if key == "prefix":
+                continue
+            if key == "bundle":
+                if in_bundle:
+                    self.error(_jp(*path), "bundles cannot nest: a bundle contains statements only")
+                    continue
+                if not isinstance(value, dict):
+                    self.error(_jp(*path), f"'bundle' must map bundle ids to bundles, found {_kind(value)}")
+                    continue
+                for bid, bundle in value.items():
+                    if not isinstance(bundle, dict):
+                        self.error(_jp(*path, bid), f"a bundle is a JSON object, found {_kind(bundle)}")
+                        continue
+                    own = bundle.get("prefix") if isinstance(bundle.get("prefix"), dict) else {}
+                    self.qname(bid, _jp(*path), {**prefixes, **own}, what="bundle id")
+                    self.container(bundle, (*path, bid), prefixes, in_bundle=True)
+                continue
+            if key in ELEMENTS or key in RELATIONS or key in EXTENSIONS:
+                if key in EXTENSIONS:
+                    self.soft(_jp(*path), f"'{key}' records are a W3C Note extension (PROV-Links/PROV-Dictionary), "
+                              "not part of PROV-JSON")
+                self.section(key, value, path, prefixes)
+                continue
+            self.error(_jp(*path), f"unknown top-level key {key!r}: not a PROV record type "
+                       "(entity, activity, agent, a relation, prefix or bundle)")
+
+    def prefix_map(self, value: Any, at: tuple[str, ...]) -> dict[str, str]:
+        path = (*at, "prefix")
+        if not isinstance(value, dict):
+            self.error(_jp(*path), f"'prefix' must map prefixes to namespace IRIs, found {_kind(value)}")
+            return {}
+        out = {}
+        for p, iri in value.items():
+            if not isinstance(iri, str):
+                self.error(_jp(*path, p), f"namespace of prefix {p!r} must be an IRI string, found {_kind(iri)}")
+                continue
+            if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", iri):
+                self.warn(_jp(*path, p), f"namespace {iri!r} of prefix {p!r} is not an absolute IRI")
+            out[p] = iri
+        return out
+
+    def section(self, kind: str, value: Any, path: tuple[str, ...], prefixes: dict[str, str]) -> None:
+        if not isinstance(value, dict):
+            self.error(_jp(*path), f"'{kind}' must map ids to records, found {_kind(value)}")
+            return
+        for rid, rec in value.items():
+            rpath = (*path, rid)
+            if not rid.startswith("_:"):
+                self.qname(rid, _jp(*path), prefixes, what="id")
+            records = rec if isinstance(rec, list) else [rec]
+            if isinstance(rec, list) and not rec:
+                self.error(_jp(*rpath), "an empty list of records")
+            for i, r in enumerate(records):
+                p: tuple[str | int, ...] = (*rpath, i) if isinstance(rec, list) else rpath
+                if not isinstance(r, dict):
+                    self.error(_jp(*p), f"a record is a JSON object (or a list of objects for a repeated id), "
+                               f"found {_kind(r)}")
+                    continue
+                self.record(kind, r, p, prefixes)
+
+    # -- records ---------------------------------------------------------------------------------------
+    def record(self, kind: str, rec: Mapping[str, Any], path: tuple[str | int, ...],
+               prefixes: dict[str, str]) -> None:
+        formal = RELATIONS.get(kind) or EXTENSIONS.get(kind)
+        if formal is not None:
+            mandatory, optional = formal
+            for attr in mandatory:
+                if attr not in rec:
+                    self.soft(_jp(*path), f"{kind} lacks its mandatory {attr}")
+            for attr in (*mandatory, *optional):
+                if attr in rec and attr != "prov:time" and not attr.startswith("prov:key"):
+                    self.reference(rec[attr], _jp(*path, attr), prefixes, many=(kind == "hadMember"))
+        for attr, value in rec.items():
+            apath = _jp(*path, attr)
+            if formal is not None and (attr in formal[0] or attr in formal[1]) and attr not in TIME_ATTRS:
+                continue
+            self.qname(attr, _jp(*path), prefixes, what="attribute name")
+            if attr in TIME_ATTRS:
+                self.datetime(value, apath, attr)
+                continue
+            if attr.startswith("prov:key"):
+                continue  # PROV-Dictionary key sets: their own shape, reported with the record kind
+            for item in value if isinstance(value, list) else [value]:
+                self.value(item, apath, prefixes)
+
+    def datetime(self, value: Any, path: str, attr: str) -> None:
+        if isinstance(value, str) and DATETIME.match(value):
+            return
+        if isinstance(value, str) and self.lenient:
+            try:  # ISO-ish, e.g. "2025-08-09 11:54:39.72" (a space, no timezone): what some tools write
+                __import__("datetime").datetime.fromisoformat(value)
+                self.warn(path, f"{attr} {value!r} is not an xsd:dateTime (space or no timezone); read as local time")
+                return
+            except ValueError:
+                pass
+        self.error(path, f"{attr} must be an xsd:dateTime (e.g. 2026-01-31T12:00:00Z), got {value!r}")
+
+    def reference(self, value: Any, path: str, prefixes: dict[str, str], many: bool) -> None:
+        items = value if (many and isinstance(value, list)) else [value]
+        for v in items:
+            if not isinstance(v, str):
+                self.error(path, f"a reference must be a qualified-name string, found {_kind(v)} {v!r:.40}")
+            elif not v.startswith("_:"):
+                self.qname(v, path, prefixes, what="reference")
+
+    def value(self, v: Any, path: str, prefixes: dict[str, str]) -> None:
+        if isinstance(v, (str, bool, int, float)) or v is None:
+            if v is None:
+                self.error(path, "null is not a PROV value")
+            return
+        if not isinstance(v, dict):
+            self.error(path, f"a value is a string, number, boolean or typed literal, found {_kind(v)}")
+            return
+        if "$" not in v:
+            self.error(path, "typed literal lacks its '$' value")
+            return
+        extra = set(v) - {"$", "type", "lang"}
+        if extra:
+            self.error(path, f"typed literal has unknown key(s) {sorted(extra)}")
+        raw, kind = v["$"], v.get("type")
+        if kind is not None and not isinstance(kind, str):
+            self.error(path, f"typed literal 'type' must be a qualified name, found {_kind(kind)}")
+            return
+        if kind is not None:
+            self.qname(kind, path, prefixes, what="datatype")
+        if not isinstance(raw, str):
+            if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                self.soft(path, f"typed literal '$' should be a string, found the number {raw!r}")
+            else:
+                self.error(path, f"typed literal '$' must be a string, found {_kind(raw)}")
+            return
+        if kind == "xsd:dateTime":
+            self.datetime(raw, path, "value")
+        elif kind in INT_TYPES and not re.fullmatch(r"[+-]?\d+", raw.strip()):
+            self.error(path, f"{raw!r} is not an {kind}")
+        elif kind in FLOAT_TYPES and not re.fullmatch(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|INF|NaN)",
+                                                     raw.strip()):
+            self.error(path, f"{raw!r} is not an {kind}")
+        elif kind == "xsd:boolean" and raw.strip() not in ("true", "false", "1", "0"):
+            self.error(path, f"{raw!r} is not an xsd:boolean")
+        elif kind in QNAME_TYPES:
+            self.qname(raw, path, prefixes, what="qualified-name value")
+
+    def qname(self, name: Any, path: str, prefixes: dict[str, str], what: str) -> None:
+        if not isinstance(name, str) or not name:
+            self.error(path, f"{what} must be a non-empty string")
+            return
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", name) or name.startswith("urn:"):
+            return  # a full IRI
+        prefix, sep, _local = name.partition(":")
+        if not sep:
+            if "default" not in prefixes:
+                self.error(path, f"{what} {name!r} has no prefix and no default namespace is declared")
+            return
+        if prefix not in prefixes:
+            self.error(path, f"{what} {name!r} uses the undeclared prefix {prefix!r}; declare it in 'prefix'")
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def validate_text(text: str, file: str = "<document>", lenient: bool = False) -> Result:
+    result = Result(file)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if not text.strip():
+            result.problems.append(Problem(file, "$", "empty file: not JSON"))
+        else:
+            result.problems.append(Problem(file, "$", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"))
+        return result
+    v = _Validator(file, lenient)
+    v.document(doc)
+    result.problems = v.problems
+    return result
+
+
+def validate_file(path: str | Path, lenient: bool = False) -> Result:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        result = Result(str(p), unreadable=True)
+        result.problems.append(Problem(str(p), "$", f"cannot read: {exc.strerror or exc}"))
+        return result
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        result = Result(str(p))
+        result.problems.append(Problem(str(p), "$", f"not UTF-8 text (byte {exc.start}): not JSON"))
+        return result
+    return validate_text(text, str(p), lenient)
+
+
+def validate(paths: Iterable[str | Path], lenient: bool = False) -> list[Result]:
+    """One result per file; a directory stands for its *.json files."""
+    out = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            files = sorted(item.rglob("*.json"))
+            if not files:
+                r = Result(str(item), unreadable=True)
+                r.problems.append(Problem(str(item), "$", "a directory without *.json files"))
+                out.append(r)
+            out.extend(validate_file(f, lenient) for f in files)
+        else:
+            out.append(validate_file(item, lenient))
+    return out
