@@ -29,7 +29,7 @@ from .query import kind_of, resolve
 P = NAMESPACE
 FOLDED_TYPES = {P + "MetricSeries", P + "SidecarFile", P + "Environment", P + "Code",
                 MLS_NAMESPACE + "HyperParameterSetting", P + "PolicyCheck", P + "PolicyDecision", PROV + "Bundle",
-                P + "Policy", P + "MergeConflicts"}
+                P + "Policy", P + "MergeConflicts", P + "DistributedJob"}
 EDGES = {  # relation -> (from end, to end, label): arrows point from effect to cause, as in PROV
     "used": ("down", "up", "used"),
     "wasGeneratedBy": ("down", "up", "wasGeneratedBy"),
@@ -183,21 +183,17 @@ def build_dot(graph: Graph, *, violations: Iterable[Violation] = (), focus: str 
         lines.append(f'  {ids[target]} [{style} label="{_esc(label)}" tooltip="{_esc(sid)}" id="{_esc(sid)}"];')
 
     # -- edges ------------------------------------------------------------------------------------------------
-    seen: set[tuple[str, str, str]] = set()
-    drawn = [e for e in graph.edges if rep.get(e.down) and rep.get(e.up) and rep[e.down] != rep[e.up]]
-    labelled = len(drawn) <= EDGE_LABEL_LIMIT  # beyond that, labels are noise and slow the layout
+    seen: dict[tuple[str, str, str], None] = {}
     for edge in graph.edges:
         a, b = rep.get(edge.down), rep.get(edge.up)
         if a is None or b is None or a == b or edge.relation not in EDGES:
             continue
-        if edge.up in crowded or edge.down in crowded:
-            continue
-        key = (a, b, edge.relation)
-        if key in seen:
-            continue
-        seen.add(key)
-        lines.append(f'  {ids[a]} -> {ids[b]} [label="{EDGES[edge.relation][2]}"];' if labelled
-                     else f'  {ids[a]} -> {ids[b]} [tooltip="{EDGES[edge.relation][2]}"];')
+        if edge.up not in crowded and edge.down not in crowded:
+            seen.setdefault((a, b, edge.relation), None)
+    labelled = len(seen) <= EDGE_LABEL_LIMIT  # beyond that, labels are noise and slow the layout
+    for a, b, relation in seen:
+        attr = "label" if labelled else "tooltip"
+        lines.append(f'  {ids[a]} -> {ids[b]} [{attr}="{EDGES[relation][2]}"];')
     lines.append("}")
     n_nodes, n_edges = len(ids), len(seen)
     engine = "dot" if n_nodes + n_edges <= DOT_LIMIT else "sfdp"
@@ -217,7 +213,7 @@ def _type_name(node: Node) -> str:
             name = t.rsplit("#", 1)[-1]
             return {"MetricSeries": "metric series", "HyperParameterSetting": "parameter set",
                     "SidecarFile": "sidecar file", "PolicyCheck": "policy check", "PolicyDecision": "policy decision",
-                    "Bundle": "bundle"}.get(name, name.lower())
+                    "Bundle": "bundle", "DistributedJob": "job activity"}.get(name, name.lower())
     return "entity"
 
 

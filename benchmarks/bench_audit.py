@@ -1,0 +1,64 @@
+"""render, lineage, show and validate on large documents: wall time and peak RSS (fresh process each).
+
+    python benchmarks/bench_audit.py DOC.json [DOC2.json ...]
+
+Make inputs with gen_lineage_doc.py (a ~100k-record lineage document) and gen_rank_files.py
++ `prov4torch merge` (a merged 512-rank run). Target (issue 6): seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = """
+import json, resource, sys, time
+what, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
+t = time.perf_counter()
+if what == "show":
+    from prov4torch.show import summarize
+    s = summarize([path]); info = f"{len(s['runs'])} runs"
+elif what == "lineage":
+    from prov4torch.provgraph import load_graph
+    from prov4torch.query import query, kind_of
+    g = load_graph([path])
+    models = [n.id for n in g.nodes.values() if kind_of(n) == "model"]
+    focal, hits = query(g, models[-1], direction="up")
+    info = f"{len(hits)} upstream of the last model"
+elif what == "render":
+    from prov4torch.render import render
+    d = render([path], out)
+    info = f"{d.nodes} nodes, {d.edges} edges, {d.engine}"
+elif what == "validate":
+    from prov4torch.validate import validate_file
+    r = validate_file(path); info = f"valid={r.valid}"
+print(json.dumps({"s": time.perf_counter() - t, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "info": info}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("docs", nargs="+", type=Path)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for doc in args.docs:
+            records = sum(len(v) for k, v in json.loads(doc.read_text()).items() if k not in ("prefix", "bundle"))
+            print(f"{doc.name}: {doc.stat().st_size / 1e6:.1f} MB, {records:,} top-level records")
+            for what in ("validate", "show", "lineage", "render"):
+                out = Path(tmp) / f"{doc.stem}.svg"
+                res = subprocess.run([sys.executable, "-c", CHILD, what, str(doc), str(out)], capture_output=True,
+                                     text=True, timeout=900)
+                if res.returncode != 0:
+                    print(f"  {what:9} FAILED: {res.stderr.strip().splitlines()[-1]}")
+                    continue
+                r = json.loads(res.stdout)
+                print(f"  {what:9} {r['s']:7.2f} s  peak RSS {r['rss']:6.0f} MB  ({r['info']})")
+
+
+if __name__ == "__main__":
+    main()
