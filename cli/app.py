@@ -111,6 +111,7 @@ def run(
     intended_use: Annotated[Optional[str], typer.Option(help="Intended use of the models produced.")] = None,  # noqa: UP045
     nproc_per_node: Annotated[int, typer.Option(min=1, help="Ranks to launch through torch.distributed.run.")] = 1,
     module: Annotated[bool, typer.Option("-m", "--module", help="SCRIPT is a module name, as in python -m.")] = False,
+    render_svg: Annotated[bool, typer.Option("--render", help="Also draw run.svg (needs Graphviz).")] = False,
 ) -> None:
     """Run a training script unchanged, recording its provenance; exits with the script's exit code.
 
@@ -149,8 +150,13 @@ def run(
             missing = report.missing()
             note = f"; ranks missing: {missing}" if missing else ""
             _summary(f"exit code {code}; provenance in {run_dir}/run.prov.json{note}")
+            if render_svg:
+                from prov4torch.render import render as render_graph
+
+                render_graph([Path(run_dir) / "run.prov.json"], Path(run_dir) / "run.svg", policy=policy)
+                _summary(f"audit graph in {run_dir}/run.svg")
         except Prov4TorchError as exc:
-            _summary(f"could not merge the rank files of {run_dir}: {exc}")
+            _summary(f"could not merge or draw the rank files of {run_dir}: {exc}")
     raise typer.Exit(code)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -225,9 +226,14 @@ class Autolog:
             self.run.add_run_attributes({"p4t:optimizerSteps": sum(i["steps"] for i in self.optimizers.values())})
 
 
+_COUNTER = re.compile(r"[-_.]?(epoch|ep|step|iter|it|e|s|v)?[-_.]?\d+$", re.IGNORECASE)
+
+
 def _model_name(f: Any) -> str:
+    """The model a checkpoint file is a version of: ``mnist-epoch2.pt`` -> ``mnist`` (so versions chain)."""
     stem = Path(f).stem
-    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem).strip("_.-")
+    base = _COUNTER.sub("", stem) or stem
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base).strip("_.-")
     return safe or "checkpoint"
 
 

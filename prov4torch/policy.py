@@ -21,7 +21,9 @@ from .errors import ConfigError
 from .provgraph import DEFAULT_LINEAGE, UPSTREAM, Graph, Node
 from .provjson import PREFIXES
 
-POLICY_CHECK = "https://w3id.org/prov4torch/ns#PolicyCheck"
+# prov4torch's structural activities: a policy check reads tags, the job activity links ranks;
+# neither processes data, so rules judge the rank activities instead
+NOT_PROCESSING = {"https://w3id.org/prov4torch/ns#PolicyCheck", "https://w3id.org/prov4torch/ns#DistributedJob"}
 TOP_LEVEL = {"policy", "version", "description", "prefixes", "classes", "lineage", "rules"}
 RULE_COMMON = {"id", "description", "effect", "target", "scope", "check", "maps_to"}
 TARGETS = ("model", "dataset", "activity")
@@ -303,9 +305,8 @@ class Evaluator:
             return self.models
         if rule.target == "dataset":
             return [self.graph.nodes[d] for d in sorted(self.datasets)]
-        # activities that processed data: directly, or (lineage scope) through what they used;
-        # a policy check (ours) reads tags, it does not process data
-        return [a for a in self.graph.activities() if POLICY_CHECK not in a.types() and self.scope(rule, a)]
+        # activities that processed data: directly, or (lineage scope) through what they used
+        return [a for a in self.graph.activities() if not a.types() & NOT_PROCESSING and self.scope(rule, a)]
 
     def _direct(self, nid: str) -> list[str]:
         node = self.graph.nodes[nid]

@@ -13,20 +13,21 @@ from prov4torch_cli.app import app
 def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     first_screen = text.split("\n---\n", 1)[0]
-    return re.findall(r"```bash\n(python3 -m venv[^\n]*)\n```", first_screen)
+    return re.findall(r"```bash\n(bash scripts/bootstrap.sh[^\n]*)\n```", first_screen)
 
 
 def test_readme_first_screen_has_exactly_two_setup_commands_and_ci_runs_both():
     commands = readme_commands()
     assert len(commands) == 2
-    assert commands[0].endswith("examples/quickstart.py") or "prov4torch run" in commands[0]
+    assert "prov4torch run" in commands[0] and "examples/mnist/train.py" in commands[0]
     assert commands[1].endswith("-m pytest")
-    for cmd in commands:
-        assert "pip install torch==2.13.0 &&" in cmd  # torch pinned first, always
-        assert cmd.index("torch==2.13.0") < cmd.index("-e '.[test]'")
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     for cmd in commands:
         assert cmd in ci_lines, f"CI does not run the README command: {cmd}"
+    bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    torch_pin = bootstrap.index("pip install -q torch==2.13.0")
+    assert torch_pin < bootstrap.index("pip install -q -e '.[test,examples]'")  # torch pinned, first
+    assert "graphviz" in bootstrap
 
 
 def test_every_cli_command_is_documented_with_help():

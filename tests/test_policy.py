@@ -484,3 +484,27 @@ def test_check_on_rank_files_denies_the_merged_view(tmp_path: Path, monkeypatch:
     (v,) = [v for v in merged.violations if v.rule == "no-eu-us-blend"]
     assert len(v.datasets) == 2
     assert check([run.dir], "default").verdict == "deny"  # a run directory works too
+
+
+def test_multi_rank_runs_are_judged_by_their_ranks_not_the_job_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    rules = write_policy(tmp_path, """
+[[rules]]
+id = "regions"
+target = "activity"
+scope = "lineage"
+check = "region_allowed"
+activity_attribute = "dg:computeRegion"
+allowed = ["eu-west-1"]
+""")
+    data = tmp_path / "d.bin"
+    data.write_bytes(b"d")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "two")
+    files = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        with prov4torch.start_run(region="eu-west-1", policy=rules) as run:  # enforced at runtime too
+            prov4torch.log_dataset(data, jurisdiction="EU")
+        files.append(run.prov_path)
+    assert run.status == "FINISHED"
+    assert check(files, rules).verdict == "allow"
