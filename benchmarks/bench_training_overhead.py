@@ -78,7 +78,8 @@ def main() -> None:
             inst_t.append(times[True])
             ratios.append(times[True] / times[False])
     print(f"steps/round {args.steps}, rounds {args.rounds}, samplers {'on' if args.samplers else 'off'}")
-    print(f"plain        median {statistics.median(plain_t):.3f} s  ({statistics.median(plain_t) / args.steps * 1e3:.2f} ms/step)")
+    per_step = statistics.median(plain_t) / args.steps * 1e3
+    print(f"plain        median {statistics.median(plain_t):.3f} s  ({per_step:.2f} ms/step)")
     print(f"instrumented median {statistics.median(inst_t):.3f} s")
     print(f"ratio        median {statistics.median(ratios):.4f}  (min {min(ratios):.4f}, max {max(ratios):.4f})")
     for name, ts in FIXED.items():

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from time import time as _now
 from collections.abc import Mapping
+from time import time as _now
 from typing import Any
 
 from . import env as _env
@@ -32,22 +32,22 @@ from .errors import (
     Prov4TorchError,
     RunStateError,
 )
-from .provjson import NAMESPACE
 from .lineage import track
 from .policy import check
+from .provjson import NAMESPACE
 from .recover import recover
 from .run import ACTIVE as _ACTIVE
 from .run import DisabledRun as _DisabledRun
 from .run import ModelVersion, Run
 
 __all__ = [
+    "NAMESPACE",
     "ConfigError",
     "InvalidValueError",
     "JournalError",
     "MergeConflictError",
     "MissingExtraError",
     "ModelVersion",
-    "NAMESPACE",
     "PolicyViolation",
     "Prov4TorchError",
     "Run",
@@ -211,7 +211,9 @@ def log_dataset(
     return _run("log_dataset").log_dataset(dataset_or_path, name=name, role=role, source=source, **tags)
 
 
-def log_model(model_or_path: Any, name: str = "model", step: int | None = None, epoch: int | None = None) -> ModelVersion:
+def log_model(
+    model_or_path: Any, name: str = "model", step: int | None = None, epoch: int | None = None
+) -> ModelVersion:
     """Record a checkpoint (path, nn.Module or state dict) as a new model version."""
     return _run("log_model").log_model(model_or_path, name=name, step=step, epoch=epoch)
 

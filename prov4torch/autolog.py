@@ -15,6 +15,7 @@ to *record* is a warning; only a policy violation stops the script, on purpose.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -88,11 +89,9 @@ def _number(value: str) -> Any:
 
 
 def _warn(what: str, exc: BaseException) -> None:
-    try:
+    with contextlib.suppress(Exception):  # warnings-as-errors must not break the script
         warnings.warn(f"prov4torch autolog could not record {what}: {type(exc).__name__}: {exc}",
-                      RuntimeWarning, stacklevel=3)
-    except Exception:  # noqa: BLE001 - warnings-as-errors must not break the script
-        pass
+                      RuntimeWarning, stacklevel=4)
 
 
 def _infer_role(dataset: Any, sampler: Any) -> str:

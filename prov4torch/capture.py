@@ -6,6 +6,7 @@ without metadata gives a missing attribute, never an exception.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import os
@@ -47,10 +48,8 @@ def code_info(script: Path | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {}
     if script is not None:
         info["script"] = str(script)
-        try:
+        with contextlib.suppress(OSError):
             info["script_sha256"] = hashlib.sha256(script.read_bytes()).hexdigest()
-        except OSError:
-            pass
     top = _git(["rev-parse", "--show-toplevel"], where)
     if not top:
         return info

@@ -20,7 +20,22 @@ from .document import content_id
 from .errors import InvalidValueError
 
 # ISO 3166-1 alpha-2, as of pycountry 26.2 (249 codes)
-COUNTRIES = frozenset("AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW".split())
+COUNTRIES = frozenset([
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ", "BA", "BB",
+    "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS", "BT", "BV", "BW", "BY",
+    "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN", "CO", "CR", "CU", "CV", "CW", "CX",
+    "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE", "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK",
+    "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF", "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS",
+    "GT", "GU", "GW", "GY", "HK", "HM", "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR",
+    "IS", "IT", "JE", "JM", "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA",
+    "LB", "LC", "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA", "NC", "NE",
+    "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG", "PH", "PK", "PL", "PM",
+    "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW", "SA", "SB", "SC", "SD", "SE", "SG",
+    "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS", "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF",
+    "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO", "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY",
+    "UZ", "VA", "VC", "VE", "VG", "VI", "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW"
+])
 PURPOSES = (
     "training", "fine-tuning", "validation", "testing", "evaluation", "inference", "serving",
     "research", "commercial", "non-commercial", "benchmarking",
@@ -97,12 +112,14 @@ def _check(tag: str, v: Any) -> Any:
     if tag == "origin_country":
         s = _str(tag, v).upper()
         if s not in COUNTRIES:
-            raise InvalidValueError(f"tag 'origin_country': {v!r} is not an ISO 3166-1 alpha-2 code (e.g. DE, US)", value=v)
+            raise InvalidValueError(
+                f"tag 'origin_country': {v!r} is not an ISO 3166-1 alpha-2 code (e.g. DE, US)", value=v)
         return s
     if tag in ("jurisdiction", "regulation"):
         s = _str(tag, v).upper()
         if not _TOKEN.match(s):
-            raise InvalidValueError(f"tag {tag!r}: {v!r} should be a short code such as EU, US, GDPR, HIPAA", value=v)
+            raise InvalidValueError(
+                f"tag {tag!r}: {v!r} should be a short code such as EU, US, GDPR, HIPAA", value=v)
         return s
     if tag == "personal_data":
         if not isinstance(v, bool):
@@ -115,7 +132,8 @@ def _check(tag: str, v: Any) -> Any:
     if tag == "license":
         s = _str(tag, v)
         if not _SPDX.match(s):
-            raise InvalidValueError(f"tag 'license': {v!r} is not an SPDX licence id or expression (e.g. CC-BY-4.0)", value=v)
+            raise InvalidValueError(
+                f"tag 'license': {v!r} is not an SPDX licence id or expression (e.g. CC-BY-4.0)", value=v)
         return s
     s = _str(tag, v)
     if not _FREE.match(s):
@@ -144,7 +162,8 @@ def dataset_record(
 ) -> dict[str, Any]:
     """The journal event of one dataset attachment (id from its content)."""
     if not isinstance(role, str) or not _ROLE.match(role):
-        raise InvalidValueError(f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
+        raise InvalidValueError(
+            f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
     attrs = governance_attributes(tags)
     torch_dataset = getattr(data, "dataset", None) if type(data).__name__ == "DataLoader" else None
     if torch_dataset is not None:

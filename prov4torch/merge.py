@@ -11,6 +11,7 @@ they never collide. Same inputs, same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -161,10 +162,8 @@ def merge(
                 f"{c.first} and {c.second} (without --strict they are kept in their own bundles)")
         os.replace(tmp, out)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     return report
 

@@ -25,12 +25,12 @@ from typing import Any
 
 from . import capture, env, provjson
 from ._version import __version__
-from .digest import digest_path, fingerprint
+from .digest import digest_path
 from .distributed import identity, rank_prefix, resolve_run_id
 from .document import RunRecord, Sidecar, build, content_id, local
 from .errors import ConfigError, InvalidValueError, JournalError, PolicyViolation, RunStateError
-from .journal import JournalWriter
 from .governance import RuntimePolicy
+from .journal import JournalWriter
 from .lifecycle import Hooks
 
 _now = time.time
@@ -678,58 +678,58 @@ class DisabledRun(Run):
 
     disabled = True
 
-    def __init__(self, **_: Any) -> None:  # noqa: D107 - nothing to set up
+    def __init__(self, **_: Any) -> None:
         self.run_id = "disabled"
         self.rank = 0
         self.ended = False
         self.status = "DISABLED"
         self.dir = Path(os.devnull)
 
-    def log_metric(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def log_metric(self, *a: Any, **k: Any) -> None:
         return None
 
-    def log_metrics(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def log_metrics(self, *a: Any, **k: Any) -> None:
         return None
 
-    def log_param(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def log_param(self, *a: Any, **k: Any) -> None:
         return None
 
-    def log_params(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def log_params(self, *a: Any, **k: Any) -> None:
         return None
 
-    def set_tag(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def set_tag(self, *a: Any, **k: Any) -> None:
         return None
 
-    def set_tags(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def set_tags(self, *a: Any, **k: Any) -> None:
         return None
 
-    def log_artifact(self, *a: Any, **k: Any) -> str:  # noqa: D102
+    def log_artifact(self, *a: Any, **k: Any) -> str:
         return ""
 
-    def log_dataset(self, *a: Any, **k: Any) -> str:  # noqa: D102
+    def log_dataset(self, *a: Any, **k: Any) -> str:
         return ""
 
-    def log_model(self, *a: Any, name: str = "model", **k: Any) -> ModelVersion:  # noqa: D102
+    def log_model(self, *a: Any, name: str = "model", **k: Any) -> ModelVersion:
         return ModelVersion("", name, 0, "", "")
 
-    def load_model(self, path: str | os.PathLike[str], **kw: Any) -> Any:  # noqa: D102
+    def load_model(self, path: str | os.PathLike[str], **kw: Any) -> Any:
         import torch
 
         return torch.load(path, **kw)
 
-    def use_model(self, *a: Any, **k: Any) -> str:  # noqa: D102
+    def use_model(self, *a: Any, **k: Any) -> str:
         return ""
 
-    def add_run_attributes(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def add_run_attributes(self, *a: Any, **k: Any) -> None:
         return None
 
-    def on_end(self, *a: Any, **k: Any) -> None:  # noqa: D102
+    def on_end(self, *a: Any, **k: Any) -> None:
         return None
 
-    def flush(self) -> None:  # noqa: D102
+    def flush(self) -> None:
         return None
 
-    def end_run(self, status: str = "FINISHED") -> None:  # noqa: D102
+    def end_run(self, status: str = "FINISHED") -> None:
         self._finish(status)
 
     def _finish(self, status: str, **_: Any) -> None:

@@ -121,8 +121,17 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
     return code
 
 
-def launch(target: str, args: list[str], *, nproc: int, module: bool = False, out_dir: Path | None = None,
-           experiment: str | None = None, run_id: str | None = None, extra_env: dict[str, str] | None = None) -> tuple[int, Path]:
+def launch(
+    target: str,
+    args: list[str],
+    *,
+    nproc: int,
+    module: bool = False,
+    out_dir: Path | None = None,
+    experiment: str | None = None,
+    run_id: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[int, Path]:
     """Run ``target`` on ``nproc`` local ranks through torch.distributed.run; merge the rank files.
 
     Returns (exit code, run directory).

@@ -47,6 +47,8 @@ TIME_ATTRS = {"prov:startTime", "prov:endTime", "prov:time"}
 PREDEFINED = {"prov": "http://www.w3.org/ns/prov#", "xsd": "http://www.w3.org/2001/XMLSchema#"}
 DATETIME = re.compile(r"^-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-4]):[0-5]\d:[0-5]\d(\.\d+)?"
                       r"(Z|[+-](0\d|1[0-4]):[0-5]\d)?$")
+INT = re.compile(r"[+-]?\d+")
+FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|INF|NaN)")
 INT_TYPES = {"xsd:int", "xsd:long", "xsd:integer", "xsd:short", "xsd:byte", "xsd:nonNegativeInteger",
              "xsd:positiveInteger", "xsd:unsignedInt", "xsd:unsignedLong"}
 FLOAT_TYPES = {"xsd:double", "xsd:float", "xsd:decimal"}
@@ -257,10 +259,9 @@ class _Validator:
             return
         if kind == "xsd:dateTime":
             self.datetime(raw, path, "value")
-        elif kind in INT_TYPES and not re.fullmatch(r"[+-]?\d+", raw.strip()):
-            self.error(path, f"{raw!r} is not an {kind}")
-        elif kind in FLOAT_TYPES and not re.fullmatch(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|INF|NaN)",
-                                                     raw.strip()):
+        elif (kind in INT_TYPES and not INT.fullmatch(raw.strip())) or (
+            kind in FLOAT_TYPES and not FLOAT.fullmatch(raw.strip())
+        ):
             self.error(path, f"{raw!r} is not an {kind}")
         elif kind == "xsd:boolean" and raw.strip() not in ("true", "false", "1", "0"):
             self.error(path, f"{raw!r} is not an xsd:boolean")

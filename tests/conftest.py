@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-import prov4torch
 from prov4torch.run import ACTIVE
 
 ROOT = Path(__file__).resolve().parent.parent

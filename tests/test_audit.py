@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CORPUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prov.model import ProvDocument
+from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
-from conftest import CORPUS
 from prov4torch.validate import validate_file, validate_text
-from prov4torch_cli.app import app
 
 runner = CliRunner()
 SVG = "{http://www.w3.org/2000/svg}"
@@ -256,6 +256,7 @@ def test_render_many_ranks_stays_readable(tmp_path: Path):
     import sys
 
     from conftest import ROOT
+
     from prov4torch.merge import merge
 
     ranks = tmp_path / "ranks"
@@ -338,7 +339,7 @@ def test_corpus_through_show_lineage_and_render(tmp_path: Path):
             for nid in list(g.nodes)[:3]:
                 query(g, nid, direction="up")
                 query(g, nid, direction="down")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             crashes.append((f, repr(exc)))
     assert crashes == []
 

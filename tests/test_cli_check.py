@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
-from prov4torch_cli.app import app
 
 runner = CliRunner()
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import load, rank_activity, read_prov
 
 TRAIN = """

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS
+
 from prov4torch.errors import Prov4TorchError
 from prov4torch.policy import check
 

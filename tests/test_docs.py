@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from typer.testing import CliRunner
-
 from conftest import ROOT
 from prov4torch_cli.app import app
+from typer.testing import CliRunner
 
 
 def readme_commands() -> list[str]:
@@ -46,12 +45,12 @@ def test_every_cli_command_is_documented_with_help():
 def test_vocabulary_documents_every_term_the_writer_uses():
     import inspect
 
-    import prov4torch.document as document
     import prov4torch.autolog as autolog
+    import prov4torch.document as document
     import prov4torch.governance as governance
+    import prov4torch.lineage as lineage
     import prov4torch.merge as merge
     import prov4torch.run as run
-    import prov4torch.lineage as lineage
     import prov4torch.samplers as samplers
     import prov4torch.samplers.energy as energy
     import prov4torch.samplers.gpu as gpu

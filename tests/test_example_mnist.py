@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, load, rank_activity, read_prov
 
 EXAMPLE = ROOT / "examples" / "mnist"

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import load
 
 import prov4torch
-from conftest import load
 
 
 def rows(run) -> list[dict[str, str]]:
@@ -87,9 +87,8 @@ def test_non_numeric_values_raise_at_the_call(value, message):
     ],
 )
 def test_bad_names_and_contexts(name, context, message):
-    with prov4torch.start_run():
-        with pytest.raises(prov4torch.InvalidValueError, match=message):
-            prov4torch.log_metric(name, 1.0, context=context)
+    with prov4torch.start_run(), pytest.raises(prov4torch.InvalidValueError, match=message):
+        prov4torch.log_metric(name, 1.0, context=context)
 
 
 def test_steps_auto_increment_per_series_and_follow_explicit_steps():

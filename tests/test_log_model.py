@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load
 
 import prov4torch
-from conftest import load
 
 
 def test_checkpoint_file_is_identified_by_sha256(tmp_path: Path):

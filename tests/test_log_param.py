@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import load
 
 import prov4torch
-from conftest import load
 
 
 def params_of(run) -> dict:
@@ -43,9 +43,8 @@ def test_same_value_twice_is_fine_a_different_value_is_an_error():
      ("a b", "invalid parameter name"), ("x" * 300, "invalid parameter name")],
 )
 def test_bad_parameter_names(key, message):
-    with prov4torch.start_run():
-        with pytest.raises(prov4torch.InvalidValueError, match=message):
-            prov4torch.log_param(key, 1)
+    with prov4torch.start_run(), pytest.raises(prov4torch.InvalidValueError, match=message):
+        prov4torch.log_param(key, 1)
 
 
 def test_log_params_and_set_tags_need_mappings():

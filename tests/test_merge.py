@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, load, read_prov
+from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
-from conftest import CORPUS, load, read_prov
 from prov4torch.merge import merge
-from prov4torch_cli.app import app
 
 runner = CliRunner()
 

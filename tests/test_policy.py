@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load, rank_activity, read_prov
 from prov.model import ProvDocument
 
 import prov4torch
-from conftest import load, rank_activity, read_prov
 from prov4torch.governance import PolicyWarning
 from prov4torch.policy import check, load_policy
 
@@ -407,9 +407,8 @@ def test_bad_policy_or_mode_fails_at_start_run(tmp_path: Path):
 def test_governance_tags_are_validated(tag: str, value, message: str, tmp_path: Path):
     data = tmp_path / "d.bin"
     data.write_bytes(b"x")
-    with prov4torch.start_run():
-        with pytest.raises(prov4torch.InvalidValueError, match=message):
-            prov4torch.log_dataset(data, **{tag: value})
+    with prov4torch.start_run(), pytest.raises(prov4torch.InvalidValueError, match=message):
+        prov4torch.log_dataset(data, **{tag: value})
 
 
 # -- lineage across runs ----------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load, rank_activity, read_prov
+from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
-from conftest import load, rank_activity, read_prov
-from prov4torch_cli.app import app
 
 KILLED_SCRIPT = """
 import sys, time

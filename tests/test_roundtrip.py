@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import torch
+from conftest import read_prov
 from prov.identifier import QualifiedName
 from prov.model import ProvActivity, ProvAgent, ProvDerivation, ProvEntity, ProvGeneration, ProvUsage
 
 import prov4torch
-from conftest import read_prov
 
 P4T = prov4torch.NAMESPACE
 

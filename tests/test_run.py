@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import load, rank_activity
 
 import prov4torch
-from conftest import load, rank_activity
 
 
 def test_context_manager_finishes_and_writes_all_files(tmp_path: Path):

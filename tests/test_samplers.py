@@ -9,9 +9,9 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import load, rank_activity
 
 import prov4torch
-from conftest import load, rank_activity
 from prov4torch.samplers.base import Sampler, TelemetryWarning
 from prov4torch.samplers.energy import EnergyTracker
 from prov4torch.samplers.gpu import GpuReader, visible_devices
@@ -269,7 +269,7 @@ def test_real_nvml_reads_a_real_gpu():
     pynvml = pytest.importorskip("pynvml")
     try:
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001
+    except Exception:
         pytest.skip("no NVIDIA driver / GPU")
     r = GpuReader(env={})
     r.setup()

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import load, only_run_dir, rank_activity, run_script
 
 PRELUDE = """

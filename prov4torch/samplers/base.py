@@ -9,6 +9,7 @@ bounded timeout: a reader that hangs cannot stall ``end_run``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -26,10 +27,8 @@ class TelemetryWarning(RuntimeWarning):
 
 def warn(message: str) -> None:
     """Emit a TelemetryWarning; never raise, even when warnings are errors."""
-    try:
-        warnings.warn(message, TelemetryWarning, stacklevel=2)
-    except Exception:  # noqa: BLE001 - telemetry never kills training
-        pass
+    with contextlib.suppress(Exception):  # telemetry never kills training, even with warnings as errors
+        warnings.warn(message, TelemetryWarning, stacklevel=3)
 
 
 @dataclass

@@ -9,6 +9,7 @@ the other fields keep coming.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -94,10 +95,8 @@ class GpuReader:
         """GPU models, driver, count and memory sizes, for the run's environment entity."""
         nv = self.nvml
         info: dict[str, Any] = {"gpu_count": len(self.devices)}
-        try:
+        with contextlib.suppress(Exception):
             info["gpu_driver"] = _decode(nv.nvmlSystemGetDriverVersion())
-        except Exception:  # noqa: BLE001
-            pass
         models, memory = [], []
         for _, h in self.devices:
             try:
@@ -143,10 +142,8 @@ class GpuReader:
 
     def close(self) -> None:
         if self.devices:
-            try:
+            with contextlib.suppress(Exception):
                 self.nvml.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def gpu_expected(env: Mapping[str, str] | None = None) -> bool:
