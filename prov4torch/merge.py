@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MergeConflictError
-from .provgraph import ELEMENTS, ProvInputError, load_json
+from .provgraph import ELEMENTS, ProvInputError, as_records, load_json
 from .provjson import PREFIXES, QName, attributes
 
 RANK_FILE = re.compile(r"^rank-(\d+)\.prov\.json$")
@@ -84,18 +84,10 @@ def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> li
     return unique
 
 
-def _records(value: Any) -> list[dict[str, Any]]:
-    if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, dict)]
-    return []
-
-
 def _identity(doc: dict[str, Any], path: Path, index: int) -> tuple[str | None, int | None, int | None, str]:
     """(run id, rank, world size, bundle id) of one input."""
     for aid, value in (doc.get("activity") or {}).items():
-        for rec in _records(value):
+        for rec in as_records(value):
             run_id, rank = rec.get("p4t:runId"), rec.get("p4t:rank")
             if isinstance(run_id, str) and rank is not None and aid.endswith(f"/rank/{_num(rank)}"):
                 world = _num(rec.get("p4t:worldSize"))
@@ -185,7 +177,7 @@ def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | Non
             continue
         out: dict[str, Any] = {}
         for rid, rec in value.items():
-            report.records += len(_records(rec)) or 1
+            report.records += len(as_records(rec)) or 1
             if section in ELEMENTS and compatible and not (scoped and (rid == scoped or rid.startswith(scoped + "/"))):
                 canonical = json.dumps(rec, sort_keys=True, ensure_ascii=False)
                 known = shared[section].get(rid)

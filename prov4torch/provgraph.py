@@ -180,7 +180,8 @@ def _literal(value: Any, scope: _Scope) -> Any:
     return value
 
 
-def _as_records(value: Any) -> list[dict[str, Any]]:
+def as_records(value: Any) -> list[dict[str, Any]]:
+    """A record, or the records of a repeated id (a JSON array), as a list; anything else: none."""
     if isinstance(value, dict):
         return [value]
     if isinstance(value, list):
@@ -236,7 +237,7 @@ def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: st
         if not isinstance(section, dict):
             continue
         for rid, value in section.items():
-            for rec in _as_records(value):
+            for rec in as_records(value):
                 node = graph.node(scope.expand(rid), rid)
                 node.kinds.add(kind)
                 node.sources.add(source)
@@ -247,14 +248,14 @@ def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: st
                         lit = _literal(item, scope)
                         if lit not in bucket:
                             bucket.append(lit)
-            if not _as_records(value):
+            if not as_records(value):
                 graph.node(scope.expand(rid), rid).kinds.add(kind)
     for relation, (down_attr, up_attr) in UPSTREAM.items():
         section = doc.get(relation)
         if not isinstance(section, dict):
             continue
         for value in section.values():
-            for rec in _as_records(value):
+            for rec in as_records(value):
                 downs, ups = rec.get(down_attr), rec.get(up_attr)
                 if downs is None or ups is None:
                     continue  # an endpoint is missing: nothing to walk (validate reports it)

@@ -132,6 +132,14 @@ def _check_timestamp(ts: Any) -> float:
     )
 
 
+def _governance_tags(governance: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A governance summary (expiry as an ISO string) as encoded PROV attributes (expiry as xsd:dateTime)."""
+    tags = dict(governance)
+    if "p4t:consentExpires" in tags:
+        tags["p4t:consentExpires"] = _dt.datetime.fromisoformat(tags["p4t:consentExpires"])
+    return provjson.attributes({**tags, **extra})
+
+
 def _param_value(key: str, v: Any) -> Any:
     if v is None:
         return "None"
@@ -510,12 +518,8 @@ class Run:
         sources += [record.loads[m].get("governance", {}) for m in event["derived_from"] if m in record.loads]
         governance = lineage.inherit(sources)
         event["governance"] = governance
-        tags = {k: v for k, v in governance.items() if k != "p4t:consentExpires"}
-        if "p4t:consentExpires" in governance:
-            tags["p4t:consentExpires"] = _dt.datetime.fromisoformat(governance["p4t:consentExpires"])
-        if self.intended_use:
-            tags["p4t:intendedUse"] = self.intended_use
-        event["tags"] = provjson.attributes(tags)
+        extra = {"p4t:intendedUse": self.intended_use} if self.intended_use else {}
+        event["tags"] = _governance_tags(governance, extra)
         card = lineage.model_card(event, record.datasets, record.loads, f"p4t:run/{self.run_id}/rank/{self.rank}")
         try:
             lineage.write_card(self.root, card)
@@ -537,10 +541,7 @@ class Run:
                     "trained on", RuntimeWarning, stacklevel=3)
             return
         event["governance"] = card.get("governance", {})
-        gov = dict(event["governance"])
-        if "p4t:consentExpires" in gov:
-            gov["p4t:consentExpires"] = _dt.datetime.fromisoformat(gov["p4t:consentExpires"])
-        event["tags"] = provjson.attributes({**gov, "p4t:lineageKnown": True})
+        event["tags"] = _governance_tags(event["governance"], {"p4t:lineageKnown": True})
         event["upstream"] = card.get("upstream", {})
         event["derivations"] = card.get("derivations", [])
 
