@@ -89,16 +89,19 @@ def _coerce_metric(name: str, value: Any) -> Any:
         return float(value)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
+        if value.is_cpu and not value.is_complex():
+            try:  # the common case, a 0-d loss on the CPU: one C call; .item() (unlike float()) never warns
+                return float(value.item())
+            except (RuntimeError, ValueError, TypeError):
+                pass  # explained below
         if value.numel() != 1:
             raise InvalidValueError(
                 f"metric {name!r}: a tensor metric must hold one number, got shape {tuple(value.shape)}",
                 value=value,
             )
-        if value.is_complex() or value.dtype == torch.bool:
+        if value.is_complex():
             raise InvalidValueError(f"metric {name!r}: tensor dtype {value.dtype} is not a real number", value=value)
-        if value.device.type == "cpu":
-            return float(value.item())
-        return value.detach().reshape(()).clone()  # async copy: no device sync here
+        return value.detach().reshape(()).clone()  # a device tensor: async copy, no sync here
     if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
         raise InvalidValueError(
             f"metric {name!r}: value must be a number (int, float, NumPy scalar or one-element tensor), "

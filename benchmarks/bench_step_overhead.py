@@ -1,0 +1,97 @@
+"""Per-step overhead of prov4torch measured so that 1% is resolvable on a noisy machine.
+
+    python benchmarks/bench_step_overhead.py [--blocks 200] [--steps 20] [--samplers]
+
+(a) Hot path: one process, one active run (writer and samplers running throughout), and
+    many short blocks of training steps alternating between "logs two metrics per step"
+    and "logs nothing". The median over block pairs of (instrumented / plain) isolates
+    what the calls cost, free of between-run drift.
+(b) Background threads: the process's CPU time minus the main thread's (torch runs on the
+    main thread here: set_num_threads(1)) over the run — the writer, samplers, codecarbon
+    and context capture, including threads that have already exited — as a share of the
+    run's wall time: what they can take from training at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+
+import torch
+from torch import nn
+
+import prov4torch
+
+
+def main_thread_cpu_seconds() -> float:
+    """CPU seconds of the main thread (utime + stime from /proc, Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+
+
+def process_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--blocks", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--samplers", action="store_true", help="system, GPU and energy samplers on (5 s interval)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = torch.randn(16, 64, 1, 28, 28), torch.randint(0, 10, (16, 64))
+    step = 0
+
+    def block(log: bool) -> float:
+        nonlocal step
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            opt.zero_grad()
+            loss = loss_fn(model(x[step % 16]), y[step % 16])
+            loss.backward()
+            opt.step()
+            if log:
+                prov4torch.log_metric("loss", loss.detach(), step=step)
+                prov4torch.log_metric("lr", 0.01, step=step)
+            step += 1
+        return time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cpu0, main0 = process_cpu_seconds(), main_thread_cpu_seconds()
+        run = prov4torch.start_run(out_dir=tmp, system_metrics=args.samplers, energy=args.samplers)
+        t_start = time.perf_counter()
+        for _ in range(10):
+            block(True), block(False)  # warm-up
+        ratios, on, off = [], [], []
+        for i in range(args.blocks):
+            pair = (block(True), block(False)) if i % 2 == 0 else tuple(reversed((block(False), block(True))))
+            on.append(pair[0])
+            off.append(pair[1])
+            ratios.append(pair[0] / pair[1])
+        run.end_run()
+        wall = time.perf_counter() - t_start
+        background = (process_cpu_seconds() - cpu0) - (main_thread_cpu_seconds() - main0)
+    step_ms = statistics.median(off) / args.steps * 1e3
+    diffs_us = sorted((a - b) / args.steps * 1e6 for a, b in zip(on, off, strict=True))
+    q1, med, q3 = statistics.quantiles(diffs_us, n=4)
+    print(f"samplers {'on' if args.samplers else 'off'}; {args.blocks} block pairs of {args.steps} steps; "
+          f"plain step {step_ms:.3f} ms")
+    print(f"(a) hot path: extra time per step, median over pairs {med:+.1f} us (quartiles {q1:+.1f}..{q3:+.1f} us) "
+          f"= {100 * med / (step_ms * 1e3):+.2f}% of a step; median pair ratio {statistics.median(ratios):.4f}")
+    print(f"(b) background threads: {background:.3f} CPU s over {wall:.1f} s wall = "
+          f"{100 * background / wall:.2f}% of one core (start_run to end_run)")
+
+if __name__ == "__main__":
+    main()
