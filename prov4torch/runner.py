@@ -25,7 +25,7 @@ from typing import Any
 from . import env
 from .distributed import uuid7
 from .errors import ConfigError, PolicyViolation
-from .run import ACTIVE, Run, default_root
+from .run import ACTIVE, DisabledRun, Run, default_root
 
 
 def resolve_target(target: str, module: bool) -> Path:
@@ -69,13 +69,27 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
     script = resolve_target(target, module)
     import torch  # noqa: F401 - the script will need it; importing it first keeps capture consistent
 
+    if env.flag(env.DISABLED, False):  # the kill switch: run the script plainly, record nothing
+        ACTIVE.run = DisabledRun()
+        ACTIVE.last_dir = None
+        return _execute(script, target, args, module, None)[1]
     run = Run(script=script, **run_options)
     run.managed = True
     ACTIVE.run = run
     ACTIVE.last_dir = run.dir
+    status, code, signal_number, error = _execute(script, target, args, module, run)
+    if not run.ended:
+        run._finish(status, exit_code=code, signal_number=signal_number, exception=error)
+    return code
+
+
+def _execute(
+    script: Path, target: str, args: list[str], module: bool, run: Run | None
+) -> tuple[str, int, int | None, BaseException | None]:
+    """Run the script as python would; (status, exit code, signal, exception)."""
     from .autolog import Autolog
 
-    autolog = Autolog(run)
+    autolog = Autolog(run) if run is not None else None
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = [str(script), *args]
     if module:
@@ -87,7 +101,8 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
     status, code, error = "FINISHED", 0, None
     signal_number = None
     try:
-        autolog.install(args)
+        if autolog is not None:
+            autolog.install(args)
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
@@ -109,16 +124,15 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         _script_traceback(exc, script)
         status, code, error = "FAILED", 1, exc
     finally:
-        autolog.remove()
+        if autolog is not None:
+            autolog.remove()
         sys.argv = saved_argv
         if saved_path0 is not None and sys.path:
             if module:
                 sys.path.remove(os.getcwd())
             else:
                 sys.path[0] = saved_path0
-    if not run.ended:
-        run._finish(status, exit_code=code, signal_number=signal_number, exception=error)
-    return code
+    return status, code, signal_number, error
 
 
 def launch(

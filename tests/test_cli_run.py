@@ -252,3 +252,10 @@ def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
         (used,) = [u for u in d["used"].values() if u.get("prov:role") == "training"]
         assert used["p4t:samples"]["$"] == "32"
     json.dumps(raw)
+
+
+def test_kill_switch_runs_the_script_plainly(scripts: Path):
+    proc = cli(scripts, "run", "train.py", "--out", "m.pt", env={"PROV4TORCH_DISABLED": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "trained 42 __main__" in proc.stdout and (scripts / "m.pt").is_file()
+    assert not (scripts / "runs").exists() and "prov4torch:" not in proc.stderr
