@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=200)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--samplers", action="store_true", help="system, GPU and energy samplers on (5 s interval)")
+    ap.add_argument("--metrics", type=int, choices=(1, 2), default=1,
+                    help="metrics logged per step: 1 (the loss tensor, as in the issue) or 2 (loss and lr)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -64,7 +66,8 @@ def main() -> None:
             opt.step()
             if log:
                 prov4torch.log_metric("loss", loss.detach(), step=step)
-                prov4torch.log_metric("lr", 0.01, step=step)
+                if args.metrics == 2:
+                    prov4torch.log_metric("lr", 0.01, step=step)
             step += 1
         return time.perf_counter() - t0
 
@@ -86,7 +89,7 @@ def main() -> None:
     step_ms = statistics.median(off) / args.steps * 1e3
     diffs_us = sorted((a - b) / args.steps * 1e6 for a, b in zip(on, off, strict=True))
     q1, med, q3 = statistics.quantiles(diffs_us, n=4)
-    print(f"samplers {'on' if args.samplers else 'off'}; {args.blocks} block pairs of {args.steps} steps; "
+    print(f"samplers {'on' if args.samplers else 'off'}; {args.metrics} metric(s) per step; {args.blocks} block pairs of {args.steps} steps; "
           f"plain step {step_ms:.3f} ms")
     print(f"(a) hot path: extra time per step, median over pairs {med:+.1f} us (quartiles {q1:+.1f}..{q3:+.1f} us) "
           f"= {100 * med / (step_ms * 1e3):+.2f}% of a step; median pair ratio {statistics.median(ratios):.4f}")

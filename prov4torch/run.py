@@ -89,11 +89,11 @@ def _coerce_metric(name: str, value: Any) -> Any:
         return float(value)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
-        if value.is_cpu and not value.is_complex():
-            try:  # the common case, a 0-d loss on the CPU: one C call; .item() (unlike float()) never warns
+        if value.is_cpu:
+            try:  # the common case, a 0-d loss on the CPU: .item() (unlike float(t)) never warns
                 return float(value.item())
             except (RuntimeError, ValueError, TypeError):
-                pass  # explained below
+                pass  # several elements, or complex: explained below
         if value.numel() != 1:
             raise InvalidValueError(
                 f"metric {name!r}: a tensor metric must hold one number, got shape {tuple(value.shape)}",
