@@ -89,8 +89,8 @@ def main() -> None:
     step_ms = statistics.median(off) / args.steps * 1e3
     diffs_us = sorted((a - b) / args.steps * 1e6 for a, b in zip(on, off, strict=True))
     q1, med, q3 = statistics.quantiles(diffs_us, n=4)
-    print(f"samplers {'on' if args.samplers else 'off'}; {args.metrics} metric(s) per step; {args.blocks} block pairs of {args.steps} steps; "
-          f"plain step {step_ms:.3f} ms")
+    print(f"samplers {'on' if args.samplers else 'off'}; {args.metrics} metric(s) per step; "
+          f"{args.blocks} block pairs of {args.steps} steps; plain step {step_ms:.3f} ms")
     print(f"(a) hot path: extra time per step, median over pairs {med:+.1f} us (quartiles {q1:+.1f}..{q3:+.1f} us) "
           f"= {100 * med / (step_ms * 1e3):+.2f}% of a step; median pair ratio {statistics.median(ratios):.4f}")
     print(f"(b) background threads: {background:.3f} CPU s over {wall:.1f} s wall = "

@@ -17,7 +17,6 @@ from .journal import SeriesStats, series_sorted
 from .provjson import DocumentBuilder, QName
 
 _CONTEXT_KEYS = ("code", "environment", "packages")
-STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED", "BLOCKED", "INCOMPLETE")
 
 
 def local(part: str) -> str:

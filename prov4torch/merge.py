@@ -25,8 +25,6 @@ from .errors import MergeConflictError
 from .provgraph import ELEMENTS, ProvInputError, as_records, load_json
 from .provjson import PREFIXES, QName, attributes
 
-RANK_FILE = re.compile(r"^rank-(\d+)\.prov\.json$")
-
 
 @dataclass
 class Conflict:

@@ -134,10 +134,6 @@ class Graph:
 
 # -- reading PROV-JSON ------------------------------------------------------------------------
 
-def _where(path: str, *parts: str) -> str:
-    return f"{path}: {'.'.join(parts)}" if parts else path
-
-
 class _Scope:
     def __init__(self, prefixes: Mapping[str, str], default: str | None) -> None:
         self.prefixes = dict(prefixes)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidValueError
-from .provgraph import DEFAULT_LINEAGE, TYPE, Graph, Node, load_graph
+from .provgraph import DEFAULT_LINEAGE, Graph, Node, load_graph
 from .provjson import MLS_NAMESPACE, NAMESPACE
 
 TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}
@@ -110,7 +110,3 @@ def query(graph: Graph, focus: str, *, direction: str = "up", depth: int | None 
     hits.sort(key=lambda h: (h.distance, h.kind, h.label))
     focal = graph.nodes[start]
     return Hit(start, graph.short(start), kind_of(focal), 0, _summary(graph, focal)), hits
-
-
-def types_of(node: Node) -> set[str]:
-    return {str(t) for t in node.values(TYPE)}
