@@ -218,10 +218,7 @@ def build(
 
     # -- environment -------------------------------------------------------------------------------
     envinfo = {**(start.get("environment") or {}), **record.env_extra}
-    pk = sidecars.get("packages")
-    if pk is None and start.get("packages"):
-        info = start["packages"]
-        pk = Sidecar(info["path"], info["sha256"], {"count": info.get("count")})
+    pk = start.get("packages") or {}  # the package-list sidecar, recorded by the context capture
     env_id = f"{prefix}/environment"
     b.entity(env_id, {
         "prov:type": QName("p4t:Environment"),
@@ -238,9 +235,9 @@ def build(
         "p4t:gpuModel": envinfo.get("gpu_models"),
         "p4t:gpuDriver": envinfo.get("gpu_driver"),
         "p4t:gpuMemoryTotalBytes": envinfo.get("gpu_memory_total_bytes"),
-        "p4t:packagesSha256": pk.sha256 if pk else None,
-        "p4t:packagesCount": pk.extra.get("count") if pk else None,
-        "p4t:sidecar": pk.path if pk else None,
+        "p4t:packagesSha256": pk.get("sha256"),
+        "p4t:packagesCount": pk.get("count"),
+        "p4t:sidecar": pk.get("path"),
     })
     b.used(act, env_id, "p4t:environment")
 

@@ -52,8 +52,7 @@ class RuntimePolicy:
         doc = build(record, [], {})
         act = run_activity_id(run.run_id, run.rank)
         prospective = f"{act}/{PROSPECTIVE}"
-        sources = [d for d, ds in record.datasets.items() if "training" in ds.get("roles", [])]
-        sources += list(record.loads)
+        sources = run.model_sources()  # the same derivation log_model records
         doc.setdefault("entity", {})[prospective] = {
             "prov:type": {"$": "mls:Model", "type": "xsd:QName"},
             **({"p4t:intendedUse": run.intended_use} if run.intended_use else {}),

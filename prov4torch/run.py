@@ -213,7 +213,7 @@ class Run:
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._model_versions: dict[str, list[ModelVersion]] = {}
-        self._datasets: dict[str, str] = {}  # id -> role of first attachment
+        self._dataset_roles: dict[str, set[str]] = {}  # id -> every role it was attached with
         self._base_models: list[str] = []
         self._pending_signal: int | None = None
         self._finish_lock = threading.RLock()
@@ -439,7 +439,7 @@ class Run:
 
         event = dataset_record(dataset_or_path, name=name, role=role, source=source, tags=tags)
         event["time"] = self._clock()
-        self._datasets.setdefault(event["id"], role)
+        self._dataset_roles.setdefault(event["id"], set()).add(role)
         self._event(event)
         self._on_attach(event)
         return str(event["id"])
@@ -474,7 +474,7 @@ class Run:
         sha, size, _m = digest_path(path)
         mid = content_id("model", sha)
         previous = versions[-1].id if versions else None
-        derived = [d for d, role in self._datasets.items() if role == "training"] + list(self._base_models)
+        derived = self.model_sources()
         event = {
             "t": "model", "id": mid, "name": name, "version": version, "path": str(path), "sha256": sha,
             "size": size, "step": None if step is None else _check_step(step),
@@ -547,6 +547,11 @@ class Run:
         event["tags"] = _governance_tags(event["governance"], {"p4t:lineageKnown": True})
         event["upstream"] = card.get("upstream", {})
         event["derivations"] = card.get("derivations", [])
+
+    def model_sources(self) -> list[str]:
+        """What a model this run produces is derived from: its training datasets, then its base models."""
+        training = [d for d, roles in self._dataset_roles.items() if "training" in roles]
+        return training + [m for m in self._base_models if m not in training]
 
     def _on_attach(self, event: dict[str, Any]) -> None:
         """Evaluate the runtime policy when data or a checkpoint is attached."""

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ELEMENTS = ("entity", "activity", "agent")
+from .provgraph import ELEMENTS
+
 # relation -> (mandatory formal attributes, optional formal attributes)
 RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "wasGeneratedBy": (("prov:entity",), ("prov:activity", "prov:time")),

@@ -95,3 +95,15 @@ def test_in_memory_datasets_get_an_honest_fingerprint():
     assert ents[c]["p4t:digestMethod"] == "sha256-sampled"
     roles = {u["prov:entity"]: u["prov:role"] for u in load(run.prov_path)["used"].values()}
     assert roles[c] == "validation"
+
+
+def test_a_dataset_attached_again_for_training_is_in_the_models_lineage(tmp_path: Path):
+    data = tmp_path / "d.bin"
+    data.write_bytes(b"d")
+    with prov4torch.start_run() as run:
+        ds = prov4torch.log_dataset(data, role="validation")
+        prov4torch.log_dataset(data, role="training")
+        mv = prov4torch.log_model(torch.nn.Linear(1, 1), name="m")
+        assert run.model_sources() == [ds]  # the runtime policy sees the same derivation
+    derived = {(r["prov:generatedEntity"], r["prov:usedEntity"]) for r in load(run.prov_path)["wasDerivedFrom"].values()}
+    assert (mv.id, ds) in derived
