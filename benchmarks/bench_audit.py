@@ -20,21 +20,21 @@ import json, resource, sys, time
 what, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 t = time.perf_counter()
 if what == "show":
-    from prov4torch.show import summarize
+    from prov4torch.audit.show import summarize
     s = summarize([path]); info = f"{len(s['runs'])} runs"
 elif what == "lineage":
-    from prov4torch.provgraph import load_graph
-    from prov4torch.query import query, kind_of
+    from prov4torch.audit.graph import load_graph
+    from prov4torch.audit.query import query, kind_of
     g = load_graph([path])
     models = [n.id for n in g.nodes.values() if kind_of(n) == "model"]
     focal, hits = query(g, models[-1], direction="up")
     info = f"{len(hits)} upstream of the last model"
 elif what == "render":
-    from prov4torch.render import render
+    from prov4torch.audit.render import render
     d = render([path], out)
     info = f"{d.nodes} nodes, {d.edges} edges, {d.engine}"
 elif what == "validate":
-    from prov4torch.validate import validate_file
+    from prov4torch.audit.validate import validate_file
     r = validate_file(path); info = f"valid={r.valid}"
 print(json.dumps({"s": time.perf_counter() - t, "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "info": info}))

@@ -10,7 +10,7 @@ import argparse
 import resource
 import time
 
-from prov4torch.policy import check
+from prov4torch.governance.evaluate import check
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 CHILD = """
 import resource, sys, time
-from prov4torch.merge import merge
+from prov4torch.audit.merge import merge
 t = time.perf_counter()
 r = merge([sys.argv[1]], sys.argv[2])
 print(f"{time.perf_counter() - t:.2f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} {r.records}")
@@ -29,10 +29,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512])
     args = ap.parse_args()
-    base = subprocess.run([sys.executable, "-c", "import resource, prov4torch.merge; "
+    base = subprocess.run([sys.executable, "-c", "import resource, prov4torch.audit.merge; "
                            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    print(f"baseline RSS of a process that imported prov4torch.merge: {base} MB")
+    print(f"baseline RSS of a process that imported prov4torch.audit.merge: {base} MB")
     print(f"{'ranks':>6} {'input MB':>9} {'seconds':>8} {'s/rank':>7} {'peak RSS MB':>12} {'records':>9} {'out MB':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from prov4torch import provjson
-from prov4torch.document import RunRecord, Sidecar, build
-from prov4torch.journal import SeriesStats
+from prov4torch.record.document import build
+from prov4torch.record.events import RunRecord, Sidecar
+from prov4torch.record.journal import SeriesStats
 
 
 def rank_doc(run_id: str, rank: int, world: int, series: int, datasets: int) -> dict:

@@ -118,9 +118,9 @@ def run(
     Everything after SCRIPT goes to the script untouched (its own --help or --out too).
     """
     from prov4torch import env as p4t_env
-    from prov4torch.merge import merge as merge_files
-    from prov4torch.recover import recover as recover_dir
-    from prov4torch.runner import launch, resolve_target, run_script
+    from prov4torch.audit.merge import merge as merge_files
+    from prov4torch.autolog.runner import launch, resolve_target, run_script
+    from prov4torch.record.recover import recover as recover_dir
 
     args = list(ctx.args)
     options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy, "mode": mode,
@@ -129,7 +129,7 @@ def run(
         resolve_target(script, module)
         if nproc_per_node == 1:
             code = run_script(script, args, module=module, out_dir=out, **options)
-            from prov4torch.run import ACTIVE
+            from prov4torch.record.run import ACTIVE
 
             run_dir = ACTIVE.last_dir
         else:
@@ -151,9 +151,11 @@ def run(
             note = f"; ranks missing: {missing}" if missing else ""
             _summary(f"exit code {code}; provenance in {run_dir}/run.prov.json{note}")
             if render_svg:
-                from prov4torch.render import render as render_graph
+                from prov4torch.audit.render import render as render_graph
+                from prov4torch.governance.evaluate import judge
 
-                render_graph([Path(run_dir) / "run.prov.json"], Path(run_dir) / "run.svg", policy=policy)
+                render_graph([Path(run_dir) / "run.prov.json"], Path(run_dir) / "run.svg",
+                             judge=judge(policy) if policy else None)
                 _summary(f"audit graph in {run_dir}/run.svg")
         except Prov4TorchError as exc:
             _summary(f"could not merge or draw the rank files of {run_dir}: {exc}")
@@ -167,7 +169,7 @@ def merge(
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) when two inputs declare one id differently.")] = False,
 ) -> None:
     """Merge rank files (and whole runs) into one PROV document: a bundle per rank, a collection per job."""
-    from prov4torch.merge import merge as merge_files
+    from prov4torch.audit.merge import merge as merge_files
 
     progress = None
     bar = None
@@ -208,7 +210,7 @@ def validate(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Every problem, not only the first.")] = False,
 ) -> None:
     """Check PROV-JSON structure: one line per invalid file; exit 0 valid, 1 invalid, 2 unreadable."""
-    from prov4torch.validate import validate as validate_files
+    from prov4torch.audit.validate import validate as validate_files
 
     results = validate_files(files, lenient=lenient)
     invalid = unreadable = 0
@@ -243,7 +245,7 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What data trained this model (--up), which models did this dataset reach (--down). ID last."""
-    from prov4torch.query import lineage as query_lineage
+    from prov4torch.audit.query import lineage as query_lineage
 
     if len(inputs) < 2:
         fail("give one or more files or run directories, then the id to start from")
@@ -270,7 +272,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """A readable summary: runs, parameters, metrics, datasets with tags, models, energy, hardware."""
-    from prov4torch.show import summarize
+    from prov4torch.audit.show import summarize
 
     try:
         summary = summarize(files)
@@ -343,13 +345,15 @@ def render(
     timeout: Annotated[float, typer.Option(help="Seconds Graphviz may take before falling back to sfdp.")] = 60.0,
 ) -> None:
     """Draw an SVG (or PNG/DOT) audit graph; violations of --policy in red."""
-    from prov4torch.render import render as render_graph
+    from prov4torch.audit.render import render as render_graph
+    from prov4torch.governance.evaluate import judge
 
     if up and down:
         fail("choose --up or --down, not both")
     try:
-        drawing = render_graph(inputs, out, policy=policy, focus=focus, direction="down" if down else "up",
-                               depth=depth, detail=detail, engine=engine, timeout_s=timeout)
+        drawing = render_graph(inputs, out, judge=judge(policy) if policy else None, focus=focus,
+                               direction="down" if down else "up", depth=depth, detail=detail, engine=engine,
+                               timeout_s=timeout)
     except Prov4TorchError as exc:
         fail(str(exc))
     folded = ", ".join(f"{n} {t}" for t, n in sorted(drawing.folded.items()))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from prov4torch.autolog.runner import run_script
 from prov4torch.errors import Prov4TorchError
-from prov4torch.runner import run_script
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Mapping
-from time import time as _now
 from typing import Any
 
 from . import env as _env
@@ -32,13 +31,13 @@ from .errors import (
     Prov4TorchError,
     RunStateError,
 )
-from .lineage import track
-from .policy import check
+from .governance.evaluate import check
 from .provjson import NAMESPACE
-from .recover import recover
-from .run import ACTIVE as _ACTIVE
-from .run import DisabledRun as _DisabledRun
-from .run import ModelVersion, Run
+from .record.disabled import DisabledRun as _DisabledRun
+from .record.loaders import track
+from .record.recover import recover
+from .record.run import ACTIVE as _ACTIVE
+from .record.run import ModelVersion, Run
 
 __all__ = [
     "NAMESPACE",
@@ -151,18 +150,9 @@ def log_metric(
 ) -> None:
     """Record one metric point (hot path: no I/O, no device sync)."""
     run = _ACTIVE.run
-    # Fast path, the common case: a float on a known series, no explicit timestamp.
-    # Anything else (no run, disabled, new series, tensors, odd steps) goes through
-    # Run.log_metric, which validates and then uses the same queue.
-    try:
-        append = run._series[context][name]  # type: ignore[union-attr]
-    except (AttributeError, KeyError, TypeError):
-        _run("log_metric").log_metric(name, value, step, context, timestamp)
-        return
-    if type(value) is float and timestamp is None and (step is None or type(step) is int):
-        append((step, _now(), value))
-    else:
-        run.log_metric(name, value, step, context, timestamp)  # type: ignore[union-attr]
+    if run is None:
+        run = _run("log_metric")
+    run.log_metric(name, value, step, context, timestamp)
 
 
 def log_metrics(

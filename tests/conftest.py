@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from prov4torch.run import ACTIVE
+from prov4torch.record.run import ACTIVE
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "prov-corpus"
@@ -34,7 +34,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     yield
     run = ACTIVE.run
     if run is not None and not run.ended:
-        run._finish("FINISHED")
+        run.close("FINISHED")
     ACTIVE.run = None
     assert sys.excepthook is hook, "a run left its excepthook installed"
     for s, h in handlers.items():

@@ -18,7 +18,7 @@ from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
-from prov4torch.validate import validate_file, validate_text
+from prov4torch.audit.validate import validate_file, validate_text
 
 runner = CliRunner()
 SVG = "{http://www.w3.org/2000/svg}"
@@ -257,7 +257,7 @@ def test_render_many_ranks_stays_readable(tmp_path: Path):
 
     from conftest import ROOT
 
-    from prov4torch.merge import merge
+    from prov4torch.audit.merge import merge
 
     ranks = tmp_path / "ranks"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_rank_files.py"), str(ranks), "--ranks", "64"],
@@ -322,10 +322,10 @@ def test_fuzzed_documents_never_crash_any_command(tmp_path: Path, doc):
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="no corpus")
 def test_corpus_through_show_lineage_and_render(tmp_path: Path):
-    from prov4torch.provgraph import load_graph
-    from prov4torch.query import query
-    from prov4torch.render import build_dot
-    from prov4torch.show import summarize_graph
+    from prov4torch.audit.graph import load_graph
+    from prov4torch.audit.query import query
+    from prov4torch.audit.render import build_dot
+    from prov4torch.audit.show import summarize_graph
 
     crashes = []
     for f in sorted(p for p in CORPUS.rglob("*.json") if "schema" not in p.parts):

@@ -151,7 +151,7 @@ def test_second_unmodified_script_links_to_the_first_runs_data(scripts: Path):
     (base,) = [k for k in d1["entity"] if k.startswith("p4t:model/")]
     assert ("p4t:baseModel", base) in {(u.get("prov:role"), u["prov:entity"]) for u in d2["used"].values()}
     # the fine-tune's model reaches the first run's dataset, from the fine-tune's file alone
-    from prov4torch.provgraph import load_graph
+    from prov4torch.audit.graph import load_graph
 
     g = load_graph([second / "rank-0.prov.json"])
     tuned = next(n for n in g.nodes.values() if n.values("https://w3id.org/prov4torch/ns#path")
@@ -164,7 +164,7 @@ def test_patches_are_removed_and_behave_like_the_originals(tmp_path: Path):
     import torch
     from torch.utils.data import dataloader as dl
 
-    from prov4torch.runner import run_script
+    from prov4torch.autolog.runner import run_script
 
     originals = (torch.save, torch.load, dl._BaseDataLoaderIter.__next__, dl._BaseDataLoaderIter.__init__)
     write(tmp_path, "probe.py", """

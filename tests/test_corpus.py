@@ -9,7 +9,7 @@ import pytest
 from conftest import CORPUS
 
 from prov4torch.errors import Prov4TorchError
-from prov4torch.policy import check
+from prov4torch.governance.evaluate import check
 
 pytestmark = pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/prov-corpus is not beside the checkout")
 

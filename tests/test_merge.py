@@ -11,7 +11,7 @@ from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
-from prov4torch.merge import merge
+from prov4torch.audit.merge import merge
 
 runner = CliRunner()
 

@@ -14,8 +14,9 @@ from conftest import load, rank_activity, read_prov
 from prov.model import ProvDocument
 
 import prov4torch
-from prov4torch.governance import PolicyWarning
-from prov4torch.policy import check, load_policy
+from prov4torch.governance.evaluate import check
+from prov4torch.governance.gate import PolicyWarning
+from prov4torch.governance.policy import load_policy
 
 P4T = prov4torch.NAMESPACE
 DG = "https://example.org/governance#"  # a policy may use any prefix for the same IRI

@@ -118,7 +118,7 @@ def test_nan_metric_reads_back_as_nan():
 def test_git_capture(tmp_path: Path):
     import subprocess
 
-    from prov4torch.capture import code_info
+    from prov4torch.record.context import code_info
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -140,9 +140,9 @@ def test_git_capture(tmp_path: Path):
 def test_package_list_matches_importlib_metadata():
     from importlib import metadata
 
-    from prov4torch.capture import _normalize, packages
+    from prov4torch.record.context import normalize_name, packages
 
-    expected = {f"{_normalize(d.metadata['Name'])}=={d.version}" for d in metadata.distributions()
+    expected = {f"{normalize_name(d.metadata['Name'])}=={d.version}" for d in metadata.distributions()
                 if d.metadata and d.metadata.get("Name")}
     assert set(packages()) == expected
     assert any(p.startswith("torch==") for p in packages())

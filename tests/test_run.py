@@ -180,7 +180,7 @@ def test_run_never_writes_into_the_working_directory(tmp_path: Path, monkeypatch
 
 
 def test_uuid7_run_ids_are_time_ordered_and_unique():
-    from prov4torch.distributed import uuid7
+    from prov4torch.record.distributed import uuid7
 
     ids = [uuid7(unix_ms=1_700_000_000_000 + i) for i in range(50)]
     assert ids == sorted(ids)

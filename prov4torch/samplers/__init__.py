@@ -7,19 +7,31 @@ starts the enabled ones and stops them (final reading, summaries) at ``end_run``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from .base import Sampler, TelemetryWarning
 
-if TYPE_CHECKING:
-    from ..run import Run
-
-__all__ = ["Sampler", "TelemetryWarning", "attach"]
-
-DEFAULT_INTERVAL_S = 5.0
+__all__ = ["Host", "Sampler", "TelemetryWarning", "attach"]
 
 
-def attach(run: Run, *, system: bool, energy: bool, interval_s: float, country: str | None) -> None:
+
+class Host(Protocol):
+    """What the samplers need of a run: where readings and summaries go, and when it ends."""
+
+    world_size: int
+
+    def log_metric(self, name: str, value: Any, step: int | None = None, context: str = "training",
+                   timestamp: Any = None) -> None: ...
+
+    def update_environment(self, info: Mapping[str, Any]) -> None: ...
+
+    def add_run_attributes(self, attrs: Mapping[str, Any]) -> None: ...
+
+    def on_end(self, callback: Callable[[Any], None]) -> None: ...
+
+
+def attach(run: Host, *, system: bool, energy: bool, interval_s: float, country: str | None) -> None:
     """Start the samplers for ``run`` and register their stop on ``run.on_end``."""
 
     def sink(name: str, value: float, ts: float) -> None:
@@ -49,7 +61,7 @@ def attach(run: Run, *, system: bool, energy: bool, interval_s: float, country: 
     for s in samplers:
         s.start()
 
-    def stop(_run: Run) -> None:
+    def stop(_run: Any) -> None:
         attrs: dict[str, object] = {"p4t:sampleIntervalSeconds": float(interval_s)} if samplers else {}
         for s in samplers:
             s.stop()

@@ -10,6 +10,7 @@ the other fields keep coming.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -125,13 +126,16 @@ class GpuReader:
         nv = self.nvml
         out: dict[str, float] = {}
         for i, h in self.devices:
-            self._field(i, "utilization_percent", lambda h=h: float(nv.nvmlDeviceGetUtilizationRates(h).gpu), out)
-            self._field(i, "memory_used_bytes", lambda h=h: float(nv.nvmlDeviceGetMemoryInfo(h).used), out)
-            self._field(i, "power_watts", lambda h=h: nv.nvmlDeviceGetPowerUsage(h) / 1000.0, out)
-            self._field(i, "energy_joules", lambda i=i, h=h: self._energy(i, h), out)
-            self._field(i, "temperature_c",
-                        lambda h=h: float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)), out)
-            self._field(i, "sm_clock_mhz", lambda h=h: float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)), out)
+            fields: dict[str, Callable[[], float]] = {
+                "utilization_percent": functools.partial(_utilization, nv, h),
+                "memory_used_bytes": functools.partial(_memory_used, nv, h),
+                "power_watts": functools.partial(_power, nv, h),
+                "energy_joules": functools.partial(self._energy, i, h),
+                "temperature_c": functools.partial(_temperature, nv, h),
+                "sm_clock_mhz": functools.partial(_sm_clock, nv, h),
+            }
+            for name, read in fields.items():
+                self._field(i, name, read, out)
         return out
 
     def _energy(self, i: int, h: Any) -> float:
@@ -178,3 +182,23 @@ class GpuSampler(Sampler):
         if energy:
             out["p4t:gpuEnergyJoules"] = round(sum(a.last for a in energy), 3)
         return out
+
+
+def _utilization(nv: Any, h: Any) -> float:
+    return float(nv.nvmlDeviceGetUtilizationRates(h).gpu)
+
+
+def _memory_used(nv: Any, h: Any) -> float:
+    return float(nv.nvmlDeviceGetMemoryInfo(h).used)
+
+
+def _power(nv: Any, h: Any) -> float:
+    return float(nv.nvmlDeviceGetPowerUsage(h)) / 1000.0
+
+
+def _temperature(nv: Any, h: Any) -> float:
+    return float(nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+
+
+def _sm_clock(nv: Any, h: Any) -> float:
+    return float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM))

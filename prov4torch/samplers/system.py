@@ -114,8 +114,9 @@ class SystemSampler(Sampler):
         out: dict[str, object] = {}
         if PROCESS_RSS in a and a[PROCESS_RSS].count:
             out["p4t:peakRssBytes"] = int(a[PROCESS_RSS].peak)
-        if PROCESS_CPU in a and a[PROCESS_CPU].mean is not None:
-            out["p4t:processCpuPercentMean"] = round(a[PROCESS_CPU].mean, 3)
+        cpu_mean = a[PROCESS_CPU].mean if PROCESS_CPU in a else None
+        if cpu_mean is not None:
+            out["p4t:processCpuPercentMean"] = round(cpu_mean, 3)
         if SYSTEM_MEMORY_USED in a and a[SYSTEM_MEMORY_USED].count:
             out["p4t:systemMemoryPeakBytes"] = int(a[SYSTEM_MEMORY_USED].peak)
         return out

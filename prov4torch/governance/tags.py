@@ -1,4 +1,4 @@
-"""Datasets and their governance tags (DESIGN §5), and how tags flow into models.
+"""The governance vocabulary (DESIGN §5): dataset tags, their validation, what models inherit.
 
 Keyword arguments are snake_case (``origin_country=``); the PROV attributes they
 become are camelCase in the ``p4t`` namespace (``p4t:originCountry``). Every tag
@@ -8,16 +8,11 @@ is validated when it is given: an unknown tag or value is an error naming it.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-from . import provjson
-from .digest import digest_path, fingerprint
-from .document import content_id
-from .errors import InvalidValueError
+from ..errors import InvalidValueError
 
 # ISO 3166-1 alpha-2, as of pycountry 26.2 (249 codes)
 COUNTRIES = frozenset([
@@ -44,7 +39,7 @@ _TOKEN = re.compile(r"^[A-Z][A-Z0-9]{1,15}(-[A-Z0-9]{1,15})?$")
 _FREE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:/()+\-]{0,199}$")
 _SPDX_ID = r"(LicenseRef-[A-Za-z0-9.\-]+|[A-Za-z0-9][A-Za-z0-9.\-]*\+?)"
 _SPDX = re.compile(rf"^\(?{_SPDX_ID}( (AND|OR|WITH) \(?{_SPDX_ID}\)?)*\)?$")
-_ROLE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
+ROLE = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 
 # python keyword -> (PROV attribute, several values allowed)
 DATASET_TAGS: dict[str, tuple[str, bool]] = {
@@ -157,44 +152,6 @@ def governance_attributes(tags: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def dataset_record(
-    data: Any, *, name: str | None, role: str, source: str | None, tags: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The journal event of one dataset attachment (id from its content)."""
-    if not isinstance(role, str) or not _ROLE.match(role):
-        raise InvalidValueError(
-            f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
-    attrs = governance_attributes(tags)
-    torch_dataset = getattr(data, "dataset", None) if type(data).__name__ == "DataLoader" else None
-    if torch_dataset is not None:
-        data = torch_dataset
-    event: dict[str, Any] = {"t": "dataset", "roles": [role]}
-    if isinstance(data, (str, os.PathLike)):
-        p = Path(data).resolve()
-        sha, size, method = digest_path(p)
-        event.update(sha256=sha, size=size, digest_method=method, source=source or p.as_uri(), name=name or p.name)
-    else:
-        paths = dataset_paths(data)
-        sha, length, method = fingerprint(data)
-        event.update(sha256=sha, length=length, digest_method=method,
-                     cls=f"{type(data).__module__}.{type(data).__qualname__}",
-                     name=name or type(data).__name__, source=source or (paths[0] if len(paths) == 1 else None))
-    event["id"] = content_id("dataset", event["sha256"])
-    event["tags"] = provjson.attributes(attrs)
-    event["governance"] = {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v)
-                           for k, v in attrs.items()}
-    return event
-
-
-def dataset_paths(data: Any) -> list[str]:
-    """File paths a dataset object exposes (root, path, file attributes), if any."""
-    found = []
-    for attr in ("root", "path", "file", "filename", "data_dir"):
-        v = getattr(data, attr, None)
-        if isinstance(v, (str, os.PathLike)) and os.path.exists(v):
-            found.append(Path(v).resolve().as_uri())
-    return found
-
 
 def inherit(sources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The governance summary of a model: the union of its sources' tags, earliest expiry.
@@ -214,122 +171,3 @@ def inherit(sources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         out["p4t:consentExpires"] = expiry
     return out
 
-
-# -- lineage cards: what a checkpoint came from, findable by its sha256 in a later run ----------
-
-CARD_DIR = ".lineage"
-
-
-def card_path(root: Path, sha256: str) -> Path:
-    return root / CARD_DIR / f"sha256-{sha256}.json"
-
-
-def write_card(root: Path, card: Mapping[str, Any]) -> None:
-    """Store a checkpoint's lineage card under the output root (never next to the user's file)."""
-    import json
-
-    path = card_path(root, str(card["sha256"]))
-    provjson.write_atomic(path, json.dumps(card, sort_keys=True, indent=1))
-
-
-def read_card(root: Path, sha256: str) -> dict[str, Any] | None:
-    import json
-
-    path = card_path(root, sha256)
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None
-
-
-def model_card(event: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],
-               loads: Mapping[str, Mapping[str, Any]], activity: str) -> dict[str, Any]:
-    """A produced checkpoint's card: its upstream datasets (with their tags) and derivations,
-    including everything inherited from the base models it was fine-tuned from."""
-    upstream: dict[str, Any] = {}
-    derivations: list[list[str]] = []
-    for src in event.get("derived_from", []):
-        derivations.append([event["id"], src])
-        if src in datasets:
-            d = datasets[src]
-            upstream[src] = {"name": d.get("name"), "sha256": d.get("sha256"), "tags": d.get("tags", {}),
-                             "governance": d.get("governance", {})}
-        elif src in loads:
-            base = loads[src]
-            upstream.update(base.get("upstream", {}))
-            derivations.extend(base.get("derivations", []))
-    return {"model": event["id"], "sha256": event["sha256"], "name": event.get("name"), "activity": activity,
-            "governance": event.get("governance", {}), "upstream": upstream,
-            "derivations": sorted({tuple(d) for d in derivations})}
-
-
-# -- DataLoader tracking -------------------------------------------------------------------------
-
-def _batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (or length of a list)."""
-    if hasattr(batch, "shape") and getattr(batch, "shape", None):
-        return int(batch.shape[0])
-    if isinstance(batch, Mapping):
-        for v in batch.values():
-            return _batch_size(v)
-    if isinstance(batch, (list, tuple)) and batch:
-        first = batch[0]
-        if hasattr(first, "shape") and getattr(first, "shape", None):
-            return int(first.shape[0])
-        return len(batch) if not isinstance(first, (list, tuple)) else _batch_size(first)
-    return 1
-
-
-class TrackedLoader:
-    """A DataLoader whose data is recorded (and policy-checked) before its first batch.
-
-    Iterating it attaches its dataset to the active run (``log_dataset``: digest, tags,
-    policy check), refuses to yield a batch of blocked data, and records the samples,
-    batches and epochs consumed. Every other attribute is the wrapped loader's.
-    """
-
-    def __init__(self, loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> None:
-        governance_attributes(tags)  # validate now, not at the first batch
-        self.loader = loader
-        self.name = name
-        self.role = role
-        self.tags = tags
-        self.dataset_id: str | None = None
-        self.samples = 0
-        self.batches = 0
-        self.epochs = 0
-
-    def __getattr__(self, item: str) -> Any:
-        return getattr(self.loader, item)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Any:
-        from .run import ACTIVE
-
-        run = ACTIVE.run
-        if run is None or run.ended or run.disabled:
-            yield from self.loader
-            return
-        if self.dataset_id is None:
-            self.dataset_id = run.log_dataset(self.loader, name=self.name, role=self.role, **self.tags)
-        run.gate(self.dataset_id)  # raises before the first batch when the data is blocked
-        finished = False
-        try:
-            for batch in self.loader:
-                self.samples += _batch_size(batch)
-                self.batches += 1
-                yield batch
-            finished = True
-        finally:
-            self.epochs += int(finished)
-            if not run.ended:
-                run.attach_loader_usage(self.dataset_id, self.role, {
-                    "samples": self.samples, "batches": self.batches, "epochs": self.epochs})
-
-
-def track(loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> TrackedLoader:
-    """Wrap a DataLoader so its dataset is recorded and policy-checked before its first batch."""
-    return TrackedLoader(loader, name=name, role=role, **tags)

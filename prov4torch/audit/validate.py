@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .provgraph import ELEMENTS
+from .graph import ELEMENTS, prefix_map
 
 # relation -> (mandatory formal attributes, optional formal attributes)
 RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -140,7 +140,7 @@ class _Validator:
                     if not isinstance(bundle, dict):
                         self.error(_jp(*path, bid), f"a bundle is a JSON object, found {_kind(bundle)}")
                         continue
-                    own = bundle.get("prefix") if isinstance(bundle.get("prefix"), dict) else {}
+                    own = prefix_map(bundle)
                     self.qname(bid, _jp(*path), {**prefixes, **own}, what="bundle id")
                     self.container(bundle, (*path, bid), prefixes, in_bundle=True)
                 continue

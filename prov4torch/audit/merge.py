@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import MergeConflictError
-from .provgraph import ELEMENTS, ProvInputError, as_records, load_json
-from .provjson import PREFIXES, QName, attributes
+from ..errors import MergeConflictError
+from ..provjson import PREFIXES, QName, attributes
+from .graph import ELEMENTS, ProvInputError, as_records, load_json, prefix_map
 
 
 @dataclass
@@ -161,7 +161,7 @@ def merge(
 def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | None, index: int,
             prefixes: dict[str, str], shared: dict[str, dict[str, tuple[str, Any, str]]],
             report: MergeReport) -> dict[str, Any]:
-    own_prefixes = doc.get("prefix") if isinstance(doc.get("prefix"), dict) else {}
+    own_prefixes = prefix_map(doc)
     compatible = all(prefixes.get(k, v) == v for k, v in own_prefixes.items() if isinstance(v, str))
     if compatible:
         prefixes.update({k: v for k, v in own_prefixes.items() if isinstance(v, str)})

@@ -16,18 +16,28 @@ import signal
 import sys
 import threading
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .run import Run
+from typing import Any, Protocol
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Finisher(Protocol):
+    """What the hooks need of a run: whether it ended, and ways to end it."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    def note_signal(self, signum: int) -> None: ...
+
+    def close(self, status: str, *, signal_number: int | None = None) -> None: ...
+
+    def close_from_exception(self, exc: BaseException) -> None: ...
 
 
 class Hooks:
     """Installed once per run; every hook is a no-op in another process or after the run ends."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Finisher) -> None:
         self.run = run
         self.pid = os.getpid()
         self.previous: dict[int, Any] = {}
@@ -63,9 +73,9 @@ class Hooks:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         prev = self.previous.get(signum, signal.SIG_DFL)
         if self._mine():
-            self.run._note_signal(signum)
+            self.run.note_signal(signum)
             if not callable(prev):
-                self.run._finish("KILLED", signal_number=signum)
+                self.run.close("KILLED", signal_number=signum)
         if callable(prev):
             prev(signum, frame)  # the user's handler, or Python's KeyboardInterrupt
             return
@@ -78,9 +88,9 @@ class Hooks:
         self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
     ) -> None:
         if self._mine():
-            self.run._finish_from_exception(exc)
+            self.run.close_from_exception(exc)
         self._prev_excepthook(exc_type, exc, tb)
 
     def _atexit(self) -> None:
         if self._mine():
-            self.run._finish("FINISHED")
+            self.run.close("FINISHED")

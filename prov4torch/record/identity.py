@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidValueError
+from ..errors import InvalidValueError
 
 CHUNK = 1 << 20
 
@@ -88,8 +88,8 @@ def fingerprint(obj: Any, samples: int = 64) -> tuple[str, int | None, str]:
             for t in tensors:
                 h.update(f"{tuple(t.shape)}{t.dtype}".encode())
                 h.update(_tensor_bytes(t))
-            length = int(tensors[0].shape[0]) if tensors[0].dim() else 1
-            return h.hexdigest(), length, "sha256-tensors"
+            return h.hexdigest(), int(tensors[0].shape[0]) if tensors[0].dim() else 1, "sha256-tensors"
+    length: int | None
     try:
         length = len(obj)
     except TypeError:

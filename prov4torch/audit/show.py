@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .provgraph import PROV, Graph, Node, expand_dirs, load_graph
-from .provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
+from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
+from .graph import PROV, Graph, Node, expand_dirs, load_graph
 from .query import kind_of
 
 P = NAMESPACE

@@ -22,10 +22,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import env
-from .distributed import uuid7
-from .errors import ConfigError, PolicyViolation
-from .run import ACTIVE, DisabledRun, Run, default_root
+from .. import env
+from ..errors import ConfigError, PolicyViolation
+from ..record.disabled import DisabledRun
+from ..record.distributed import uuid7
+from ..record.run import ACTIVE, Run, default_root
 
 
 def resolve_target(target: str, module: bool) -> Path:
@@ -79,7 +80,7 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
     ACTIVE.last_dir = run.dir
     status, code, signal_number, error = _execute(script, target, args, module, run)
     if not run.ended:
-        run._finish(status, exit_code=code, signal_number=signal_number, exception=error)
+        run.close(status, exit_code=code, signal_number=signal_number, exception=error)
     return code
 
 
@@ -87,7 +88,7 @@ def _execute(
     script: Path, target: str, args: list[str], module: bool, run: Run | None
 ) -> tuple[str, int, int | None, BaseException | None]:
     """Run the script as python would; (status, exit code, signal, exception)."""
-    from .autolog import Autolog
+    from .patches import Autolog
 
     autolog = Autolog(run) if run is not None else None
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
@@ -98,8 +99,9 @@ def _execute(
         sys.path[0] = str(script.parent)
     else:
         sys.path.insert(0, str(script.parent))
-    status, code, error = "FINISHED", 0, None
-    signal_number = None
+    status, code = "FINISHED", 0
+    error: BaseException | None = None
+    signal_number: int | None = None
     try:
         if autolog is not None:
             autolog.install(args)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidValueError
-from .provgraph import DEFAULT_LINEAGE, Graph, Node, load_graph
-from .provjson import MLS_NAMESPACE, NAMESPACE
+from ..errors import InvalidValueError
+from ..provjson import MLS_NAMESPACE, NAMESPACE, expand_qname
+from .graph import DEFAULT_LINEAGE, Graph, Node, load_graph
 
 TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}
 SUMMARY_ATTRS = ("jurisdiction", "originCountry", "personalData", "consentScope", "license", "regulation",
@@ -52,9 +52,9 @@ def resolve(graph: Graph, text: str) -> str:
     """The node a user means: full IRI, prefixed name, or (a prefix of) a sha256 digest."""
     if text in graph.nodes:
         return text
-    prefix, sep, local = text.partition(":")
-    if sep and prefix in graph.prefixes and graph.prefixes[prefix] + local in graph.nodes:
-        return graph.prefixes[prefix] + local
+    iri = expand_qname(text, graph.prefixes)
+    if iri is not None and iri in graph.nodes:
+        return iri
     for n in graph.nodes.values():
         if n.label == text:
             return n.id

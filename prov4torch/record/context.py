@@ -85,7 +85,7 @@ def _strip_credentials(url: str) -> str:
     return url
 
 
-def _normalize(name: str) -> str:
+def normalize_name(name: str) -> str:
     """PEP 503 normalised distribution name."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -108,11 +108,12 @@ def packages() -> list[str]:
             if name.endswith((".dist-info", ".egg-info")):
                 dist, _, version = name.rsplit(".", 1)[0].partition("-")
                 if version:
-                    seen.add(f"{_normalize(dist)}=={version.split('-')[0]}")
+                    seen.add(f"{normalize_name(dist)}=={version.split('-')[0]}")
     if not seen:
         for d in metadata.distributions():
-            if d.metadata and d.metadata.get("Name"):
-                seen.add(f"{_normalize(d.metadata['Name'])}=={d.version}")
+            dist_name = d.metadata["Name"] if d.metadata else None
+            if dist_name:
+                seen.add(f"{normalize_name(dist_name)}=={d.version}")
     return sorted(seen)
 
 
@@ -165,6 +166,20 @@ def environment() -> dict[str, Any]:
         except Exception:  # noqa: BLE001
             pass
     return info
+
+
+def capture(script: Path | None, packages_path: Path) -> dict[str, Any]:
+    """The ``context`` journal event: code, environment, and the package list (written to ``packages_path``)."""
+    names = packages()
+    text = "\n".join(names) + "\n"
+    packages_path.write_text(text, encoding="utf-8")
+    return {
+        "t": "context",
+        "code": code_info(script),
+        "environment": environment(),
+        "packages": {"path": packages_path.name, "count": len(names),
+                     "sha256": hashlib.sha256(text.encode()).hexdigest()},
+    }
 
 
 def user() -> str:

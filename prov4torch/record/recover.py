@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import provjson
-from .document import RunRecord, Sidecar, build
-from .errors import JournalError
+from .. import provjson
+from ..errors import JournalError
+from .document import build
+from .events import RunRecord, Sidecar
 from .journal import read_journal, summarize_metrics
 
 JOURNAL_SUFFIX = ".journal.jsonl"

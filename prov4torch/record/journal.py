@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import JournalError
+from ..errors import JournalError
+from .identity import sha256_file
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
 BACKLOG_LIMIT = 50_000  # points queued before the writer drains early (bounds memory)
@@ -47,7 +48,6 @@ class SeriesStats:
     max: float | None = None
     first_step: int | None = None
     last_step: int | None = None
-    first_time: float | None = None
     last_time: float | None = None
     non_finite: int = 0
     _sum: float = field(default=0.0, repr=False)
@@ -62,7 +62,7 @@ class SeriesStats:
         if not n:
             return
         if self.count == 0:
-            self.first, self.first_step, self.first_time = values[0], steps[0], times[0]
+            self.first, self.first_step = values[0], steps[0]
         self.count += n
         self.last, self.last_step, self.last_time = values[-1], steps[-1], times[-1]
         finite = [v for v in values if v - v == 0.0]  # drops NaN and +-inf
@@ -209,13 +209,14 @@ class JournalWriter:
             if set(map(type, values)) != {float}:  # CUDA tensors: one sync per device
                 values = to_floats(values)
                 items = [(it[0], it[1], v) for it, v in zip(items, values, strict=True)]
-            steps = [it[0] for it in items]
-            if None in steps:
-                nxt = self._next_step.get(key, 0)
-                for i, st in enumerate(steps):
-                    if st is None:
-                        steps[i] = st = nxt
-                    nxt = st + 1
+            given = [it[0] for it in items]
+            steps: list[int] = []
+            nxt = self._next_step.get(key, 0)
+            for st in given:  # a point without a step takes the one after the series' previous point
+                nxt = nxt if st is None else st
+                steps.append(nxt)
+                nxt += 1
+            if None in given:
                 items = [(st, it[1], it[2]) for st, it in zip(steps, items, strict=True)]
             self._next_step[key] = steps[-1] + 1
             s = self.stats.get(key)
@@ -299,15 +300,7 @@ def summarize_metrics(path: Path) -> tuple[dict[tuple[str, str], SeriesStats], s
     for key, (steps, times, values) in columns.items():
         stats[key] = SeriesStats(*key)
         stats[key].add_many(steps, times, values)
-    return stats, file_sha256(path) if path.exists() else "", points
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return stats, sha256_file(path) if path.exists() else "", points
 
 
 def series_sorted(stats: Iterable[SeriesStats]) -> list[SeriesStats]:

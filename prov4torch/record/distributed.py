@@ -16,8 +16,9 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from . import env
+from .. import env
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -51,7 +52,7 @@ def _env_int(name: str, default: int) -> int:
         return default
 
 
-def _torch_dist():  # type: ignore[no-untyped-def]
+def _torch_dist() -> Any:
     """torch.distributed when torch is already imported and a process group exists."""
     torch = sys.modules.get("torch")
     if torch is None:

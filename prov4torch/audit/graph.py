@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidValueError
-from .provjson import PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE
+from ..errors import InvalidValueError
+from ..provjson import PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE, expand_qname
 
 PROV = PROV_NAMESPACE
 XSD = XSD_NAMESPACE
@@ -142,14 +142,8 @@ class _Scope:
     def expand(self, name: Any) -> str:
         if not isinstance(name, str):
             return str(name)
-        if name.startswith(("http://", "https://", "urn:", "file:")):
-            return name
-        prefix, sep, local = name.partition(":")
-        if sep and prefix in self.prefixes:
-            return self.prefixes[prefix] + local
-        if not sep and self.default:
-            return self.default + name
-        return name
+        iri = expand_qname(name, self.prefixes, self.default)
+        return name if iri is None else iri
 
 
 def _literal(value: Any, scope: _Scope) -> Any:
@@ -207,9 +201,15 @@ def load_json(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def prefix_map(container: Mapping[str, Any]) -> dict[str, Any]:
+    """A document's or bundle's ``prefix`` section, or an empty one when it is missing or malformed."""
+    prefixes = container.get("prefix")
+    return prefixes if isinstance(prefixes, dict) else {}
+
+
 def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>") -> None:
     """Add one PROV-JSON document (and its bundles) to ``graph``."""
-    prefixes = doc.get("prefix") if isinstance(doc.get("prefix"), dict) else {}
+    prefixes = prefix_map(doc)
     scope = _Scope({**PREFIXES, **{k: v for k, v in prefixes.items() if isinstance(v, str) and k != "default"}},
                    prefixes.get("default") if isinstance(prefixes.get("default"), str) else None)
     graph.prefixes.update({k: v for k, v in scope.prefixes.items()})
@@ -219,7 +219,7 @@ def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>
         for bid, bundle in bundles.items():
             if not isinstance(bundle, dict):
                 continue
-            inner = bundle.get("prefix") if isinstance(bundle.get("prefix"), dict) else {}
+            inner = prefix_map(bundle)
             bscope = _Scope({**scope.prefixes, **{k: v for k, v in inner.items() if isinstance(v, str)}},
                             inner.get("default") if isinstance(inner.get("default"), str) else scope.default)
             graph.prefixes.update(bscope.prefixes)

@@ -25,11 +25,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PolicyViolation
-from .lineage import _batch_size
+from ..errors import PolicyViolation
+from ..record.loaders import batch_size
 
 if TYPE_CHECKING:
-    from .run import Run
+    from ..record.run import Run
 
 
 def parse_argv(argv: Sequence[str]) -> dict[str, Any]:
@@ -142,13 +142,13 @@ class Autolog:
         @functools.wraps(orig_init)
         def __init__(it: Any, loader: Any, *a: Any, **k: Any) -> None:
             orig_init(it, loader, *a, **k)
-            it._p4t_loader = loader
+            _LOADER_OF[it] = loader
 
         @functools.wraps(orig_next)
         def __next__(it: Any) -> Any:
-            state = it.__dict__.get("_p4t_state")
+            state = _STATE_OF.get(it)
             if state is None:
-                state = it._p4t_state = _LoaderState.start(run, it)  # may raise PolicyViolation
+                state = _STATE_OF[it] = _LoaderState.start(run, _LOADER_OF.get(it))  # may raise PolicyViolation
             try:
                 batch = orig_next(it)
             except StopIteration:
@@ -157,10 +157,12 @@ class Autolog:
             state.count(batch)
             return batch
 
-        base.__init__, base.__next__ = __init__, __next__
+        setattr(base, "__init__", __init__)  # noqa: B010 - mypy refuses assignments to methods
+        setattr(base, "__next__", __next__)  # noqa: B010
 
         def undo() -> None:
-            base.__init__, base.__next__ = orig_init, orig_next
+            setattr(base, "__init__", orig_init)  # noqa: B010
+            setattr(base, "__next__", orig_next)  # noqa: B010
 
         self._undo.append(undo)
 
@@ -248,8 +250,7 @@ class _LoaderState:
         self.done = False
 
     @classmethod
-    def start(cls, run: Run, it: Any) -> _LoaderState:
-        loader = it.__dict__.get("_p4t_loader")
+    def start(cls, run: Run, loader: Any) -> _LoaderState:
         if loader is None or run.ended or run.disabled:
             return cls(loader, None, "")
         role = _infer_role(loader.dataset, getattr(loader, "sampler", None))
@@ -276,7 +277,7 @@ class _LoaderState:
             return
         self.batches += 1
         try:
-            self.samples += _batch_size(batch)
+            self.samples += batch_size(batch)
         except Exception:  # noqa: BLE001
             self.samples += 1
 
@@ -295,8 +296,13 @@ class _LoaderState:
 # loader -> dataset id (weak: a loader may be garbage collected); (dataset, role) -> running totals
 _DATASET_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _TOTALS: dict[tuple[str, str], dict[str, int]] = {}
+# iterator -> its loader, and its bookkeeping (weak: iterators come and go every epoch)
+_LOADER_OF: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_STATE_OF: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
 
 
 def reset() -> None:
     _DATASET_IDS.clear()
     _TOTALS.clear()
+    _LOADER_OF.clear()
+    _STATE_OF.clear()

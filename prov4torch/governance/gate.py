@@ -1,42 +1,58 @@
 """Runtime policy enforcement: the same evaluator as ``prov4torch check``, on the live run.
 
 When a dataset or checkpoint is attached (and before the first batch of a tracked
-DataLoader), the run's record so far is built as PROV, a virtual entity stands for
-"the model this run will produce" (derived from the training data and base models,
-with the run's intended use), and the policy is evaluated. Every evaluation is
-recorded as a decision. In ``enforce`` mode a deny raises ``PolicyViolation`` before
-any compute on that data, and the run ends BLOCKED; in ``audit`` mode it warns once.
+DataLoader), the run hands over a ``RunView``: its record so far as PROV-JSON, its
+activity, what a model it produces would derive from, and its intended use. A virtual
+entity stands for "the model this run will produce", and the policy is evaluated.
+Every evaluation is recorded as a decision through the ``record`` callable the run
+hands in. In ``enforce`` mode a deny raises ``PolicyViolation`` before any compute on
+that data, and the run ends BLOCKED; in ``audit`` mode it warns once.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from .document import RunRecord, build, run_activity_id
-from .errors import InvalidValueError, PolicyViolation
-from .policy import Policy, Violation, evaluate, load_policy
-from .provgraph import Graph, add_document
-from .provjson import QName
-
-if TYPE_CHECKING:
-    from .run import Run
+from ..audit.graph import Graph, add_document
+from ..errors import InvalidValueError, PolicyViolation
+from ..provjson import QName
+from .evaluate import Violation, evaluate
+from .policy import Policy, load_policy
 
 MODES = ("enforce", "audit")
 PROSPECTIVE = "prospective-model"
+
+Recorder = Callable[[dict[str, Any]], None]
 
 
 class PolicyWarning(UserWarning):
     """An audit-mode policy violation: recorded, training goes on."""
 
 
+@dataclass
+class RunView:
+    """What the gate needs to know of a live run."""
+
+    document: dict[str, Any]  # the run's PROV-JSON so far
+    activity: str  # the rank activity's id in that document
+    sources: list[str] = field(default_factory=list)  # what a model it produces derives from
+    intended_use: str | None = None
+
+
 class RuntimePolicy:
-    def __init__(self, spec: Any, mode: str | None) -> None:
+    """A loaded policy in force on one run; ``record`` takes decision events, ``clock`` times them."""
+
+    def __init__(self, spec: Any, mode: str | None, record: Recorder, clock: Callable[[], float]) -> None:
         self.policy: Policy = load_policy(spec)
         mode = mode or "enforce"
         if mode not in MODES:
             raise InvalidValueError(f"policy mode must be 'enforce' or 'audit', got {mode!r}", value=mode)
         self.mode = mode
+        self.record = record
+        self.clock = clock
         self.blocked: list[Violation] = []
         self.blocked_datasets: set[str] = set()
         self._warned: set[tuple[Any, ...]] = set()
@@ -46,28 +62,27 @@ class RuntimePolicy:
         return {"id": self.id, "name": self.policy.name, "version": self.policy.version,
                 "source": self.policy.source, "sha256": self.policy.sha256, "mode": self.mode}
 
-    def graph(self, run: Run) -> Graph:
+    @staticmethod
+    def graph(view: RunView) -> Graph:
         """The run's record so far as a provenance graph, plus the prospective model."""
-        record = RunRecord.replay(run._history)
-        doc = build(record, [], {})
-        act = run_activity_id(run.run_id, run.rank)
-        prospective = f"{act}/{PROSPECTIVE}"
-        sources = run.model_sources()  # the same derivation log_model records
+        doc = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in view.document.items()}
+        prospective = f"{view.activity}/{PROSPECTIVE}"
         doc.setdefault("entity", {})[prospective] = {
             "prov:type": {"$": "mls:Model", "type": "xsd:QName"},
-            **({"p4t:intendedUse": run.intended_use} if run.intended_use else {}),
+            **({"p4t:intendedUse": view.intended_use} if view.intended_use else {}),
         }
-        doc.setdefault("wasGeneratedBy", {})["_:prospective-gen"] = {"prov:entity": prospective, "prov:activity": act}
+        doc.setdefault("wasGeneratedBy", {})["_:prospective-gen"] = {
+            "prov:entity": prospective, "prov:activity": view.activity}
         derived = doc.setdefault("wasDerivedFrom", {})
-        for i, src in enumerate(sources):
+        for i, src in enumerate(view.sources):
             derived[f"_:prospective-{i}"] = {"prov:generatedEntity": prospective, "prov:usedEntity": src}
         g = Graph()
         add_document(g, doc, "<running>")
         return g
 
-    def check(self, run: Run, trigger: str, subjects: list[str]) -> None:
+    def check(self, view: RunView, trigger: str, subjects: list[str]) -> None:
         """Evaluate now; record the decision; raise (enforce) or warn (audit) on a deny."""
-        violations = evaluate(self.policy, self.graph(run))
+        violations = evaluate(self.policy, self.graph(view))
         verdict = "deny" if violations else "allow"
         attrs: dict[str, Any] = {
             "p4t:verdict": verdict,
@@ -77,11 +92,11 @@ class RuntimePolicy:
             "p4t:reason": [f"{v.rule}: {self._subject(v.subject)}: {v.reason}" for v in violations],
             "p4t:offendingDataset": sorted({d for v in violations for d in v.datasets}),
         }
-        run._event({"t": "decision", "time": run._clock(), "policy_id": self.id,
-                    "policy_attrs": {"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
-                                     "p4t:version": self.policy.version, "p4t:sha256": self.policy.sha256 or None,
-                                     "p4t:path": self.policy.source},
-                    "datasets": subjects, "attrs": attrs}, now=True)
+        self.record({"t": "decision", "time": self.clock(), "policy_id": self.id,
+                     "policy_attrs": {"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
+                                      "p4t:version": self.policy.version, "p4t:sha256": self.policy.sha256 or None,
+                                      "p4t:path": self.policy.source},
+                     "datasets": subjects, "attrs": attrs})
         if not violations:
             return
         if self.mode == "audit":
@@ -109,10 +124,6 @@ class RuntimePolicy:
     def gate(self, dataset_id: str) -> None:
         """Before a batch of ``dataset_id`` leaves a DataLoader: refuse data already blocked."""
         if self.mode == "enforce" and dataset_id in self.blocked_datasets:
-            v = next(v for v in self.blocked if self._in(dataset_id, v))
+            v = next(v for v in self.blocked if dataset_id in v.datasets)
             raise PolicyViolation(f"policy {self.policy.name!r} blocked {dataset_id}: rule {v.rule!r}: "
                                   f"{v.reason}", [v])
-
-    def _in(self, dataset_id: str, v: Violation) -> bool:
-        return dataset_id in v.datasets
-

@@ -15,16 +15,31 @@ import re
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .errors import InvalidValueError, MissingExtraError
-from .policy import Violation
-from .provgraph import DEFAULT_LINEAGE, PROV, Graph, Node, load_graph
-from .provjson import MLS_NAMESPACE, NAMESPACE
+from ..errors import InvalidValueError, MissingExtraError
+from ..provjson import MLS_NAMESPACE, NAMESPACE
+from .graph import DEFAULT_LINEAGE, PROV, Graph, Node, load_graph
 from .query import kind_of, resolve
+
+
+class Finding(Protocol):
+    """A policy violation as render draws it (``governance.policy.Violation`` is one)."""
+
+    @property
+    def rule(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def datasets(self) -> tuple[str, ...]: ...
+
+
+Judge = Callable[[Graph], Iterable[Finding]]
 
 P = NAMESPACE
 FOLDED_TYPES = {P + "MetricSeries", P + "SidecarFile", P + "Environment", P + "Code",
@@ -103,7 +118,7 @@ def _label(graph: Graph, node: Node, kind: str, extra: list[str]) -> str:
     return "\n".join([*lines, *extra])
 
 
-def build_dot(graph: Graph, *, violations: Iterable[Violation] = (), focus: str | None = None,
+def build_dot(graph: Graph, *, violations: Iterable[Finding] = (), focus: str | None = None,
               direction: str = "up", depth: int | None = None, detail: bool = False) -> Drawing:
     """DOT text for ``graph`` (or one lineage neighbourhood of ``focus``)."""
     keep: set[str] | None = None
@@ -126,9 +141,9 @@ def build_dot(graph: Graph, *, violations: Iterable[Violation] = (), focus: str 
         for node in graph.nodes.values():
             if "activity" in node.kinds and MLS_NAMESPACE + "Run" in node.types():
                 world = node.values(P + "worldSize")
-                run_id = node.values(P + "runId")
-                if world and run_id and int(world[0]) > 1:
-                    job_of[node.id] = f"{P}run/{run_id[0]}#ranks"
+                run_ids = node.values(P + "runId")
+                if world and run_ids and int(world[0]) > 1:
+                    job_of[node.id] = f"{P}run/{run_ids[0]}#ranks"
     for node in graph.nodes.values():
         if keep is not None and node.id not in keep:
             continue
@@ -229,20 +244,17 @@ def _owner(graph: Graph, nid: str) -> str | None:
     return None
 
 
-def render(paths: Iterable[str | Path], out: str | Path, *, policy: Any = None, focus: str | None = None,
+def render(paths: Iterable[str | Path], out: str | Path, *, judge: Judge | None = None, focus: str | None = None,
            direction: str = "up", depth: int | None = None, detail: bool = False,
            engine: str | None = None, timeout_s: float = 60.0) -> Drawing:
-    """Draw ``paths`` into ``out`` (.svg, .png or .dot)."""
+    """Draw ``paths`` into ``out`` (.svg, .png or .dot); ``judge(graph)`` names violations to draw in red
+    (``prov4torch.governance.policy.judge(policy)``)."""
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("svg", "png", "dot"):
         raise InvalidValueError(f"{out}: the output must end in .svg, .png or .dot", value=str(out))
     graph = load_graph(paths)
-    violations: list[Violation] = []
-    if policy is not None:
-        from .policy import evaluate, load_policy
-
-        violations = evaluate(load_policy(policy), graph)
+    violations = list(judge(graph)) if judge is not None else []
     drawing = build_dot(graph, violations=violations, focus=focus, direction=direction, depth=depth, detail=detail)
     if engine:
         drawing.engine = engine
@@ -280,7 +292,7 @@ def run_graphviz(drawing: Drawing, fmt: str, timeout_s: float) -> bytes:
 
 
 def _write(out: Path, data: bytes) -> None:
-    from .provjson import write_atomic
+    from ..provjson import write_atomic
 
     if out.suffix.lower() == ".png":
         out.parent.mkdir(parents=True, exist_ok=True)

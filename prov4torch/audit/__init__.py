@@ -1,0 +1,2 @@
+"""Reading finished PROV-JSON files (ours or anyone's): the graph reader, merge, validate,
+lineage queries, Graphviz rendering and summaries."""

@@ -1,0 +1,483 @@
+"""The ``Run``: one rank's recording, from ``start_run`` to ``end_run``.
+
+Hot path: ``log_metric`` validates cheaply (names are checked once and cached),
+appends one tuple to a deque and returns; the writer thread does the I/O.
+Everything else (params, datasets, models) is rare and may hash files.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import signal as _signal
+import socket
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import env, provjson
+from .._version import __version__
+from ..errors import ConfigError, InvalidValueError, JournalError, PolicyViolation, RunStateError
+from ..governance.gate import RuntimePolicy, RunView
+from . import config, context
+from .checkpoints import Checkpoints, ModelVersion
+from .config import default_root
+from .datasets import dataset_record
+from .distributed import identity, rank_prefix, resolve_run_id
+from .document import build
+from .events import RunRecord, Sidecar
+from .identity import digest_path
+from .ids import content_id, run_activity_id
+from .journal import JournalWriter
+from .signals import Hooks
+from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestamp, coerce_metric, param_value
+
+_now = time.time
+END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")
+
+__all__ = ["ACTIVE", "END_STATUSES", "ModelVersion", "Run", "default_root"]
+
+
+class _Active:
+    """The process-wide active run (one per process, like MLflow's fluent API)."""
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+        self.last_dir: Path | None = None  # the directory of the last run `prov4torch run` managed
+        self.lock = threading.RLock()
+
+
+ACTIVE = _Active()
+
+
+class Run:
+    """One rank's provenance recording. Also a context manager (``end_run`` on exit)."""
+
+    disabled = False
+    managed = False  # owned by `prov4torch run`: the script's end_run/with-exit leave it open
+
+    def __init__(
+        self,
+        *,
+        run_id: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        install_hooks: bool = True,
+        clock: Callable[[], float] = time.time,
+        script: Path | None = None,
+        **options: Any,
+    ) -> None:
+        """Start recording; ``options`` are ``config.resolve``'s (experiment, out_dir, policy, ...)."""
+        settings = config.resolve(**options)
+        self.experiment = settings.experiment
+        ident = identity()
+        self.rank, self.world_size, self.local_rank = ident.rank, ident.world_size, ident.local_rank
+        self.run_id = resolve_run_id(run_id)
+        script = script or context.main_script()
+        self.run_name = settings.run_name or (script.stem if script else self.run_id)
+        self.region, self.purpose, self.intended_use = settings.region, settings.purpose, settings.intended_use
+        self.clock = clock
+        self._policy: RuntimePolicy | None = (
+            RuntimePolicy(settings.policy, settings.mode, self._record_now, clock)
+            if settings.policy is not None else None
+        )
+        self.root = settings.root
+        self.dir = self.root / self.experiment / self.run_id
+        self.stem = rank_prefix(self.rank)
+        self.ended = False
+        self.status = "RUNNING"
+        self._open = True
+        self._series: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
+        self._params: dict[str, Any] = {}
+        self._history: list[dict[str, Any]] = []
+        self._dataset_roles: dict[str, set[str]] = {}  # id -> every role it was attached with
+        self._checkpoints = Checkpoints(
+            root=self.root, run_dir=self.dir, activity=run_activity_id(self.run_id, self.rank),
+            intended_use=self.intended_use, replay=self.replay, clock=clock,
+            warn_unknown_lineage=self._policy is not None,
+        )
+        self._pending_signal: int | None = None
+        self._finish_lock = threading.RLock()
+        self._end_callbacks: list[Callable[[Run], None]] = []
+
+        self._prepare_dir()
+        self.journal_path = self.dir / f"{self.stem}.journal.jsonl"
+        self.metrics_path = self.dir / f"{self.stem}.metrics.csv"
+        self.prov_path = self.dir / f"{self.stem}.prov.json"
+        if self.journal_path.exists():
+            raise RunStateError(
+                f"{self.journal_path} already exists: run id {self.run_id!r} was used before; "
+                "start a run with a new run_id (or unset PROV4TORCH_RUN_ID)"
+            )
+        self._writer = JournalWriter(self.journal_path, self.metrics_path, settings.flush_interval_s)
+        start_event = {
+            "t": "start",
+            "time": clock(),
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "experiment": self.experiment,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "local_rank": self.local_rank,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "user": context.user(),
+            "command_line": " ".join([sys.executable, *sys.argv]),
+            "region": self.region,
+            "purpose": self.purpose,
+            "intended_use": self.intended_use,
+            "prov4torch": __version__,
+            "torch_seed": context.torch_seed(),
+            "policy": self._policy.describe() if self._policy else None,
+        }
+        self.record_event(start_event, now=True)
+        self._writer.start()
+        # git, environment and the package list take ~100 ms: gathered off the training thread
+        self._context_thread = threading.Thread(
+            target=self._capture_context, args=(script,), name="prov4torch-context", daemon=True
+        )
+        self._context_thread.start()
+        for key, value in (tags or {}).items():
+            self.set_tag(key, value)
+        if settings.system_metrics or settings.energy:
+            from .. import samplers
+
+            samplers.attach(self, system=settings.system_metrics, energy=settings.energy,
+                            interval_s=settings.interval_s, country=settings.country)
+        self._hooks = Hooks(self) if install_hooks else None
+        if self._hooks is not None:
+            self._hooks.install()
+
+    def _capture_context(self, script: Path | None) -> None:
+        """Record code, environment and installed packages (the packages list in a sidecar)."""
+        try:
+            self.record_event(context.capture(script, self.dir / f"{self.stem}.packages.txt"))
+        except Exception as exc:  # noqa: BLE001 - telemetry never kills training
+            warnings.warn(f"prov4torch: could not capture the environment: {exc}", RuntimeWarning, stacklevel=1)
+
+    def _prepare_dir(self) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / f".{self.stem}.write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write to output directory {self.dir}: {exc.strerror or exc}; "
+                f"choose a writable one with out_dir= or {env.DIR}"
+            ) from exc
+
+    # -- context manager ----------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.ended or self.managed:
+            return
+        if exc is None:
+            self.close("FINISHED")
+        else:
+            self.close_from_exception(exc)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id} rank={self.rank} status={self.status} dir={self.dir}>"
+
+    # -- hot path -------------------------------------------------------------------------------
+    def log_metric(
+        self,
+        name: str,
+        value: Any,
+        step: int | None = None,
+        context: str = "training",
+        timestamp: float | _dt.datetime | None = None,
+    ) -> None:
+        """Record one metric point. No I/O, no device sync: the writer thread does the rest."""
+        if type(value) is not float:
+            value = coerce_metric(name, value)
+        try:  # a known series: validated once, its queue's append bound here
+            append = self._series[context][name]
+        except (KeyError, TypeError):
+            append = self._new_series(name, context)
+        if step is not None and type(step) is not int:
+            step = check_step(step)
+        append((step, _now() if timestamp is None else check_timestamp(timestamp), value))
+
+    def _new_series(self, name: Any, context: Any) -> Callable[[tuple[Any, ...]], None]:
+        self._require_open("log_metric")
+        check_name("metric name", name, NAME)
+        check_name("metric context", context, CONTEXT)
+        append = self._writer.add_series(name, context)
+        self._series.setdefault(context, {})[name] = append
+        return append
+
+    def log_metrics(
+        self,
+        metrics: Mapping[str, Any],
+        step: int | None = None,
+        context: str = "training",
+        timestamp: float | _dt.datetime | None = None,
+    ) -> None:
+        """Record several metrics at one step."""
+        if not isinstance(metrics, Mapping):
+            raise InvalidValueError(f"log_metrics takes a mapping of name -> value, got {type(metrics).__name__}")
+        ts = _now() if timestamp is None else check_timestamp(timestamp)
+        for name, value in metrics.items():
+            self.log_metric(name, value, step, context, ts)
+
+    # -- rare calls -------------------------------------------------------------------------
+    def _require_open(self, what: str) -> None:
+        if not self._open:
+            raise RunStateError(f"{what}: run {self.run_id} has ended ({self.status}): start a new run to log more")
+
+    def _record_now(self, event: dict[str, Any]) -> None:
+        self.record_event(event, now=True)
+
+    def record_event(self, event: dict[str, Any], now: bool = False) -> None:
+        """Append an event to the run's history and journal (``now``: written and fsync'd at once)."""
+        self._history.append(event)
+        if now:
+            self._writer.write_event_now(event)
+        else:
+            self._writer.events.append(event)
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Record one hyperparameter; logging a different value for the same key is an error."""
+        self._require_open("log_param")
+        check_name("parameter name", key, PARAM)
+        v = param_value(value)
+        if key in self._params:
+            old = self._params[key]
+            same = old == v or (isinstance(old, float) and isinstance(v, float) and math.isnan(old) and math.isnan(v))
+            if not same:
+                raise InvalidValueError(
+                    f"parameter {key!r} was already logged as {old!r}; parameters are immutable "
+                    f"within a run (got {v!r}): use another name or a new run",
+                    value=value,
+                )
+            return
+        self._params[key] = v
+        self.record_event({"t": "param", "key": key, "value": provjson.value(v)})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not isinstance(params, Mapping):
+            raise InvalidValueError(f"log_params takes a mapping of name -> value, got {type(params).__name__}")
+        for key, value in params.items():
+            self.log_param(key, value)
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """A free-form run tag (may be overwritten)."""
+        self._require_open("set_tag")
+        check_name("tag name", key, PARAM)
+        self.record_event({"t": "tag", "key": key, "value": provjson.value(param_value(value))})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if not isinstance(tags, Mapping):
+            raise InvalidValueError(f"set_tags takes a mapping of name -> value, got {type(tags).__name__}")
+        for key, value in tags.items():
+            self.set_tag(key, value)
+
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
+        """Record a file or directory this run produced (by sha256; the file is not copied)."""
+        self._require_open("log_artifact")
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidValueError(f"log_artifact takes a path, got {type(path).__name__}", value=path)
+        p = Path(path).resolve()
+        sha, size, _method = digest_path(p)
+        aid = content_id("artifact", sha)
+        self.record_event({"t": "artifact", "id": aid, "name": name or p.name, "path": str(p),
+                     "sha256": sha, "size": size, "time": self.clock()})
+        return aid
+
+    def log_dataset(
+        self,
+        dataset_or_path: Any,
+        name: str | None = None,
+        role: str = "training",
+        source: str | None = None,
+        **tags: Any,
+    ) -> str:
+        """Record a dataset used by this run; returns its content-addressed id."""
+        self._require_open("log_dataset")
+        event = dataset_record(dataset_or_path, name=name, role=role, source=source, tags=tags)
+        event["time"] = self.clock()
+        self._dataset_roles.setdefault(event["id"], set()).add(role)
+        self.record_event(event)
+        self._on_attach(event)
+        return str(event["id"])
+
+    def log_model(
+        self,
+        model_or_path: Any,
+        name: str = "model",
+        step: int | None = None,
+        epoch: int | None = None,
+    ) -> ModelVersion:
+        """Record a checkpoint: a file path, or a module/state dict saved into the run directory."""
+        self._require_open("log_model")
+        mv, event = self._checkpoints.produced(model_or_path, name, step, epoch, self.model_sources())
+        self.record_event(event)
+        return mv
+
+    def load_model(self, path: str | os.PathLike[str], **torch_load_kwargs: Any) -> Any:
+        """``torch.load`` a checkpoint and record that this run used it (its sha256 links runs)."""
+        self.use_model(path)
+        import torch
+
+        return torch.load(path, **torch_load_kwargs)
+
+    def use_model(self, path: str | os.PathLike[str]) -> str:
+        """Record that this run used a checkpoint file as its base model, without loading it."""
+        self._require_open("load_model")
+        event = self._checkpoints.used(path)
+        self.record_event(event)
+        self._on_attach(event)
+        return str(event["id"])
+
+    # -- lineage and policy --------------------------------------------------------------------
+    def replay(self) -> RunRecord:
+        """The run's record so far (its events replayed)."""
+        return RunRecord.replay(self._history)
+
+    def view(self) -> RunView:
+        """The run so far as the policy gate sees it."""
+        return RunView(build(self.replay(), [], {}), run_activity_id(self.run_id, self.rank),
+                       self.model_sources(), self.intended_use)
+
+    def model_sources(self) -> list[str]:
+        """What a model this run produces is derived from: its training datasets, then its base models."""
+        training = [d for d, roles in self._dataset_roles.items() if "training" in roles]
+        return training + [m for m in self._checkpoints.base_models if m not in training]
+
+    def _on_attach(self, event: dict[str, Any]) -> None:
+        """Evaluate the runtime policy when data or a checkpoint is attached."""
+        if self._policy is not None:
+            trigger = "log_dataset" if event["t"] == "dataset" else "load_model"
+            self._policy.check(self.view(), trigger, [event["id"]])
+
+    def gate(self, dataset_id: str) -> None:
+        """Before a tracked DataLoader yields its first batch: refuse blocked data."""
+        if self._policy is not None:
+            self._policy.gate(dataset_id)
+
+    def attach_loader_usage(self, dataset_id: str, role: str, usage: Mapping[str, int]) -> None:
+        """Samples, batches and epochs consumed from a dataset (kept up to date by track())."""
+        if self._open:
+            self.record_event({"t": "usage", "id": dataset_id, "usage": {role: dict(usage)}})
+
+    def add_run_attributes(self, attrs: Mapping[str, Any]) -> None:
+        """Attributes for the rank activity (qualified names -> values), e.g. sampler summaries."""
+        self.record_event({"t": "attrs", "attrs": provjson.attributes(attrs)})
+
+    def update_environment(self, info: Mapping[str, Any]) -> None:
+        """Add facts to the environment entity (e.g. GPU models found by NVML)."""
+        self.record_event({"t": "env", "info": dict(info)})
+
+    def on_end(self, callback: Callable[[Run], None]) -> None:
+        """Call ``callback(run)`` at the start of ``end_run`` (samplers stop and summarise here)."""
+        self._end_callbacks.append(callback)
+
+    def flush(self) -> None:
+        """Write everything buffered so far to the journal and metrics files, now."""
+        if not self.ended:
+            self._writer.flush()
+
+    # -- ending ----------------------------------------------------------------------------------
+    def end_run(self, status: str = "FINISHED") -> None:
+        """End the run and write ``rank-K.prov.json``. Ending twice is an error."""
+        if status not in END_STATUSES:
+            raise InvalidValueError(f"status must be one of {', '.join(END_STATUSES)}, got {status!r}", value=status)
+        if self.managed and not self.ended:
+            return  # `prov4torch run` ends it when the script is done
+        if self.ended:
+            raise RunStateError(f"run {self.run_id} has already ended ({self.status})")
+        self.close(status)
+        if self.status == status and self._write_error:
+            raise JournalError(self._write_error)
+
+    _write_error: str | None = None
+
+    def note_signal(self, signum: int) -> None:
+        """A signal arrived: the run will end KILLED, whatever ends it."""
+        self._pending_signal = signum
+        self.record_event({"t": "signal", "signal": signum, "signal_name": _signal.Signals(signum).name,
+                     "time": self.clock()}, now=True)
+
+    def close_from_exception(self, exc: BaseException) -> None:
+        """End the run with the status an escaping exception means."""
+        if isinstance(exc, SystemExit):
+            code = exc.code
+            if code is None or code == 0:
+                self.close("FINISHED", exit_code=0)
+            else:
+                self.close("FAILED", exit_code=code if isinstance(code, int) else 1,
+                             exception=exc if not isinstance(code, int) else None)
+        elif isinstance(exc, KeyboardInterrupt):
+            self.close("KILLED", signal_number=self._pending_signal or _signal.SIGINT)
+        elif isinstance(exc, PolicyViolation):
+            self.close("BLOCKED", exception=exc)
+        else:
+            self.close("FAILED", exception=exc)
+
+    def close(
+        self,
+        status: str,
+        *,
+        exit_code: int | None = None,
+        signal_number: int | None = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """End the run once, whatever asks (end_run, with-block, excepthook, signal, atexit)."""
+        with self._finish_lock:
+            if self.ended:
+                return
+            self.ended = True
+            if self._pending_signal is not None and status in ("FINISHED", "FAILED"):
+                status, signal_number = "KILLED", self._pending_signal
+            elif self._policy is not None and self._policy.blocked and status in ("FINISHED", "FAILED"):
+                status = "BLOCKED"
+            for callback in self._end_callbacks:  # samplers: final reading, summaries (run still open)
+                try:
+                    callback(self)
+                except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
+                    warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
+            self._open = False
+            self._context_thread.join(timeout=30)
+            self._series = {}  # the hot path now reaches _new_series, which refuses
+            self.status = status
+            end: dict[str, Any] = {"t": "end", "time": self.clock(), "status": status,
+                                   "torch_seed": context.torch_seed()}
+            if exit_code is not None:
+                end["exit_code"] = exit_code
+            if signal_number is not None:
+                end["signal_name"] = _signal.Signals(signal_number).name
+                end["exit_code"] = 128 + int(signal_number)
+            if exception is not None:
+                end["exception"] = {"type": f"{type(exception).__module__}.{type(exception).__qualname__}",
+                                    "message": str(exception)[:2000]}
+            self.record_event(end, now=True)
+            self._writer.close()
+            try:
+                self.write_document()
+            except Exception as exc:  # noqa: BLE001 - the journal stays; recover can rebuild
+                self._write_error = (
+                    f"could not write {self.prov_path}: {exc}; the journal is intact: "
+                    f"run `prov4torch recover {self.dir}`"
+                )
+                warnings.warn(self._write_error, RuntimeWarning, stacklevel=2)
+            if self._hooks is not None:
+                self._hooks.uninstall()
+            with ACTIVE.lock:
+                if ACTIVE.run is self:
+                    ACTIVE.run = None
+
+    def write_document(self) -> dict[str, Any]:
+        """Build this rank's PROV-JSON from what was recorded and write it atomically."""
+        w = self._writer
+        sidecars = {"metrics": Sidecar(self.metrics_path.name, w.csv_sha256, {"points": w.points})}
+        doc = build(self.replay(), w.stats.values(), sidecars)
+        provjson.write_atomic(self.prov_path, provjson.dumps(doc))
+        return doc

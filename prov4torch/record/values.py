@@ -1,0 +1,101 @@
+"""Checks and conversions of what users pass to the API: names, metric values, steps, times, params.
+
+Every failure is an ``InvalidValueError`` naming the argument and what to give instead.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+import sys
+from typing import Any
+
+from ..errors import InvalidValueError
+
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ :]{0,249}$")  # metric names
+CONTEXT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")  # metric contexts
+PARAM = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,249}$")  # params, tags, experiments, model names
+
+
+def check_name(kind: str, name: Any, pattern: re.Pattern[str]) -> str:
+    if not isinstance(name, str):
+        raise InvalidValueError(f"{kind} must be a string, got {type(name).__name__} {name!r}", value=name)
+    if not pattern.match(name):
+        raise InvalidValueError(
+            f"invalid {kind} {name!r}: use letters, digits and _ . - / "
+            f"(no commas or leading punctuation, at most 250 characters)",
+            value=name,
+        )
+    return name
+
+
+def coerce_metric(name: str, value: Any) -> Any:
+    """A metric value as float, or a detached copy of a 0-d device tensor (converted later)."""
+    if isinstance(value, (int, float)):  # bool included: True is 1.0
+        return float(value)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if value.is_cpu:
+            try:  # the common case, a 0-d loss on the CPU: .item() (unlike float(t)) never warns
+                return float(value.item())
+            except (RuntimeError, ValueError, TypeError):
+                pass  # several elements, or complex: explained below
+        if value.numel() != 1:
+            raise InvalidValueError(
+                f"metric {name!r}: a tensor metric must hold one number, got shape {tuple(value.shape)}",
+                value=value,
+            )
+        if value.is_complex():
+            raise InvalidValueError(f"metric {name!r}: tensor dtype {value.dtype} is not a real number", value=value)
+        return value.detach().reshape(()).clone()  # a device tensor: async copy, no sync here
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise InvalidValueError(
+            f"metric {name!r}: value must be a number (int, float, NumPy scalar or one-element tensor), "
+            f"got {type(value).__name__} {value!r:.60}",
+            value=value,
+        )
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError(f"metric {name!r}: cannot convert {value!r:.60} to a number", value=value) from exc
+
+
+def check_step(step: Any) -> int:
+    try:
+        if isinstance(step, bool):
+            raise TypeError
+        return int(step.__index__())
+    except (AttributeError, TypeError):
+        raise InvalidValueError(f"step must be an integer, got {type(step).__name__} {step!r}", value=step) from None
+
+
+def check_timestamp(ts: Any) -> float:
+    if isinstance(ts, _dt.datetime):
+        if ts.tzinfo is None:
+            raise InvalidValueError("timestamp datetime must carry a timezone", value=ts)
+        return ts.timestamp()
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
+        return float(ts)
+    raise InvalidValueError(
+        f"timestamp must be Unix seconds (a number) or an aware datetime, got {ts!r}", value=ts
+    )
+
+
+def param_value(v: Any) -> Any:
+    """A parameter or tag value as a JSON scalar (str, bool, int, float)."""
+    if v is None:
+        return "None"
+    if isinstance(v, (str, bool, int, float)):
+        return v
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
+        return v.item()
+    if hasattr(v, "item") and callable(v.item):  # NumPy scalars
+        try:
+            return v.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(v, (list, tuple)):
+        return str(list(v))
+    return str(v)
