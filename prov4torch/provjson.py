@@ -8,14 +8,10 @@ timezone, qualified names as ``xsd:QName``, strings and booleans as plain JSON.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 NAMESPACE = "https://w3id.org/prov4torch/ns#"
@@ -50,6 +46,7 @@ SECTIONS = (
     "wasAttributedTo",
     "actedOnBehalfOf",
     "wasDerivedFrom",
+    "wasInfluencedBy",
     "hadMember",
     "bundle",
 )
@@ -130,19 +127,3 @@ def attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
 def dumps(doc: Mapping[str, Any], indent: int | None = 1) -> str:
     """JSON text; refuses bare NaN/Infinity (numbers are typed strings here)."""
     return json.dumps(doc, indent=indent, allow_nan=False, ensure_ascii=False)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, fsync and rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -54,6 +54,13 @@ def load(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def role(relation: dict[str, Any]) -> str | None:
+    """A relation's ``prov:role`` (an ``xsd:QName``) as its prefixed name."""
+    r = relation.get("prov:role")
+    assert r is None or (isinstance(r, dict) and r.get("type") == "xsd:QName"), f"role is not a QName: {r!r}"
+    return r["$"] if r else None
+
+
 def rank_activity(doc: dict[str, Any]) -> dict[str, Any]:
     (act,) = [a for a in doc["activity"].values() if a.get("prov:type", {}).get("$") == "mls:Run"]
     return act

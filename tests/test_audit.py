@@ -156,7 +156,7 @@ def test_lineage_up_and_down_by_id_prefixed_name_or_digest(tmp_path: Path):
     ours = our_run(tmp_path)
     doc = json.loads(ours.read_text())
     (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
-    eu = next(k for k, e in doc["entity"].items() if e.get("p4t:name") == "eu-data")
+    eu = next(u["prov:entity"] for u in doc["used"].values() if u.get("p4t:name") == "eu-data")
     up = runner.invoke(app, ["lineage", str(ours), model, "--type", "dataset", "--json"])
     assert up.exit_code == 0, up.output
     found = {r["id"] for r in json.loads(up.output)["results"]}
@@ -225,7 +225,7 @@ def test_render_draws_nodes_and_violations_in_red(tmp_path: Path):
 def test_render_focus_and_formats(tmp_path: Path):
     ours = our_run(tmp_path)
     doc = json.loads(ours.read_text())
-    eu = next(k for k, e in doc["entity"].items() if e.get("p4t:name") == "eu-data")
+    eu = next(u["prov:entity"] for u in doc["used"].values() if u.get("p4t:name") == "eu-data")
     out = tmp_path / "f.svg"
     assert runner.invoke(app, ["render", str(ours), "-o", str(out), "--focus", eu, "--down", "--depth", "1"]
                          ).exit_code == 0

@@ -38,7 +38,7 @@ def test_deny_exits_1_and_names_rule_subject_and_dataset(tmp_path: Path):
     result = runner.invoke(app, ["check", str(bad), "--policy", "default"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert lines[0].startswith("DENY no-eu-us-blend: p4t:model/sha256-")
+    assert lines[0].startswith("DENY no-eu-us-blend: p4t:model/weights-sha256-")
     assert "combines data from EU + US" in lines[0]
     assert lines[1].strip().startswith("datasets: p4t:dataset/sha256-") and "attribute: p4t:jurisdiction" in lines[1]
     assert lines[-1] == "DENY: policy 'prov4torch-default', 1 file(s), 1 violation"

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import load, rank_activity, read_prov
+from conftest import load, rank_activity, read_prov, role
 
 TRAIN = """
 import argparse, sys, torch
@@ -40,6 +40,8 @@ import sys, torch
 state = torch.load(sys.argv[1])
 m = torch.nn.Linear(4, 2)
 m.load_state_dict(state)
+with torch.no_grad():
+    m.weight += 1  # fine-tuned: new weights
 torch.save(m.state_dict(), sys.argv[2])
 """
 
@@ -81,12 +83,13 @@ def test_unmodified_script_is_captured(scripts: Path):
     assert params["param:argv.lr"] == {"$": "0.05", "type": "xsd:double"}
     assert params["param:argv.out"] == "model.pt"
     assert params["param:optimizer"] == "SGD" and params["param:optimizer.momentum"]["$"] == "0.9"
-    code = next(e for k, e in doc["entity"].items() if k.startswith("p4t:code/"))
+    (code,) = [u for u in doc["used"].values() if role(u) == "p4t:code"]
     assert code["p4t:script"] == str(scripts / "train.py") and len(code["p4t:scriptSha256"]) == 64
-    (used,) = [u for u in doc["used"].values() if u.get("prov:role") == "training"]
+    (used,) = [u for u in doc["used"].values() if role(u) == "p4t:training"]
     assert (used["p4t:samples"]["$"], used["p4t:batches"]["$"], used["p4t:epochs"]["$"]) == ("128", "8", "2")
     models = [k for k in doc["entity"] if k.startswith("p4t:model/")]
-    assert len(models) == 1 and doc["entity"][models[0]]["p4t:path"] == str(scripts / "model.pt")
+    (gen,) = [g for g in doc["wasGeneratedBy"].values() if g["prov:entity"] == models[0]]
+    assert len(models) == 1 and gen["p4t:path"] == str(scripts / "model.pt")
     read_prov(run_dir / "run.prov.json")
 
 
@@ -149,14 +152,14 @@ def test_second_unmodified_script_links_to_the_first_runs_data(scripts: Path):
     d2 = load(second / "rank-0.prov.json")
     (dataset,) = [k for k in d1["entity"] if k.startswith("p4t:dataset/")]
     (base,) = [k for k in d1["entity"] if k.startswith("p4t:model/")]
-    assert ("p4t:baseModel", base) in {(u.get("prov:role"), u["prov:entity"]) for u in d2["used"].values()}
+    assert ("p4t:baseModel", base) in {(role(u), u["prov:entity"]) for u in d2["used"].values()}
     # the fine-tune's model reaches the first run's dataset, from the fine-tune's file alone
     from prov4torch.audit.graph import load_graph
 
     g = load_graph([second / "rank-0.prov.json"])
-    tuned = next(n for n in g.nodes.values() if n.values("https://w3id.org/prov4torch/ns#path")
-                 == [str(scripts / "tuned.pt")])
-    upstream = {g.short(n) for n in g.walk(tuned.id, ["wasDerivedFrom", "wasGeneratedBy", "used"])}
+    (tuned,) = {e.down for e in g.edges if e.relation == "wasGeneratedBy"
+                and e.attrs.get("https://w3id.org/prov4torch/ns#path") == [str(scripts / "tuned.pt")]}
+    upstream = {g.short(n) for n in g.walk(tuned, ["wasDerivedFrom", "wasGeneratedBy", "used"])}
     assert dataset in upstream and base in upstream
 
 
@@ -249,7 +252,7 @@ def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
     assert len(member["prov:entity"]) == 2
     # each rank's shard: 32 samples
     for d in ranks:
-        (used,) = [u for u in d["used"].values() if u.get("prov:role") == "training"]
+        (used,) = [u for u in d["used"].values() if role(u) == "p4t:training"]
         assert used["p4t:samples"]["$"] == "32"
     json.dumps(raw)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, load, rank_activity, read_prov
+from conftest import ROOT, load, rank_activity, read_prov, role
 
 EXAMPLE = ROOT / "examples" / "mnist"
 POLICY = EXAMPLE / "policy.toml"
@@ -72,10 +72,11 @@ def test_single_process_run_leaves_the_full_record(tmp_path: Path, mnist_dir: Pa
     act = rank_activity(doc)
     assert act["p4t:status"] == "FINISHED" and act["p4t:computeRegion"] == "eu-west-1"
     assert float(act["p4t:energyKWh"]["$"]) > 0
-    datasets = {e["p4t:name"]: e for k, e in doc["entity"].items() if k.startswith("p4t:dataset/")}
+    datasets = {u["p4t:name"]: doc["entity"][u["prov:entity"]] for u in doc["used"].values()
+                if u["prov:entity"].startswith("p4t:dataset/")}
     assert set(datasets) == {"digits-train", "digits-validation", "digits-test"}
     assert datasets["digits-train"]["p4t:license"] == "CC-BY-SA-3.0"
-    models = [e for k, e in doc["entity"].items() if k.startswith("p4t:model/")]
+    models = [g for g in doc["wasGeneratedBy"].values() if g["prov:entity"].startswith("p4t:model/")]
     assert sorted(m["p4t:version"]["$"] for m in models) == ["1", "2"] and {m["p4t:name"] for m in models} == {"mnist"}
     revisions = [r for r in doc["wasDerivedFrom"].values() if r.get("prov:type", {}).get("$") == "prov:Revision"]
     assert len(revisions) == 1
@@ -109,7 +110,7 @@ def test_two_gloo_ranks(tmp_path: Path, mnist_dir: Path):
     for k, doc in enumerate(ranks):
         act = rank_activity(doc)
         assert (act["p4t:rank"]["$"], act["p4t:worldSize"]["$"], act["p4t:status"]) == (str(k), "2", "FINISHED")
-        (used,) = [u for u in doc["used"].values() if u.get("prov:role") == "training"]
+        (used,) = [u for u in doc["used"].values() if role(u) == "p4t:training"]
         assert used["p4t:samples"]["$"] == "288"  # half of 576 each
     assert len(load(run_dir / "run.prov.json")["bundle"]) == 2 and (run_dir / "run.svg").is_file()
 

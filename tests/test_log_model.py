@@ -7,18 +7,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load
+from conftest import load, role
 
 import prov4torch
 
 
-def test_checkpoint_file_is_identified_by_sha256(tmp_path: Path):
+def test_checkpoint_file_is_identified_by_its_weights_and_keeps_its_sha256(tmp_path: Path):
     ckpt = tmp_path / "model.pt"
     torch.save({"w": torch.ones(3)}, ckpt)
-    with prov4torch.start_run():
+    with prov4torch.start_run() as run:
         mv = prov4torch.log_model(ckpt, name="net", step=100, epoch=2)
     assert mv.sha256 == hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    assert mv.id == f"p4t:model/sha256-{mv.sha256}" and mv.version == 1 and mv.path == str(ckpt)
+    assert mv.id.startswith("p4t:model/weights-sha256-") and mv.version == 1 and mv.path == str(ckpt)
+    doc = load(run.prov_path)
+    (gen,) = [g for g in doc["wasGeneratedBy"].values() if g["prov:entity"] == mv.id]
+    assert gen["p4t:sha256"] == mv.sha256 and gen["p4t:path"] == str(ckpt) and gen["p4t:name"] == "net"
+    assert doc["entity"][mv.id]["p4t:identity"] == "weights"
+
+
+def test_a_file_that_is_not_weights_is_identified_by_its_bytes(tmp_path: Path):
+    ckpt = tmp_path / "blob.bin"
+    ckpt.write_bytes(b"not a torch file")
+    with prov4torch.start_run() as run:
+        mv = prov4torch.log_model(ckpt, name="blob")
+    assert mv.id == f"p4t:model/sha256-{hashlib.sha256(b'not a torch file').hexdigest()}"
+    assert load(run.prov_path)["entity"][mv.id]["p4t:identity"] == "content"
 
 
 def test_module_is_saved_into_the_run_directory_not_the_cwd(tmp_path: Path):
@@ -41,7 +54,7 @@ def test_a_fine_tune_links_to_the_run_that_made_its_base_model(tmp_path: Path):
         tuned = prov4torch.log_model(torch.nn.Linear(2, 2), name="tuned")
     d1, d2 = load(first.prov_path), load(second.prov_path)
     assert (base.id, ds) in {(r["prov:generatedEntity"], r["prov:usedEntity"]) for r in d1["wasDerivedFrom"].values()}
-    used = {(u["prov:activity"], u["prov:entity"], u.get("prov:role")) for u in d2["used"].values()}
+    used = {(u["prov:activity"], u["prov:entity"], role(u)) for u in d2["used"].values()}
     assert ("p4t:run/finetune/rank/0", base.id, "p4t:baseModel") in used  # same id in both files
     derived = {(r["prov:generatedEntity"], r["prov:usedEntity"]) for r in d2["wasDerivedFrom"].values()}
     assert (tuned.id, base.id) in derived
@@ -81,7 +94,7 @@ def test_artifact_directory_digest_is_stable(tmp_path: Path):
         assert prov4torch.log_artifact(d) != first
 
 
-def test_in_memory_datasets_get_an_honest_fingerprint():
+def test_in_memory_datasets_are_identified_by_their_whole_content():
     from torch.utils.data import DataLoader, TensorDataset
 
     x = torch.arange(12.0).reshape(6, 2)
@@ -91,10 +104,10 @@ def test_in_memory_datasets_get_an_honest_fingerprint():
         c = prov4torch.log_dataset(list(range(100)), name="a-list", role="validation")
     assert a == b != c
     ents = load(run.prov_path)["entity"]
-    assert ents[a]["p4t:digestMethod"] == "sha256-tensors" and ents[a]["p4t:length"]["$"] == "6"
-    assert ents[c]["p4t:digestMethod"] == "sha256-sampled"
+    assert ents[a]["p4t:digestMethod"] == "sha256-content" and ents[a]["p4t:length"]["$"] == "6"
+    assert ents[a]["p4t:identity"] == "content" and ents[c]["p4t:identity"] == "content"
     roles = {u["prov:entity"]: u["prov:role"] for u in load(run.prov_path)["used"].values()}
-    assert roles[c] == "validation"
+    assert roles[c] == {"$": "p4t:validation", "type": "xsd:QName"}
 
 
 def test_a_dataset_attached_again_for_training_is_in_the_models_lineage(tmp_path: Path):

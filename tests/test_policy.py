@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load, rank_activity, read_prov
+from conftest import load, rank_activity, read_prov, role
 from prov.model import ProvDocument
 
 import prov4torch
@@ -359,7 +359,7 @@ def test_allowed_data_flows_and_usage_is_recorded():
                 model(x)
     assert model.calls == 8 and run.status == "FINISHED"
     doc = load(run.prov_path)
-    (used,) = [u for u in doc["used"].values() if u.get("prov:role") == "training"]
+    (used,) = [u for u in doc["used"].values() if role(u) == "p4t:training"]
     assert (used["p4t:samples"]["$"], used["p4t:batches"]["$"], used["p4t:epochs"]["$"]) == ("64", "8", "2")
     assert [d["p4t:verdict"] for d in decisions(doc)] == ["allow"]
 
@@ -446,11 +446,19 @@ def test_fine_tune_in_us_of_a_model_trained_on_eu_personal_data_is_blocked(tmp_p
             prov4torch.start_run(run_id="finetune", region="us-east-1", purpose="training", policy="default") as run:
         prov4torch.load_model(base)
     assert run.status == "BLOCKED"
+    doc = load(run.prov_path)
     # the fine-tune's own file carries the upstream data, so an auditor needs only this file
-    report = check([run.prov_path], "default")
-    assert report.verdict == "deny"
-    assert "eu-personal-data-stays-in-eu" in {v.rule for v in report.violations}
-    assert any("patients" in json.dumps(e) for e in load(run.prov_path)["entity"].values())
+    (upstream,) = [e for k, e in doc["entity"].items() if k.startswith("p4t:dataset/")]
+    assert upstream["p4t:jurisdiction"] == "EU" and upstream["p4t:personalData"] is True
+    # what happened is a block: the checkpoint is named by a denied decision, never `used`, so `check`
+    # does not read the successful block as a breach
+    (base_id,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
+    assert base_id not in {u["prov:entity"] for u in doc["used"].values()}
+    (decision,) = [e for e in doc["entity"].values() if e.get("p4t:verdict") == "deny"]
+    assert "eu-personal-data-stays-in-eu" in json.dumps(decision["p4t:rule"])
+    assert (base_id, "p4t:checked") in {(r["prov:influencer"], r["prov:type"]["$"])
+                                         for r in doc["wasInfluencedBy"].values()}
+    assert check([run.prov_path], "default").verdict == "allow"
 
 
 def test_fine_tune_in_eu_is_allowed_and_links_to_the_pretraining_data(tmp_path: Path):

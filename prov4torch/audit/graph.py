@@ -23,6 +23,8 @@ PROV = PROV_NAMESPACE
 XSD = XSD_NAMESPACE
 TYPE = PROV + "type"
 ELEMENTS = ("entity", "activity", "agent")
+NAME = PREFIXES["p4t"] + "name"
+NAMED_BY = ("used", "wasGeneratedBy")
 
 # relation -> (formal attribute of the "downstream" end, formal attribute of the "upstream" end)
 UPSTREAM: dict[str, tuple[str, str]] = {
@@ -80,6 +82,12 @@ class Graph:
         self.up: dict[str, dict[str, set[str]]] = {r: {} for r in UPSTREAM}
         self.down: dict[str, dict[str, set[str]]] = {r: {} for r in UPSTREAM}
         self.prefixes: dict[str, str] = dict(PREFIXES)  # every prefix seen (for short labels)
+        self.names: dict[str, str] = {}  # entity -> the name a run gave it on its usage or generation
+
+    def name(self, node: Node) -> str | None:
+        """A node's human name: its own ``p4t:name``/``prov:label``, else the name a run used for it."""
+        own = node.values(NAME) or node.values(PROV + "label")
+        return str(own[0]) if own else self.names.get(node.id)
 
     # -- building -----------------------------------------------------------------------
     def node(self, nid: str, label: str | None = None) -> Node:
@@ -89,7 +97,13 @@ class Graph:
         return n
 
     def add_edge(self, relation: str, down: str, up: str, attrs: dict[str, list[Any]] | None = None) -> None:
-        self.edges.append(Edge(relation, down, up, attrs or {}))
+        attrs = attrs or {}
+        self.edges.append(Edge(relation, down, up, attrs))
+        if relation in NAMED_BY and attrs:  # a run's name for what it used or generated
+            entity = up if relation == "used" else down
+            for attr in (NAME, PROV + "label"):
+                if attrs.get(attr) and entity not in self.names:
+                    self.names[entity] = str(attrs[attr][0])
         self.up[relation].setdefault(down, set()).add(up)
         self.down[relation].setdefault(up, set()).add(down)
 

@@ -79,9 +79,9 @@ def _summary(graph: Graph, node: Node) -> dict[str, Any]:
         values = node.values(NAMESPACE + name)
         if values:
             out[name] = values[0] if len(values) == 1 else values
-    label = node.values("http://www.w3.org/ns/prov#label")
+    label = graph.name(node)
     if label:
-        out["label"] = label[0]
+        out["label"] = label
     return out
 
 

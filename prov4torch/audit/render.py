@@ -99,7 +99,7 @@ def _short_value(v: Any) -> str:
 
 
 def _label(graph: Graph, node: Node, kind: str, extra: list[str]) -> str:
-    name = (node.values(P + "name") or node.values(PROV + "label") or [None])[0]
+    name = graph.name(node)
     short = graph.short(node.id)
     if len(short) > 48:
         short = short[:22] + "…" + short[-22:]
@@ -292,12 +292,6 @@ def run_graphviz(drawing: Drawing, fmt: str, timeout_s: float) -> bytes:
 
 
 def _write(out: Path, data: bytes) -> None:
-    from ..provjson import write_atomic
+    from ..safefs import write_atomic
 
-    if out.suffix.lower() == ".png":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(out)
-    else:
-        write_atomic(out, data.decode("utf-8"))
+    write_atomic(out, data)

@@ -60,10 +60,10 @@ def summarize_graph(graph: Graph, files: list[str]) -> dict[str, Any]:
                             "count": _one(node, P + "count"), "last": _one(node, P + "last"),
                             "min": _one(node, P + "min"), "max": _one(node, P + "max")})
         elif kind_of(node) == "dataset":
-            datasets.append({"id": short, "name": _one(node, P + "name") or _one(node, PROV + "label"),
+            datasets.append({"id": short, "name": graph.name(node),
                              **_fields(node, GOVERNANCE)})
         elif kind_of(node) == "model":
-            models.append({"id": short, "name": _one(node, P + "name") or _one(node, PROV + "label"),
+            models.append({"id": short, "name": graph.name(node),
                            "version": _one(node, P + "version"), **_fields(node, GOVERNANCE)})
         elif P + "Environment" in types or P + "Code" in types:
             envs.append(_fields(node, ENV_FIELDS))

@@ -19,9 +19,10 @@ import contextlib
 import functools
 import os
 import re
+import threading
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,23 @@ def _number(value: str) -> Any:
         except ValueError:
             continue
     return value
+
+
+_STATE = threading.local()
+
+
+def _busy() -> bool:
+    """Whether this thread is inside prov4torch's own recording (its own torch.load/save must pass through)."""
+    return bool(getattr(_STATE, "busy", False))
+
+
+@contextlib.contextmanager
+def _recording() -> Iterator[None]:
+    _STATE.busy = True
+    try:
+        yield
+    finally:
+        _STATE.busy = False
 
 
 def _warn(what: str, exc: BaseException) -> None:
@@ -174,23 +192,26 @@ class Autolog:
         @functools.wraps(orig_save)
         def save(obj: Any, f: Any, *a: Any, **k: Any) -> Any:
             result = orig_save(obj, f, *a, **k)
-            if isinstance(f, (str, os.PathLike)) and not run.ended:
-                try:
-                    run.log_model(f, name=_model_name(f))
-                except Exception as exc:  # noqa: BLE001
-                    _warn(f"the checkpoint {f}", exc)
+            if isinstance(f, (str, os.PathLike)) and not run.ended and not _busy():
+                with _recording():
+                    try:
+                        run.log_model(f, name=_model_name(f), saved=obj)
+                    except Exception as exc:  # noqa: BLE001
+                        _warn(f"the checkpoint {f}", exc)
             return result
 
         @functools.wraps(orig_load)
         def load(f: Any, *a: Any, **k: Any) -> Any:
-            if isinstance(f, (str, os.PathLike)) and not run.ended and os.path.isfile(f):
-                try:
-                    run.use_model(f)
-                except PolicyViolation:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    _warn(f"the loaded checkpoint {f}", exc)
-            return orig_load(f, *a, **k)
+            result = orig_load(f, *a, **k)  # loaded first: its weights give the checkpoint's identity
+            if isinstance(f, (str, os.PathLike)) and not run.ended and not _busy() and os.path.exists(f):
+                with _recording():
+                    try:
+                        run.use_model(f, loaded=result)  # a blocked checkpoint never reaches the script
+                    except PolicyViolation:
+                        raise
+                    except Exception as exc:  # noqa: BLE001
+                        _warn(f"the loaded checkpoint {f}", exc)
+            return result
 
         torch.save, torch.load = save, load
 

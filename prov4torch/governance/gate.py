@@ -18,7 +18,7 @@ from typing import Any
 
 from ..audit.graph import Graph, add_document
 from ..errors import InvalidValueError, PolicyViolation
-from ..provjson import QName
+from ..provjson import QName, attributes
 from .evaluate import Violation, evaluate
 from .policy import Policy, load_policy
 
@@ -93,10 +93,10 @@ class RuntimePolicy:
             "p4t:offendingDataset": sorted({d for v in violations for d in v.datasets}),
         }
         self.record({"t": "decision", "time": self.clock(), "policy_id": self.id,
-                     "policy_attrs": {"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
-                                      "p4t:version": self.policy.version, "p4t:sha256": self.policy.sha256 or None,
-                                      "p4t:path": self.policy.source},
-                     "datasets": subjects, "attrs": attrs})
+                     "policy_attrs": attributes({"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
+                                                 "p4t:version": self.policy.version,
+                                                 "p4t:sha256": self.policy.sha256 or None}),
+                     "datasets": subjects, "attrs": attributes(attrs)})
         if not violations:
             return
         if self.mode == "audit":

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import provjson
+from ..safefs import safe_dir, write_atomic
 
 CARD_DIR = ".lineage"
 
@@ -22,19 +22,31 @@ def card_path(root: Path, sha256: str) -> Path:
     return root / CARD_DIR / f"sha256-{sha256}.json"
 
 
+def card_keys(card: Mapping[str, Any]) -> list[str]:
+    """Every digest a checkpoint can be found by: its file, its weights, its root digest."""
+    return [str(k) for k in dict.fromkeys([card.get("sha256"), *card.get("keys", [])]) if k]
+
+
 def write_card(root: Path, card: Mapping[str, Any]) -> None:
-    """Store a checkpoint's lineage card under the output root (never next to the user's file)."""
-    path = card_path(root, str(card["sha256"]))
-    provjson.write_atomic(path, json.dumps(card, sort_keys=True, indent=1))
+    """Store a checkpoint's lineage card under the output root, findable by each of its digests."""
+    text = json.dumps(card, sort_keys=True, indent=1)
+    safe_dir(root, CARD_DIR)  # never through a link planted at <root>/.lineage
+    for key in card_keys(card):
+        write_atomic(card_path(root, key), text)
 
 
-def read_card(root: Path, sha256: str) -> dict[str, Any] | None:
-    path = card_path(root, sha256)
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None
+def read_card(root: Path, *digests: str | None) -> dict[str, Any] | None:
+    """The card found under the first of ``digests`` that has one."""
+    for digest in digests:
+        if not digest:
+            continue
+        try:
+            card = json.loads(card_path(root, digest).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(card, dict):
+            return card
+    return None
 
 
 def model_card(event: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any]],
@@ -53,7 +65,9 @@ def model_card(event: Mapping[str, Any], datasets: Mapping[str, Mapping[str, Any
             base = loads[src]
             upstream.update(base.get("upstream", {}))
             derivations.extend(base.get("derivations", []))
-    return {"model": event["id"], "sha256": event["sha256"], "name": event.get("name"), "activity": activity,
+    keys = [event.get("weights_sha256"), event.get("root_sha256")]
+    return {"model": event["id"], "sha256": event["sha256"], "keys": [k for k in keys if k],
+            "name": event.get("name"), "activity": activity,
             "governance": event.get("governance", {}), "upstream": upstream,
             "derivations": sorted({tuple(d) for d in derivations})}
 

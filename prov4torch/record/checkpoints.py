@@ -8,7 +8,9 @@ it finds what it was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import os
 import sys
 import warnings
@@ -18,12 +20,22 @@ from pathlib import Path
 from typing import Any
 
 from .. import provjson
-from ..errors import InvalidValueError
+from ..errors import InvalidValueError, Prov4TorchError
 from ..governance import lineage
 from ..governance.tags import inherit
+from ..safefs import open_new
 from .events import RunRecord
-from .identity import digest_path
+from .identity import (
+    MANIFEST_METHOD,
+    NO_CACHE,
+    DigestCache,
+    digest_files,
+    digest_path,
+    safetensors_weights_digest,
+    weights_digest,
+)
 from .ids import content_id, local
+from .paths import RunFiles
 from .values import PARAM, check_name, check_step
 
 
@@ -46,6 +58,61 @@ def governance_tags(governance: Mapping[str, Any], extra: Mapping[str, Any]) -> 
     return provjson.attributes({**tags, **extra})
 
 
+INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json", ".pt.index.json")
+
+
+def _index_shards(index: Path) -> list[Path] | None:
+    """The shard files a sharded checkpoint's index names (``weight_map``), or None."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        shards = sorted(set(data["weight_map"].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    paths = [index.parent / str(s) for s in shards]
+    return paths if paths and all(p.is_file() for p in paths) else None
+
+
+def _torch_weights(path: Path) -> str | None:
+    """The weights digest of a torch checkpoint file, loaded safely (weights only, memory-mapped)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        # torch.serialization.load: the function itself, never a patch installed over torch.load
+        obj = torch.serialization.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a torch file, or not weights only: the file digest stands
+        return None
+    return weights_digest(obj)
+
+
+def checkpoint_digest(path: Path, obj: Any = None, cache: DigestCache = NO_CACHE) -> dict[str, Any]:
+    """The identity of a checkpoint: its bytes (one file, or per-file digests and a root digest for a
+    directory or a sharded checkpoint with its index) and, when it holds weights, their digest."""
+    weights: str | None = None
+    shards: list[Path] | None
+    if path.is_dir():
+        d = digest_path(path, cache)
+        shards = sorted(path.glob("*.safetensors"))
+        weights = safetensors_weights_digest(shards) if shards else None
+    elif path.name.endswith(INDEX_SUFFIXES) and (shards := _index_shards(path)) is not None:
+        d = digest_files([path, *shards], path.parent, cache)
+        weights = safetensors_weights_digest(shards) if path.name.endswith(".safetensors.index.json") else None
+    else:
+        d = digest_path(path, cache)
+        if path.suffix == ".safetensors":
+            weights = safetensors_weights_digest([path])
+        elif obj is not None:
+            weights = weights_digest(obj)
+        else:
+            weights = _torch_weights(path)
+    out: dict[str, Any] = {"sha256": d.sha256, "size": d.size, "weights_sha256": weights}
+    if d.method == MANIFEST_METHOD:
+        out["root_sha256"] = d.sha256
+        out["files"] = [[f.name, f.sha256, f.size] for f in d.files]
+    out["id"] = f"p4t:model/weights-sha256-{weights}" if weights else content_id("model", d.sha256)
+    return out
+
+
 class Checkpoints:
     """The models one run produced and used; every event goes through ``record``."""
 
@@ -53,68 +120,92 @@ class Checkpoints:
         self,
         *,
         root: Path,
-        run_dir: Path,
+        files: RunFiles,
         activity: str,
         intended_use: str | None,
         replay: Callable[[], RunRecord],
         clock: Callable[[], float],
         warn_unknown_lineage: bool,
+        cache: DigestCache = NO_CACHE,
     ) -> None:
         self.root = root
-        self.run_dir = run_dir
+        self.files = files
         self.activity = activity
         self.intended_use = intended_use
         self.replay = replay
         self.clock = clock
         self.warn_unknown_lineage = warn_unknown_lineage
+        self.cache = cache
         self.versions: dict[str, list[ModelVersion]] = {}
         self.base_models: list[str] = []
+        self.produced_ids: set[str] = set()
 
     def produced(
-        self, model_or_path: Any, name: str, step: int | None, epoch: int | None, sources: list[str]
+        self, model_or_path: Any, name: str, step: int | None, epoch: int | None, sources: list[str],
+        obj: Any = None,
     ) -> tuple[ModelVersion, dict[str, Any]]:
-        """A new version of model ``name`` (a file path, or a module/state dict saved under the run)."""
+        """A new version of model ``name`` (a file path, or a module/state dict saved under the run).
+
+        ``obj`` is what was saved to the path, when known (its weights digest needs no re-read).
+        """
         check_name("model name", name, PARAM)
         versions = self.versions.setdefault(name, [])
         version = len(versions) + 1
         if isinstance(model_or_path, (str, os.PathLike)):
             path = Path(model_or_path).resolve()
+            if not path.exists():
+                raise InvalidValueError(f"{path} does not exist: give the checkpoint file or directory",
+                                        value=str(path))
         else:
-            path = self._save(model_or_path, name, version)
-        sha, size, _m = digest_path(path)
-        mid = content_id("model", sha)
+            path, obj = self._save(model_or_path, name, version)
+        ident = checkpoint_digest(path, obj, self.cache)
+        mid = ident["id"]
         previous = versions[-1].id if versions else None
+        resaved = mid in self.produced_ids  # identical content again: no new version, no new derivation
+        self.produced_ids.add(mid)
         event = {
-            "t": "model", "id": mid, "name": name, "version": version, "path": str(path), "sha256": sha,
-            "size": size, "step": None if step is None else check_step(step),
+            "t": "model", **ident, "name": name, "version": version, "path": str(path),
+            "step": None if step is None else check_step(step),
             "epoch": None if epoch is None else check_step(epoch), "time": self.clock(),
-            "revision_of": previous if previous != mid else None,
-            "derived_from": [d for d in dict.fromkeys(sources) if d != mid],
+            "revision_of": previous if previous != mid and not resaved else None,
+            "derived_from": [] if resaved else [d for d in dict.fromkeys(sources) if d != mid],
         }
-        self._inherit(event)
-        mv = ModelVersion(mid, name, version, str(path), sha)
+        if not resaved:
+            self._inherit(event)
+        mv = ModelVersion(mid, name, version, str(path), ident["sha256"])
         versions.append(mv)
         return mv, event
 
-    def _save(self, model: Any, name: str, version: int) -> Path:
+    def _save(self, model: Any, name: str, version: int) -> tuple[Path, Any]:
+        """Save a module/state dict under the run directory: to a temporary name, then renamed, so a
+        killed process never leaves a truncated checkpoint under the final name."""
         torch = sys.modules.get("torch")
-        state = model.state_dict() if hasattr(model, "state_dict") else model
+        state = model.state_dict() if hasattr(model, "state_dict") and not isinstance(model, Mapping) else model
         if torch is None or not isinstance(state, Mapping):
             raise InvalidValueError(
                 f"log_model needs a path, an nn.Module or a state dict, got {type(model).__name__}", value=model)
-        path = self.run_dir / "models" / f"{local(name)}-v{version}.pt"
-        path.parent.mkdir(exist_ok=True)
-        torch.save(state, path)
-        return path
+        path = self.files.models_dir() / f"{local(name)}-v{version}.pt"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open_new(tmp, binary=True) as fh:
+                torch.save(state, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return path, state
 
-    def used(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+    def used(self, path: str | os.PathLike[str], obj: Any = None) -> dict[str, Any]:
         """The event of this run using a checkpoint file as its base model."""
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidValueError(f"load_model takes a path, got {type(path).__name__}", value=path)
         p = Path(path).resolve()
-        sha, size, _m = digest_path(p)
-        mid = content_id("model", sha)
-        event = {"t": "load", "id": mid, "path": str(p), "sha256": sha, "size": size, "time": self.clock()}
+        if not p.exists():
+            raise InvalidValueError(f"{p} does not exist: give an existing checkpoint file or directory", value=str(p))
+        ident = checkpoint_digest(p, obj, self.cache)
+        mid = ident["id"]
+        event = {"t": "load", **ident, "path": str(p), "time": self.clock()}
         self._bring_lineage(event)
         if mid not in self.base_models:
             self.base_models.append(mid)
@@ -133,13 +224,13 @@ class Checkpoints:
         card = lineage.model_card(event, record.datasets, record.loads, self.activity)
         try:
             lineage.write_card(self.root, card)
-        except OSError as exc:
+        except (OSError, Prov4TorchError) as exc:
             warnings.warn(f"prov4torch: cannot store the lineage card of {event['id']}: {exc}",
                           RuntimeWarning, stacklevel=4)
 
     def _bring_lineage(self, event: dict[str, Any]) -> None:
         """A loaded checkpoint brings the lineage recorded when it was produced (by its sha256)."""
-        card = lineage.read_card(self.root, event["sha256"])
+        card = lineage.read_card(self.root, event.get("weights_sha256"), event.get("root_sha256"), event["sha256"])
         if card is None:
             event["tags"] = provjson.attributes({"p4t:lineageKnown": False})
             if self.warn_unknown_lineage:

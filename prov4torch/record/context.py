@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..safefs import open_new
+
 
 def _git(args: list[str], cwd: Path) -> str | None:
     try:
@@ -168,11 +170,21 @@ def environment() -> dict[str, Any]:
     return info
 
 
+def start_event(**fields: Any) -> dict[str, Any]:
+    """The ``start`` journal event: the run's identity (``fields``) and this process's."""
+    from .._version import __version__
+
+    return {"t": "start", **fields, "host": socket.gethostname(), "pid": os.getpid(), "user": user(),
+            "command_line": " ".join([sys.executable, *sys.argv]), "prov4torch": __version__,
+            "torch_seed": torch_seed()}
+
+
 def capture(script: Path | None, packages_path: Path) -> dict[str, Any]:
     """The ``context`` journal event: code, environment, and the package list (written to ``packages_path``)."""
     names = packages()
     text = "\n".join(names) + "\n"
-    packages_path.write_text(text, encoding="utf-8")
+    with open_new(packages_path) as fh:  # never through a link planted at its name
+        fh.write(text)
     return {
         "t": "context",
         "code": code_info(script),

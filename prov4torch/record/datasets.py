@@ -1,55 +1,174 @@
-"""Datasets as the run records them: a content-addressed id, what it is, its validated tags."""
+"""Datasets as a run records them: an id from their content, what they are, their validated tags.
+
+Identity (``p4t:identity`` in the record):
+
+* ``content``: the id is the digest of what the dataset holds (its files, or its tensors, arrays
+  and lists, hashed completely; see ``identity.dataset_digest``), shared across runs;
+* ``declared``: nothing content-like could be reached, and the user named the data
+  (``dataset_id=``): ``p4t:dataset/declared/<id>``;
+* ``unidentified``: neither; the id is scoped to this run, so two different datasets never
+  share an id silently.
+
+Hashing never calls ``__getitem__`` (no random number is drawn, no sample is decoded). Small
+data (up to ``SYNC_LIMIT`` bytes) is hashed at once; larger data on a background thread: the
+dataset is recorded (and policy-checked: the gate needs its tags, not its digest) under a
+provisional run-scoped id, and a ``dataset_digest`` event names its content id when hashing
+ends. The same object attached again (a DataLoader rebuilt every epoch) is not hashed again.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Mapping
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from .. import provjson
 from ..errors import InvalidValueError
 from ..governance.tags import ROLE, governance_attributes
-from .identity import digest_path, fingerprint
-from .ids import content_id
+from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
+from .ids import content_id, local
+
+SYNC_LIMIT = 64 << 20  # bytes hashed on the caller's thread; more goes to the background
+MAX_FILES_RECORDED = 1000  # per-file digests kept in the record (the root digest covers them all)
 
 
-def dataset_record(
-    data: Any, *, name: str | None, role: str, source: str | None, tags: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The journal event of one dataset attachment (id from its content)."""
-    if not isinstance(role, str) or not ROLE.match(role):
-        raise InvalidValueError(
-            f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
-    attrs = governance_attributes(tags)
-    torch_dataset = getattr(data, "dataset", None) if type(data).__name__ == "DataLoader" else None
-    if torch_dataset is not None:
-        data = torch_dataset
-    event: dict[str, Any] = {"t": "dataset", "roles": [role]}
-    if isinstance(data, (str, os.PathLike)):
-        p = Path(data).resolve()
-        sha, size, method = digest_path(p)
-        event.update(sha256=sha, size=size, digest_method=method, source=source or p.as_uri(), name=name or p.name)
-    else:
-        paths = dataset_paths(data)
-        sha, length, method = fingerprint(data)
-        event.update(sha256=sha, length=length, digest_method=method,
-                     cls=f"{type(data).__module__}.{type(data).__qualname__}",
-                     name=name or type(data).__name__, source=source or (paths[0] if len(paths) == 1 else None))
-    event["id"] = content_id("dataset", event["sha256"])
-    event["tags"] = provjson.attributes(attrs)
-    event["governance"] = {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v)
-                           for k, v in attrs.items()}
-    return event
+def unwrap(data: Any) -> Any:
+    """The dataset behind a DataLoader (or a DataLoader subclass, or a wrapper exposing ``.dataset``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(data, torch.utils.data.DataLoader):
+        return data.dataset
+    return data
 
 
 def dataset_paths(data: Any) -> list[str]:
-    """File paths a dataset object exposes (root, path, file attributes), if any."""
+    """File paths a dataset object exposes (root, path, file attributes), as URIs."""
     found = []
-    for attr in ("root", "path", "file", "filename", "data_dir"):
+    for attr in ("root", "path", "file", "filename", "data_dir", "data_file"):
         v = getattr(data, attr, None)
         if isinstance(v, (str, os.PathLike)) and os.path.exists(v):
             found.append(Path(v).resolve().as_uri())
     return found
 
+
+def _digest_fields(d: Digest) -> dict[str, Any]:
+    fields: dict[str, Any] = {"sha256": d.sha256, "size": d.size, "digest_method": d.method, "identity": "content"}
+    if d.files and (len(d.files) > 1 or d.method != "sha256-file"):
+        fields["files"] = [[f.name, f.sha256, f.size] for f in d.files[:MAX_FILES_RECORDED]]
+        fields["file_count"] = len(d.files)
+    if d.covers:
+        fields["covers"] = list(d.covers)
+    return fields
+
+
+class DatasetIdentifier:
+    """Names the datasets of one run; ``on_digest`` receives background results as events."""
+
+    def __init__(self, scope: str, cache: DigestCache, on_digest: Callable[[dict[str, Any]], None]) -> None:
+        self.scope = scope  # the run's activity id: run-scoped ids live under it
+        self.cache = cache
+        self.on_digest = on_digest
+        self._by_object: dict[int, tuple[Any, str]] = {}  # id(obj) -> (obj kept alive, dataset id)
+        self._count = 0
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+
+    def known(self, data: Any) -> str | None:
+        """The id already given to this very object in this run, if any."""
+        entry = self._by_object.get(id(unwrap(data)))
+        return entry[1] if entry is not None and entry[0] is unwrap(data) else None
+
+    def identify(self, data: Any, *, name: str | None, role: str, source: str | None,
+                 tags: Mapping[str, Any]) -> dict[str, Any]:
+        """The journal event of one dataset attachment (see the module docstring)."""
+        if not isinstance(role, str) or not ROLE.match(role):
+            raise InvalidValueError(
+                f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
+        attrs = governance_attributes(tags)
+        data = unwrap(data)
+        event: dict[str, Any] = {"t": "dataset", "roles": [role]}
+        if isinstance(data, (str, os.PathLike)):
+            p = Path(data).resolve()
+            event.update(_digest_fields(digest_path(p, self.cache)), source=source or p.as_uri(),
+                         name=name or p.name)
+            event["id"] = content_id("dataset", event["sha256"])
+        else:
+            paths = dataset_paths(data)
+            event.update(cls=f"{type(data).__module__}.{type(data).__qualname__}", name=name or type(data).__name__,
+                         source=source or (paths[0] if len(paths) == 1 else None), length=_length(data))
+            self._identify_object(data, event, attrs.get("p4t:datasetId"))
+        event["tags"] = provjson.attributes(attrs)
+        event["governance"] = {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v)
+                               for k, v in attrs.items()}
+        with self._lock:
+            self._by_object[id(data)] = (data, event["id"])
+        return event
+
+    def _identify_object(self, data: Any, event: dict[str, Any], declared: Any) -> None:
+        if estimated_bytes(data) <= SYNC_LIMIT:
+            digest = self._digest(data)
+            event.update(self._final(digest, declared, event))
+            return
+        event["id"] = self._run_scoped()
+        event["identity"] = "pending"
+        key = event["id"]
+
+        def work() -> None:
+            final = {"t": "dataset_digest", "key": key, **self._final(self._digest(data), declared, event)}
+            self.on_digest(final)
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="prov4torch-hash")
+            self._pending.append(self._pool.submit(work))
+
+    def _digest(self, data: Any) -> Digest | None:
+        try:
+            return dataset_digest(data, self.cache)
+        except Exception as exc:  # noqa: BLE001 - a user object's failure: the dataset is unidentified
+            warnings.warn(f"prov4torch: cannot hash the content of {type(data).__name__}: {exc}; it is recorded "
+                          "as unidentified (give dataset_id= to name it)", RuntimeWarning, stacklevel=2)
+            return None
+
+    def _final(self, digest: Digest | None, declared: Any, event: Mapping[str, Any]) -> dict[str, Any]:
+        if digest is not None:
+            return {**_digest_fields(digest), "id": content_id("dataset", digest.sha256)}
+        if declared:
+            return {"id": f"p4t:dataset/declared/{local(str(declared))}", "identity": "declared"}
+        return {"id": event.get("id") or self._run_scoped(), "identity": "unidentified"}
+
+    def _run_scoped(self) -> str:
+        with self._lock:
+            self._count += 1
+            return f"{self.scope}/dataset/{self._count}"
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait for background hashing; False if some is still running after ``timeout_s``."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for f in pending:
+            try:
+                f.result(timeout=timeout_s)
+            except TimeoutError:
+                return False
+            except Exception:  # noqa: BLE001 - reported by the worker itself
+                pass
+        return True
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _length(data: Any) -> int | None:
+    try:
+        n = len(data)
+    except Exception:  # noqa: BLE001 - iterable datasets, user objects whose __len__ fails
+        return None
+    return n if isinstance(n, int) else None

@@ -96,6 +96,11 @@ def resolve_run_id(explicit: str | None = None) -> str:
     return uuid7()
 
 
-def rank_prefix(rank: int) -> str:
-    """The stem of a rank's files: ``rank-K``."""
-    return f"rank-{rank}"
+def rank_prefix(rank: int, attempt: int = 0) -> str:
+    """The stem of a rank's files: ``rank-K``, and ``rank-K.attempt-N`` for an elastic restart."""
+    return f"rank-{rank}.attempt-{attempt}" if attempt else f"rank-{rank}"
+
+
+def elastic_attempt() -> int:
+    """Which attempt of its rank this process is: torchelastic's restart count (0 for the first)."""
+    return max(_env_int("TORCHELASTIC_RESTART_COUNT", 0), 0)

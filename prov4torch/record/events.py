@@ -20,9 +20,21 @@ class Sidecar:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# event times outside this window (Unix seconds) are ignored: 1970 .. 2200
+MIN_TIME, MAX_TIME = 0.0, 7_258_118_400.0
+
+
+def valid_time(t: Any) -> bool:
+    return isinstance(t, (int, float)) and not isinstance(t, bool) and MIN_TIME <= t <= MAX_TIME
+
+
 @dataclass
 class RunRecord:
-    """The state a journal describes, replayed from its events in order."""
+    """The state a journal describes, replayed from its events in order.
+
+    Replay never raises: an event of the wrong shape (a hand-edited or corrupted journal) is
+    skipped and counted in ``skipped``.
+    """
 
     start: dict[str, Any] = field(default_factory=dict)
     end: dict[str, Any] | None = None
@@ -30,6 +42,7 @@ class RunRecord:
     tags: dict[str, Any] = field(default_factory=dict)
     run_attrs: dict[str, Any] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # provisional dataset id -> content id
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -37,49 +50,75 @@ class RunRecord:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     env_extra: dict[str, Any] = field(default_factory=dict)
     last_time: float | None = None
+    skipped: int = 0
 
     @classmethod
     def replay(cls, events: Iterable[Mapping[str, Any]]) -> RunRecord:
         rec = cls()
         for ev in events:
-            rec.apply(ev)
+            try:
+                rec.apply(ev)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                rec.skipped += 1
         return rec
+
+    def resolve(self, dataset_id: str) -> str:
+        """A dataset id as it ends up in the document (a provisional id -> its content id)."""
+        return self.aliases.get(dataset_id, dataset_id)
 
     def apply(self, ev: Mapping[str, Any]) -> None:
         kind = ev.get("t")
         t = ev.get("time")
-        if isinstance(t, (int, float)):
+        if t is not None and not valid_time(t):
+            raise ValueError(f"time {t!r} out of range")
+        if t is not None:
             self.last_time = max(self.last_time or t, t)
         if kind == "start":
+            if not isinstance(ev["run_id"], str):
+                raise TypeError("run_id")
             self.start = dict(ev)
         elif kind == "context":  # code, environment, packages: gathered after the start
             self.start.update({k: ev[k] for k in _CONTEXT_KEYS if k in ev})
         elif kind == "env":  # facts found later (GPU models from NVML)
-            self.env_extra.update(ev.get("info", {}))
+            self.env_extra.update(ev["info"])
         elif kind == "end":
             self.end = dict(ev)
         elif kind == "param":
-            self.params[ev["key"]] = ev["value"]
+            self.params[str(ev["key"])] = ev["value"]
         elif kind == "tag":
-            self.tags[ev["key"]] = ev["value"]
+            self.tags[str(ev["key"])] = ev["value"]
         elif kind == "attrs":
-            self.run_attrs.update(ev.get("attrs", {}))
+            self.run_attrs.update(ev["attrs"])
         elif kind == "dataset":
-            prev = self.datasets.get(ev["id"])
-            merged = dict(ev)
-            if prev is not None:  # the same data attached again: keep the first record, add roles
-                merged = {**prev, "roles": sorted(set(prev.get("roles", [])) | set(ev.get("roles", [])))}
-            self.datasets[ev["id"]] = merged
+            self._dataset(self.resolve(str(ev["id"])), dict(ev))
+        elif kind == "dataset_digest":  # background hashing finished: the provisional id has a content id
+            key, final = str(ev["key"]), str(ev["id"])
+            self.aliases[key] = final
+            rec = self.datasets.pop(key, None)
+            if rec is not None:
+                self._dataset(final, {**rec, **{k: v for k, v in ev.items() if k not in ("t", "key")}})
         elif kind == "usage":  # samples/batches consumed, updated as training goes
-            if ev["id"] in self.datasets:
-                self.datasets[ev["id"]].setdefault("usage", {}).update(ev.get("usage", {}))
+            did = self.resolve(str(ev["id"]))
+            if did in self.datasets:
+                self.datasets[did].setdefault("usage", {}).update(ev["usage"])
         elif kind == "artifact":
-            self.artifacts[ev["id"]] = dict(ev)
+            self.artifacts[str(ev["id"])] = dict(ev)
         elif kind == "model":
+            if not isinstance(ev["id"], str):
+                raise TypeError("id")
             self.models.append(dict(ev))
         elif kind == "load":
-            self.loads.setdefault(ev["id"], dict(ev))
+            self.loads.setdefault(str(ev["id"]), dict(ev))
         elif kind == "signal":
             self.signals.append(dict(ev))
         elif kind == "decision":
             self.decisions.append(dict(ev))
+
+    def _dataset(self, did: str, ev: dict[str, Any]) -> None:
+        """Attach a dataset; the same data attached again keeps its first record and adds roles and usage."""
+        ev["id"] = did
+        prev = self.datasets.get(did)
+        if prev is not None:
+            usage = {**ev.get("usage", {}), **prev.get("usage", {})}
+            ev = {**ev, **prev, "roles": sorted(set(prev.get("roles", [])) | set(ev.get("roles", []))), "usage": usage}
+        self.datasets[did] = ev

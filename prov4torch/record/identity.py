@@ -1,25 +1,112 @@
-"""Content digests: the same bytes give the same id in every run, so lineage joins across runs.
+"""Content identity: the same bytes give the same id in every run, so lineage joins across runs.
 
-Files are hashed streamed (any size); a directory hashes the sorted list of its
-files' relative paths and digests; an in-memory object gets an honest fingerprint
-whose method is named next to it (``digest_method``).
+* **Files** are hashed streamed (SHA-256), any size, and remembered in a ``DigestCache`` by
+  path, size, mtime and inode, so a second run costs a ``stat``.
+* **Several files** (a directory, a sharded checkpoint) get one digest per file and a *root
+  digest*: SHA-256 over the raw per-file digests in the order of their relative POSIX names,
+  the root digest of the OpenSSF model-signing manifest, so a later signing step can reuse it.
+* **Weights** (a module, a state dict, a checkpoint holding one, a safetensors file) get a
+  digest of their tensors, independent of the file format and name: for each tensor in name
+  order, ``name NUL dtype NUL shape NUL`` then its bytes (C order, little-endian).
+* **In-memory datasets** are hashed completely from what they hold: tensors, arrays, lists of
+  numbers or strings, and the files they name. Never through ``__getitem__`` (which may draw
+  random numbers or decode images), never through ``repr``. ``None`` when nothing
+  content-like can be reached: the caller then says so in the record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import sqlite3
+import struct
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidValueError
+from ..errors import InvalidValueError, Prov4TorchError
+from ..safefs import safe_dir
 
 CHUNK = 1 << 20
+MANIFEST_METHOD = "sha256-manifest"  # OpenSSF model-signing root digest over per-file digests
+MAX_DEPTH = 4  # how deep dataset attributes are followed (Subset -> ConcatDataset -> ...)
+SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32", "U64": "uint64",
+    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
 
 
-def sha256_file(path: Path) -> str:
+@dataclass(frozen=True)
+class FileDigest:
+    name: str  # relative POSIX path inside the checkpoint/dataset (or the file name)
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A content digest: ``sha256`` names the content; ``files`` lists the files behind it."""
+
+    sha256: str
+    size: int
+    method: str
+    files: tuple[FileDigest, ...] = ()
+    covers: tuple[str, ...] = ()  # for objects: the attributes the digest was computed over
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+class DigestCache:
+    """File digests remembered across runs (SQLite under the output root); never raises."""
+
+    def __init__(self, path: Path | None, root: Path | None = None) -> None:
+        self.path = path
+        self.root = root or (path.parent if path else None)
+        self._lock = threading.Lock()
+        self._broken = path is None
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None and self.root is not None
+        safe_dir(self.root, *self.path.parent.relative_to(self.root).parts)
+        con = sqlite3.connect(self.path, timeout=5)
+        con.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                    "inode INTEGER, sha256 TEXT)")
+        return con
+
+    def get(self, path: str, st: os.stat_result) -> str | None:
+        if self._broken:
+            return None
+        try:
+            with self._lock, contextlib.closing(self._connect()) as con:
+                row = con.execute("SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?", (path,)).fetchone()
+        except (sqlite3.Error, OSError, ValueError, Prov4TorchError):
+            self._broken = True
+            return None
+        if row and tuple(row[:3]) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            return str(row[3])
+        return None
+
+    def put(self, path: str, st: os.stat_result, sha256: str) -> None:
+        if self._broken:
+            return
+        try:
+            with self._lock, contextlib.closing(self._connect()) as con, con:
+                con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                            (path, st.st_size, st.st_mtime_ns, st.st_ino, sha256))
+        except (sqlite3.Error, OSError, ValueError, Prov4TorchError):
+            self._broken = True
+
+
+NO_CACHE = DigestCache(None)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(CHUNK):
@@ -27,90 +114,287 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _walk(root: Path) -> Iterable[Path]:
+def file_digest(path: Path, cache: DigestCache = NO_CACHE, name: str | None = None) -> FileDigest:
+    st = path.stat()
+    key = str(path.resolve())
+    sha = cache.get(key, st)
+    if sha is None:
+        sha = sha256_file(path)
+        cache.put(key, st, sha)
+    return FileDigest(name or path.name, sha, st.st_size)
+
+
+def root_digest(files: Iterable[FileDigest]) -> str:
+    """The OpenSSF model-signing root digest: SHA-256 over the raw digests in name order."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.name):
+        h.update(bytes.fromhex(f.sha256))
+    return h.hexdigest()
+
+
+def _walk(root: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            yield Path(dirpath) / name
+            if not name.startswith("."):
+                yield Path(dirpath) / name
 
 
-def digest_path(path: str | os.PathLike[str]) -> tuple[str, int, str]:
-    """(sha256 hex, size in bytes, method) of a file or a directory tree."""
+def digest_files(paths: Iterable[Path], base: Path, cache: DigestCache = NO_CACHE) -> Digest:
+    """Several files as one content: per-file digests (named relative to ``base``) and their root digest."""
+    files = tuple(sorted((file_digest(p, cache, p.relative_to(base).as_posix()) for p in paths),
+                         key=lambda f: f.name))
+    return Digest(root_digest(files), sum(f.size for f in files), MANIFEST_METHOD, files)
+
+
+def digest_path(path: str | os.PathLike[str], cache: DigestCache = NO_CACHE) -> Digest:
+    """A file (its SHA-256) or a directory tree (per-file digests and their root digest)."""
     p = Path(path)
     try:
         if p.is_file():
-            return sha256_file(p), p.stat().st_size, "sha256-file"
+            f = file_digest(p, cache)
+            return Digest(f.sha256, f.size, "sha256-file", (f,))
         if p.is_dir():
-            h = hashlib.sha256()
-            total = 0
-            for f in _walk(p):
-                rel = f.relative_to(p).as_posix()
-                size = f.stat().st_size
-                total += size
-                h.update(f"{rel}\0{sha256_file(f)}\0{size}\n".encode())
-            return h.hexdigest(), total, "sha256-tree"
+            return digest_files(_walk(p), p, cache)
     except OSError as exc:
         raise InvalidValueError(f"cannot read {p}: {exc.strerror or exc}", value=str(p)) from exc
     raise InvalidValueError(f"{p} does not exist: give an existing file or directory", value=str(p))
 
 
-def _tensor_bytes(t: Any) -> bytes:
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.contiguous()
+# -- tensors and weights ---------------------------------------------------------------------------
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def _is_tensor(v: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(v, torch.Tensor)
+
+
+def _is_array(v: Any) -> bool:
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(v, np.ndarray)
+
+
+def tensor_bytes(t: Any) -> memoryview | None:
+    """A tensor's bytes in C order (None for tensors without readable storage: meta, sparse, quantized)."""
+    torch = _torch()
     try:
-        return bytes(t.view(-1).view(dtype=__import__("torch").uint8).numpy())
-    except Exception:  # noqa: BLE001 - dtypes numpy cannot view
-        return repr(t.tolist()).encode()
+        t = t.detach()
+        if t.layout != torch.strided or t.is_quantized or t.device.type == "meta":
+            return None
+        if t.device.type != "cpu":
+            t = t.cpu()
+        flat = t.contiguous().reshape(-1)
+        return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+    except (RuntimeError, TypeError, ValueError):
+        return None
 
 
-def fingerprint(obj: Any, samples: int = 64) -> tuple[str, int | None, str]:
-    """(sha256 hex, length or None, method) for an in-memory dataset.
+def _tensor_header(name: str, dtype: str, shape: Iterable[int]) -> bytes:
+    return f"{name}\0{dtype}\0{','.join(map(str, shape))}\0".encode()
 
-    * tensors and ``TensorDataset``: every byte of every tensor plus shapes/dtypes
-      (method ``sha256-tensors``) — exact;
-    * other sized datasets: class, length and the repr of ``samples`` evenly spread items
-      (method ``sha256-sampled``) — a fingerprint, not a full content hash, and said so;
-    * anything else: class and repr (``sha256-repr``).
+
+def state_dict_of(obj: Any) -> Mapping[str, Any] | None:
+    """The tensors of the weights ``obj`` holds: a module, a state dict, or a checkpoint dict with one.
+
+    Nested state dicts (``{"encoder": {...}}``) are flattened with dotted names; a checkpoint
+    that holds a ``state_dict``/``model``/``model_state_dict`` entry gives that entry.
     """
-    torch = sys.modules.get("torch")
-    h = hashlib.sha256()
-    cls = f"{type(obj).__module__}.{type(obj).__qualname__}"
-    h.update(cls.encode())
-    if torch is not None:
-        tensors = None
-        if isinstance(obj, torch.Tensor):
-            tensors = [obj]
-        elif hasattr(obj, "tensors") and all(isinstance(t, torch.Tensor) for t in obj.tensors):
-            tensors = list(obj.tensors)
-        if tensors is not None:
-            for t in tensors:
-                h.update(f"{tuple(t.shape)}{t.dtype}".encode())
-                h.update(_tensor_bytes(t))
-            return h.hexdigest(), int(tensors[0].shape[0]) if tensors[0].dim() else 1, "sha256-tensors"
-    length: int | None
-    try:
-        length = len(obj)
-    except TypeError:
-        length = None
-    if length is not None and hasattr(obj, "__getitem__"):
-        h.update(str(length).encode())
-        picks = sorted({int(i * (length - 1) / max(samples - 1, 1)) for i in range(min(samples, length))})
+    if hasattr(obj, "state_dict") and callable(obj.state_dict) and not isinstance(obj, Mapping):
         try:
-            for i in picks:
-                item = obj[i]
-                h.update(_item_bytes(item, torch))
-            return h.hexdigest(), length, "sha256-sampled"
-        except Exception:  # noqa: BLE001 - fall back to repr
-            pass
-    h.update(repr(obj).encode("utf-8", "replace"))
-    return h.hexdigest(), length, "sha256-repr"
+            obj = obj.state_dict()
+        except Exception:  # noqa: BLE001 - a user object's own failure: no weights to hash
+            return None
+    if not isinstance(obj, Mapping):
+        return None
+    for key in ("state_dict", "model_state_dict", "model", "module"):
+        inner = obj.get(key) if all(isinstance(k, str) for k in obj) else None
+        if isinstance(inner, Mapping) or (inner is not None and hasattr(inner, "state_dict")):
+            found = state_dict_of(inner)
+            if found:
+                return found
+    flat: dict[str, Any] = {}
+
+    def collect(prefix: str, m: Mapping[Any, Any], depth: int) -> bool:
+        for k, v in m.items():
+            if not isinstance(k, str):
+                return False
+            if _is_tensor(v):
+                flat[prefix + k] = v
+            elif isinstance(v, Mapping) and depth < MAX_DEPTH:
+                if not collect(f"{prefix}{k}.", v, depth + 1):
+                    return False
+            else:
+                return False  # not only weights: an optimizer state, a trainer state, data
+        return True
+
+    return flat if collect("", obj, 0) and flat else None
 
 
-def _item_bytes(item: Any, torch: Any) -> bytes:
-    if torch is not None and isinstance(item, torch.Tensor):
-        return _tensor_bytes(item)
-    if isinstance(item, (tuple, list)):
-        return b"\x1e".join(_item_bytes(x, torch) for x in item)
-    return repr(item).encode("utf-8", "replace")
+def weights_digest(obj: Any) -> str | None:
+    """The weights digest of a module/state dict (see the module docstring), or None."""
+    sd = state_dict_of(obj)
+    if not sd:
+        return None
+    h = hashlib.sha256()
+    for name in sorted(sd):
+        t = sd[name]
+        data = tensor_bytes(t)
+        if data is None:
+            return None
+        h.update(_tensor_header(name, str(t.dtype).removeprefix("torch."), tuple(t.shape)))
+        h.update(data)
+    return h.hexdigest()
+
+
+def safetensors_weights_digest(paths: Iterable[Path]) -> str | None:
+    """The weights digest of one or several (sharded) safetensors files, read without torch."""
+    entries: list[tuple[str, str, list[int], Path, int, int]] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                if n > 100 * CHUNK:
+                    return None
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+        base = 8 + n
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+            if dtype is None:
+                return None
+            start, end = info["data_offsets"]
+            entries.append((name, dtype, info["shape"], path, base + start, end - start))
+    if not entries:
+        return None
+    h = hashlib.sha256()
+    for name, dtype, shape, path, offset, length in sorted(entries):
+        h.update(_tensor_header(name, dtype, shape))
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            left = length
+            while left > 0:
+                block = fh.read(min(CHUNK, left))
+                if not block:
+                    return None
+                h.update(block)
+                left -= len(block)
+    return h.hexdigest()
+
+
+# -- in-memory datasets ----------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class _Hasher:
+    """Feeds the content-like parts of an object into one SHA-256, never calling ``__getitem__``."""
+
+    def __init__(self, cache: DigestCache) -> None:
+        self.h = hashlib.sha256()
+        self.size = 0
+        self.cache = cache
+        self.files: list[FileDigest] = []
+        self._seen: set[int] = set()
+
+    def feed(self, tag: str, data: bytes | memoryview) -> None:
+        self.h.update(f"{tag}\0{len(data)}\0".encode())
+        self.h.update(data)
+        self.size += len(data)
+
+    def value(self, path: str, v: Any, depth: int) -> bool:
+        """Hash ``v`` if it is content; False (nothing fed) when it is not."""
+        if _is_tensor(v):
+            data = tensor_bytes(v)
+            if data is None:
+                return False
+            self.feed(f"{path}:tensor:{str(v.dtype).removeprefix('torch.')}:{tuple(v.shape)}", data)
+            return True
+        if _is_array(v):
+            if v.dtype.hasobject:
+                return self.value(path, v.tolist(), depth)
+            self.feed(f"{path}:array:{v.dtype.str}:{v.shape}", memoryview(v.tobytes()))
+            return True
+        if isinstance(v, (bytes, bytearray)):
+            self.feed(f"{path}:bytes", bytes(v))
+            return True
+        if isinstance(v, str) and len(v) < 4096 and os.path.isfile(v):
+            f = file_digest(Path(v), self.cache)
+            self.files.append(f)
+            self.feed(f"{path}:file", bytes.fromhex(f.sha256))
+            return True
+        if isinstance(v, (list, tuple)) and v:
+            return self.sequence(path, v, depth)
+        if isinstance(v, Mapping) and v and all(isinstance(k, str) for k in v):
+            return all(self.value(f"{path}.{k}", v[k], depth + 1) for k in sorted(v))
+        if depth < MAX_DEPTH and hasattr(v, "__dict__") and not callable(v) and id(v) not in self._seen:
+            self._seen.add(id(v))
+            return self.attributes(path, v, depth + 1) > 0
+        return False
+
+    def sequence(self, path: str, v: list[Any] | tuple[Any, ...], depth: int) -> bool:
+        if all(isinstance(x, _SCALARS) for x in v):
+            self.feed(f"{path}:list", json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            return True
+        if all(isinstance(x, (list, tuple)) and all(isinstance(y, _SCALARS) for y in x) for x in v):
+            self.feed(f"{path}:rows", json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            # lists of (path, label) pairs (ImageFolder's samples): the files' content too
+            for i, row in enumerate(v):
+                for x in row:
+                    if isinstance(x, str) and os.path.isfile(x):
+                        f = file_digest(Path(x), self.cache)
+                        self.files.append(f)
+                        self.feed(f"{path}[{i}]:file", bytes.fromhex(f.sha256))
+            return True
+        return all(self.value(f"{path}[{i}]", x, depth + 1) for i, x in enumerate(v))
+
+    def attributes(self, path: str, obj: Any, depth: int) -> int:
+        """Hash every content-like public attribute (and Subset/Concat members); how many."""
+        hashed = 0
+        for name in sorted(vars(obj)):
+            if name.startswith("__"):
+                continue
+            v = vars(obj)[name]
+            if callable(v) and not _is_tensor(v):
+                continue  # transforms, collate functions, loaders
+            if self.value(f"{path}.{name}", v, depth):
+                hashed += 1
+        return hashed
+
+
+def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
+    """A complete content digest of an in-memory dataset (see the module docstring), or None."""
+    hasher = _Hasher(cache)
+    if _is_tensor(obj) or _is_array(obj) or isinstance(obj, (list, tuple)):
+        covered = ("(value)",) if hasher.value("", obj, 0) else ()
+    else:
+        covered = tuple(n for n in sorted(getattr(obj, "__dict__", {}))
+                        if not n.startswith("__") and not callable(vars(obj)[n])
+                        and hasher.value(f".{n}", vars(obj)[n], 1))
+    if not covered:
+        return None
+    return Digest(hasher.h.hexdigest(), hasher.size, "sha256-content", tuple(hasher.files), covered)
+
+
+def estimated_bytes(obj: Any, depth: int = 0) -> int:
+    """A cheap estimate of how much ``dataset_digest`` would read (to decide: now or in the background)."""
+    if _is_tensor(obj):
+        return int(obj.numel() * obj.element_size())
+    if _is_array(obj):
+        return int(obj.nbytes)
+    if isinstance(obj, (list, tuple)):
+        return 16 * len(obj) + (sum(estimated_bytes(x, depth + 1) for x in obj[:64]) * len(obj) // 64
+                                if obj and not isinstance(obj[0], _SCALARS) and depth < MAX_DEPTH else 0)
+    if isinstance(obj, str) and len(obj) < 4096:
+        with contextlib.suppress(OSError):
+            if os.path.isfile(obj):
+                return os.stat(obj).st_size
+        return len(obj)
+    if depth < MAX_DEPTH and hasattr(obj, "__dict__") and not callable(obj):
+        return sum(estimated_bytes(v, depth + 1) for v in vars(obj).values())
+    return 0

@@ -15,8 +15,10 @@ def local(part: str) -> str:
     return quote(str(part), safe="-._~")
 
 
-def run_activity_id(run_id: str, rank: int) -> str:
-    return f"p4t:run/{local(run_id)}/rank/{rank}"
+def run_activity_id(run_id: str, rank: int, attempt: int | None = None) -> str:
+    """The rank's activity; an elastic restart of the rank (attempt 1, 2, ...) is an activity of its own."""
+    base = f"p4t:run/{local(run_id)}/rank/{rank}"
+    return f"{base}/attempt/{attempt}" if attempt else base
 
 
 def job_id(run_id: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import JournalError
+from ..safefs import open_new
 from .identity import sha256_file
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
@@ -116,14 +117,18 @@ class JournalWriter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failed: str | None = None
-        self._journal: IO[str] = open(journal_path, "a", encoding="utf-8")  # noqa: SIM115
-        new_csv = not metrics_path.exists() or metrics_path.stat().st_size == 0
-        self._csv: IO[bytes] = open(metrics_path, "ab")  # noqa: SIM115
-        if new_csv:
-            header = METRICS_HEADER.encode()
-            self._csv.write(header)
-            self._csv_hash.update(header)
+        self.failure: str | None = None  # the first write error (the journal is incomplete after it)
+        self.dropped = 0  # metric points that could not be written
+        self._journal: IO[str] = open_new(journal_path)
+        try:
+            self._csv: IO[bytes] = open_new(metrics_path, binary=True)
+        except BaseException:
+            self._journal.close()
+            journal_path.unlink()
+            raise
+        header = METRICS_HEADER.encode()
+        self._csv.write(header)
+        self._csv_hash.update(header)
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -155,10 +160,10 @@ class JournalWriter:
                 self._csv.flush()
                 os.fsync(self._csv.fileno())
             except Exception as exc:  # noqa: BLE001 - telemetry never kills training
-                if self._failed is None:
-                    self._failed = f"{type(exc).__name__}: {exc}"
+                if self.failure is None:
+                    self.failure = f"{type(exc).__name__}: {exc}"
                     warnings.warn(
-                        f"prov4torch could not write {self.journal_path.parent}: {self._failed}; "
+                        f"prov4torch could not write {self.journal_path.parent}: {self.failure}; "
                         "provenance for this run may be incomplete",
                         RuntimeWarning,
                         stacklevel=2,
@@ -222,7 +227,8 @@ class JournalWriter:
             s = self.stats.get(key)
             if s is None:
                 s = self.stats[key] = SeriesStats(*key)
-            s.add_many(steps, [items[0][1], items[-1][1]], values)
+            # times as the CSV keeps them (milliseconds), so a recovered document says the same
+            s.add_many(steps, [int(items[0][1] * 1000.0) / 1000.0, int(items[-1][1] * 1000.0) / 1000.0], values)
             # one f-string per row measured fastest here (csv.writerows was 2x slower);
             # metric names never need quoting (no commas or quotes allowed)
             prefix = f"{key[0]},{key[1]},"

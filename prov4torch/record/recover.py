@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import provjson
 from ..errors import JournalError
+from ..safefs import write_atomic
 from .document import build
 from .events import RunRecord, Sidecar
 from .journal import read_journal, summarize_metrics
@@ -70,5 +71,5 @@ def _recover_rank(d: Path, journal: Path) -> Recovered:
     doc = build(record, stats.values(), sidecars, status_override=status,
                 extra_run_attrs=provjson.attributes({"p4t:recovered": True,
                                                      "p4t:journalSkippedLines": bad or None}))
-    provjson.write_atomic(prov_path, provjson.dumps(doc))
+    write_atomic(prov_path, provjson.dumps(doc))
     return Recovered(prov_path, "rebuilt", status or record.end.get("status", "FINISHED"), points, bad)  # type: ignore[union-attr]

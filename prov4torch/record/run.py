@@ -7,12 +7,11 @@ Everything else (params, datasets, models) is rare and may hash files.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
 import signal as _signal
-import socket
-import sys
 import threading
 import time
 import warnings
@@ -21,24 +20,25 @@ from pathlib import Path
 from typing import Any
 
 from .. import env, provjson
-from .._version import __version__
-from ..errors import ConfigError, InvalidValueError, JournalError, PolicyViolation, RunStateError
+from ..errors import ConfigError, InvalidValueError, PolicyViolation, RunStateError
 from ..governance.gate import RuntimePolicy, RunView
 from . import config, context
 from .checkpoints import Checkpoints, ModelVersion
 from .config import default_root
-from .datasets import dataset_record
-from .distributed import identity, rank_prefix, resolve_run_id
-from .document import build
+from .datasets import DatasetIdentifier
+from .distributed import elastic_attempt, identity, rank_prefix, resolve_run_id
+from .document import build, write_rank
 from .events import RunRecord, Sidecar
-from .identity import digest_path
+from .identity import DigestCache, digest_path
 from .ids import content_id, run_activity_id
 from .journal import JournalWriter
+from .paths import RunFiles
 from .signals import Hooks
 from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestamp, coerce_metric, param_value
 
 _now = time.time
 END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")
+HASH_WAIT_S = 600.0  # how long end_run / log_model wait for background dataset hashing
 
 __all__ = ["ACTIVE", "END_STATUSES", "ModelVersion", "Run", "default_root"]
 
@@ -86,8 +86,11 @@ class Run:
             if settings.policy is not None else None
         )
         self.root = settings.root
-        self.dir = self.root / self.experiment / self.run_id
-        self.stem = rank_prefix(self.rank)
+        self.attempt = elastic_attempt()
+        self.stem = rank_prefix(self.rank, self.attempt)
+        self.files = RunFiles(self.root, self.experiment, self.run_id, self.stem)
+        self.dir = self.files.dir
+        self.activity = run_activity_id(self.run_id, self.rank, self.attempt)
         self.ended = False
         self.status = "RUNNING"
         self._open = True
@@ -95,45 +98,38 @@ class Run:
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._dataset_roles: dict[str, set[str]] = {}  # id -> every role it was attached with
+        cache = DigestCache(self.root / ".cache" / "digests.sqlite", self.root)
         self._checkpoints = Checkpoints(
-            root=self.root, run_dir=self.dir, activity=run_activity_id(self.run_id, self.rank),
+            root=self.root, files=self.files, activity=self.activity,
             intended_use=self.intended_use, replay=self.replay, clock=clock,
-            warn_unknown_lineage=self._policy is not None,
+            warn_unknown_lineage=self._policy is not None, cache=cache,
         )
+        self._datasets = DatasetIdentifier(self.activity, cache, self._digest_done)
+        self._aliases: dict[str, str] = {}  # provisional dataset id -> content id, once hashed
         self._pending_signal: int | None = None
         self._finish_lock = threading.RLock()
         self._end_callbacks: list[Callable[[Run], None]] = []
 
-        self._prepare_dir()
-        self.journal_path = self.dir / f"{self.stem}.journal.jsonl"
-        self.metrics_path = self.dir / f"{self.stem}.metrics.csv"
-        self.prov_path = self.dir / f"{self.stem}.prov.json"
-        if self.journal_path.exists():
+        self.files.create()
+        self.journal_path, self.metrics_path, self.prov_path = self.files.journal, self.files.metrics, self.files.prov
+        try:
+            self._writer = JournalWriter(self.journal_path, self.metrics_path, settings.flush_interval_s)
+        except FileExistsError:
+            self.files.discard()
             raise RunStateError(
                 f"{self.journal_path} already exists: run id {self.run_id!r} was used before; "
-                "start a run with a new run_id (or unset PROV4TORCH_RUN_ID)"
-            )
-        self._writer = JournalWriter(self.journal_path, self.metrics_path, settings.flush_interval_s)
-        start_event = {
-            "t": "start",
-            "time": clock(),
-            "run_id": self.run_id,
-            "run_name": self.run_name,
-            "experiment": self.experiment,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "local_rank": self.local_rank,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "user": context.user(),
-            "command_line": " ".join([sys.executable, *sys.argv]),
-            "region": self.region,
-            "purpose": self.purpose,
-            "intended_use": self.intended_use,
-            "prov4torch": __version__,
-            "torch_seed": context.torch_seed(),
-            "policy": self._policy.describe() if self._policy else None,
-        }
+                "start a run with a new run_id (or unset PROV4TORCH_RUN_ID); a torchelastic restart "
+                "(TORCHELASTIC_RESTART_COUNT) records a new attempt instead") from None
+        except OSError as exc:
+            self.files.discard()
+            raise ConfigError(f"cannot write to output directory {self.dir}: {exc.strerror or exc}; "
+                              f"choose a writable one with out_dir= or {env.DIR}") from exc
+        start_event = context.start_event(
+            time=clock(), run_id=self.run_id, run_name=self.run_name, experiment=self.experiment, rank=self.rank,
+            world_size=self.world_size, local_rank=self.local_rank, attempt=self.attempt or None,
+            previous_attempt=run_activity_id(self.run_id, self.rank, self.attempt - 1) if self.attempt else None,
+            region=self.region, purpose=self.purpose, intended_use=self.intended_use,
+            policy=self._policy.describe() if self._policy else None)
         self.record_event(start_event, now=True)
         self._writer.start()
         # git, environment and the package list take ~100 ms: gathered off the training thread
@@ -155,21 +151,9 @@ class Run:
     def _capture_context(self, script: Path | None) -> None:
         """Record code, environment and installed packages (the packages list in a sidecar)."""
         try:
-            self.record_event(context.capture(script, self.dir / f"{self.stem}.packages.txt"))
+            self.record_event(context.capture(script, self.files.packages))
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
             warnings.warn(f"prov4torch: could not capture the environment: {exc}", RuntimeWarning, stacklevel=1)
-
-    def _prepare_dir(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            probe = self.dir / f".{self.stem}.write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot write to output directory {self.dir}: {exc.strerror or exc}; "
-                f"choose a writable one with out_dir= or {env.DIR}"
-            ) from exc
 
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -286,10 +270,10 @@ class Run:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidValueError(f"log_artifact takes a path, got {type(path).__name__}", value=path)
         p = Path(path).resolve()
-        sha, size, _method = digest_path(p)
-        aid = content_id("artifact", sha)
+        d = digest_path(p, self._checkpoints.cache)
+        aid = content_id("artifact", d.sha256)
         self.record_event({"t": "artifact", "id": aid, "name": name or p.name, "path": str(p),
-                     "sha256": sha, "size": size, "time": self.clock()})
+                           "sha256": d.sha256, "size": d.size, "time": self.clock()})
         return aid
 
     def log_dataset(
@@ -300,14 +284,30 @@ class Run:
         source: str | None = None,
         **tags: Any,
     ) -> str:
-        """Record a dataset used by this run; returns its content-addressed id."""
+        """Record a dataset used by this run; returns its id (see ``record.datasets`` for how it is named).
+
+        The same object (or the same content) attached again under a role it already has is not
+        recorded or policy-checked again.
+        """
         self._require_open("log_dataset")
-        event = dataset_record(dataset_or_path, name=name, role=role, source=source, tags=tags)
+        known = self._datasets.known(dataset_or_path)
+        if known is not None and role in self._dataset_roles.get(known, ()) and not tags:
+            return known
+        event = self._datasets.identify(dataset_or_path, name=name, role=role, source=source, tags=tags)
         event["time"] = self.clock()
-        self._dataset_roles.setdefault(event["id"], set()).add(role)
+        did = str(event["id"])
+        if role in self._dataset_roles.get(did, ()) and not tags:
+            return did
+        self._dataset_roles.setdefault(did, set()).add(role)
         self.record_event(event)
         self._on_attach(event)
-        return str(event["id"])
+        return did
+
+    def _digest_done(self, event: dict[str, Any]) -> None:
+        """Background hashing named a dataset's content (called on the hashing thread)."""
+        self._aliases[str(event["key"])] = str(event["id"])
+        if self._open:
+            self.record_event(event)
 
     def log_model(
         self,
@@ -315,24 +315,34 @@ class Run:
         name: str = "model",
         step: int | None = None,
         epoch: int | None = None,
+        *,
+        saved: Any = None,
     ) -> ModelVersion:
-        """Record a checkpoint: a file path, or a module/state dict saved into the run directory."""
+        """Record a checkpoint: a file path, or a module/state dict saved into the run directory.
+
+        ``saved``: what was written to the path, when the caller has it (its weights are hashed
+        from memory instead of re-reading the file).
+        """
         self._require_open("log_model")
-        mv, event = self._checkpoints.produced(model_or_path, name, step, epoch, self.model_sources())
+        self._datasets.wait(HASH_WAIT_S)  # the checkpoint's lineage card names its data by content
+        mv, event = self._checkpoints.produced(model_or_path, name, step, epoch, self.model_sources(), saved)
         self.record_event(event)
         return mv
 
     def load_model(self, path: str | os.PathLike[str], **torch_load_kwargs: Any) -> Any:
-        """``torch.load`` a checkpoint and record that this run used it (its sha256 links runs)."""
-        self.use_model(path)
+        """``torch.load`` a checkpoint and record that this run used it (its content links runs)."""
         import torch
 
-        return torch.load(path, **torch_load_kwargs)
+        if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
+            self.use_model(path)  # the same clear error as use_model gives
+        loaded = torch.load(path, **torch_load_kwargs)
+        self.use_model(path, loaded=loaded)
+        return loaded
 
-    def use_model(self, path: str | os.PathLike[str]) -> str:
-        """Record that this run used a checkpoint file as its base model, without loading it."""
+    def use_model(self, path: str | os.PathLike[str], *, loaded: Any = None) -> str:
+        """Record that this run used a checkpoint file as its base model (``loaded``: what was read from it)."""
         self._require_open("load_model")
-        event = self._checkpoints.used(path)
+        event = self._checkpoints.used(path, loaded)
         self.record_event(event)
         self._on_attach(event)
         return str(event["id"])
@@ -344,13 +354,15 @@ class Run:
 
     def view(self) -> RunView:
         """The run so far as the policy gate sees it."""
-        return RunView(build(self.replay(), [], {}), run_activity_id(self.run_id, self.rank),
+        return RunView(build(self.replay(), [], {}), self.activity,
                        self.model_sources(), self.intended_use)
 
     def model_sources(self) -> list[str]:
         """What a model this run produces is derived from: its training datasets, then its base models."""
-        training = [d for d, roles in self._dataset_roles.items() if "training" in roles]
-        return training + [m for m in self._checkpoints.base_models if m not in training]
+        blocked = self._policy.blocked_datasets if self._policy is not None else set()
+        training = [self._aliases.get(d, d) for d, roles in self._dataset_roles.items()
+                    if "training" in roles and d not in blocked]
+        return training + [m for m in self._checkpoints.base_models if m not in training and m not in blocked]
 
     def _on_attach(self, event: dict[str, Any]) -> None:
         """Evaluate the runtime policy when data or a checkpoint is attached."""
@@ -391,14 +403,13 @@ class Run:
         if status not in END_STATUSES:
             raise InvalidValueError(f"status must be one of {', '.join(END_STATUSES)}, got {status!r}", value=status)
         if self.managed and not self.ended:
-            return  # `prov4torch run` ends it when the script is done
+            self.requested_status = status  # `prov4torch run` ends it when the script is done, so
+            return
         if self.ended:
             raise RunStateError(f"run {self.run_id} has already ended ({self.status})")
         self.close(status)
-        if self.status == status and self._write_error:
-            raise JournalError(self._write_error)
 
-    _write_error: str | None = None
+    requested_status: str | None = None  # what the script asked end_run for, under `prov4torch run`
 
     def note_signal(self, signum: int) -> None:
         """A signal arrived: the run will end KILLED, whatever ends it."""
@@ -444,6 +455,8 @@ class Run:
                     callback(self)
                 except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
                     warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
+            self._datasets.wait(HASH_WAIT_S)
+            self._datasets.close()
             self._open = False
             self._context_thread.join(timeout=30)
             self._series = {}  # the hot path now reaches _new_series, which refuses
@@ -460,24 +473,22 @@ class Run:
                                     "message": str(exception)[:2000]}
             self.record_event(end, now=True)
             self._writer.close()
-            try:
-                self.write_document()
-            except Exception as exc:  # noqa: BLE001 - the journal stays; recover can rebuild
-                self._write_error = (
-                    f"could not write {self.prov_path}: {exc}; the journal is intact: "
-                    f"run `prov4torch recover {self.dir}`"
-                )
-                warnings.warn(self._write_error, RuntimeWarning, stacklevel=2)
+            self.write_document()
             if self._hooks is not None:
                 self._hooks.uninstall()
             with ACTIVE.lock:
                 if ACTIVE.run is self:
                     ACTIVE.run = None
 
-    def write_document(self) -> dict[str, Any]:
-        """Build this rank's PROV-JSON from what was recorded and write it atomically."""
+    record_error: str | None = None  # why the document is incomplete or missing, if it is
+
+    def write_document(self) -> dict[str, Any] | None:
+        """Build this rank's PROV-JSON and write it atomically; never raises (see ``document.write_rank``)."""
         w = self._writer
-        sidecars = {"metrics": Sidecar(self.metrics_path.name, w.csv_sha256, {"points": w.points})}
-        doc = build(self.replay(), w.stats.values(), sidecars)
-        provjson.write_atomic(self.prov_path, provjson.dumps(doc))
+        sidecars = {"metrics": Sidecar(self.metrics_path.name, w.csv_sha256, {"points": w.points,
+                                                                              "dropped": w.dropped})}
+        doc, self.record_error = write_rank(self.replay(), w.stats.values(), sidecars, self.files, w.failure)
+        if self.record_error:
+            with contextlib.suppress(Exception):  # warnings-as-errors must not lose the run either
+                warnings.warn(f"prov4torch: {self.record_error}", RuntimeWarning, stacklevel=3)
         return doc

@@ -1,0 +1,71 @@
+"""Creating files without writing through links or leaving half-written ones (shared by every wing).
+
+* ``open_new``: create a file that must not exist yet, never following a link planted at its name;
+* ``write_atomic``: write a temporary file beside the target, fsync, rename (a reader sees the old
+  file or the new one, never a torn one); the file gets the mode the umask gives, like any other;
+* ``safe_dir``: a directory under a root, refused if it is a link or resolves outside the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import ConfigError
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """``base`` as the process umask lets files be created (read without changing it for good)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return base & ~mask
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` resolves to a place under ``root`` (links followed)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):
+        return False
+
+
+def open_new(path: Path, binary: bool = False) -> IO[Any]:
+    """Create ``path`` for appending; it must not exist, and a link at its name is never followed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | NOFOLLOW | CLOEXEC, 0o666)
+    try:
+        return os.fdopen(fd, "ab") if binary else os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def safe_dir(root: Path, *names: str) -> Path:
+    """``root/names...``, created if missing; ConfigError if it is a link or leads outside ``root``."""
+    d = root.joinpath(*names)
+    if d.is_symlink() or (d.exists() and not inside(root, d)):
+        raise ConfigError(f"{d} is a link or leads outside {root}: prov4torch does not write through links")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, umask_mode())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
