@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,6 +55,31 @@ def safe_dir(root: Path, *names: str) -> Path:
         raise ConfigError(f"{d} is a link or leads outside {root}: prov4torch does not write through links")
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while a file was being written; cleanup runs, then the process exits as the signal would."""
+
+
+@contextlib.contextmanager
+def cleanup_on_signal() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Terminated`` (SIGINT already raises KeyboardInterrupt), so the
+    block's ``finally``/``except`` removes its temporary files; after the block the process exits 143."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    except Terminated:
+        signal.signal(signal.SIGTERM, previous)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:

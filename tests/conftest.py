@@ -19,6 +19,26 @@ CORPUS = ROOT.parent / "shared" / "prov-corpus"
 
 
 @pytest.fixture(autouse=True)
+def every_document_passes_independent_checks(request: pytest.FixtureRequest, tmp_path: Path):
+    """After each test, every *.prov.json it left is checked against the W3C PROV-JSON schema and
+    PROV-CONSTRAINTS (tests/provcheck.py), unless the test wrote broken documents on purpose."""
+    yield
+    if request.node.get_closest_marker("foreign_prov"):
+        return
+    from provcheck import problems
+
+    for path in sorted(tmp_path.rglob("*.prov.json")):
+        if path.name.startswith(".") or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            pytest.fail(f"{path} is not JSON: {exc}")
+        found = problems(doc)
+        assert not found, f"{path.relative_to(tmp_path)}: " + "; ".join(found[:5])
+
+
+@pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every test writes under tmp_path, with no PROV4TORCH_* or torchrun variables set."""
     for name in list(os.environ):

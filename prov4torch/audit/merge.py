@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import MergeConflictError
 from ..provjson import PREFIXES, QName, attributes
+from ..safefs import cleanup_on_signal, umask_mode
 from .graph import ELEMENTS, ProvInputError, as_records, load_json, prefix_map
 
 
@@ -82,16 +83,15 @@ def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> li
     return unique
 
 
-def _identity(doc: dict[str, Any], path: Path, index: int) -> tuple[str | None, int | None, int | None, str]:
-    """(run id, rank, world size, bundle id) of one input."""
-    for aid, value in (doc.get("activity") or {}).items():
+def _identity(container: dict[str, Any]) -> tuple[str | None, int | None, int | None, str | None]:
+    """(run id, rank, world size, bundle id) of a rank's records, when they hold a rank activity."""
+    for aid, value in (container.get("activity") or {}).items():
         for rec in as_records(value):
             run_id, rank = rec.get("p4t:runId"), rec.get("p4t:rank")
-            if isinstance(run_id, str) and rank is not None and aid.endswith(f"/rank/{_num(rank)}"):
+            if isinstance(run_id, str) and rank is not None and "/rank/" in aid and aid.startswith("p4t:run/"):
                 world = _num(rec.get("p4t:worldSize"))
                 return run_id, _num(rank), world, f"{aid}/bundle"
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name)
-    return None, None, None, f"p4t:input/{index}-{stem}"
+    return None, None, None, None
 
 
 def _num(v: Any) -> int | None:
@@ -99,8 +99,42 @@ def _num(v: Any) -> int | None:
         v = v.get("$")
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _units(doc: dict[str, Any], path: Path, index: int) -> list[tuple[str | None, dict[str, Any], str]]:
+    """What becomes one output bundle each: (bundle id or None, records, tag for blank-node ids).
+
+    A rank file is one unit. A merged document gives each of its bundles back as a unit (so merging
+    a merged file again keeps every bundle and every relation), plus its own top level.
+    """
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name)
+    nested = doc.get("bundle") if isinstance(doc.get("bundle"), dict) else {}
+    top = {k: v for k, v in doc.items() if k != "bundle"}
+    if not nested:
+        return [(None, top, f"in{index}")]
+    outer = prefix_map(doc)
+    units: list[tuple[str | None, dict[str, Any], str]] = []
+    for j, (bid, bundle) in enumerate(sorted(nested.items())):
+        if isinstance(bundle, dict):
+            inner = {**outer, **prefix_map(bundle)}
+            units.append((str(bid), {**bundle, "prefix": inner}, f"in{index}b{j}"))
+    top["hadMember"] = {k: v for k, v in (top.get("hadMember") or {}).items()
+                        if not (isinstance(v, dict) and str(v.get("prov:collection", "")).startswith("p4t:run/")
+                                and str(v.get("prov:entity", "")).endswith("/bundle"))}  # rebuilt below
+    for eid in [k for k, v in (top.get("entity") or {}).items()
+                if any(_is_ours(r) for r in as_records(v)) or k in nested]:
+        del top["entity"][eid]  # our collections and bundle entities: rebuilt below
+    units.append((f"p4t:input/{index}-{stem}", top, f"in{index}"))
+    return units
+
+
+def _is_ours(rec: dict[str, Any]) -> bool:
+    t = rec.get("prov:type")
+    types = {x.get("$") if isinstance(x, dict) else x for x in (t if isinstance(t, list) else [t])}
+    return (bool(types & {"prov:Collection", "prov:Bundle", "p4t:MergeConflicts"}) and "p4t:conflictingId" not in rec) \
+        or "p4t:ranksPresent" in rec
 
 
 def merge(
@@ -119,46 +153,66 @@ def merge(
     prefixes: dict[str, str] = dict(PREFIXES)
     shared: dict[str, dict[str, tuple[str, Any, str]]] = {k: {} for k in ELEMENTS}  # id -> (canonical, record, file)
     bundle_ids: list[tuple[str | None, str]] = []
+    seen_bundles: set[str] = set()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write('{"bundle": {')
-            for index, path in enumerate(files):
-                doc = load_json(path)
-                run_id, rank, world, bid = _identity(doc, path, index)
-                if run_id is not None:
-                    info = report.runs.setdefault(run_id, {"world_size": world, "ranks": []})
-                    info["world_size"] = max(info["world_size"] or 0, world or 0) or None
-                    info["ranks"].append(rank)
-                bundle = _bundle(doc, path, run_id, rank, index, prefixes, shared, report)
-                bundle_ids.append((run_id, bid))
-                fh.write(("" if index == 0 else ",\n") + json.dumps(bid) + ": "
-                         + json.dumps(bundle, ensure_ascii=False, allow_nan=False))
-                if progress is not None:
-                    progress(index + 1, len(files), path)
-            fh.write("}")
-            top = _top_level(shared, bundle_ids, report)
-            for section, content in top.items():
-                if content:
-                    fh.write(f",\n{json.dumps(section)}: {json.dumps(content, ensure_ascii=False, allow_nan=False)}")
-            fh.write(f',\n"prefix": {json.dumps(prefixes, ensure_ascii=False)}}}\n')
-            fh.flush()
-            os.fsync(fh.fileno())
-        if strict and report.conflicts:
-            c = report.conflicts[0]
-            raise MergeConflictError(
-                f"{len(report.conflicts)} conflicting declaration(s); first: {c.id} differs between "
-                f"{c.first} and {c.second} (without --strict they are kept in their own bundles)")
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with cleanup_on_signal():
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            os.fchmod(fd, umask_mode())
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write('{"bundle": {')
+                first = True
+                for index, path in enumerate(files):
+                    for given, records, tag in _units(load_json(path), path, index):
+                        run_id, rank, world, bid = _identity(records)
+                        bid = given if given and bid is None else bid or f"p4t:input/{index}-{path.name}"
+                        if run_id is not None:
+                            info = report.runs.setdefault(run_id, {"world_size": world, "ranks": []})
+                            info["world_size"] = max(info["world_size"] or 0, world or 0) or None
+                            if rank not in info["ranks"]:
+                                info["ranks"].append(rank)
+                        bid = _unique(bid, seen_bundles)
+                        bundle = _bundle(records, path, run_id, rank, tag, prefixes, shared, report)
+                        if not bundle and given and given.startswith("p4t:input/"):
+                            continue  # a merged input's top level held only shared records
+                        bundle_ids.append((run_id, bid))
+                        fh.write(("" if first else ",\n") + json.dumps(bid) + ": "
+                                 + json.dumps(bundle, ensure_ascii=False, allow_nan=False))
+                        first = False
+                    if progress is not None:
+                        progress(index + 1, len(files), path)
+                fh.write("}")
+                top = _top_level(shared, bundle_ids, report)
+                for section, content in top.items():
+                    if content:
+                        fh.write(f",\n{json.dumps(section)}: "
+                                 f"{json.dumps(content, ensure_ascii=False, allow_nan=False)}")
+                fh.write(f',\n"prefix": {json.dumps(prefixes, ensure_ascii=False)}}}\n')
+                fh.flush()
+                os.fsync(fh.fileno())
+            if strict and report.conflicts:
+                c = report.conflicts[0]
+                raise MergeConflictError(
+                    f"{len(report.conflicts)} conflicting declaration(s); first: {c.id} differs between "
+                    f"{c.first} and {c.second} (without --strict they are kept in their own bundles)")
+            os.replace(tmp, out)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     return report
 
 
-def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | None, index: int,
+def _unique(bid: str, seen: set[str]) -> str:
+    candidate, n = bid, 1
+    while candidate in seen:
+        n += 1
+        candidate = f"{bid}-{n}"
+    seen.add(candidate)
+    return candidate
+
+
+def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | None, tag: str,
             prefixes: dict[str, str], shared: dict[str, dict[str, tuple[str, Any, str]]],
             report: MergeReport) -> dict[str, Any]:
     own_prefixes = prefix_map(doc)
@@ -166,12 +220,15 @@ def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | Non
     if compatible:
         prefixes.update({k: v for k, v in own_prefixes.items() if isinstance(v, str)})
     scoped = f"p4t:run/{run_id}/rank/{rank}" if run_id is not None else None
-    tag = f"rank{rank}" if rank is not None else f"in{index}"
+    tag = f"rank{rank}" if rank is not None and tag.startswith("in") and tag[2:].isdigit() else tag
     bundle: dict[str, Any] = {}
     if own_prefixes and not compatible:
         bundle["prefix"] = own_prefixes  # its own prefixes mean something else: keep them with it
     for section, value in doc.items():
         if section in ("prefix", "bundle") or not isinstance(value, dict):
+            if section not in ("prefix", "bundle") and value is not None:
+                raise ProvInputError(f"{path}: section {section!r} is a {type(value).__name__}, not an object of "
+                                     "records: fix or regenerate the file", value=str(path))
             continue
         out: dict[str, Any] = {}
         for rid, rec in value.items():
@@ -190,14 +247,6 @@ def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | Non
             out[new_id] = rec
         if out:
             bundle[section] = out
-    nested = doc.get("bundle")
-    if isinstance(nested, dict):  # an input that is itself a merged document: keep its bundles' records
-        for sub in nested.values():
-            if isinstance(sub, dict):
-                for section, content in sub.items():
-                    if section != "prefix" and isinstance(content, dict):
-                        bundle.setdefault(section, {}).update(
-                            {(f"_:{tag}-{k[2:]}" if k.startswith("_:") else k): v for k, v in content.items()})
     return bundle
 
 
@@ -219,7 +268,8 @@ def _top_level(shared: dict[str, dict[str, tuple[str, Any, str]]], bundle_ids: l
             "prov:type": QName("prov:Collection"), "p4t:runId": run_id, "p4t:worldSize": info["world_size"],
             "p4t:ranksPresent": len(info["ranks"]), "p4t:ranksMissing": missing.get(run_id) or None,
         })
-        top["hadMember"][f"_:members-{run_id}"] = {"prov:collection": cid, "prov:entity": bids}
+        for i, bid in enumerate(bids):  # one membership each: the PROV-JSON schema wants one entity per hadMember
+            top["hadMember"][f"_:members-{run_id}-{i}"] = {"prov:collection": cid, "prov:entity": bid}
     if report.conflicts:
         top["entity"]["p4t:merge/conflicts"] = attributes({
             "prov:type": QName("p4t:MergeConflicts"),

@@ -110,7 +110,7 @@ def build(
     _activity(b, record, act, status, end_time, extra_run_attrs)
     person = _agents(b, start, act)
     _context(b, record, act, person)
-    _metrics(b, act, series, sidecars)
+    _metrics(b, act, series, sidecars, (start.get("time"), end_time))
     _datasets(b, record, act)
     _loads(b, record, act)
     _models(b, record, act, person)
@@ -241,7 +241,9 @@ def _context(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> No
         b.used(act, params_id, "p4t:parameters")
 
 
-def _metrics(b: DocumentBuilder, act: str, series: Iterable[SeriesStats], sidecars: Mapping[str, Sidecar]) -> None:
+def _metrics(b: DocumentBuilder, act: str, series: Iterable[SeriesStats], sidecars: Mapping[str, Sidecar],
+             window: tuple[Any, Any]) -> None:
+    lo, hi = window
     ms = sidecars.get("metrics")
     if ms is not None:
         b.entity(f"{act}/file/metrics.csv", {
@@ -268,7 +270,12 @@ def _metrics(b: DocumentBuilder, act: str, series: Iterable[SeriesStats], sideca
             "p4t:sidecar": ms.path if ms else None,
             "p4t:sidecarSha256": ms.sha256 if ms else None,
         })
-        b.generated(sid, act, s.last_time)
+        # generated when its last point was logged; a point stamped by the user outside the run's own
+        # time span (an explicit timestamp= in the past) leaves the generation time out rather than break
+        # PROV's ordering constraints (the CSV keeps every timestamp)
+        t = s.last_time
+        inside = t is not None and (lo is None or t >= lo) and (hi is None or t <= hi)
+        b.generated(sid, act, t if inside else None)
 
 
 def _dataset_attrs(ds: Mapping[str, Any]) -> dict[str, Any]:
