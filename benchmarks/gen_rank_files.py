@@ -57,6 +57,17 @@ def rank_doc(run_id: str, rank: int, world: int, series: int, datasets: int) -> 
     return build(RunRecord.replay(events), stats, sidecars)
 
 
+def write_rank_files(out: Path, ranks: int, run_id: str = "bench-job", series: int = 40, datasets: int = 4) -> int:
+    """Write ``ranks`` rank files of one job into ``out``; the bytes written."""
+    out.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for r in range(ranks):
+        text = provjson.dumps(rank_doc(run_id, r, ranks, series, datasets))
+        (out / f"rank-{r}.prov.json").write_text(text)
+        total += len(text)
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -64,13 +75,8 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=40)
     ap.add_argument("--datasets", type=int, default=4)
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    total = 0
-    for r in range(args.ranks):
-        text = provjson.dumps(rank_doc("bench-job", r, args.ranks, args.series, args.datasets))
-        (args.out / f"rank-{r}.prov.json").write_text(text)
-        total += len(text)
+    total = write_rank_files(args.out, args.ranks, series=args.series, datasets=args.datasets)
     print(f"{args.ranks} rank files, {total / 1e6:.1f} MB, {total / args.ranks / 1e3:.0f} KB each, "
           f"in {time.perf_counter() - t:.1f} s")
 

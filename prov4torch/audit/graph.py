@@ -9,15 +9,14 @@ are flattened into it. Walks are iterative and cycle-safe.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidValueError
 from ..provjson import PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE, expand_qname
+from .jsonread import ProvInputError, load_document
 
 PROV = PROV_NAMESPACE
 XSD = XSD_NAMESPACE
@@ -44,10 +43,6 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "hadMember": ("prov:collection", "prov:entity"),
 }
 DEFAULT_LINEAGE = ("used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy")
-
-
-class ProvInputError(InvalidValueError):
-    """A file that is not PROV-JSON we can read (the message names file and place)."""
 
 
 @dataclass
@@ -194,25 +189,8 @@ def as_records(value: Any) -> list[dict[str, Any]]:
 
 
 def load_json(path: str | Path) -> dict[str, Any]:
-    """A PROV-JSON file's top-level object, or a ProvInputError naming the file."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProvInputError(f"{p}: no such file", value=str(p)) from None
-    except IsADirectoryError:
-        raise ProvInputError(f"{p}: is a directory; give PROV-JSON files", value=str(p)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProvInputError(f"{p}: cannot read: {getattr(exc, 'strerror', None) or exc}", value=str(p)) from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProvInputError(f"{p}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                             value=str(p)) from None
-    if not isinstance(doc, dict):
-        raise ProvInputError(f"{p}: a PROV-JSON document is a JSON object, found {type(doc).__name__}",
-                             value=str(p))
-    return doc
+    """A PROV-JSON file's top-level object, or a ProvInputError naming the file (``jsonread``)."""
+    return load_document(path)
 
 
 def prefix_map(container: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 from ..errors import MergeConflictError
 from ..provjson import PREFIXES, QName, attributes
 from ..safefs import cleanup_on_signal, umask_mode
-from .graph import ELEMENTS, ProvInputError, as_records, load_json, prefix_map
+from .graph import ELEMENTS, as_records, load_json, prefix_map
+from .jsonread import ProvInputError
 
 
 @dataclass

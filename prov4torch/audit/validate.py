@@ -10,6 +10,7 @@ endpoints, PROV-Dictionary and mentionOf records, numbers in ``"$"``.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph import ELEMENTS, prefix_map
+from .jsonread import ProvInputError, loads
 
 # relation -> (mandatory formal attributes, optional formal attributes)
 RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -46,13 +48,16 @@ EXTENSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 TIME_ATTRS = {"prov:startTime", "prov:endTime", "prov:time"}
 PREDEFINED = {"prov": "http://www.w3.org/ns/prov#", "xsd": "http://www.w3.org/2001/XMLSchema#"}
-DATETIME = re.compile(r"^-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-4]):[0-5]\d:[0-5]\d(\.\d+)?"
-                      r"(Z|[+-](0\d|1[0-4]):[0-5]\d)?$")
+DATETIME = re.compile(r"^-?\d{4,}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?"
+                      r"(Z|[+-](0\d|1[0-4]):[0-5]\d)$")
 INT = re.compile(r"[+-]?\d+")
 FLOAT = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|INF|NaN)")
 INT_TYPES = {"xsd:int", "xsd:long", "xsd:integer", "xsd:short", "xsd:byte", "xsd:nonNegativeInteger",
              "xsd:positiveInteger", "xsd:unsignedInt", "xsd:unsignedLong"}
 FLOAT_TYPES = {"xsd:double", "xsd:float", "xsd:decimal"}
+INT_RANGES = {"xsd:int": (-(2**31), 2**31 - 1), "xsd:long": (-(2**63), 2**63 - 1), "xsd:short": (-(2**15), 2**15 - 1),
+              "xsd:byte": (-128, 127), "xsd:unsignedInt": (0, 2**32 - 1), "xsd:unsignedLong": (0, 2**64 - 1),
+              "xsd:nonNegativeInteger": (0, 10**40), "xsd:positiveInteger": (1, 10**40)}
 QNAME_TYPES = {"xsd:QName", "prov:QUALIFIED_NAME", "prov:QualifiedName"}
 
 
@@ -179,6 +184,9 @@ class _Validator:
             records = rec if isinstance(rec, list) else [rec]
             if isinstance(rec, list) and not rec:
                 self.error(_jp(*rpath), "an empty list of records")
+            elif isinstance(rec, list):
+                self.soft(_jp(*rpath), "a repeated id written as an array of records: the PROV-JSON schema wants "
+                          "one object per id (merge the records into one)")
             for i, r in enumerate(records):
                 p: tuple[str | int, ...] = (*rpath, i) if isinstance(rec, list) else rpath
                 if not isinstance(r, dict):
@@ -214,17 +222,25 @@ class _Validator:
 
     def datetime(self, value: Any, path: str, attr: str) -> None:
         if isinstance(value, str) and DATETIME.match(value):
-            return
+            try:
+                _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))  # the day exists (no 31 February)
+                return
+            except ValueError:
+                pass
         if isinstance(value, str) and self.lenient:
             try:  # ISO-ish, e.g. "2025-08-09 11:54:39.72" (a space, no timezone): what some tools write
-                __import__("datetime").datetime.fromisoformat(value)
+                _dt.datetime.fromisoformat(value)
                 self.warn(path, f"{attr} {value!r} is not an xsd:dateTime (space or no timezone); read as local time")
                 return
             except ValueError:
                 pass
-        self.error(path, f"{attr} must be an xsd:dateTime (e.g. 2026-01-31T12:00:00Z), got {value!r}")
+        self.error(path, f"{attr} must be an xsd:dateTime with a timezone (e.g. 2026-01-31T12:00:00Z), "
+                   f"got {value!r}")
 
     def reference(self, value: Any, path: str, prefixes: dict[str, str], many: bool) -> None:
+        if many and isinstance(value, list):
+            self.soft(path, "several members in one hadMember: the PROV-JSON schema wants one entity per "
+                      "hadMember record")
         items = value if (many and isinstance(value, list)) else [value]
         for v in items:
             if not isinstance(v, str):
@@ -247,6 +263,8 @@ class _Validator:
         if extra:
             self.error(path, f"typed literal has unknown key(s) {sorted(extra)}")
         raw, kind = v["$"], v.get("type")
+        if kind is None and "lang" not in v:
+            self.soft(path, "typed literal without 'type' (or 'lang'): write a plain string, or name its type")
         if kind is not None and not isinstance(kind, str):
             self.error(path, f"typed literal 'type' must be a qualified name, found {_kind(kind)}")
             return
@@ -264,6 +282,10 @@ class _Validator:
             kind in FLOAT_TYPES and not FLOAT.fullmatch(raw.strip())
         ):
             self.error(path, f"{raw!r} is not an {kind}")
+        elif kind in INT_RANGES and len(raw.strip()) < 40:
+            lo, hi = INT_RANGES[kind]
+            if not lo <= int(raw) <= hi:
+                self.soft(path, f"{raw} is out of the range of {kind} ({lo} .. {hi})")
         elif kind == "xsd:boolean" and raw.strip() not in ("true", "false", "1", "0"):
             self.error(path, f"{raw!r} is not an xsd:boolean")
         elif kind in QNAME_TYPES:
@@ -292,15 +314,14 @@ def _kind(v: Any) -> str:
 def validate_text(text: str, file: str = "<document>", lenient: bool = False) -> Result:
     result = Result(file)
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if not text.strip():
-            result.problems.append(Problem(file, "$", "empty file: not JSON"))
-        else:
-            result.problems.append(Problem(file, "$", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"))
+        parsed = loads(text, file)
+    except ProvInputError as exc:
+        result.problems.append(Problem(file, "$", str(exc).removeprefix(f"{file}: ")))
         return result
     v = _Validator(file, lenient)
-    v.document(doc)
+    for key in dict.fromkeys(parsed.duplicates):
+        v.soft("$", f"key {key!r} appears twice in one object (JSON readers keep only the last)")
+    v.document(parsed.value)
     result.problems = v.problems
     return result
 

@@ -28,6 +28,8 @@ from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
 
+RECORD_ERROR_EXIT = 1  # the script succeeded but its provenance is incomplete (documented in docs/cli.md)
+
 
 def resolve_target(target: str, module: bool) -> Path:
     """The file that will run (a script, or a module's source); ConfigError if there is none."""
@@ -65,7 +67,12 @@ def _script_traceback(exc: BaseException, script: Path) -> None:
 def run_script(target: str, args: list[str], *, module: bool = False, **run_options: Any) -> int:
     """Run ``target`` (a script path, or a module with ``module=True``) under a managed run.
 
-    Returns the exit code the script itself would have had.
+    Returns the exit code the script itself would have had, except that:
+
+    * a script that called ``end_run("FAILED")`` (or KILLED/BLOCKED) and then exited 0 is recorded with
+      that status and exits 1;
+    * when the run's provenance could not be recorded completely (``Run.record_error``), a one-line
+      error naming the journal is printed and a script that exited 0 exits ``RECORD_ERROR_EXIT`` (1).
     """
     script = resolve_target(target, module)
     import torch  # noqa: F401 - the script will need it; importing it first keeps capture consistent
@@ -79,8 +86,13 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
     ACTIVE.run = run
     ACTIVE.last_dir = run.dir
     status, code, signal_number, error = _execute(script, target, args, module, run)
+    if status == "FINISHED" and run.requested_status not in (None, "FINISHED"):
+        status, code = str(run.requested_status), code or 1
     if not run.ended:
         run.close(status, exit_code=code, signal_number=signal_number, exception=error)
+    if run.record_error:
+        print(f"prov4torch: error: {run.record_error}", file=sys.stderr)
+        code = code or RECORD_ERROR_EXIT
     return code
 
 

@@ -231,8 +231,8 @@ class Checkpoints:
     def _bring_lineage(self, event: dict[str, Any]) -> None:
         """A loaded checkpoint brings the lineage recorded when it was produced (by its sha256)."""
         card = lineage.read_card(self.root, event.get("weights_sha256"), event.get("root_sha256"), event["sha256"])
+        event["lineage_known"] = card is not None
         if card is None:
-            event["tags"] = provjson.attributes({"p4t:lineageKnown": False})
             if self.warn_unknown_lineage:
                 warnings.warn(
                     f"prov4torch: no lineage is known for checkpoint {event['path']} (sha256 "
@@ -240,6 +240,6 @@ class Checkpoints:
                     "trained on", RuntimeWarning, stacklevel=4)
             return
         event["governance"] = card.get("governance", {})
-        event["tags"] = governance_tags(event["governance"], {"p4t:lineageKnown": True})
+        event["tags"] = governance_tags(event["governance"], {})
         event["upstream"] = card.get("upstream", {})
         event["derivations"] = card.get("derivations", [])

@@ -63,6 +63,8 @@ def _digest_fields(d: Digest) -> dict[str, Any]:
         fields["file_count"] = len(d.files)
     if d.covers:
         fields["covers"] = list(d.covers)
+    if d.skipped:
+        fields["skipped"] = list(d.skipped)
     return fields
 
 

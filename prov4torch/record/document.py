@@ -8,6 +8,7 @@ recovered file has the shape of a finished one, only marked INCOMPLETE.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .._version import __version__
@@ -17,7 +18,6 @@ from .builder import DocumentBuilder
 from .events import RunRecord, Sidecar, valid_time
 from .ids import content_id, job_id, local, run_activity_id
 from .journal import SeriesStats, series_sorted
-from .paths import RunFiles
 
 
 def _agent_ids(start: Mapping[str, Any]) -> tuple[str, str, str | None]:
@@ -42,19 +42,21 @@ def fallback(record: RunRecord, error: str) -> dict[str, Any]:
     """The best valid document when ``build`` failed: the rank's activity, its status, and why."""
     start = record.start or {}
     run_id = str(start.get("run_id") or "unknown")
-    act = run_activity_id(run_id, int(start.get("rank", 0) or 0), start.get("attempt"))
+    rank: int = start["rank"] if isinstance(start.get("rank"), int) else 0
+    act = run_activity_id(run_id, rank, start.get("attempt") if isinstance(start.get("attempt"), int) else None)
     b = DocumentBuilder()
     t0 = start.get("time")
     end = record.end or {}
     b.activity(act, t0 if valid_time(t0) else None, end.get("time") if valid_time(end.get("time")) else None, {
-        "prov:type": QName("mls:Run"), "p4t:runId": run_id, "p4t:rank": int(start.get("rank", 0) or 0),
+        "prov:type": QName("mls:Run"), "p4t:runId": run_id, "p4t:rank": rank,
         "p4t:status": str(end.get("status") or "INCOMPLETE"), "p4t:recordError": error[:2000],
     })
     return b.to_dict()
 
 
-def write_rank(record: RunRecord, series: Iterable[SeriesStats], sidecars: Mapping[str, Sidecar], files: RunFiles,
-               journal_failure: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+def write_rank(record: RunRecord, series: Iterable[SeriesStats], sidecars: Mapping[str, Sidecar], prov_path: Path,
+               journal: Path, journal_failure: str | None = None, **build_options: Any,
+               ) -> tuple[dict[str, Any] | None, str | None]:
     """Build and atomically write a rank's document: (what was written, why it is incomplete or missing).
 
     A record that cannot be built becomes the best valid document that can be (``fallback``: the
@@ -63,18 +65,18 @@ def write_rank(record: RunRecord, series: Iterable[SeriesStats], sidecars: Mappi
     """
     error = None
     try:
-        doc = build(record, series, sidecars)
-    except Exception as exc:  # noqa: BLE001 - a bug of ours must not lose the run
-        error = (f"the provenance of this run could not be built ({type(exc).__name__}: {exc}); "
-                 f"{files.prov.name} holds what could be, the journal is {files.journal}")
+        doc = build(record, series, sidecars, **build_options)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours, or a corrupted journal, must not lose the run
+        error = (f"the provenance of this run could not be built ({type(exc).__name__}: {str(exc)[:300]}); "
+                 f"{prov_path.name} holds what could be, the journal is {journal}")
         doc = fallback(record, error)
     if journal_failure and not error:
-        error = f"the journal {files.journal} is incomplete: {journal_failure}"
+        error = f"the journal {journal} is incomplete: {journal_failure}"
     try:
-        write_atomic(files.prov, dumps(doc))
+        write_atomic(prov_path, dumps(doc))
     except (OSError, ValueError) as exc:
-        return None, (f"could not write {files.prov}: {getattr(exc, 'strerror', None) or exc}; the journal "
-                      f"{files.journal} is kept: run `prov4torch recover {files.dir}`")
+        return None, (f"could not write {prov_path}: {getattr(exc, 'strerror', None) or exc}; the journal "
+                      f"{journal} is kept: run `prov4torch recover {prov_path.parent}`")
     return doc, error
 
 
@@ -159,7 +161,7 @@ def _activity(b: DocumentBuilder, record: RunRecord, act: str, status: str, end_
     if extra:
         b.update("activity", act, extra)
     if start.get("previous_attempt"):  # an elastic restart: this attempt follows the one before
-        b.activity(str(start["previous_attempt"]), None, None, {"prov:type": QName("mls:Run")})
+        b.activity(str(start["previous_attempt"]), None, None)  # described in its own rank file
         b.informed(act, str(start["previous_attempt"]))
     world = int(start.get("world_size", 1))
     if world > 1:  # a distributed job: ranks exchange gradients, so each rank informs every other
@@ -291,6 +293,7 @@ def _dataset_attrs(ds: Mapping[str, Any]) -> dict[str, Any]:
         "p4t:fileCount": ds.get("file_count"),
         "p4t:fileSha256": [f"{name} {sha}" for name, sha, _size in files] or None,
         "p4t:digestCovers": ds.get("covers"),
+        "p4t:digestSkipped": ds.get("skipped"),
     }
 
 
@@ -346,7 +349,8 @@ def _loads(b: DocumentBuilder, record: RunRecord, act: str) -> None:
         b.entity(mid, _model_attrs(ld))
         b.update("entity", mid, ld.get("tags") or {})
         if mid not in blocked:
-            b.used(act, mid, "p4t:baseModel", ld.get("time"), **_file_attrs(ld))
+            b.used(act, mid, "p4t:baseModel", ld.get("time"), **_file_attrs(ld),
+                   **{"p4t:lineageKnown": ld.get("lineage_known")})
         for did, up in sorted((ld.get("upstream") or {}).items()):
             b.entity(did, {"prov:type": QName("mls:Dataset"), "p4t:sha256": up.get("sha256"),
                            "p4t:identity": up.get("identity", "content")})

@@ -76,7 +76,11 @@ class RunRecord:
         if kind == "start":
             if not isinstance(ev["run_id"], str):
                 raise TypeError("run_id")
-            self.start = dict(ev)
+            start = dict(ev)
+            for key in ("rank", "world_size", "local_rank", "attempt"):
+                if start.get(key) is not None and not (isinstance(start[key], int) and 0 <= start[key] < 2**31):
+                    raise ValueError(key)
+            self.start = start
         elif kind == "context":  # code, environment, packages: gathered after the start
             self.start.update({k: ev[k] for k in _CONTEXT_KEYS if k in ev})
         elif kind == "env":  # facts found later (GPU models from NVML)

@@ -58,6 +58,7 @@ class Digest:
     method: str
     files: tuple[FileDigest, ...] = ()
     covers: tuple[str, ...] = ()  # for objects: the attributes the digest was computed over
+    skipped: tuple[str, ...] = ()  # for objects: data attributes that could not be hashed (said in the record)
 
 
 # -- files -----------------------------------------------------------------------------------------
@@ -323,6 +324,12 @@ class _Hasher:
         if isinstance(v, (bytes, bytearray)):
             self.feed(f"{path}:bytes", bytes(v))
             return True
+        if isinstance(v, range):
+            self.feed(f"{path}:range", f"{v.start},{v.stop},{v.step}".encode())
+            return True
+        if isinstance(v, _SCALARS):
+            self.feed(f"{path}:scalar", json.dumps(v).encode())
+            return True
         if isinstance(v, str) and len(v) < 4096 and os.path.isfile(v):
             f = file_digest(Path(v), self.cache)
             self.files.append(f)
@@ -370,15 +377,21 @@ class _Hasher:
 def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
     """A complete content digest of an in-memory dataset (see the module docstring), or None."""
     hasher = _Hasher(cache)
+    covered: list[str] = []
+    skipped: list[str] = []
     if _is_tensor(obj) or _is_array(obj) or isinstance(obj, (list, tuple)):
-        covered = ("(value)",) if hasher.value("", obj, 0) else ()
+        if hasher.value("", obj, 0):
+            covered.append("(value)")
     else:
-        covered = tuple(n for n in sorted(getattr(obj, "__dict__", {}))
-                        if not n.startswith("__") and not callable(vars(obj)[n])
-                        and hasher.value(f".{n}", vars(obj)[n], 1))
+        attrs = getattr(obj, "__dict__", {})
+        for n in sorted(attrs):
+            if n.startswith("__") or callable(attrs[n]) or attrs[n] is None:
+                continue
+            (covered if hasher.value(f".{n}", attrs[n], 1) else skipped).append(n)
     if not covered:
         return None
-    return Digest(hasher.h.hexdigest(), hasher.size, "sha256-content", tuple(hasher.files), covered)
+    return Digest(hasher.h.hexdigest(), hasher.size, "sha256-content", tuple(hasher.files), tuple(covered),
+                  tuple(skipped))
 
 
 def estimated_bytes(obj: Any, depth: int = 0) -> int:

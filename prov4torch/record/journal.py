@@ -259,7 +259,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
                     continue
                 try:
                     event = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     bad += 1
                     continue
                 if isinstance(event, dict) and isinstance(event.get("t"), str):

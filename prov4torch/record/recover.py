@@ -13,9 +13,8 @@ from pathlib import Path
 
 from .. import provjson
 from ..errors import JournalError
-from ..safefs import write_atomic
-from .document import build
-from .events import RunRecord, Sidecar
+from .document import write_rank
+from .events import RunRecord, Sidecar, valid_time
 from .journal import read_journal, summarize_metrics
 
 JOURNAL_SUFFIX = ".journal.jsonl"
@@ -30,6 +29,7 @@ class Recovered:
     status: str
     points: int
     skipped_lines: int
+    error: str | None = None  # set when only a minimal document could be rebuilt (and why)
 
 
 def journals(run_dir: Path) -> list[Path]:
@@ -57,19 +57,24 @@ def _recover_rank(d: Path, journal: Path) -> Recovered:
     record = RunRecord.replay(events)
     if not record.start:
         raise JournalError(f"{journal}: no start record; it is empty or not a prov4torch journal")
+    ended = str((record.end or {}).get("status") or "FINISHED")
     if record.end is not None and prov_path.exists():
-        return Recovered(prov_path, "complete", record.end.get("status", "FINISHED"), -1, bad)
+        return Recovered(prov_path, "complete", ended, -1, bad)
     metrics_path = d / f"{stem}.metrics.csv"
-    stats, csv_sha, points = summarize_metrics(metrics_path)
-    last_metric = max((s.last_time for s in stats.values() if s.last_time), default=None)
+    try:
+        stats, csv_sha, points = summarize_metrics(metrics_path)
+    except OSError:
+        stats, csv_sha, points = {}, "", 0
+    last_metric = max((t for s in stats.values() if (t := s.last_time) is not None and valid_time(t)), default=None)
     if last_metric is not None:
         record.last_time = max(record.last_time or last_metric, last_metric)
     sidecars = {}
-    if metrics_path.exists():
+    if metrics_path.exists() and csv_sha:
         sidecars["metrics"] = Sidecar(metrics_path.name, csv_sha, {"points": points})
     status = None if record.end is not None else "INCOMPLETE"
-    doc = build(record, stats.values(), sidecars, status_override=status,
-                extra_run_attrs=provjson.attributes({"p4t:recovered": True,
-                                                     "p4t:journalSkippedLines": bad or None}))
-    write_atomic(prov_path, provjson.dumps(doc))
-    return Recovered(prov_path, "rebuilt", status or record.end.get("status", "FINISHED"), points, bad)  # type: ignore[union-attr]
+    extra = provjson.attributes({"p4t:recovered": True, "p4t:journalSkippedLines": bad or None})
+    doc, error = write_rank(record, stats.values(), sidecars, prov_path, journal,
+                            status_override=status, extra_run_attrs=extra)
+    if doc is None:
+        raise JournalError(error or f"could not write {prov_path}")
+    return Recovered(prov_path, "rebuilt", status or ended, points, bad, error)

@@ -487,7 +487,8 @@ class Run:
         w = self._writer
         sidecars = {"metrics": Sidecar(self.metrics_path.name, w.csv_sha256, {"points": w.points,
                                                                               "dropped": w.dropped})}
-        doc, self.record_error = write_rank(self.replay(), w.stats.values(), sidecars, self.files, w.failure)
+        doc, self.record_error = write_rank(self.replay(), w.stats.values(), sidecars, self.prov_path,
+                                            self.journal_path, w.failure)
         if self.record_error:
             with contextlib.suppress(Exception):  # warnings-as-errors must not lose the run either
                 warnings.warn(f"prov4torch: {self.record_error}", RuntimeWarning, stacklevel=3)
