@@ -64,28 +64,39 @@ class Digest:
 # -- files -----------------------------------------------------------------------------------------
 
 class DigestCache:
-    """File digests remembered across runs (SQLite under the output root); never raises."""
+    """File digests remembered across runs (SQLite under the output root); never raises.
+
+    Files under ``MIN_CACHED`` bytes are hashed again rather than looked up (cheaper than a query);
+    each thread keeps its own connection.
+    """
+
+    MIN_CACHED = 1 << 20
 
     def __init__(self, path: Path | None, root: Path | None = None) -> None:
         self.path = path
         self.root = root or (path.parent if path else None)
-        self._lock = threading.Lock()
+        self._local = threading.local()
         self._broken = path is None
 
     def _connect(self) -> sqlite3.Connection:
-        assert self.path is not None and self.root is not None
-        safe_dir(self.root, *self.path.parent.relative_to(self.root).parts)
-        con = sqlite3.connect(self.path, timeout=5)
-        con.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
-                    "inode INTEGER, sha256 TEXT)")
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            assert self.path is not None and self.root is not None
+            safe_dir(self.root, *self.path.parent.relative_to(self.root).parts)
+            if self.path.is_symlink():
+                raise OSError(f"{self.path} is a link")
+            con = sqlite3.connect(self.path, timeout=5)
+            con.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, "
+                        "inode INTEGER, sha256 TEXT)")
+            self._local.con = con
         return con
 
     def get(self, path: str, st: os.stat_result) -> str | None:
-        if self._broken:
+        if self._broken or st.st_size < self.MIN_CACHED:
             return None
         try:
-            with self._lock, contextlib.closing(self._connect()) as con:
-                row = con.execute("SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?", (path,)).fetchone()
+            row = self._connect().execute("SELECT size, mtime_ns, inode, sha256 FROM files WHERE path = ?",
+                                          (path,)).fetchone()
         except (sqlite3.Error, OSError, ValueError, Prov4TorchError):
             self._broken = True
             return None
@@ -94,10 +105,11 @@ class DigestCache:
         return None
 
     def put(self, path: str, st: os.stat_result, sha256: str) -> None:
-        if self._broken:
+        if self._broken or st.st_size < self.MIN_CACHED:
             return
         try:
-            with self._lock, contextlib.closing(self._connect()) as con, con:
+            con = self._connect()
+            with con:
                 con.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                             (path, st.st_size, st.st_mtime_ns, st.st_ino, sha256))
         except (sqlite3.Error, OSError, ValueError, Prov4TorchError):
@@ -303,7 +315,7 @@ class _Hasher:
         self.files: list[FileDigest] = []
         self._seen: set[int] = set()
 
-    def feed(self, tag: str, data: bytes | memoryview) -> None:
+    def feed(self, tag: str, data: bytes | memoryview) -> None:  # noqa: D401
         self.h.update(f"{tag}\0{len(data)}\0".encode())
         self.h.update(data)
         self.size += len(data)
@@ -319,7 +331,12 @@ class _Hasher:
         if _is_array(v):
             if v.dtype.hasobject:
                 return self.value(path, v.tolist(), depth)
-            self.feed(f"{path}:array:{v.dtype.str}:{v.shape}", memoryview(v.tobytes()))
+            data = v if v.flags.c_contiguous else v.copy(order="C")
+            try:
+                raw: memoryview | bytes = memoryview(data).cast("B")  # no copy
+            except (TypeError, ValueError):  # formats memoryview cannot cast (complex, structured)
+                raw = data.tobytes()
+            self.feed(f"{path}:array:{v.dtype.str}:{v.shape}", raw)
             return True
         if isinstance(v, (bytes, bytearray)):
             self.feed(f"{path}:bytes", bytes(v))
