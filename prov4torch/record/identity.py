@@ -315,7 +315,7 @@ class _Hasher:
         self.files: list[FileDigest] = []
         self._seen: set[int] = set()
 
-    def feed(self, tag: str, data: bytes | memoryview) -> None:  # noqa: D401
+    def feed(self, tag: str, data: bytes | memoryview) -> None:
         self.h.update(f"{tag}\0{len(data)}\0".encode())
         self.h.update(data)
         self.size += len(data)
