@@ -159,6 +159,16 @@ def run(
                 _summary(f"audit graph in {run_dir}/run.svg")
         except Prov4TorchError as exc:
             _summary(f"could not merge or draw the rank files of {run_dir}: {exc}")
+    from prov4torch.record.run import ACTIVE as _active
+
+    if _active.last_signal is not None:  # merged and summarised: now exit as the signal would
+        import os
+        import signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(_active.last_signal, signal.SIG_DFL)
+        os.kill(os.getpid(), _active.last_signal)
     raise typer.Exit(code)
 
 

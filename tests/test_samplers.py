@@ -130,7 +130,7 @@ def test_switches_turn_samplers_off(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_bad_interval_is_rejected():
-    with pytest.raises(prov4torch.InvalidValueError, match="interval_s must be a positive number"):
+    with pytest.raises(prov4torch.InvalidValueError, match="interval_s must be a finite positive number"):
         prov4torch.start_run(system_metrics=True, interval_s=0)
     assert prov4torch.active_run() is None
 

@@ -27,6 +27,7 @@ from ..errors import ConfigError, PolicyViolation
 from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
+from ..record.signals import SignalExit
 
 RECORD_ERROR_EXIT = 1  # the script succeeded but its provenance is incomplete (documented in docs/cli.md)
 
@@ -81,8 +82,7 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         ACTIVE.run = DisabledRun()
         ACTIVE.last_dir = None
         return _execute(script, target, args, module, None)[1]
-    run = Run(script=script, **run_options)
-    run.managed = True
+    run = Run(script=script, managed=True, **run_options)
     ACTIVE.run = run
     ACTIVE.last_dir = run.dir
     status, code, signal_number, error = _execute(script, target, args, module, run)
@@ -90,6 +90,7 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         status, code = str(run.requested_status), code or 1
     if not run.ended:
         run.close(status, exit_code=code, signal_number=signal_number, exception=error)
+    ACTIVE.last_signal = signal_number
     if run.record_error:
         print(f"prov4torch: error: {run.record_error}", file=sys.stderr)
         code = code or RECORD_ERROR_EXIT
@@ -131,6 +132,8 @@ def _execute(
             code, status, error = 1, "FAILED", exc
     except KeyboardInterrupt:
         status, code, signal_number = "KILLED", 128 + signal.SIGINT, signal.SIGINT
+    except SignalExit as exc:  # SIGTERM: end the run, let the CLI merge and summarise, then exit as the signal would
+        status, code, signal_number = "KILLED", 128 + exc.signum, exc.signum
     except PolicyViolation as exc:
         _script_traceback(exc, script)
         status, code, error = "BLOCKED", 1, exc
@@ -173,7 +176,10 @@ def launch(
            "-m", "prov4torch_cli.worker", *(["-m"] if module else []), target, *args]
     proc = subprocess.Popen(cmd, env=child_env)
 
+    received: list[int] = []
+
     def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
         proc.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -183,4 +189,7 @@ def launch(
         for s, h in previous.items():
             signal.signal(s, h)
     run_dir = root / experiment / run_id
+    ACTIVE.last_signal = received[0] if received else None
+    if received:
+        return 128 + received[0], run_dir
     return (code if code >= 0 else 128 - code), run_dir

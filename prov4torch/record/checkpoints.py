@@ -151,20 +151,24 @@ class Checkpoints:
         check_name("model name", name, PARAM)
         versions = self.versions.setdefault(name, [])
         version = len(versions) + 1
+        save_error = None
         if isinstance(model_or_path, (str, os.PathLike)):
             path = Path(model_or_path).resolve()
             if not path.exists():
                 raise InvalidValueError(f"{path} does not exist: give the checkpoint file or directory",
                                         value=str(path))
+            ident = checkpoint_digest(path, obj, self.cache)
         else:
-            path, obj = self._save(model_or_path, name, version)
-        ident = checkpoint_digest(path, obj, self.cache)
+            path, obj, save_error = self._save(model_or_path, name, version)
+            ident = (checkpoint_digest(path, obj, self.cache) if save_error is None
+                     else self._unsaved(obj, f"{self.activity}/model/{local(name)}-v{version}"))
         mid = ident["id"]
         previous = versions[-1].id if versions else None
         resaved = mid in self.produced_ids  # identical content again: no new version, no new derivation
         self.produced_ids.add(mid)
         event = {
-            "t": "model", **ident, "name": name, "version": version, "path": str(path),
+            "t": "model", **ident, "name": name, "version": version, "path": None if save_error else str(path),
+            "save_error": save_error,
             "step": None if step is None else check_step(step),
             "epoch": None if epoch is None else check_step(epoch), "time": self.clock(),
             "revision_of": previous if previous != mid and not resaved else None,
@@ -172,29 +176,45 @@ class Checkpoints:
         }
         if not resaved:
             self._inherit(event)
-        mv = ModelVersion(mid, name, version, str(path), ident["sha256"])
+        mv = ModelVersion(mid, name, version, "" if save_error else str(path), ident["sha256"] or "")
         versions.append(mv)
         return mv, event
 
-    def _save(self, model: Any, name: str, version: int) -> tuple[Path, Any]:
+    def _save(self, model: Any, name: str, version: int) -> tuple[Path, Any, str | None]:
         """Save a module/state dict under the run directory: to a temporary name, then renamed, so a
-        killed process never leaves a truncated checkpoint under the final name."""
+        killed process never leaves a truncated checkpoint under the final name. A save that fails (disk
+        full, directory gone or unwritable) is a warning and an error in the record, never an exception."""
         torch = sys.modules.get("torch")
         state = model.state_dict() if hasattr(model, "state_dict") and not isinstance(model, Mapping) else model
         if torch is None or not isinstance(state, Mapping):
             raise InvalidValueError(
                 f"log_model needs a path, an nn.Module or a state dict, got {type(model).__name__}", value=model)
-        path = self.files.models_dir() / f"{local(name)}-v{version}.pt"
+        path = self.files.dir / "models" / f"{local(name)}-v{version}.pt"
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
+            self.files.models_dir()
             with open_new(tmp, binary=True) as fh:
                 torch.save(state, fh)
             os.replace(tmp, path)
+        except (OSError, RuntimeError, Prov4TorchError) as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            error = f"could not save {path}: {getattr(exc, 'strerror', None) or exc}"
+            warnings.warn(f"prov4torch: {error}; the model is recorded by its weights digest", RuntimeWarning,
+                          stacklevel=4)
+            return path, state, error
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        return path, state
+        return path, state, None
+
+    @staticmethod
+    def _unsaved(state: Any, fallback_id: str) -> dict[str, Any]:
+        """The identity of weights that could not be written: their digest, from memory."""
+        weights = weights_digest(state)
+        return {"id": f"p4t:model/weights-sha256-{weights}" if weights else fallback_id, "sha256": None,
+                "size": None, "weights_sha256": weights}
 
     def used(self, path: str | os.PathLike[str], obj: Any = None) -> dict[str, Any]:
         """The event of this run using a checkpoint file as its base model."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 from .. import env
 from ..errors import InvalidValueError
+from .paths import check_segments
 from .values import PARAM, check_name
 
 DEFAULT_INTERVAL_S = 5.0  # seconds between sampler readings
@@ -43,9 +46,41 @@ class Settings:
 
 
 def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidValueError(f"{name} must be a positive number of seconds, got {value!r}", value=value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise InvalidValueError(f"{name} must be a finite positive number of seconds, got {value!r:.60}",
+                                value=value)
     return float(value)
+
+
+def _text(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 1000 or "\0" in value:
+        raise InvalidValueError(f"{name} must be a non-empty string, got {type(value).__name__} {value!r:.60}",
+                                value=value)
+    return value
+
+
+def _flag(name: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidValueError(f"{name} must be True or False, got {type(value).__name__} {value!r:.60}", value=value)
+
+
+def _out_dir(value: Any) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip() or "\0" in str(value):
+        raise InvalidValueError(f"out_dir must be a directory path (str or os.PathLike), got "
+                                f"{type(value).__name__} {value!r:.60}", value=value)
+    return Path(value).expanduser()
+
+
+def _policy(value: Any) -> Any:
+    if value is None or isinstance(value, (str, os.PathLike)) or type(value).__name__ == "Policy":
+        return value
+    raise InvalidValueError(f"policy must be a TOML file path or a built-in name such as 'default', got "
+                            f"{type(value).__name__} {value!r:.60}", value=value)
 
 
 def resolve(
@@ -65,20 +100,32 @@ def resolve(
     flush_interval_s: float | None = None,
 ) -> Settings:
     """The settings of a new run (see the module docstring for precedence)."""
+    root = _out_dir(out_dir)
+    system_metrics, energy = _flag("system_metrics", system_metrics), _flag("energy", energy)
     return Settings(
-        experiment=check_name("experiment", experiment or env.get(env.EXPERIMENT) or "default", PARAM),
-        root=Path(out_dir).expanduser() if out_dir is not None else default_root(),
-        run_name=run_name or env.get(env.RUN_NAME),
-        region=region or env.get(env.REGION),
-        purpose=purpose or env.get(env.PURPOSE),
-        intended_use=intended_use or env.get(env.INTENDED_USE),
-        policy=policy if policy is not None else env.get(env.POLICY),
-        mode=mode or env.get(env.POLICY_MODE),
-        system_metrics=env.flag(env.SYSTEM_METRICS, True) if system_metrics is None else bool(system_metrics),
-        energy=env.flag(env.ENERGY, True) if energy is None else bool(energy),
+        experiment=check_segments("experiment", check_name(
+            "experiment", experiment if experiment is not None else env.get(env.EXPERIMENT) or "default", PARAM)),
+        root=root if root is not None else default_root(),
+        run_name=_text("run_name", run_name) or env.get(env.RUN_NAME),
+        region=_text("region", region) or env.get(env.REGION),
+        purpose=_text("purpose", purpose) or env.get(env.PURPOSE),
+        intended_use=_text("intended_use", intended_use) or env.get(env.INTENDED_USE),
+        policy=_policy(policy) if policy is not None else env.get(env.POLICY),
+        mode=_text("mode", mode) or env.get(env.POLICY_MODE),
+        system_metrics=env.flag(env.SYSTEM_METRICS, True) if system_metrics is None else system_metrics,
+        energy=env.flag(env.ENERGY, True) if energy is None else energy,
         interval_s=(_positive("interval_s", interval_s) if interval_s is not None
                     else env.number(env.SAMPLE_INTERVAL, DEFAULT_INTERVAL_S)),
-        country=energy_country or env.get(env.COUNTRY),
+        country=_text("energy_country", energy_country) or env.get(env.COUNTRY),
         flush_interval_s=(_positive("flush_interval_s", flush_interval_s) if flush_interval_s is not None
                           else env.number(env.FLUSH_INTERVAL, 1.0)),
     )
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """Refuse keyword arguments ``resolve`` does not know, naming them and the known ones."""
+    known = set(inspect.signature(resolve).parameters)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidValueError(f"start_run got unknown argument(s) {', '.join(unknown)}; known: "
+                                f"{', '.join(sorted(known | {'run_id', 'tags'}))}", value=unknown[0])

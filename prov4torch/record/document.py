@@ -378,7 +378,7 @@ def _models(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> Non
         b.update("entity", mid, m.get("tags") or {})
         b.generated(mid, act, m.get("time"), **_file_attrs(m), **{
             "p4t:name": m.get("name"), "p4t:version": m.get("version"), "p4t:step": m.get("step"),
-            "p4t:epoch": m.get("epoch"), "p4t:checkpointKind": m.get("kind"),
+            "p4t:epoch": m.get("epoch"), "p4t:checkpointKind": m.get("kind"), "p4t:saveError": m.get("save_error"),
         })
         b.attributed(mid, person)
         for src in m.get("derived_from", []):

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .values import MAX_TIMESTAMP, MIN_TIMESTAMP
+
 _CONTEXT_KEYS = ("code", "environment", "packages")
 
 
@@ -20,8 +22,8 @@ class Sidecar:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# event times outside this window (Unix seconds) are ignored: 1970 .. 2200
-MIN_TIME, MAX_TIME = 0.0, 7_258_118_400.0
+# event times outside this window (Unix seconds) are ignored: 1970 .. 2200 (the window log_metric enforces)
+MIN_TIME, MAX_TIME = MIN_TIMESTAMP, MAX_TIMESTAMP
 
 
 def valid_time(t: Any) -> bool:

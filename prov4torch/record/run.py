@@ -38,6 +38,7 @@ from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestam
 
 _now = time.time
 END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")
+RESERVED_SYSTEM_PREFIXES = ("system/", "gpu/")  # sampler series names (context "system")
 HASH_WAIT_S = 600.0  # how long end_run / log_model wait for background dataset hashing
 
 __all__ = ["ACTIVE", "END_STATUSES", "ModelVersion", "Run", "default_root"]
@@ -49,6 +50,7 @@ class _Active:
     def __init__(self) -> None:
         self.run: Run | None = None
         self.last_dir: Path | None = None  # the directory of the last run `prov4torch run` managed
+        self.last_signal: int | None = None  # the signal that ended it, if one did
         self.lock = threading.RLock()
 
 
@@ -69,9 +71,15 @@ class Run:
         install_hooks: bool = True,
         clock: Callable[[], float] = time.time,
         script: Path | None = None,
+        managed: bool = False,
         **options: Any,
     ) -> None:
         """Start recording; ``options`` are ``config.resolve``'s (experiment, out_dir, policy, ...)."""
+        config.check_options(options)
+        if tags is not None and not isinstance(tags, Mapping):
+            raise InvalidValueError(f"tags must be a mapping of name -> value, got {type(tags).__name__}", value=tags)
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise InvalidValueError(f"run_id must be a non-empty string, got {run_id!r:.60}", value=run_id)
         settings = config.resolve(**options)
         self.experiment = settings.experiment
         ident = identity()
@@ -95,6 +103,7 @@ class Run:
         self.status = "RUNNING"
         self._open = True
         self._series: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
+        self._system_series: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # the samplers' own
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
         self._dataset_roles: dict[str, set[str]] = {}  # id -> every role it was attached with
@@ -110,6 +119,9 @@ class Run:
         self._finish_lock = threading.RLock()
         self._end_callbacks: list[Callable[[Run], None]] = []
 
+        # everything that can refuse the arguments, before anything is created on disk
+        run_tags = {check_name("tag name", k, PARAM): provjson.value(param_value(k, v))
+                    for k, v in (tags or {}).items()}
         self.files.create()
         self.journal_path, self.metrics_path, self.prov_path = self.files.journal, self.files.metrics, self.files.prov
         try:
@@ -137,14 +149,15 @@ class Run:
             target=self._capture_context, args=(script,), name="prov4torch-context", daemon=True
         )
         self._context_thread.start()
-        for key, value in (tags or {}).items():
-            self.set_tag(key, value)
+        for key, value in run_tags.items():
+            self.record_event({"t": "tag", "key": key, "value": value})
         if settings.system_metrics or settings.energy:
             from .. import samplers
 
             samplers.attach(self, system=settings.system_metrics, energy=settings.energy,
                             interval_s=settings.interval_s, country=settings.country)
-        self._hooks = Hooks(self) if install_hooks else None
+        self.managed = managed
+        self._hooks = Hooks(self, defer_exit=managed) if install_hooks else None
         if self._hooks is not None:
             self._hooks.install()
 
@@ -190,8 +203,19 @@ class Run:
             step = check_step(step)
         append((step, _now() if timestamp is None else check_timestamp(timestamp), value))
 
+    def log_system_metric(self, name: str, value: float, timestamp: float) -> None:
+        """A sampler reading (context ``system``; these names are reserved for the samplers)."""
+        append = self._system_series.get(name)
+        if append is None:
+            self._require_open("log_metric")
+            append = self._system_series[name] = self._writer.add_series(name, "system")
+        append((None, timestamp, float(value)))
+
     def _new_series(self, name: Any, context: Any) -> Callable[[tuple[Any, ...]], None]:
         self._require_open("log_metric")
+        if context == "system" and isinstance(name, str) and name.startswith(RESERVED_SYSTEM_PREFIXES):
+            raise InvalidValueError(f"metric {name!r} in context 'system' is reserved for prov4torch's samplers; "
+                                    "use another name or context", value=name)
         check_name("metric name", name, NAME)
         check_name("metric context", context, CONTEXT)
         append = self._writer.add_series(name, context)
@@ -232,7 +256,7 @@ class Run:
         """Record one hyperparameter; logging a different value for the same key is an error."""
         self._require_open("log_param")
         check_name("parameter name", key, PARAM)
-        v = param_value(value)
+        v = param_value(key, value)
         if key in self._params:
             old = self._params[key]
             same = old == v or (isinstance(old, float) and isinstance(v, float) and math.isnan(old) and math.isnan(v))
@@ -256,7 +280,7 @@ class Run:
         """A free-form run tag (may be overwritten)."""
         self._require_open("set_tag")
         check_name("tag name", key, PARAM)
-        self.record_event({"t": "tag", "key": key, "value": provjson.value(param_value(value))})
+        self.record_event({"t": "tag", "key": key, "value": provjson.value(param_value(key, value))})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
@@ -460,6 +484,7 @@ class Run:
             self._open = False
             self._context_thread.join(timeout=30)
             self._series = {}  # the hot path now reaches _new_series, which refuses
+            self._system_series = {}
             self.status = status
             end: dict[str, Any] = {"t": "end", "time": self.clock(), "status": status,
                                    "torch_seed": context.torch_seed()}

@@ -34,14 +34,32 @@ class Finisher(Protocol):
     def close_from_exception(self, exc: BaseException) -> None: ...
 
 
-class Hooks:
-    """Installed once per run; every hook is a no-op in another process or after the run ends."""
+class SignalExit(BaseException):
+    """Raised in the main thread by a deferred SIGTERM/SIGINT (``prov4torch run``): the runner ends the run
+    KILLED, merges and summarises, then exits as the signal would."""
 
-    def __init__(self, run: Finisher) -> None:
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class Hooks:
+    """Installed once per run; every hook is a no-op in another process or after the run ends.
+
+    While installed, ``signal.signal`` for SIGTERM/SIGINT is wrapped: a handler the script installs
+    after ``start_run`` is chained behind prov4torch's (called after the run is marked KILLED) instead
+    of replacing it, and ``signal.getsignal`` returns the script's handler, as if nothing stood between.
+    ``defer_exit``: with no handler of the script's, raise ``SignalExit`` instead of dying at once.
+    """
+
+    def __init__(self, run: Finisher, defer_exit: bool = False) -> None:
         self.run = run
+        self.defer_exit = defer_exit
         self.pid = os.getpid()
         self.previous: dict[int, Any] = {}
         self._prev_excepthook = sys.excepthook
+        self._signal: Any = None
+        self._getsignal: Any = None
 
     def install(self) -> None:
         sys.excepthook = self._excepthook
@@ -53,6 +71,20 @@ class Hooks:
                     continue  # the user chose to ignore it: so do we
                 self.previous[sig] = prev
                 signal.signal(sig, self._on_signal)
+            self._signal, self._getsignal = signal.signal, signal.getsignal
+            setattr(signal, "signal", self._wrapped_signal)  # noqa: B010 - typed stubs refuse the assignment
+            setattr(signal, "getsignal", self._wrapped_getsignal)  # noqa: B010
+
+    def _wrapped_signal(self, signum: Any, handler: Any) -> Any:
+        if signum in self.previous and self._mine() and threading.current_thread() is threading.main_thread():
+            old, self.previous[signum] = self.previous[signum], handler  # chained behind ours
+            return old
+        return self._signal(signum, handler)
+
+    def _wrapped_getsignal(self, signum: Any) -> Any:
+        if signum in self.previous and self._mine():
+            return self.previous[signum]
+        return self._getsignal(signum)
 
     def uninstall(self) -> None:
         if os.getpid() != self.pid:
@@ -60,25 +92,31 @@ class Hooks:
         if sys.excepthook == self._excepthook:
             sys.excepthook = self._prev_excepthook
         atexit.unregister(self._atexit)
+        if self._signal is not None and signal.signal == self._wrapped_signal:
+            setattr(signal, "signal", self._signal)  # noqa: B010
+            setattr(signal, "getsignal", self._getsignal)  # noqa: B010
         if threading.current_thread() is threading.main_thread():
             for sig, prev in self.previous.items():
                 if signal.getsignal(sig) == self._on_signal:
                     signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
         self.previous.clear()
-
     # -- the hooks ---------------------------------------------------------------------
     def _mine(self) -> bool:
         return os.getpid() == self.pid and not self.run.ended
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         prev = self.previous.get(signum, signal.SIG_DFL)
+        if prev == signal.SIG_IGN:
+            return  # the script chose to ignore it after the run started
         if self._mine():
             self.run.note_signal(signum)
-            if not callable(prev):
+            if not callable(prev) and not self.defer_exit:
                 self.run.close("KILLED", signal_number=signum)
         if callable(prev):
             prev(signum, frame)  # the user's handler, or Python's KeyboardInterrupt
             return
+        if self.defer_exit:
+            raise SignalExit(signum)
         # default action: exit as the signal would
         self.uninstall()
         signal.signal(signum, signal.SIG_DFL)

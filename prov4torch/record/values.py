@@ -33,7 +33,11 @@ def check_name(kind: str, name: Any, pattern: re.Pattern[str]) -> str:
 def coerce_metric(name: str, value: Any) -> Any:
     """A metric value as float, or a detached copy of a 0-d device tensor (converted later)."""
     if isinstance(value, (int, float)):  # bool included: True is 1.0
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InvalidValueError(f"metric {name!r}: {str(value)[:20]}... is too large for a float64 metric",
+                                    value=value) from None
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         if value.is_cpu:
@@ -57,8 +61,9 @@ def coerce_metric(name: str, value: Any) -> Any:
         )
     try:
         return float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(f"metric {name!r}: cannot convert {value!r:.60} to a number", value=value) from exc
+    except Exception as exc:
+        raise InvalidValueError(f"metric {name!r}: cannot convert the {type(value).__name__} to a number "
+                                f"({type(exc).__name__}: {str(exc)[:100]})", value=value) from exc
 
 
 def check_step(step: Any) -> int:
@@ -70,32 +75,50 @@ def check_step(step: Any) -> int:
         raise InvalidValueError(f"step must be an integer, got {type(step).__name__} {step!r}", value=step) from None
 
 
+MIN_TIMESTAMP = 0.0  # 1970-01-01
+MAX_TIMESTAMP = 7_258_118_400.0  # 2200-01-01: later is a unit slip (milliseconds), not a time
+
+
 def check_timestamp(ts: Any) -> float:
+    """Unix seconds between 1970 and 2200 (a documented window), or an aware datetime in it."""
     if isinstance(ts, _dt.datetime):
         if ts.tzinfo is None:
             raise InvalidValueError("timestamp datetime must carry a timezone", value=ts)
-        return ts.timestamp()
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
-        return float(ts)
-    raise InvalidValueError(
-        f"timestamp must be Unix seconds (a number) or an aware datetime, got {ts!r}", value=ts
-    )
+        ts = ts.timestamp()
+    elif not (isinstance(ts, (int, float)) and not isinstance(ts, bool)):
+        raise InvalidValueError(f"timestamp must be Unix seconds (a number) or an aware datetime, got {ts!r:.60}",
+                                value=ts)
+    t = float(ts)
+    if not (math.isfinite(t) and MIN_TIMESTAMP <= t <= MAX_TIMESTAMP):
+        hint = "; it looks like milliseconds: divide by 1000" if MAX_TIMESTAMP < t < MAX_TIMESTAMP * 1000 else ""
+        raise InvalidValueError(f"timestamp {ts!r} is outside 1970..2200 in Unix seconds{hint}", value=ts)
+    return t
 
 
-def param_value(v: Any) -> Any:
+def param_value(key: str, v: Any) -> Any:
     """A parameter or tag value as a JSON scalar (str, bool, int, float)."""
     if v is None:
         return "None"
+    if isinstance(v, float) and not math.isfinite(v):
+        return v
     if isinstance(v, (str, bool, int, float)):
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63:
+            return str(v)  # beyond xsd:long: kept exactly, as text
         return v
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(v, torch.Tensor) and v.numel() == 1:
-        return v.item()
-    if hasattr(v, "item") and callable(v.item):  # NumPy scalars
-        try:
+    try:
+        if torch is not None and isinstance(v, torch.Tensor):
+            if v.numel() != 1:
+                raise InvalidValueError(f"parameter {key!r}: a tensor parameter must hold one number, got shape "
+                                        f"{tuple(v.shape)}; log a summary (or str(tensor)) instead", value=v)
             return v.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(v, (list, tuple)):
-        return str(list(v))
-    return str(v)
+        if hasattr(v, "item") and callable(v.item) and type(v).__module__ == "numpy":  # NumPy scalars
+            return v.item()
+        if isinstance(v, (list, tuple)):
+            return str(list(v))[:10_000]
+        return str(v)[:10_000]
+    except InvalidValueError:
+        raise
+    except Exception as exc:
+        raise InvalidValueError(f"parameter {key!r}: cannot turn the {type(v).__name__} into text "
+                                f"({type(exc).__name__}: {str(exc)[:100]})", value=v) from exc

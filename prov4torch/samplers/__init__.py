@@ -21,8 +21,7 @@ class Host(Protocol):
 
     world_size: int
 
-    def log_metric(self, name: str, value: Any, step: int | None = None, context: str = "training",
-                   timestamp: Any = None) -> None: ...
+    def log_system_metric(self, name: str, value: float, timestamp: float) -> None: ...
 
     def update_environment(self, info: Mapping[str, Any]) -> None: ...
 
@@ -35,7 +34,7 @@ def attach(run: Host, *, system: bool, energy: bool, interval_s: float, country:
     """Start the samplers for ``run`` and register their stop on ``run.on_end``."""
 
     def sink(name: str, value: float, ts: float) -> None:
-        run.log_metric(name, value, context="system", timestamp=ts)
+        run.log_system_metric(name, value, ts)
 
     samplers: list[Sampler] = []
     gpu_reader = None
