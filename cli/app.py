@@ -372,8 +372,25 @@ def render(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a user error is one line and exit 2, never a traceback."""
+    import os
+
+    try:
+        app()  # usage errors are printed by typer itself, exit 2
+    except Prov4TorchError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    except (OSError, RecursionError, MemoryError, UnicodeError) as exc:
+        typer.echo(f"Error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_INPUT)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("PROV4TORCH_DEBUG"):
+            raise
+        typer.echo(f"Error: internal error {type(exc).__name__}: {exc} (a bug in prov4torch: please report it; "
+                   "PROV4TORCH_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(EXIT_INPUT)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,21 @@ def safe_dir(root: Path, *names: str) -> Path:
     return d
 
 
+def check_output(path: Path) -> Path:
+    """An output file path that can be written, checked before any work: ConfigError saying why not."""
+    if str(path) in ("", ".") or path.is_dir():
+        raise ConfigError(f"{path} is a directory: give the path of a file to write (-o/--out)")
+    parent = path.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ConfigError(f"{path}: {existing} is not a directory, so the output cannot be written there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: {existing} is not writable; choose another output path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{path} exists and is not writable; choose another output path")
+    return path
+
+
 class Terminated(BaseException):
     """SIGTERM arrived while a file was being written; cleanup runs, then the process exits as the signal would."""
 

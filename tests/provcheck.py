@@ -47,8 +47,7 @@ def schema_errors(doc: Any) -> list[str]:
 
 def _containers(doc: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     yield doc
-    for bundle in (doc.get("bundle") or {}).values():
-        yield bundle
+    yield from (doc.get("bundle") or {}).values()
 
 
 def _time(value: Any) -> dt.datetime | None:

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 import prov4torch
 from prov4torch.audit.merge import merge
-from prov4torch.record.identity import root_digest, FileDigest
+from prov4torch.record.identity import FileDigest, root_digest
 
 
 def generations(doc: dict) -> dict[str, int]:

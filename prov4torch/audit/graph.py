@@ -43,6 +43,9 @@ UPSTREAM: dict[str, tuple[str, str]] = {
     "hadMember": ("prov:collection", "prov:entity"),
 }
 DEFAULT_LINEAGE = ("used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy")
+# W3C Notes beside PROV-JSON (PROV-Links, PROV-Dictionary): read, not walked
+EXTENSIONS = ("mentionOf", "derivedByInsertionFrom", "derivedByRemovalFrom", "hadDictionaryMember")
+KNOWN_SECTIONS = {"prefix", "bundle", *ELEMENTS, *UPSTREAM, *EXTENSIONS}
 
 
 @dataclass
@@ -199,8 +202,57 @@ def prefix_map(container: Mapping[str, Any]) -> dict[str, Any]:
     return prefixes if isinstance(prefixes, dict) else {}
 
 
+def check_shape(doc: Mapping[str, Any], source: str, in_bundle: bool = False) -> None:
+    """Refuse (``ProvInputError``) a document whose structure cannot be read as PROV: a reader that skipped
+    what it did not understand could give an ALLOW for a document it never saw."""
+    for key, value in doc.items():
+        where = f"{source}: {'bundle ' if in_bundle else ''}section {key!r}"
+        if key not in KNOWN_SECTIONS:
+            raise ProvInputError(f"{where}: not a PROV-JSON record type; fix the document "
+                                 "(prov4torch validate shows where)", value=source)
+        if not isinstance(value, dict):
+            raise ProvInputError(f"{where} must map ids to records, found {_json_kind(value)}; fix the document "
+                                 "(prov4torch validate shows where)", value=source)
+        if key == "prefix":
+            if not all(isinstance(v, str) for v in value.values()):
+                raise ProvInputError(f"{where}: every namespace must be an IRI string", value=source)
+            continue
+        if key == "bundle":
+            if in_bundle:
+                raise ProvInputError(f"{where}: bundles cannot nest", value=source)
+            for bundle in value.values():
+                if not isinstance(bundle, dict):
+                    raise ProvInputError(f"{where}: a bundle must be an object of records", value=source)
+                check_shape(bundle, source, in_bundle=True)
+            continue
+        ends = UPSTREAM.get(key, ())
+        for rid, rec in value.items():
+            records = rec if isinstance(rec, list) else [rec]
+            if not records or not all(isinstance(r, dict) for r in records):
+                raise ProvInputError(f"{where}: record {rid!r} must be an object (or a list of objects), "
+                                     f"found {_json_kind(rec)}", value=source)
+            for r in records:
+                for attr, v in r.items() if key in ELEMENTS else ():
+                    for item in v if isinstance(v, list) else [v]:
+                        if isinstance(item, dict) and "$" not in item:
+                            raise ProvInputError(f"{where}: record {rid!r}: the value of {attr} is a typed literal "
+                                                 "without '$': it cannot be read", value=source)
+                for end in ends:
+                    ref = r.get(end)
+                    refs = ref if isinstance(ref, list) and key == "hadMember" else [ref]
+                    if ref is not None and not all(isinstance(x, str) for x in refs):
+                        raise ProvInputError(f"{where}: record {rid!r}: {end} must be an identifier string",
+                                             value=source)
+
+
+def _json_kind(v: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null", dict: "an object"}.get(
+        type(v), "a number")
+
+
 def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>") -> None:
-    """Add one PROV-JSON document (and its bundles) to ``graph``."""
+    """Add one PROV-JSON document (and its bundles) to ``graph``; ProvInputError for a shape it cannot read."""
+    check_shape(doc, source)
     prefixes = prefix_map(doc)
     scope = _Scope({**PREFIXES, **{k: v for k, v in prefixes.items() if isinstance(v, str) and k != "default"}},
                    prefixes.get("default") if isinstance(prefixes.get("default"), str) else None)
@@ -245,8 +297,11 @@ def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: st
         for value in section.values():
             for rec in as_records(value):
                 downs, ups = rec.get(down_attr), rec.get(up_attr)
-                if downs is None or ups is None:
-                    continue  # an endpoint is missing: nothing to walk (validate reports it)
+                if downs is None or ups is None:  # an endpoint is missing: nothing to walk (validate reports it)
+                    for end in (downs, ups):  # but the one given exists, if only implied
+                        if isinstance(end, str):
+                            graph.node(scope.expand(end), end)
+                    continue
                 attrs = {scope.expand(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
                          for k, v in rec.items() if k not in (down_attr, up_attr)}
                 for d in downs if isinstance(downs, list) else [downs]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import MergeConflictError
 from ..provjson import PREFIXES, QName, attributes
-from ..safefs import cleanup_on_signal, umask_mode
+from ..safefs import check_output, cleanup_on_signal, umask_mode
 from .graph import ELEMENTS, as_records, load_json, prefix_map
 from .jsonread import ProvInputError
 
@@ -146,7 +146,7 @@ def merge(
     progress: Callable[[int, int, Path], None] | None = None,
 ) -> MergeReport:
     """Merge ``inputs`` (files or run directories) into ``out``; see the module docstring."""
-    out = Path(out)
+    out = check_output(Path(out))
     files = input_files(inputs, exclude=out)
     if not files:
         raise ProvInputError("nothing to merge: give rank files or run directories")
@@ -160,7 +160,8 @@ def merge(
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         try:
             os.fchmod(fd, umask_mode())
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # a lone surrogate in a string (a JSON escape such as "\\ud800") is written back as that escape
+            with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
                 fh.write('{"bundle": {')
                 first = True
                 for index, path in enumerate(files):

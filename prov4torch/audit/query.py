@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import InvalidValueError
 from ..provjson import MLS_NAMESPACE, NAMESPACE, expand_qname
 from .graph import DEFAULT_LINEAGE, Graph, Node, load_graph
+from .text import clean, clean_tree
 
 TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}
 SUMMARY_ATTRS = ("jurisdiction", "originCountry", "personalData", "consentScope", "license", "regulation",
@@ -106,7 +107,7 @@ def query(graph: Graph, focus: str, *, direction: str = "up", depth: int | None 
         k = kind_of(node)
         if kind is not None and k != kind:
             continue
-        hits.append(Hit(nid, graph.short(nid), k, dist, _summary(graph, node)))
+        hits.append(Hit(nid, clean(graph.short(nid), 500), k, dist, clean_tree(_summary(graph, node))))
     hits.sort(key=lambda h: (h.distance, h.kind, h.label))
     focal = graph.nodes[start]
-    return Hit(start, graph.short(start), kind_of(focal), 0, _summary(graph, focal)), hits
+    return Hit(start, clean(graph.short(start), 500), kind_of(focal), 0, clean_tree(_summary(graph, focal))), hits

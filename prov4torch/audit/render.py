@@ -11,6 +11,7 @@ shared agent and does not finish 602 records in 300 s; ``sfdp`` takes 0.33 s).
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -19,11 +20,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from xml.etree import ElementTree
 
 from ..errors import InvalidValueError, MissingExtraError
 from ..provjson import MLS_NAMESPACE, NAMESPACE
+from ..safefs import check_output
 from .graph import DEFAULT_LINEAGE, PROV, Graph, Node, load_graph
 from .query import kind_of, resolve
+from .text import clean
 
 
 class Finding(Protocol):
@@ -68,7 +72,11 @@ STYLE = {
     "agent": 'shape=house style=filled fillcolor="#fde2cf" color="#843c0c"',
     "entity": 'shape=ellipse style=filled fillcolor="#eeeeee" color="#555555"',
     "bundle": 'shape=folder style=filled fillcolor="#eeeeee" color="#555555"',
+    "implied": 'shape=ellipse style=dashed color="#999999" fontcolor="#555555"',
 }
+ENGINES = ("dot", "neato", "fdp", "sfdp", "circo", "twopi", "osage", "patchwork")  # Graphviz layout programs
+LABEL_LINE_LIMIT = 80  # characters per label line (an ellipsis marks a cut)
+LABEL_LINES = 12
 RED = "#d62728"
 TAGS = ("jurisdiction", "originCountry", "personalData", "consentScope", "license", "consentExpires",
         "prohibitedPurpose", "intendedUse")
@@ -90,11 +98,13 @@ class Drawing:
 
 
 def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A DOT string: each line cleaned (``text.clean``) and capped, lines joined with DOT's newline."""
+    lines = [clean(line, LABEL_LINE_LIMIT) for line in text.split("\n")][:LABEL_LINES]
+    return "\\n".join(line.replace("\\", "\\\\").replace('"', '\\"') for line in lines)
 
 
 def _short_value(v: Any) -> str:
-    s = str(v)
+    s = clean(v)
     return s[:10] if re.match(r"^\d{4}-\d{2}-\d{2}T", s) else s
 
 
@@ -103,7 +113,7 @@ def _label(graph: Graph, node: Node, kind: str, extra: list[str]) -> str:
     short = graph.short(node.id)
     if len(short) > 48:
         short = short[:22] + "…" + short[-22:]
-    lines = [str(name)] if name else []
+    lines = [clean(name)] if name else []
     lines.append(short if not name else f"({short})")
     if kind in ("dataset", "model"):
         for t in TAGS:
@@ -179,6 +189,9 @@ def build_dot(graph: Graph, *, violations: Iterable[Finding] = (), focus: str | 
             extra = [f"{n} {t}" for t, n in sorted(notes.get(target, Counter()).items())]
             if target in crowded:
                 extra.append(f"linked to {assoc[target]} records (edges omitted)")
+            if not node.kinds:  # named by a relation but never declared: drawn, marked as implied
+                kind = "implied"
+                extra = [*extra, "(not declared)"]
             label = _label(graph, node, kind if kind in STYLE else "entity", extra)
             style = STYLE.get(kind, STYLE["entity"])
         else:  # a folded multi-rank job
@@ -195,7 +208,7 @@ def build_dot(graph: Graph, *, violations: Iterable[Finding] = (), focus: str | 
             label += "\n✖ " + ", ".join(sorted(rules))
             style += f' color="{RED}" fontcolor="{RED}" penwidth=2.5 class="violation"'
         sid = re.sub(r"[^A-Za-z0-9_.:/-]+", "_", graph.short(target) if target in graph.nodes else target)
-        lines.append(f'  {ids[target]} [{style} label="{_esc(label)}" tooltip="{_esc(sid)}" id="{_esc(sid)}"];')
+        lines.append(f'  {ids[target]} [{style} label="{_esc(label)}" tooltip="{sid}" id="{sid}"];')  # sid: safe chars
 
     # -- edges ------------------------------------------------------------------------------------------------
     seen: dict[tuple[str, str, str], None] = {}
@@ -253,6 +266,13 @@ def render(paths: Iterable[str | Path], out: str | Path, *, judge: Judge | None 
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("svg", "png", "dot"):
         raise InvalidValueError(f"{out}: the output must end in .svg, .png or .dot", value=str(out))
+    check_output(out)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise InvalidValueError(f"timeout must be a finite positive number of seconds, got {timeout_s!r}",
+                                value=timeout_s)
+    if engine is not None and engine not in ENGINES:
+        raise InvalidValueError(f"engine {engine!r} is not a Graphviz layout engine; choose one of "
+                                f"{', '.join(ENGINES)}", value=engine)
     graph = load_graph(paths)
     violations = list(judge(graph)) if judge is not None else []
     drawing = build_dot(graph, violations=violations, focus=focus, direction=direction, depth=depth, detail=detail)
@@ -262,6 +282,12 @@ def render(paths: Iterable[str | Path], out: str | Path, *, judge: Judge | None 
         _write(out, drawing.dot.encode())
         return drawing
     data = run_graphviz(drawing, fmt, timeout_s)
+    if fmt == "svg":
+        try:  # success means a well-formed picture, whatever the data held
+            ElementTree.fromstring(data)
+        except ElementTree.ParseError as exc:
+            raise InvalidValueError(f"Graphviz wrote an SVG that is not well-formed XML ({exc}); nothing was "
+                                    f"written to {out}") from None
     _write(out, data)
     return drawing
 
@@ -270,6 +296,9 @@ def run_graphviz(drawing: Drawing, fmt: str, timeout_s: float) -> bytes:
     """Lay out and draw with Graphviz; a timed-out dot falls back to sfdp."""
     tried = []
     for engine in dict.fromkeys([drawing.engine, "sfdp"]):
+        if engine not in ENGINES:
+            tried.append(f"{engine}: not a Graphviz layout engine")
+            continue
         exe = shutil.which(engine)
         if exe is None:
             tried.append(f"{engine}: not found")

@@ -13,6 +13,7 @@ from typing import Any
 from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
 from .graph import PROV, Graph, Node, expand_dirs, load_graph
 from .query import kind_of
+from .text import clean_tree
 
 P = NAMESPACE
 RUN_FIELDS = ("status", "runId", "rank", "worldSize", "host", "computeRegion", "purpose", "exitCode", "signal",
@@ -43,6 +44,11 @@ def summarize(paths: Iterable[str | Path]) -> dict[str, Any]:
 
 
 def summarize_graph(graph: Graph, files: list[str]) -> dict[str, Any]:
+    """The summary, every string from the documents cleaned of escape sequences and control characters."""
+    return clean_tree(_summarize(graph, files))  # type: ignore[no-any-return]
+
+
+def _summarize(graph: Graph, files: list[str]) -> dict[str, Any]:
     runs, params, metrics, datasets, models, envs, others = [], {}, [], [], [], [], []
     for node in sorted(graph.nodes.values(), key=lambda n: n.label):
         types = node.types()

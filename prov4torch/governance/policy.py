@@ -95,6 +95,8 @@ def load_policy(spec: str | Path | Policy) -> Policy:
     """A validated policy from a TOML file, or a built-in name such as ``default``."""
     if isinstance(spec, Policy):
         return spec
+    if not isinstance(spec, (str, Path)) or not str(spec).strip() or "\0" in str(spec):
+        raise ConfigError(f"policy must be a TOML file path or a built-in name such as 'default', got {spec!r:.60}")
     path = Path(spec)
     if not path.exists() and isinstance(spec, str) and "/" not in spec and not spec.endswith(".toml"):
         builtin = builtin_policy_path(spec)
@@ -111,6 +113,8 @@ def load_policy(spec: str | Path | Policy) -> Policy:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a policy") from None
     policy = parse_policy(data, str(path))
     policy.sha256 = hashlib.sha256(raw).hexdigest()
     return policy

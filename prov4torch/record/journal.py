@@ -10,6 +10,7 @@ the rest from these two files.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -159,15 +160,18 @@ class JournalWriter:
                 os.fsync(self._journal.fileno())
                 self._csv.flush()
                 os.fsync(self._csv.fileno())
+                if os.fstat(self._journal.fileno()).st_nlink == 0:
+                    raise FileNotFoundError(f"{self.journal_path} was deleted (the run directory was removed?)")
             except Exception as exc:  # noqa: BLE001 - telemetry never kills training
                 if self.failure is None:
                     self.failure = f"{type(exc).__name__}: {exc}"
-                    warnings.warn(
-                        f"prov4torch could not write {self.journal_path.parent}: {self.failure}; "
-                        "provenance for this run may be incomplete",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+                    with contextlib.suppress(Exception):  # warnings-as-errors must not kill the writer
+                        warnings.warn(
+                            f"prov4torch could not write {self.journal_path.parent}: {self.failure}; "
+                            "provenance for this run may be incomplete (training goes on)",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
 
     def close(self) -> None:
         """Stop the thread, write everything left, close the files."""
@@ -176,8 +180,11 @@ class JournalWriter:
             self._thread.join(timeout=30)
         self.flush()
         with self._lock:
-            self._journal.close()
-            self._csv.close()
+            for fh in (self._journal, self._csv):
+                try:
+                    fh.close()
+                except OSError as exc:  # data still buffered when the disk is full: already warned about
+                    self.failure = self.failure or f"{type(exc).__name__}: {exc}"
 
     @property
     def csv_sha256(self) -> str:

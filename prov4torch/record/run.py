@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import env, provjson
 from ..errors import ConfigError, InvalidValueError, PolicyViolation, RunStateError
-from ..governance.gate import RuntimePolicy, RunView
+from ..governance.gate import RuntimePolicy
 from . import config, context
 from .checkpoints import Checkpoints, ModelVersion
 from .config import default_root
@@ -31,6 +31,7 @@ from .document import build, write_rank
 from .events import RunRecord, Sidecar
 from .identity import DigestCache, digest_path
 from .ids import content_id, run_activity_id
+from .inputs import HASH_WAIT_S, Inputs
 from .journal import JournalWriter
 from .paths import RunFiles
 from .signals import Hooks
@@ -39,7 +40,6 @@ from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestam
 _now = time.time
 END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")
 RESERVED_SYSTEM_PREFIXES = ("system/", "gpu/")  # sampler series names (context "system")
-HASH_WAIT_S = 600.0  # how long end_run / log_model wait for background dataset hashing
 
 __all__ = ["ACTIVE", "END_STATUSES", "ModelVersion", "Run", "default_root"]
 
@@ -106,15 +106,14 @@ class Run:
         self._system_series: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # the samplers' own
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
-        self._dataset_roles: dict[str, set[str]] = {}  # id -> every role it was attached with
         cache = DigestCache(self.root / ".cache" / "digests.sqlite", self.root)
-        self._checkpoints = Checkpoints(
-            root=self.root, files=self.files, activity=self.activity,
-            intended_use=self.intended_use, replay=self.replay, clock=clock,
-            warn_unknown_lineage=self._policy is not None, cache=cache,
-        )
-        self._datasets = DatasetIdentifier(self.activity, cache, self._digest_done)
-        self._aliases: dict[str, str] = {}  # provisional dataset id -> content id, once hashed
+        self.inputs = Inputs(
+            datasets=DatasetIdentifier(self.activity, cache, self._digest_done),
+            checkpoints=Checkpoints(root=self.root, files=self.files, activity=self.activity,
+                                    intended_use=self.intended_use, replay=self.replay, clock=clock,
+                                    warn_unknown_lineage=self._policy is not None, cache=cache),
+            policy=self._policy, record=self.record_event, clock=clock,
+            document=lambda: build(self.replay(), [], {}), activity=self.activity, intended_use=self.intended_use)
         self._pending_signal: int | None = None
         self._finish_lock = threading.RLock()
         self._end_callbacks: list[Callable[[Run], None]] = []
@@ -294,7 +293,7 @@ class Run:
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidValueError(f"log_artifact takes a path, got {type(path).__name__}", value=path)
         p = Path(path).resolve()
-        d = digest_path(p, self._checkpoints.cache)
+        d = digest_path(p, self.inputs.checkpoints.cache)
         aid = content_id("artifact", d.sha256)
         self.record_event({"t": "artifact", "id": aid, "name": name or p.name, "path": str(p),
                            "sha256": d.sha256, "size": d.size, "time": self.clock()})
@@ -314,22 +313,10 @@ class Run:
         recorded or policy-checked again.
         """
         self._require_open("log_dataset")
-        known = self._datasets.known(dataset_or_path)
-        if known is not None and role in self._dataset_roles.get(known, ()) and not tags:
-            return known
-        event = self._datasets.identify(dataset_or_path, name=name, role=role, source=source, tags=tags)
-        event["time"] = self.clock()
-        did = str(event["id"])
-        if role in self._dataset_roles.get(did, ()) and not tags:
-            return did
-        self._dataset_roles.setdefault(did, set()).add(role)
-        self.record_event(event)
-        self._on_attach(event)
-        return did
+        return self.inputs.dataset(dataset_or_path, name=name, role=role, source=source, tags=tags)
 
     def _digest_done(self, event: dict[str, Any]) -> None:
-        """Background hashing named a dataset's content (called on the hashing thread)."""
-        self._aliases[str(event["key"])] = str(event["id"])
+        self.inputs.digest_done(event)
         if self._open:
             self.record_event(event)
 
@@ -348,10 +335,7 @@ class Run:
         from memory instead of re-reading the file).
         """
         self._require_open("log_model")
-        self._datasets.wait(HASH_WAIT_S)  # the checkpoint's lineage card names its data by content
-        mv, event = self._checkpoints.produced(model_or_path, name, step, epoch, self.model_sources(), saved)
-        self.record_event(event)
-        return mv
+        return self.inputs.produced(model_or_path, name, step, epoch, saved)
 
     def load_model(self, path: str | os.PathLike[str], **torch_load_kwargs: Any) -> Any:
         """``torch.load`` a checkpoint and record that this run used it (its content links runs)."""
@@ -366,38 +350,20 @@ class Run:
     def use_model(self, path: str | os.PathLike[str], *, loaded: Any = None) -> str:
         """Record that this run used a checkpoint file as its base model (``loaded``: what was read from it)."""
         self._require_open("load_model")
-        event = self._checkpoints.used(path, loaded)
-        self.record_event(event)
-        self._on_attach(event)
-        return str(event["id"])
+        return self.inputs.used(path, loaded)
 
     # -- lineage and policy --------------------------------------------------------------------
     def replay(self) -> RunRecord:
         """The run's record so far (its events replayed)."""
         return RunRecord.replay(self._history)
 
-    def view(self) -> RunView:
-        """The run so far as the policy gate sees it."""
-        return RunView(build(self.replay(), [], {}), self.activity,
-                       self.model_sources(), self.intended_use)
-
     def model_sources(self) -> list[str]:
         """What a model this run produces is derived from: its training datasets, then its base models."""
-        blocked = self._policy.blocked_datasets if self._policy is not None else set()
-        training = [self._aliases.get(d, d) for d, roles in self._dataset_roles.items()
-                    if "training" in roles and d not in blocked]
-        return training + [m for m in self._checkpoints.base_models if m not in training and m not in blocked]
-
-    def _on_attach(self, event: dict[str, Any]) -> None:
-        """Evaluate the runtime policy when data or a checkpoint is attached."""
-        if self._policy is not None:
-            trigger = "log_dataset" if event["t"] == "dataset" else "load_model"
-            self._policy.check(self.view(), trigger, [event["id"]])
+        return self.inputs.model_sources()
 
     def gate(self, dataset_id: str) -> None:
         """Before a tracked DataLoader yields its first batch: refuse blocked data."""
-        if self._policy is not None:
-            self._policy.gate(dataset_id)
+        self.inputs.gate(dataset_id)
 
     def attach_loader_usage(self, dataset_id: str, role: str, usage: Mapping[str, int]) -> None:
         """Samples, batches and epochs consumed from a dataset (kept up to date by track())."""
@@ -479,8 +445,8 @@ class Run:
                     callback(self)
                 except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
                     warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
-            self._datasets.wait(HASH_WAIT_S)
-            self._datasets.close()
+            self.inputs.datasets.wait(HASH_WAIT_S)
+            self.inputs.datasets.close()
             self._open = False
             self._context_thread.join(timeout=30)
             self._series = {}  # the hot path now reaches _new_series, which refuses

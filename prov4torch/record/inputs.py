@@ -1,0 +1,92 @@
+"""What a run attaches: datasets and checkpoints, with their identity, their roles, and the policy check.
+
+``Inputs`` is the run's bookkeeping of data and checkpoints. It names them (``datasets``,
+``checkpoints``), remembers under which roles each dataset was used, knows what a model this run
+produces derives from, and asks the runtime policy (``governance.gate``) before anything is used.
+Events go to the run through ``record``; the run's document so far comes from ``document``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..governance.gate import RuntimePolicy, RunView
+from .checkpoints import Checkpoints, ModelVersion
+from .datasets import DatasetIdentifier
+
+HASH_WAIT_S = 600.0  # how long end_run / log_model wait for background dataset hashing
+
+Record = Callable[[dict[str, Any]], None]
+
+
+class Inputs:
+    def __init__(self, *, datasets: DatasetIdentifier, checkpoints: Checkpoints, policy: RuntimePolicy | None,
+                 record: Record, clock: Callable[[], float], document: Callable[[], dict[str, Any]],
+                 activity: str, intended_use: str | None) -> None:
+        self.datasets = datasets
+        self.checkpoints = checkpoints
+        self.policy = policy
+        self.record = record
+        self.clock = clock
+        self.document = document
+        self.activity = activity
+        self.intended_use = intended_use
+        self.roles: dict[str, set[str]] = {}  # dataset id -> every role it was attached with
+        self.aliases: dict[str, str] = {}  # provisional dataset id -> content id, once hashed
+
+    # -- datasets ---------------------------------------------------------------------------------------
+    def dataset(self, data: Any, *, name: str | None, role: str, source: str | None, tags: dict[str, Any]) -> str:
+        """Attach a dataset (see ``Run.log_dataset``); its id."""
+        known = self.datasets.known(data)
+        if known is not None and role in self.roles.get(known, ()) and not tags:
+            return known
+        event = self.datasets.identify(data, name=name, role=role, source=source, tags=tags)
+        event["time"] = self.clock()
+        did = str(event["id"])
+        if role in self.roles.get(did, ()) and not tags:
+            return did
+        self.roles.setdefault(did, set()).add(role)
+        self.record(event)
+        self._check(event, "log_dataset")
+        return did
+
+    def digest_done(self, event: dict[str, Any]) -> None:
+        """Background hashing named a dataset's content (called on the hashing thread)."""
+        self.aliases[str(event["key"])] = str(event["id"])
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def produced(self, model_or_path: Any, name: str, step: int | None, epoch: int | None,
+                 saved: Any) -> ModelVersion:
+        self.datasets.wait(HASH_WAIT_S)  # the checkpoint's lineage card names its data by content
+        mv, event = self.checkpoints.produced(model_or_path, name, step, epoch, self.model_sources(), saved)
+        self.record(event)
+        return mv
+
+    def used(self, path: str | os.PathLike[str], loaded: Any) -> str:
+        event = self.checkpoints.used(path, loaded)
+        self.record(event)
+        self._check(event, "load_model")
+        return str(event["id"])
+
+    # -- lineage and policy -----------------------------------------------------------------------------
+    def model_sources(self) -> list[str]:
+        """What a model this run produces is derived from: its training datasets, then its base models."""
+        blocked = self.policy.blocked_datasets if self.policy is not None else set()
+        training = [self.aliases.get(d, d) for d, roles in self.roles.items()
+                    if "training" in roles and d not in blocked]
+        return training + [m for m in self.checkpoints.base_models if m not in training and m not in blocked]
+
+    def view(self) -> RunView:
+        """The run so far as the policy gate sees it."""
+        return RunView(self.document(), self.activity, self.model_sources(), self.intended_use)
+
+    def _check(self, event: dict[str, Any], trigger: str) -> None:
+        if self.policy is not None:
+            self.policy.check(self.view(), trigger, [event["id"]])
+
+    def gate(self, dataset_id: str) -> None:
+        """Before a batch of ``dataset_id`` is delivered: refuse blocked data."""
+        if self.policy is not None:
+            self.policy.gate(dataset_id)
