@@ -110,6 +110,10 @@ def start_run(
                 "(one run per process)"
             )
         if _env.flag(_env.DISABLED, False):
+            if policy is not None or _env.get(_env.POLICY):
+                raise ConfigError(
+                    f"{_env.DISABLED}=1 would switch off the policy {policy or _env.get(_env.POLICY)!r}: "
+                    f"unset {_env.DISABLED} to enforce it, or drop the policy to run unrecorded")
             run: Run = _DisabledRun()
         else:
             run = Run(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
-from ..record.loaders import batch_size
+from ..record.loaders import batch_size, is_tracked
 
 if TYPE_CHECKING:
     from ..record.run import Run
@@ -272,8 +272,8 @@ class _LoaderState:
 
     @classmethod
     def start(cls, run: Run, loader: Any) -> _LoaderState:
-        if loader is None or run.ended or run.disabled:
-            return cls(loader, None, "")
+        if loader is None or run.ended or run.disabled or is_tracked(loader):
+            return cls(loader, None, "")  # a tracked loader records itself, with the role it was given
         role = _infer_role(loader.dataset, getattr(loader, "sampler", None))
         dataset_id = _DATASET_IDS.get(loader)
         if dataset_id is None:

@@ -79,6 +79,10 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
     import torch  # noqa: F401 - the script will need it; importing it first keeps capture consistent
 
     if env.flag(env.DISABLED, False):  # the kill switch: run the script plainly, record nothing
+        policy = run_options.get("policy") or env.get(env.POLICY)
+        if policy:
+            raise ConfigError(f"{env.DISABLED}=1 would switch off the policy {policy!r}: unset {env.DISABLED} "
+                              "to enforce it, or drop --policy to run unrecorded")
         ACTIVE.run = DisabledRun()
         ACTIVE.last_dir = None
         return _execute(script, target, args, module, None)[1]

@@ -9,13 +9,18 @@ value matches.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audit.graph import Graph, Node, expand_dirs, load_graph
+from ..audit.graph import PROV, TYPE, Graph, Node, expand_dirs, load_graph
+from ..provjson import NAMESPACE as P4T
 from .policy import NOT_PROCESSING, Policy, Rule, load_policy
+
+# a model saved before its data was attached is not (yet) a model without data: judged when the run ends
+AFTER_THE_FACT = {"model_has_data"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,9 @@ class Evaluator:
         self.graph = graph
         self.datasets = {n.id for n in graph.of_type(policy.dataset_classes)}
         self.models = [n for n in graph.of_type(policy.model_classes)]
+        self.model_ids = {n.id for n in self.models}
         self._upstream: dict[str, dict[str, int]] = {}
+        self._roles: dict[tuple[str, str], set[str]] | None = None
 
     def upstream(self, nid: str) -> dict[str, int]:
         if nid not in self._upstream:
@@ -124,9 +131,12 @@ class Evaluator:
                 out.append((act, ds))
         return out
 
-    def evaluate(self) -> list[Violation]:
+    def evaluate(self, runtime: bool = False) -> list[Violation]:
+        """Every violation; ``runtime``: skip the checks that only mean something once a run is over."""
         out: list[Violation] = []
         for rule in self.policy.rules:
+            if runtime and rule.check in AFTER_THE_FACT:
+                continue
             for subject in self.subjects(rule):
                 out.extend(getattr(self, f"_check_{rule.check}")(rule, subject))
         return out
@@ -151,22 +161,61 @@ class Evaluator:
         offending = set().union(*hits.values())
         return [self._v(rule, subject, offending, attr, f"combines data from {blended}")]
 
+    def roles(self, activity: str, dataset: str) -> set[str]:
+        """The roles (local names, lower case) with which ``activity`` used ``dataset`` directly."""
+        if self._roles is None:
+            self._roles = {}
+            for e in self.graph.edges:
+                if e.relation == "used":
+                    names = {re.split(r"[#/:]", str(r))[-1].lower() for r in e.attrs.get(PROV + "role", [])}
+                    self._roles.setdefault((e.down, e.up), set()).update(names)
+        return self._roles.get((activity, dataset), set())
+
     def _check_purpose_in_consent(self, rule: Rule, subject: Node) -> list[Violation]:
         a_attr, d_attr = rule.params["activity_attribute"], rule.params["dataset_attribute"]
+        role_purposes: dict[str, str] = rule.params["role_purposes"]
         out = []
         for act, datasets in self.activities_for(rule, subject):
-            purposes = _lower(act.values(a_attr))
+            declared = _lower(act.values(a_attr))
             for d in datasets:
                 consent = _lower(self.graph.nodes[d].values(d_attr))
                 if not consent:
                     continue
-                if not purposes:
-                    out.append(self._v(rule, act, [d], a_attr, "the activity declares no purpose, "
-                                       f"but the data is consented only for {sorted(consent)}"))
-                elif not purposes & consent:
-                    out.append(self._v(rule, act, [d], d_attr, f"purpose {sorted(purposes)} is not within "
-                                       f"the consent scope {sorted(consent)}"))
+                # each use is for the purpose its role implies (a test set is used for testing), else the
+                # activity's own; data reached only through lineage is processed for the activity's purpose
+                roles = self.roles(act.id, d) or {""}
+                for role in sorted(roles):
+                    purposes = {role_purposes[role]} if role in role_purposes else declared
+                    how = f" (used as {role})" if role in role_purposes else ""
+                    if not purposes:
+                        out.append(self._v(rule, act, [d], a_attr, "the activity declares no purpose, "
+                                           f"but the data is consented only for {sorted(consent)}"))
+                    elif not purposes & consent:
+                        out.append(self._v(rule, act, [d], d_attr, f"purpose {sorted(purposes)}{how} is not "
+                                           f"within the consent scope {sorted(consent)}"))
         return out
+
+    def _check_lineage_known(self, rule: Rule, subject: Node) -> list[Violation]:
+        """A checkpoint used without known lineage: its data cannot be checked, so it is not allowed."""
+        if "activity" not in subject.kinds:
+            return []
+        attr = rule.params["attribute"]
+        out = []
+        for e in self.graph.edges:
+            if e.relation == "used" and e.down == subject.id and e.up in self.model_ids \
+                    and any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
+                out.append(self._v(rule, subject, [e.up], attr, f"checkpoint {self.graph.short(e.up)} was used "
+                                   "without known lineage (the data it was trained on is unknown); declare its "
+                                   "origin: prov4torch.declare_checkpoint(path, ...) or a [[checkpoint]] entry in "
+                                   "a tags file (prov4torch run --data-tags FILE)"))
+        return out
+
+    def _check_model_has_data(self, rule: Rule, subject: Node) -> list[Violation]:
+        """A model with no dataset in its lineage was trained on undeclared data."""
+        if subject.values(P4T + "prospective") or self.scope(rule, subject):
+            return []
+        return [self._v(rule, subject, [], TYPE, "no dataset in its lineage: it was trained on undeclared data "
+                        "(record the data with log_dataset/track, or run under prov4torch run)")]
 
     def _check_region_allowed(self, rule: Rule, subject: Node) -> list[Violation]:
         p = rule.params
@@ -244,10 +293,13 @@ class Evaluator:
         return out
 
 
-def evaluate(policy: Policy, graph: Graph) -> list[Violation]:
-    """Every violation of ``policy`` in ``graph``, de-duplicated, in a stable order."""
+def evaluate(policy: Policy, graph: Graph, *, runtime: bool = False) -> list[Violation]:
+    """Every violation of ``policy`` in ``graph``, de-duplicated, in a stable order.
+
+    ``runtime``: the graph is a run still going on (the gate), so checks in ``AFTER_THE_FACT`` wait for the end.
+    """
     seen: dict[tuple[Any, ...], Violation] = {}
-    for v in Evaluator(policy, graph).evaluate():
+    for v in Evaluator(policy, graph).evaluate(runtime):
         seen.setdefault((v.rule, v.subject, v.datasets, v.attribute, v.reason), v)
     return sorted(seen.values(), key=lambda v: (v.rule, v.subject, v.datasets))
 

@@ -11,6 +11,7 @@ that data, and the run ends BLOCKED; in ``audit`` mode it warns once.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class RuntimePolicy:
         doc = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in view.document.items()}
         prospective = f"{view.activity}/{PROSPECTIVE}"
         doc.setdefault("entity", {})[prospective] = {
-            "prov:type": {"$": "mls:Model", "type": "xsd:QName"},
+            "prov:type": {"$": "mls:Model", "type": "xsd:QName"}, "p4t:prospective": True,
             **({"p4t:intendedUse": view.intended_use} if view.intended_use else {}),
         }
         doc.setdefault("wasGeneratedBy", {})["_:prospective-gen"] = {
@@ -80,9 +81,46 @@ class RuntimePolicy:
         add_document(g, doc, "<running>")
         return g
 
+    def final(self, view: RunView) -> None:
+        """At the end of the run: every rule, the after-the-fact ones too; recorded and warned, never raised
+        (the compute has happened: the record says so, and ``prov4torch check`` denies it)."""
+        if self.blocked:
+            return  # the run was stopped: its decision is on record already
+        violations = evaluate(self.policy, self.graph(view))
+        if violations:  # an allow at the end adds nothing to the decisions already taken
+            self._record(violations, "end_run", [])
+        for v in violations:
+            self._warn(v, "finding")
+
     def check(self, view: RunView, trigger: str, subjects: list[str]) -> None:
         """Evaluate now; record the decision; raise (enforce) or warn (audit) on a deny."""
-        violations = evaluate(self.policy, self.graph(view))
+        violations = evaluate(self.policy, self.graph(view), runtime=True)
+        self._record(violations, trigger, subjects)
+        if not violations:
+            return
+        if self.mode == "audit":
+            for v in violations:
+                self._warn(v, "audit")
+            return
+        self.blocked.extend(violations)
+        self.blocked_datasets.update(d for v in violations for d in v.datasets)
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise PolicyViolation(
+            f"policy {self.policy.name!r} blocks this use of data: rule {first.rule!r}: "
+            f"{self._subject(first.subject)}: {first.reason}; datasets: {', '.join(first.datasets)}{more}",
+            violations,
+        )
+
+    def _warn(self, v: Violation, kind: str) -> None:
+        key = (v.rule, v.subject, v.datasets)
+        if key not in self._warned:
+            self._warned.add(key)
+            with contextlib.suppress(Exception):  # a warning (even an error-filtered one) never stops the run
+                warnings.warn(f"prov4torch policy {self.policy.name!r} ({kind}): {v.rule}: "
+                              f"{self._subject(v.subject)}: {v.reason}", PolicyWarning, stacklevel=5)
+
+    def _record(self, violations: list[Violation], trigger: str, subjects: list[str]) -> None:
         verdict = "deny" if violations else "allow"
         attrs: dict[str, Any] = {
             "p4t:verdict": verdict,
@@ -97,33 +135,18 @@ class RuntimePolicy:
                                                  "p4t:version": self.policy.version,
                                                  "p4t:sha256": self.policy.sha256 or None}),
                      "datasets": subjects, "attrs": attributes(attrs)})
-        if not violations:
-            return
-        if self.mode == "audit":
-            for v in violations:
-                key = (v.rule, v.subject, v.datasets)
-                if key not in self._warned:
-                    self._warned.add(key)
-                    warnings.warn(f"prov4torch policy {self.policy.name!r} (audit): {v.rule}: "
-                                  f"{self._subject(v.subject)}: {v.reason}", PolicyWarning, stacklevel=4)
-            return
-        self.blocked.extend(violations)
-        self.blocked_datasets.update(d for v in violations for d in v.datasets)
-        first = violations[0]
-        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
-        raise PolicyViolation(
-            f"policy {self.policy.name!r} blocks this use of data: rule {first.rule!r}: "
-            f"{self._subject(first.subject)}: {first.reason}; datasets: {', '.join(first.datasets)}{more}",
-            violations,
-        )
 
     @staticmethod
     def _subject(subject: str) -> str:
         return "the model this run will produce" if subject.endswith(PROSPECTIVE) else subject
 
     def gate(self, dataset_id: str) -> None:
-        """Before a batch of ``dataset_id`` leaves a DataLoader: refuse data already blocked."""
-        if self.mode == "enforce" and dataset_id in self.blocked_datasets:
-            v = next(v for v in self.blocked if dataset_id in v.datasets)
-            raise PolicyViolation(f"policy {self.policy.name!r} blocked {dataset_id}: rule {v.rule!r}: "
-                                  f"{v.reason}", [v])
+        """Before data is delivered (a batch, an item): nothing more once the run is BLOCKED, in enforce mode.
+
+        A script that caught the ``PolicyViolation`` and goes on, or an iterator opened before the block,
+        gets no further data from any tracked source.
+        """
+        if self.mode == "enforce" and self.blocked:
+            v = next((v for v in self.blocked if dataset_id in v.datasets), self.blocked[0])
+            raise PolicyViolation(f"policy {self.policy.name!r} blocked this run: rule {v.rule!r}: {v.reason}; "
+                                  f"no more data is delivered ({dataset_id})", [v])

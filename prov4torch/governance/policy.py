@@ -37,9 +37,15 @@ _INCOMPAT = ("a table of use = list of licence ids",
              lambda v: isinstance(v, dict) and bool(v) and all(_STRS[1](x) for x in v.values()))
 _MISSING = ('"violation" or "ignore"', lambda v: v in ("violation", "ignore"))
 
+_ROLE_PURPOSES = ("a table of role = purpose", lambda v: isinstance(v, dict) and all(
+    isinstance(k, str) and isinstance(x, str) for k, x in v.items()))
+# how a use's role changes its purpose: the test set of a training run is used for testing
+DEFAULT_ROLE_PURPOSES = {"testing": "testing", "validation": "validation", "evaluation": "evaluation"}
+
 CHECKS: dict[str, dict[str, tuple[str, Any, bool]]] = {
     "forbid_combination": {"attribute": (*_STR, True), "groups": (*_GROUPS, True)},
-    "purpose_in_consent": {"activity_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
+    "purpose_in_consent": {"activity_attribute": (*_STR, True), "dataset_attribute": (*_STR, True),
+                           "role_purposes": (*_ROLE_PURPOSES, False)},
     "region_allowed": {
         "applies_if_dataset": (*_TABLE, False), "unless_dataset_has": (*_STR, False),
         "activity_attribute": (*_STR, True), "allowed": (*_STRS, True), "missing_attribute": (*_MISSING, False),
@@ -50,6 +56,8 @@ CHECKS: dict[str, dict[str, tuple[str, Any, bool]]] = {
     },
     "required_attributes": {"attributes": (*_STRS, True)},
     "before_expiry": {"activity_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
+    "lineage_known": {"attribute": (*_STR, False)},
+    "model_has_data": {},
 }
 ATTRIBUTE_PARAMS = {"attribute", "activity_attribute", "dataset_attribute", "model_attribute",
                     "unless_dataset_has"}
@@ -212,6 +220,11 @@ def _parse_rule(r: Mapping[str, Any], index: int, source: str, seen: set[str], e
         params[key] = expand(params[key])
     if check == "required_attributes":
         params["attributes"] = [expand(a) for a in params["attributes"]]
+    if check == "purpose_in_consent":
+        params["role_purposes"] = {k.lower(): v.lower() for k, v in
+                                   params.get("role_purposes", DEFAULT_ROLE_PURPOSES).items()}
+    if check == "lineage_known":
+        params["attribute"] = expand(params.get("attribute", "p4t:lineageKnown"))
     if check == "region_allowed":
         params["applies_if_dataset"] = {expand(k): v for k, v in params.get("applies_if_dataset", {}).items()}
         params.setdefault("missing_attribute", "violation")

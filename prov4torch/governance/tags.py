@@ -54,11 +54,16 @@ DATASET_TAGS: dict[str, tuple[str, bool]] = {
     "license": ("p4t:license", True),
     "transfer_basis": ("p4t:transferBasis", True),
 }
-# the tags a model inherits from its whole upstream lineage (a union)
-INHERITED = (
-    "p4t:datasetId", "p4t:originCountry", "p4t:jurisdiction", "p4t:regulation", "p4t:personalData",
-    "p4t:consentScope", "p4t:prohibitedPurpose", "p4t:license", "p4t:transferBasis",
-)
+# How a model inherits its lineage's tags (docs/vocabulary.md, "Inheritance"):
+# facts about where data came from accumulate (a union); permissions intersect (a model may be used only for
+# what every source consented to); restrictions accumulate; personal data if any source is; every licence is
+# kept; the earliest consent expiry wins.
+UNION = ("p4t:datasetId", "p4t:originCountry", "p4t:jurisdiction", "p4t:regulation", "p4t:prohibitedPurpose",
+         "p4t:license", "p4t:transferBasis")
+INTERSECTION = ("p4t:consentScope",)
+ANY_TRUE = ("p4t:personalData",)
+INHERITED = (*UNION, *INTERSECTION, *ANY_TRUE)
+NO_CONSENT = "none"  # the consent scope of a model whose sources' consents have no purpose in common
 
 
 def _values(tag: str, value: Any, several: bool) -> list[Any]:
@@ -154,20 +159,31 @@ def governance_attributes(tags: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def inherit(sources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The governance summary of a model: the union of its sources' tags, earliest expiry.
+    """The governance summary of a model from its sources' summaries (see the rules above ``UNION``).
 
-    Expiry values are ISO strings in UTC (as ``dataset_record`` stores them), so they sort.
+    A source without a consent scope does not restrict it (nothing is known); expiry values are ISO
+    strings in UTC (as the dataset events store them), so they sort.
     """
     union: dict[str, set[Any]] = {}
+    scopes: list[set[Any]] = []
+    personal: list[bool] = []
     expiry: str | None = None
     for gov in sources:
         for attr, v in gov.items():
+            values = v if isinstance(v, list) else [v]
             if attr == "p4t:consentExpires":
                 expiry = v if expiry is None or str(v) < expiry else expiry
-            elif attr in INHERITED:
-                union.setdefault(attr, set()).update(v if isinstance(v, list) else [v])
+            elif attr in UNION:
+                union.setdefault(attr, set()).update(values)
+            elif attr in INTERSECTION:
+                scopes.append(set(values))
+            elif attr in ANY_TRUE:
+                personal.append(any(x is True or str(x).lower() == "true" for x in values))
     out: dict[str, Any] = {k: sorted(v, key=str) for k, v in union.items()}
+    if scopes:  # nothing in common is written as "none", never left out (left out would mean: unrestricted)
+        out["p4t:consentScope"] = sorted(set.intersection(*scopes), key=str) or [NO_CONSENT]
+    if personal:
+        out["p4t:personalData"] = any(personal)
     if expiry is not None:
         out["p4t:consentExpires"] = expiry
     return out
-

@@ -16,7 +16,10 @@ from ..governance.gate import RuntimePolicy, RunView
 from .checkpoints import Checkpoints, ModelVersion
 from .datasets import DatasetIdentifier
 
-HASH_WAIT_S = 600.0  # how long end_run / log_model wait for background dataset hashing
+HASH_WAIT_S = 600.0
+# the roles whose data a model this run produces derives from ("input": data read outside a DataLoader whose
+# use could not be told; it counts, so a model is never silently without data)
+MODEL_ROLES = {"training", "fine-tuning", "input"}  # how long end_run / log_model wait for background dataset hashing
 
 Record = Callable[[dict[str, Any]], None]
 
@@ -75,7 +78,7 @@ class Inputs:
         """What a model this run produces is derived from: its training datasets, then its base models."""
         blocked = self.policy.blocked_datasets if self.policy is not None else set()
         training = [self.aliases.get(d, d) for d, roles in self.roles.items()
-                    if "training" in roles and d not in blocked]
+                    if roles & MODEL_ROLES and d not in blocked]
         return training + [m for m in self.checkpoints.base_models if m not in training and m not in blocked]
 
     def view(self) -> RunView:
@@ -85,6 +88,11 @@ class Inputs:
     def _check(self, event: dict[str, Any], trigger: str) -> None:
         if self.policy is not None:
             self.policy.check(self.view(), trigger, [event["id"]])
+
+    def finish(self) -> None:
+        """At the end of the run: the policy's after-the-fact findings, recorded (never raised)."""
+        if self.policy is not None:
+            self.policy.final(self.view())
 
     def gate(self, dataset_id: str) -> None:
         """Before a batch of ``dataset_id`` is delivered: refuse blocked data."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,8 @@ class TrackedLoader:
 
     def __init__(self, loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> None:
         governance_attributes(tags)  # validate now, not at the first batch
+        with contextlib.suppress(TypeError):  # a loader that cannot be weakly referenced is simply not listed
+            TRACKED[loader] = self
         self.loader = loader
         self.name = name
         self.role = role
@@ -69,6 +73,17 @@ class TrackedLoader:
             if not run.ended:
                 run.attach_loader_usage(self.dataset_id, self.role, {
                     "samples": self.samples, "batches": self.batches, "epochs": self.epochs})
+
+
+# loader -> its TrackedLoader: zero-code capture leaves these to track(), which knows their name, role and tags
+TRACKED: weakref.WeakKeyDictionary[Any, TrackedLoader] = weakref.WeakKeyDictionary()
+
+
+def is_tracked(loader: Any) -> bool:
+    try:
+        return loader in TRACKED
+    except TypeError:
+        return False
 
 
 def track(loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> TrackedLoader:

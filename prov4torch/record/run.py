@@ -447,6 +447,11 @@ class Run:
                     warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
             self.inputs.datasets.wait(HASH_WAIT_S)
             self.inputs.datasets.close()
+            try:
+                self.inputs.finish()
+            except Exception as exc:  # noqa: BLE001 - never lose the record over the final policy check
+                with contextlib.suppress(Exception):
+                    warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
             self._open = False
             self._context_thread.join(timeout=30)
             self._series = {}  # the hot path now reaches _new_series, which refuses
