@@ -112,6 +112,9 @@ def run(
     nproc_per_node: Annotated[int, typer.Option(min=1, help="Ranks to launch through torch.distributed.run.")] = 1,
     module: Annotated[bool, typer.Option("-m", "--module", help="SCRIPT is a module name, as in python -m.")] = False,
     render_svg: Annotated[bool, typer.Option("--render", help="Also draw run.svg (needs Graphviz).")] = False,
+    data_tags: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        "--data-tags", help="Governance tags for data and third-party checkpoints, without code changes: a TOML "
+                            "tags file, a Croissant JSON-LD file or a dataset card (repeatable).")] = None,
 ) -> None:
     """Run a training script unchanged, recording its provenance; exits with the script's exit code.
 
@@ -123,6 +126,19 @@ def run(
     from prov4torch.record.recover import recover as recover_dir
 
     args = list(ctx.args)
+    if data_tags:
+        import os
+
+        from prov4torch.governance.declared import parse_tags_file
+
+        for f in data_tags:
+            if not f.is_file():
+                fail(f"{f}: no such tags file (--data-tags)")
+            try:
+                parse_tags_file(f)  # checked now: a bad file is one line before the script starts
+            except Prov4TorchError as exc:
+                fail(str(exc))
+        os.environ[p4t_env.DATA_TAGS] = os.pathsep.join(str(f.resolve()) for f in data_tags)
     options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy, "mode": mode,
                "region": region, "purpose": purpose, "intended_use": intended_use}
     try:
@@ -369,6 +385,25 @@ def render(
     folded = ", ".join(f"{n} {t}" for t, n in sorted(drawing.folded.items()))
     typer.echo(f"{out}: {drawing.nodes} nodes, {drawing.edges} edges ({drawing.engine})"
                + (f"; folded: {folded}" if folded else ""))
+
+
+index_app = typer.Typer(help="The lineage index of a store (checkpoints' lineage by digest).",
+                        no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    store: Annotated[Path, typer.Argument(help="The output root of your runs (PROV4TORCH_DIR).")],
+) -> None:
+    """Rebuild STORE/.lineage/index.sqlite from every *.prov.json under STORE."""
+    from prov4torch.governance.lineage import rebuild_index
+
+    try:
+        files, cards = rebuild_index(store)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    typer.echo(f"{store}: {cards} checkpoint lineage card(s) from {files} PROV file(s)")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from .errors import (
     Prov4TorchError,
     RunStateError,
 )
+from .governance.declared import declare_checkpoint, load_tags
 from .governance.evaluate import check
 from .provjson import NAMESPACE
 from .record.disabled import DisabledRun as _DisabledRun
@@ -54,9 +55,11 @@ __all__ = [
     "__version__",
     "active_run",
     "check",
+    "declare_checkpoint",
     "end_run",
     "flush",
     "load_model",
+    "load_tags",
     "log_artifact",
     "log_dataset",
     "log_metric",

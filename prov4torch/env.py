@@ -22,6 +22,9 @@ POLICY_MODE = "PROV4TORCH_POLICY_MODE"
 REGION = "PROV4TORCH_REGION"
 PURPOSE = "PROV4TORCH_PURPOSE"
 INTENDED_USE = "PROV4TORCH_INTENDED_USE"
+LINEAGE_PATH = "PROV4TORCH_LINEAGE_PATH"  # stores / PROV files searched for checkpoints' lineage (os.pathsep)
+SIDECAR = "PROV4TORCH_SIDECAR"  # "0": no lineage sidecar beside checkpoints
+DATA_TAGS = "PROV4TORCH_DATA_TAGS"  # tags files loaded at start_run (os.pathsep), as --data-tags does
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -12,7 +12,7 @@ EXPECTED = [
     "MissingExtraError", "ModelVersion", "PolicyViolation", "Prov4TorchError", "Run", "RunStateError",
     "__version__", "active_run", "end_run", "flush", "load_model", "log_artifact", "log_dataset",
     "log_metric", "log_metrics", "log_model", "log_param", "log_params", "recover", "set_tag",
-    "set_tags", "start_run", "check", "track",
+    "set_tags", "start_run", "check", "track", "declare_checkpoint", "load_tags",
 ]
 
 

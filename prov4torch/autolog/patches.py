@@ -21,13 +21,11 @@ import os
 import re
 import threading
 import warnings
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
-from ..record.loaders import batch_size, is_tracked
 
 if TYPE_CHECKING:
     from ..record.run import Run
@@ -112,16 +110,6 @@ def _warn(what: str, exc: BaseException) -> None:
                       RuntimeWarning, stacklevel=4)
 
 
-def _infer_role(dataset: Any, sampler: Any) -> str:
-    train = getattr(dataset, "train", None)  # torchvision datasets
-    if isinstance(train, bool):
-        return "training" if train else "testing"
-    name = type(sampler).__name__
-    if "Random" in name or ("Distributed" in name and getattr(sampler, "shuffle", False)):
-        return "training"
-    return "evaluation"
-
-
 class Autolog:
     """Installs the patches for ``run``; ``remove()`` puts every original back."""
 
@@ -139,7 +127,6 @@ class Autolog:
             _warn("the command-line arguments", exc)
         import torch
 
-        self._patch_dataloader(torch)
         self._patch_save_load(torch)
         self._hook_optimizers(torch)
         self.run.on_end(lambda _run: self._summarise())
@@ -148,41 +135,6 @@ class Autolog:
         while self._undo:
             self._undo.pop()()
         reset()
-
-    # -- DataLoader --------------------------------------------------------------------------------
-    def _patch_dataloader(self, torch: Any) -> None:
-        from torch.utils.data import dataloader as dl
-
-        base = dl._BaseDataLoaderIter
-        orig_init, orig_next = base.__init__, base.__next__
-        run = self.run
-
-        @functools.wraps(orig_init)
-        def __init__(it: Any, loader: Any, *a: Any, **k: Any) -> None:
-            orig_init(it, loader, *a, **k)
-            _LOADER_OF[it] = loader
-
-        @functools.wraps(orig_next)
-        def __next__(it: Any) -> Any:
-            state = _STATE_OF.get(it)
-            if state is None:
-                state = _STATE_OF[it] = _LoaderState.start(run, _LOADER_OF.get(it))  # may raise PolicyViolation
-            try:
-                batch = orig_next(it)
-            except StopIteration:
-                state.finish(run, epoch_done=True)
-                raise
-            state.count(batch)
-            return batch
-
-        setattr(base, "__init__", __init__)  # noqa: B010 - mypy refuses assignments to methods
-        setattr(base, "__next__", __next__)  # noqa: B010
-
-        def undo() -> None:
-            setattr(base, "__init__", orig_init)  # noqa: B010
-            setattr(base, "__next__", orig_next)  # noqa: B010
-
-        self._undo.append(undo)
 
     # -- torch.save / torch.load -----------------------------------------------------------------
     def _patch_save_load(self, torch: Any) -> None:
@@ -259,71 +211,5 @@ def _model_name(f: Any) -> str:
     return safe or "checkpoint"
 
 
-class _LoaderState:
-    """Per-iterator bookkeeping: which dataset, how much of it went by."""
-
-    def __init__(self, loader: Any, dataset_id: str | None, role: str) -> None:
-        self.loader = loader
-        self.dataset_id = dataset_id
-        self.role = role
-        self.samples = 0
-        self.batches = 0
-        self.done = False
-
-    @classmethod
-    def start(cls, run: Run, loader: Any) -> _LoaderState:
-        if loader is None or run.ended or run.disabled or is_tracked(loader):
-            return cls(loader, None, "")  # a tracked loader records itself, with the role it was given
-        role = _infer_role(loader.dataset, getattr(loader, "sampler", None))
-        dataset_id = _DATASET_IDS.get(loader)
-        if dataset_id is None:
-            try:
-                dataset_id = run.log_dataset(loader, role=role)
-            except PolicyViolation:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                _warn("a DataLoader's dataset", exc)
-                return cls(loader, None, role)
-            _DATASET_IDS[loader] = dataset_id
-        run.gate(dataset_id)
-        state = cls(loader, dataset_id, role)
-        # per dataset and role: a script that builds a new DataLoader every epoch still adds up
-        state.totals = _TOTALS.setdefault((dataset_id, role), {"samples": 0, "batches": 0, "epochs": 0})
-        return state
-
-    totals: dict[str, int]
-
-    def count(self, batch: Any) -> None:
-        if self.dataset_id is None:
-            return
-        self.batches += 1
-        try:
-            self.samples += batch_size(batch)
-        except Exception:  # noqa: BLE001
-            self.samples += 1
-
-    def finish(self, run: Run, epoch_done: bool) -> None:
-        if self.dataset_id is None or self.done:
-            return
-        self.done = True
-        t = self.totals
-        t["samples"] += self.samples
-        t["batches"] += self.batches
-        t["epochs"] += int(epoch_done)
-        if not run.ended:
-            run.attach_loader_usage(self.dataset_id, self.role, dict(t))
-
-
-# loader -> dataset id (weak: a loader may be garbage collected); (dataset, role) -> running totals
-_DATASET_IDS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-_TOTALS: dict[tuple[str, str], dict[str, int]] = {}
-# iterator -> its loader, and its bookkeeping (weak: iterators come and go every epoch)
-_LOADER_OF: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-_STATE_OF: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
-
-
 def reset() -> None:
-    _DATASET_IDS.clear()
-    _TOTALS.clear()
-    _LOADER_OF.clear()
-    _STATE_OF.clear()
+    """Nothing is kept between runs (the data-path hooks belong to the run: ``record.datapaths``)."""

@@ -53,13 +53,14 @@ DATASET_TAGS: dict[str, tuple[str, bool]] = {
     "prohibited_purpose": ("p4t:prohibitedPurpose", True),
     "license": ("p4t:license", True),
     "transfer_basis": ("p4t:transferBasis", True),
+    "source_dataset": ("p4t:sourceDataset", True),
 }
 # How a model inherits its lineage's tags (docs/vocabulary.md, "Inheritance"):
 # facts about where data came from accumulate (a union); permissions intersect (a model may be used only for
 # what every source consented to); restrictions accumulate; personal data if any source is; every licence is
 # kept; the earliest consent expiry wins.
 UNION = ("p4t:datasetId", "p4t:originCountry", "p4t:jurisdiction", "p4t:regulation", "p4t:prohibitedPurpose",
-         "p4t:license", "p4t:transferBasis")
+         "p4t:license", "p4t:transferBasis", "p4t:sourceDataset")
 INTERSECTION = ("p4t:consentScope",)
 ANY_TRUE = ("p4t:personalData",)
 INHERITED = (*UNION, *INTERSECTION, *ANY_TRUE)

@@ -12,6 +12,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -22,7 +23,8 @@ from typing import Any
 from .. import provjson
 from ..errors import InvalidValueError, Prov4TorchError
 from ..governance import lineage
-from ..governance.tags import inherit
+from ..governance.declared import DECLARED
+from ..governance.tags import governance_attributes, inherit
 from ..safefs import open_new
 from .events import RunRecord
 from .identity import (
@@ -127,6 +129,7 @@ class Checkpoints:
         clock: Callable[[], float],
         warn_unknown_lineage: bool,
         cache: DigestCache = NO_CACHE,
+        sidecars: bool = True,
     ) -> None:
         self.root = root
         self.files = files
@@ -136,6 +139,7 @@ class Checkpoints:
         self.clock = clock
         self.warn_unknown_lineage = warn_unknown_lineage
         self.cache = cache
+        self.sidecars = sidecars
         self.versions: dict[str, list[ModelVersion]] = {}
         self.base_models: list[str] = []
         self.produced_ids: set[str] = set()
@@ -232,7 +236,8 @@ class Checkpoints:
         return event
 
     def _inherit(self, event: dict[str, Any]) -> None:
-        """A produced checkpoint inherits the governance of its whole lineage; store its card."""
+        """A produced checkpoint inherits the governance of its whole lineage; its card is stored in the
+        store's lineage index and (unless switched off) in a sidecar beside the file."""
         record = self.replay()
         derived = event["derived_from"]
         sources = [record.datasets[d].get("governance", {}) for d in derived if d in record.datasets]
@@ -243,23 +248,45 @@ class Checkpoints:
         event["tags"] = governance_tags(governance, extra)
         card = lineage.model_card(event, record.datasets, record.loads, self.activity)
         try:
-            lineage.write_card(self.root, card)
-        except (OSError, Prov4TorchError) as exc:
-            warnings.warn(f"prov4torch: cannot store the lineage card of {event['id']}: {exc}",
-                          RuntimeWarning, stacklevel=4)
+            lineage.LineageIndex(self.root).put(card)
+        except (OSError, sqlite3.Error, Prov4TorchError) as exc:
+            _warn(f"cannot store the lineage card of {event['id']} in {self.root}: {exc}")
+        if self.sidecars and event.get("path"):
+            try:
+                event["sidecar"] = str(lineage.write_sidecar(Path(event["path"]), card))
+            except (OSError, Prov4TorchError) as exc:
+                _warn(f"cannot write the lineage sidecar of {event['path']}: {exc}")
 
     def _bring_lineage(self, event: dict[str, Any]) -> None:
-        """A loaded checkpoint brings the lineage recorded when it was produced (by its sha256)."""
-        card = lineage.read_card(self.root, event.get("weights_sha256"), event.get("root_sha256"), event["sha256"])
+        """A loaded checkpoint brings the lineage recorded when it was produced: from its sidecar, the
+        lineage index, PROV4TORCH_LINEAGE_PATH, or an origin declared for it (a tags file, declare_checkpoint)."""
+        digests = [event.get("weights_sha256"), event.get("root_sha256"), event.get("sha256")]
+        path = Path(event["path"])
+        card, where = lineage.find_card(path, digests, self.root)
+        if card is None:
+            rule = DECLARED.for_checkpoint(paths=[str(path)], digests=[d for d in digests if d])
+            if rule is not None:
+                attrs = governance_attributes(rule.tags)
+                governance = {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v)
+                              for k, v in attrs.items()}
+                dataset = f"p4t:dataset/declared/{local(str(rule.tags.get('dataset_id') or path.name))}"
+                card = lineage.declared_card(event["id"], digests, dataset, governance, provjson.attributes(attrs),
+                                             rule.source.describe())
+                where = rule.source.describe()
         event["lineage_known"] = card is not None
         if card is None:
             if self.warn_unknown_lineage:
-                warnings.warn(
-                    f"prov4torch: no lineage is known for checkpoint {event['path']} (sha256 "
-                    f"{event['sha256'][:12]}...) under {self.root}; the policy cannot see the data it was "
-                    "trained on", RuntimeWarning, stacklevel=4)
+                _warn(f"no lineage is known for checkpoint {event['path']} (sha256 {str(event.get('sha256'))[:12]}...):"
+                      f" no sidecar, nothing in {self.root} or PROV4TORCH_LINEAGE_PATH; declare its origin with "
+                      "prov4torch.declare_checkpoint(path, ...) or a [[checkpoint]] entry in a tags file")
             return
+        event["lineage_from"] = where
         event["governance"] = card.get("governance", {})
         event["tags"] = governance_tags(event["governance"], {})
         event["upstream"] = card.get("upstream", {})
         event["derivations"] = card.get("derivations", [])
+
+
+def _warn(message: str) -> None:
+    with contextlib.suppress(Exception):  # a warning never stops training
+        warnings.warn(f"prov4torch: {message}", RuntimeWarning, stacklevel=5)

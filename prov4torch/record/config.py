@@ -43,6 +43,7 @@ class Settings:
     interval_s: float
     country: str | None
     flush_interval_s: float
+    sidecar: bool
 
 
 def _positive(name: str, value: Any) -> float:
@@ -98,10 +99,12 @@ def resolve(
     interval_s: float | None = None,
     energy_country: str | None = None,
     flush_interval_s: float | None = None,
+    sidecar: bool | None = None,
 ) -> Settings:
     """The settings of a new run (see the module docstring for precedence)."""
     root = _out_dir(out_dir)
     system_metrics, energy = _flag("system_metrics", system_metrics), _flag("energy", energy)
+    sidecar = _flag("sidecar", sidecar)
     return Settings(
         experiment=check_segments("experiment", check_name(
             "experiment", experiment if experiment is not None else env.get(env.EXPERIMENT) or "default", PARAM)),
@@ -119,6 +122,7 @@ def resolve(
         country=_text("energy_country", energy_country) or env.get(env.COUNTRY),
         flush_interval_s=(_positive("flush_interval_s", flush_interval_s) if flush_interval_s is not None
                           else env.number(env.FLUSH_INTERVAL, 1.0)),
+        sidecar=env.flag(env.SIDECAR, True) if sidecar is None else sidecar,
     )
 
 

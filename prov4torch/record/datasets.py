@@ -30,9 +30,11 @@ from typing import Any
 
 from .. import provjson
 from ..errors import InvalidValueError
+from ..governance.declared import DECLARED
 from ..governance.tags import ROLE, governance_attributes
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
-from .ids import content_id, local
+from .ids import content_id
+from .ids import local as local_name
 
 SYNC_LIMIT = 64 << 20  # bytes hashed on the caller's thread; more goes to the background
 MAX_FILES_RECORDED = 1000  # per-file digests kept in the record (the root digest covers them all)
@@ -47,12 +49,12 @@ def unwrap(data: Any) -> Any:
 
 
 def dataset_paths(data: Any) -> list[str]:
-    """File paths a dataset object exposes (root, path, file attributes), as URIs."""
+    """File paths a dataset object exposes (root, path, file attributes)."""
     found = []
     for attr in ("root", "path", "file", "filename", "data_dir", "data_file"):
-        v = getattr(data, attr, None)
+        v = vars(data).get(attr) if hasattr(data, "__dict__") else None
         if isinstance(v, (str, os.PathLike)) and os.path.exists(v):
-            found.append(Path(v).resolve().as_uri())
+            found.append(str(Path(v).resolve()))
     return found
 
 
@@ -92,19 +94,32 @@ class DatasetIdentifier:
         if not isinstance(role, str) or not ROLE.match(role):
             raise InvalidValueError(
                 f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
-        attrs = governance_attributes(tags)
+        governance_attributes(tags)  # the code's own tags are checked first: their errors name them
         data = unwrap(data)
         event: dict[str, Any] = {"t": "dataset", "roles": [role]}
         if isinstance(data, (str, os.PathLike)):
             p = Path(data).resolve()
+            local = [str(p)]
             event.update(_digest_fields(digest_path(p, self.cache)), source=source or p.as_uri(),
                          name=name or p.name)
             event["id"] = content_id("dataset", event["sha256"])
         else:
-            paths = dataset_paths(data)
+            local = dataset_paths(data)
             event.update(cls=f"{type(data).__module__}.{type(data).__qualname__}", name=name or type(data).__name__,
-                         source=source or (paths[0] if len(paths) == 1 else None), length=_length(data))
-            self._identify_object(data, event, attrs.get("p4t:datasetId"))
+                         source=source or (Path(local[0]).as_uri() if len(local) == 1 else None),
+                         length=_length(data))
+            self._identify_object(data, event, tags.get("dataset_id"))
+        # tags declared outside the code (a tags file, Croissant, a dataset card) for this data
+        files = event.get("files") or []
+        merged, sources = DECLARED.for_dataset(
+            paths=[*local, *(str(Path(local[0]) / f[0]) for f in files if local)], name=name,
+            ids=[event["id"], *([str(tags["dataset_id"])] if tags.get("dataset_id") else [])],
+            digests=[event.get("sha256") or "", *(f[1] for f in files)], given=tags)
+        attrs = governance_attributes(merged)
+        if sources:
+            event["tags_from"] = sorted({src.describe() for src in sources})
+        if event.get("identity") == "unidentified" and attrs.get("p4t:datasetId"):
+            event.update(id=f"p4t:dataset/declared/{local_name(str(attrs['p4t:datasetId']))}", identity="declared")
         event["tags"] = provjson.attributes(attrs)
         event["governance"] = {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v)
                                for k, v in attrs.items()}
@@ -142,7 +157,7 @@ class DatasetIdentifier:
         if digest is not None:
             return {**_digest_fields(digest), "id": content_id("dataset", digest.sha256)}
         if declared:
-            return {"id": f"p4t:dataset/declared/{local(str(declared))}", "identity": "declared"}
+            return {"id": f"p4t:dataset/declared/{local_name(str(declared))}", "identity": "declared"}
         return {"id": event.get("id") or self._run_scoped(), "identity": "unidentified"}
 
     def _run_scoped(self) -> str:

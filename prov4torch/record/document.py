@@ -319,6 +319,7 @@ def _datasets(b: DocumentBuilder, record: RunRecord, act: str) -> None:
         for role in ds.get("roles") or ["training"]:
             b.used(act, did, _role(role), ds.get("time"), **{
                 "p4t:name": ds.get("name"), "p4t:sourceUri": ds.get("source"), "p4t:datasetClass": ds.get("cls"),
+                "p4t:tagsFrom": ds.get("tags_from"),
                 **{f"p4t:{k}": v for k, v in sorted(usage.get(role, {}).items())},
             })
 
@@ -350,7 +351,7 @@ def _loads(b: DocumentBuilder, record: RunRecord, act: str) -> None:
         b.update("entity", mid, ld.get("tags") or {})
         if mid not in blocked:
             b.used(act, mid, "p4t:baseModel", ld.get("time"), **_file_attrs(ld),
-                   **{"p4t:lineageKnown": ld.get("lineage_known")})
+                   **{"p4t:lineageKnown": ld.get("lineage_known"), "p4t:lineageFrom": ld.get("lineage_from")})
         for did, up in sorted((ld.get("upstream") or {}).items()):
             b.entity(did, {"prov:type": QName("mls:Dataset"), "p4t:sha256": up.get("sha256"),
                            "p4t:identity": up.get("identity", "content")})
@@ -379,6 +380,7 @@ def _models(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> Non
         b.generated(mid, act, m.get("time"), **_file_attrs(m), **{
             "p4t:name": m.get("name"), "p4t:version": m.get("version"), "p4t:step": m.get("step"),
             "p4t:epoch": m.get("epoch"), "p4t:checkpointKind": m.get("kind"), "p4t:saveError": m.get("save_error"),
+            "p4t:lineageSidecar": m.get("sidecar"),
         })
         b.attributed(mid, person)
         for src in m.get("derived_from", []):

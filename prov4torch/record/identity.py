@@ -145,11 +145,14 @@ def root_digest(files: Iterable[FileDigest]) -> str:
     return h.hexdigest()
 
 
+IGNORED_SUFFIXES = (".lineage.json",)  # prov4torch's own lineage sidecars are not part of the content
+
+
 def _walk(root: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith("."):
+            if not name.startswith(".") and not name.endswith(IGNORED_SUFFIXES):
                 yield Path(dirpath) / name
 
 

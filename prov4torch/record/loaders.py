@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import weakref
-from collections.abc import Mapping
 from typing import Any
 
 from ..governance.tags import governance_attributes
+from .datapaths import TRACKED, batch_size
 from .run import ACTIVE
-
-
-def batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (or length of a list)."""
-    if hasattr(batch, "shape") and getattr(batch, "shape", None):
-        return int(batch.shape[0])
-    if isinstance(batch, Mapping):
-        for v in batch.values():
-            return batch_size(v)
-    if isinstance(batch, (list, tuple)) and batch:
-        first = batch[0]
-        if hasattr(first, "shape") and getattr(first, "shape", None):
-            return int(first.shape[0])
-        return len(batch) if not isinstance(first, (list, tuple)) else batch_size(first)
-    return 1
 
 
 class TrackedLoader:
@@ -73,17 +57,6 @@ class TrackedLoader:
             if not run.ended:
                 run.attach_loader_usage(self.dataset_id, self.role, {
                     "samples": self.samples, "batches": self.batches, "epochs": self.epochs})
-
-
-# loader -> its TrackedLoader: zero-code capture leaves these to track(), which knows their name, role and tags
-TRACKED: weakref.WeakKeyDictionary[Any, TrackedLoader] = weakref.WeakKeyDictionary()
-
-
-def is_tracked(loader: Any) -> bool:
-    try:
-        return loader in TRACKED
-    except TypeError:
-        return False
 
 
 def track(loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> TrackedLoader:

@@ -12,6 +12,7 @@ import datetime as _dt
 import math
 import os
 import signal as _signal
+import sys
 import threading
 import time
 import warnings
@@ -20,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import env, provjson
-from ..errors import ConfigError, InvalidValueError, PolicyViolation, RunStateError
+from ..errors import ConfigError, InvalidValueError, RunStateError
+from ..governance.declared import load_from_env as load_tags_from_env
 from ..governance.gate import RuntimePolicy
 from . import config, context
 from .checkpoints import Checkpoints, ModelVersion
 from .config import default_root
+from .datapaths import DataPaths
 from .datasets import DatasetIdentifier
 from .distributed import elastic_attempt, identity, rank_prefix, resolve_run_id
 from .document import build, write_rank
@@ -34,7 +37,7 @@ from .ids import content_id, run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
 from .journal import JournalWriter
 from .paths import RunFiles
-from .signals import Hooks
+from .signals import Hooks, ending
 from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestamp, coerce_metric, param_value
 
 _now = time.time
@@ -76,6 +79,7 @@ class Run:
     ) -> None:
         """Start recording; ``options`` are ``config.resolve``'s (experiment, out_dir, policy, ...)."""
         config.check_options(options)
+        load_tags_from_env()  # prov4torch run --data-tags (also in every rank it launches)
         if tags is not None and not isinstance(tags, Mapping):
             raise InvalidValueError(f"tags must be a mapping of name -> value, got {type(tags).__name__}", value=tags)
         if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
@@ -111,7 +115,8 @@ class Run:
             datasets=DatasetIdentifier(self.activity, cache, self._digest_done),
             checkpoints=Checkpoints(root=self.root, files=self.files, activity=self.activity,
                                     intended_use=self.intended_use, replay=self.replay, clock=clock,
-                                    warn_unknown_lineage=self._policy is not None, cache=cache),
+                                    warn_unknown_lineage=self._policy is not None, cache=cache,
+                                    sidecars=settings.sidecar),
             policy=self._policy, record=self.record_event, clock=clock,
             document=lambda: build(self.replay(), [], {}), activity=self.activity, intended_use=self.intended_use)
         self._pending_signal: int | None = None
@@ -156,6 +161,10 @@ class Run:
             samplers.attach(self, system=settings.system_metrics, energy=settings.energy,
                             interval_s=settings.interval_s, country=settings.country)
         self.managed = managed
+        # data on its way to the script is watched (and gated) under prov4torch run and whenever a policy is in
+        # force; without torch imported there is no DataLoader or Dataset to watch
+        watch = (managed or self._policy is not None) and "torch" in sys.modules
+        self._datapaths = DataPaths(self).install() if watch else None
         self._hooks = Hooks(self, defer_exit=managed) if install_hooks else None
         if self._hooks is not None:
             self._hooks.install()
@@ -408,20 +417,9 @@ class Run:
                      "time": self.clock()}, now=True)
 
     def close_from_exception(self, exc: BaseException) -> None:
-        """End the run with the status an escaping exception means."""
-        if isinstance(exc, SystemExit):
-            code = exc.code
-            if code is None or code == 0:
-                self.close("FINISHED", exit_code=0)
-            else:
-                self.close("FAILED", exit_code=code if isinstance(code, int) else 1,
-                             exception=exc if not isinstance(code, int) else None)
-        elif isinstance(exc, KeyboardInterrupt):
-            self.close("KILLED", signal_number=self._pending_signal or _signal.SIGINT)
-        elif isinstance(exc, PolicyViolation):
-            self.close("BLOCKED", exception=exc)
-        else:
-            self.close("FAILED", exception=exc)
+        """End the run with the status an escaping exception means (``signals.ending``)."""
+        status, details = ending(exc, self._pending_signal)
+        self.close(status, **details)
 
     def close(
         self,
@@ -470,6 +468,8 @@ class Run:
             self.record_event(end, now=True)
             self._writer.close()
             self.write_document()
+            if self._datapaths is not None:
+                self._datapaths.remove()
             if self._hooks is not None:
                 self._hooks.uninstall()
             with ACTIVE.lock:

@@ -18,6 +18,8 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any, Protocol
 
+from ..errors import PolicyViolation
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -32,6 +34,21 @@ class Finisher(Protocol):
     def close(self, status: str, *, signal_number: int | None = None) -> None: ...
 
     def close_from_exception(self, exc: BaseException) -> None: ...
+
+
+def ending(exc: BaseException, pending_signal: int | None) -> tuple[str, dict[str, Any]]:
+    """The status (and exit code, signal, exception to record) an exception escaping the script means."""
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        if code is None or code == 0:
+            return "FINISHED", {"exit_code": 0}
+        return "FAILED", {"exit_code": code if isinstance(code, int) else 1,
+                          "exception": exc if not isinstance(code, int) else None}
+    if isinstance(exc, KeyboardInterrupt):
+        return "KILLED", {"signal_number": pending_signal or signal.SIGINT}
+    if isinstance(exc, PolicyViolation):
+        return "BLOCKED", {"exception": exc}
+    return "FAILED", {"exception": exc}
 
 
 class SignalExit(BaseException):

@@ -1,0 +1,227 @@
+"""Governance declared outside the code: tags files, Croissant metadata, Hugging Face dataset cards.
+
+``load_tags(FILE)`` (also ``prov4torch run --data-tags FILE``) adds rules to this process's
+``DECLARED`` registry. A rule matches a dataset by path (a glob), name, id or digest, or a
+checkpoint of third-party origin by path or digest, and gives it governance tags. A dataset
+attached later gets the tags of every rule it matches; a checkpoint whose lineage is not known
+gets a declared lineage. Every declared tag records the file it came from and that file's
+SHA-256 (``p4t:tagsFrom``). Unknown keys, bad values and two sources that disagree on a tag are
+errors naming the file and the key.
+
+A tags file is TOML::
+
+    [[dataset]]
+    path = "data/train/*.csv"        # match: path (glob), name, id or sha256 (a prefix of 12+ hex)
+    origin_country = "DE"
+    jurisdiction = "EU"
+    license = "CC-BY-4.0"
+    consent_scope = ["training", "research"]
+
+    [[checkpoint]]
+    path = "models/bert-base/*"      # a third-party checkpoint: the data it was trained on, declared
+    dataset_id = "bookcorpus"
+    origin_country = "US"
+    jurisdiction = "US"
+    license = "Apache-2.0"
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, InvalidValueError
+from .tags import DATASET_TAGS, governance_attributes
+
+MATCH_KEYS = ("path", "name", "id", "sha256")
+KINDS = ("dataset", "checkpoint")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where declared tags came from."""
+
+    file: str
+    sha256: str
+
+    def describe(self) -> str:
+        return f"{self.file} sha256:{self.sha256}" if self.sha256 else self.file
+
+
+@dataclass
+class Rule:
+    kind: str  # dataset or checkpoint
+    match: dict[str, str]
+    tags: dict[str, Any]  # snake_case keyword -> value, validated
+    source: Source
+    base: Path  # relative path globs are taken from here (the file's folder)
+
+    def matches(self, *, paths: list[str], name: str | None, ids: list[str], digests: list[str]) -> bool:
+        m = self.match
+        if "path" in m:
+            pattern = m["path"] if os.path.isabs(m["path"]) else str(self.base / m["path"])
+            pattern = os.path.normpath(pattern)
+            if not any(fnmatch.fnmatch(os.path.normpath(p), pattern) or _under(p, pattern) for p in paths):
+                return False
+        if "name" in m and m["name"] != name:
+            return False
+        if "id" in m and m["id"] not in ids:
+            return False
+        return "sha256" not in m or any(d.startswith(m["sha256"].lower()) for d in digests if d)
+
+
+def _under(path: str, pattern: str) -> bool:
+    """A directory pattern matches every file below it."""
+    return not any(c in pattern for c in "*?[") and os.path.normpath(path).startswith(pattern.rstrip("/") + "/")
+
+
+@dataclass
+class Declared:
+    """The declared governance rules of this process."""
+
+    rules: list[Rule] = field(default_factory=list)
+    loaded: set[str] = field(default_factory=set)  # files already loaded (each once per process)
+
+    def clear(self) -> None:
+        self.rules.clear()
+        self.loaded.clear()
+
+    def for_dataset(self, *, paths: list[str], name: str | None, ids: list[str], digests: list[str],
+                    given: Mapping[str, Any]) -> tuple[dict[str, Any], list[Source]]:
+        """The tags declared for a dataset, merged with ``given`` (the code's); a disagreement is an error."""
+        merged = dict(given)
+        origin = dict.fromkeys(given, "the code")
+        sources: list[Source] = []
+        for rule in self.rules:
+            if rule.kind == "dataset" and rule.matches(paths=paths, name=name, ids=ids, digests=digests):
+                for key, value in rule.tags.items():
+                    if key in merged and _norm(merged[key]) != _norm(value):
+                        raise InvalidValueError(
+                            f"{rule.source.file}: tag {key!r} = {value!r} disagrees with {merged[key]!r} from "
+                            f"{origin[key]} for this dataset; make them agree", value=key)
+                    merged[key] = value
+                    origin.setdefault(key, rule.source.file)
+                sources.append(rule.source)
+        return merged, sources
+
+    def for_checkpoint(self, *, paths: list[str], digests: list[str]) -> Rule | None:
+        for rule in self.rules:
+            if rule.kind == "checkpoint" and rule.matches(paths=paths, name=None, ids=[], digests=digests):
+                return rule
+        return None
+
+
+DECLARED = Declared()
+
+
+def _norm(v: Any) -> Any:
+    return sorted(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)
+
+
+def file_source(path: Path) -> Source:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return Source(str(path.resolve()), hashlib.sha256(raw).hexdigest())
+
+
+def _rule(kind: str, entry: Any, where: str, source: Source, base: Path) -> Rule:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a table of match and tag keys")
+    match = {k: entry[k] for k in MATCH_KEYS if k in entry}
+    if not match:
+        raise ConfigError(f"{where}: says nothing to match: give one of {', '.join(MATCH_KEYS)}")
+    for k, v in match.items():
+        if not isinstance(v, str) or not v.strip():
+            raise ConfigError(f"{where}: key {k!r} must be a non-empty string")
+    tags = {k: v for k, v in entry.items() if k not in MATCH_KEYS}
+    unknown = sorted(set(tags) - set(DATASET_TAGS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join((*MATCH_KEYS, *DATASET_TAGS))}")
+    try:
+        governance_attributes(tags)
+    except InvalidValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return Rule(kind, match, tags, source, base)
+
+
+def parse_tags_file(path: Path) -> list[Rule]:
+    """The rules of a TOML tags file, a Croissant JSON-LD file or a Hugging Face dataset card."""
+    from . import cards
+
+    source = file_source(path)
+    text = Path(path).read_bytes().decode("utf-8", "replace")
+    if path.suffix == ".md" or text.startswith("---"):
+        return [_rule("dataset", entry, f"{path}", source, path.parent) for entry in cards.hf_card(text, path)]
+    if path.suffix in (".json", ".jsonld"):
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ConfigError(f"{path}: not JSON: {exc}") from None
+        return [_rule("dataset", entry, f"{path}", source, path.parent) for entry in cards.croissant(doc, path)]
+    try:
+        data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} at the top level; use [[dataset]] and [[checkpoint]]")
+    rules = []
+    for kind in KINDS:
+        entries = data.get(kind, [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}: {kind!r} must be an array of tables ([[{kind}]])")
+        rules += [_rule(kind, e, f"{path}: [[{kind}]] #{i}", source, path.parent) for i, e in enumerate(entries, 1)]
+    return rules
+
+
+def load_tags(path: str | os.PathLike[str]) -> int:
+    """Declare governance tags from a file (TOML, Croissant JSON-LD, or a Hugging Face dataset card);
+    returns how many rules it added. See the module docstring for the format."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidValueError(f"load_tags takes a file path, got {type(path).__name__}", value=path)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such tags file")
+    key = str(p.resolve())
+    if key in DECLARED.loaded:
+        return 0
+    rules = parse_tags_file(p)
+    DECLARED.rules.extend(rules)
+    DECLARED.loaded.add(key)
+    return len(rules)
+
+
+def load_from_env() -> None:
+    """Load the tags files listed in PROV4TORCH_DATA_TAGS (set by ``prov4torch run --data-tags``)."""
+    from .. import env
+
+    for item in (env.get(env.DATA_TAGS) or "").split(os.pathsep):
+        if item.strip():
+            load_tags(item)
+
+
+def declare_checkpoint(checkpoint: str | os.PathLike[str], **tags: Any) -> None:
+    """Declare the origin of a third-party checkpoint (a file, a directory, a glob, or a sha256 digest):
+    the governance tags of the data it was trained on (``dataset_id=`` names that data). A run that uses
+    it then knows its lineage, and the default policy's ``checkpoint-lineage-known`` rule is satisfied."""
+    if not isinstance(checkpoint, (str, os.PathLike)) or not str(checkpoint).strip():
+        raise InvalidValueError(f"declare_checkpoint takes a path or a sha256 digest, got {checkpoint!r:.60}",
+                                value=checkpoint)
+    text = str(checkpoint)
+    is_digest = len(text) >= 12 and all(c in "0123456789abcdef" for c in text.lower())
+    match = {"sha256": text.lower()} if is_digest else {"path": str(Path(text).expanduser().resolve())}
+    unknown = sorted(set(tags) - set(DATASET_TAGS))
+    if unknown:
+        raise InvalidValueError(f"declare_checkpoint: unknown tag {unknown[0]!r}; known: {', '.join(DATASET_TAGS)}",
+                                value=unknown[0])
+    governance_attributes(tags)
+    DECLARED.rules.append(Rule("checkpoint", match, dict(tags), Source("declare_checkpoint()", ""), Path.cwd()))

@@ -1,0 +1,337 @@
+"""Watching data on its way to the script: DataLoader iterators and Dataset item access.
+
+Installed for a run under ``prov4torch run`` and whenever a policy is in force (``start_run(policy=...)``),
+removed when the run ends. Two hooks, each gating before data reaches the caller:
+
+* every DataLoader iterator (also of DataLoader subclasses and of framework wrappers that build one):
+  before its first batch the dataset is attached (identity, tags, policy check) and the policy gate
+  asked; batches and samples are counted per dataset and role; once the run is BLOCKED no iterator
+  yields again, even one opened before the block or before the run started;
+* every ``torch.utils.data.Dataset`` subclass's ``__getitem__`` and ``__iter__`` (classes defined before
+  the run and after it): the first access to a dataset that no DataLoader attached attaches it with
+  role ``input``, so indexing or iterating ``loader.dataset`` directly is gated too.
+
+A role comes from behaviour (the rule, also in docs/design-notes.md): a loader whose sampler shuffles —
+its sampler, its batch sampler's sampler, or a wrapper's (accelerate, Lightning, the HF Trainer wrap
+them) — is training data; else a torchvision-style ``train`` flag says training/testing; else a
+``split`` attribute (``validation``/``val``/``dev``, ``test``); else ``evaluation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ..errors import PolicyViolation
+
+
+class Run(Protocol):
+    """What the hooks need of a run: whether it is over, and where data goes."""
+
+    @property
+    def ended(self) -> bool: ...
+
+    @property
+    def disabled(self) -> bool: ...
+
+    def log_dataset(self, dataset_or_path: Any, name: str | None = None, role: str = "training",
+                    source: str | None = None, **tags: Any) -> str: ...
+
+    def gate(self, dataset_id: str) -> None: ...
+
+    def attach_loader_usage(self, dataset_id: str, role: str, usage: Mapping[str, int]) -> None: ...
+
+SHUFFLING = ("RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler")
+
+
+def batch_size(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (or length of a list)."""
+    if hasattr(batch, "shape") and getattr(batch, "shape", None):
+        return int(batch.shape[0])
+    if isinstance(batch, Mapping):
+        for v in batch.values():
+            return batch_size(v)
+    if isinstance(batch, (list, tuple)) and batch:
+        first = batch[0]
+        if hasattr(first, "shape") and getattr(first, "shape", None):
+            return int(first.shape[0])
+        return len(batch) if not isinstance(first, (list, tuple)) else batch_size(first)
+    return 1
+
+
+# loader -> its TrackedLoader: zero-code capture leaves these to track(), which knows their name, role and tags
+TRACKED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def is_tracked(loader: Any) -> bool:
+    try:
+        return loader in TRACKED
+    except TypeError:
+        return False
+
+
+def _shuffles(sampler: Any, depth: int = 0) -> bool:
+    if sampler is None or depth > 4:
+        return False
+    name = type(sampler).__name__
+    if name in SHUFFLING or ("Distributed" in name and getattr(sampler, "shuffle", False)):
+        return True
+    return any(_shuffles(getattr(sampler, attr, None), depth + 1) for attr in ("sampler", "batch_sampler"))
+
+
+def infer_role(loader: Any) -> str:
+    """The role of a DataLoader's data, from how the loader behaves (see the module docstring)."""
+    if any(_shuffles(getattr(loader, attr, None)) for attr in ("sampler", "batch_sampler")):
+        return "training"
+    dataset = getattr(loader, "dataset", None)
+    train = getattr(dataset, "train", None)
+    if isinstance(train, bool):
+        return "training" if train else "testing"
+    split = str(getattr(dataset, "split", "") or "").lower()
+    if split in ("validation", "val", "dev", "valid"):
+        return "validation"
+    if split.startswith("test"):
+        return "testing"
+    if split.startswith("train"):
+        return "training"
+    return "evaluation"
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    with contextlib.suppress(Exception):
+        warnings.warn(f"prov4torch could not record {what}: {type(exc).__name__}: {exc}", RuntimeWarning,
+                      stacklevel=4)
+
+
+class _LoaderState:
+    """Per-iterator bookkeeping: which dataset, how much of it went by."""
+
+    def __init__(self, owner: DataPaths, dataset_id: str | None, role: str) -> None:
+        self.owner = owner
+        self.dataset_id = dataset_id
+        self.role = role
+        self.samples = 0
+        self.batches = 0
+        self.done = False
+
+    def count(self, batch: Any) -> None:
+        if self.dataset_id is None:
+            return
+        self.batches += 1
+        try:
+            self.samples += batch_size(batch)
+        except Exception:  # noqa: BLE001
+            self.samples += 1
+        if self.batches == 1:  # data was delivered: the record says so from the first batch on
+            self.owner.usage(self, epoch_done=False, final=False)
+
+    def finish(self, epoch_done: bool) -> None:
+        if self.dataset_id is None or self.done:
+            return
+        self.done = True
+        self.owner.usage(self, epoch_done, final=True)
+
+
+class DataPaths:
+    """The hooks of one run (see the module docstring); ``install()`` / ``remove()``."""
+
+    active: DataPaths | None = None  # the installed one (one run per process)
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.pid = os.getpid()
+        self.seen: dict[int, tuple[Any, str]] = {}  # id(dataset) -> (dataset kept alive, id)
+        self.loader_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self.totals: dict[tuple[str, str], dict[str, int]] = {}
+        self.loader_of: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self.state_of: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
+        self.local = threading.local()
+        self._undo: list[Callable[[], None]] = []
+
+    # -- install / remove ------------------------------------------------------------------------------
+    def install(self) -> DataPaths:
+        if DataPaths.active is not None:
+            return DataPaths.active
+        from torch.utils.data import Dataset
+        from torch.utils.data import dataloader as dl
+
+        self._patch_loader(dl._BaseDataLoaderIter)
+        for cls in _subclasses(Dataset):
+            self.wrap(cls)
+        had = "__init_subclass__" in Dataset.__dict__
+        original = Dataset.__dict__.get("__init_subclass__")
+        paths = self
+
+        def __init_subclass__(cls: type, /, **kwargs: Any) -> None:
+            super(Dataset, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+            paths.wrap(cls)
+
+        setattr(Dataset, "__init_subclass__", classmethod(__init_subclass__))  # noqa: B010
+
+        def undo() -> None:
+            if had:
+                setattr(Dataset, "__init_subclass__", original)  # noqa: B010
+            else:
+                with contextlib.suppress(AttributeError):
+                    delattr(Dataset, "__init_subclass__")
+
+        self._undo.append(undo)
+        DataPaths.active = self
+        return self
+
+    def remove(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+        if DataPaths.active is self:
+            DataPaths.active = None
+
+    def _patch_loader(self, base: Any) -> None:
+        orig_init, orig_next = base.__init__, base.__next__
+        paths = self
+
+        @functools.wraps(orig_init)
+        def __init__(it: Any, loader: Any, *a: Any, **k: Any) -> None:
+            orig_init(it, loader, *a, **k)
+            paths.loader_of[it] = loader
+
+        @functools.wraps(orig_next)
+        def __next__(it: Any) -> Any:
+            state = paths.state_of.get(it)
+            if state is None:
+                state = paths.state_of[it] = paths.start(paths.loader_of.get(it))  # may raise PolicyViolation
+            elif state.dataset_id is not None:
+                paths.run.gate(state.dataset_id)  # nothing more once the run is BLOCKED
+            paths.local.depth = getattr(paths.local, "depth", 0) + 1  # items fetched here are this loader's
+            try:
+                batch = orig_next(it)
+            except StopIteration:
+                state.finish(epoch_done=True)
+                raise
+            finally:
+                paths.local.depth -= 1
+            state.count(batch)
+            return batch
+
+        setattr(base, "__init__", __init__)  # noqa: B010 - mypy refuses assignments to methods
+        setattr(base, "__next__", __next__)  # noqa: B010
+
+        def undo() -> None:
+            setattr(base, "__init__", orig_init)  # noqa: B010
+            setattr(base, "__next__", orig_next)  # noqa: B010
+
+        self._undo.append(undo)
+
+    def wrap(self, cls: type) -> None:
+        """Hook the item access of a Dataset class (its own __getitem__/__iter__)."""
+        if cls.__module__.startswith("torch.utils.data.datapipes"):
+            return  # datapipes have their own __iter__ machinery
+        for name in ("__getitem__", "__iter__"):
+            orig = cls.__dict__.get(name)
+            if not inspect.isfunction(orig) or getattr(orig, "__p4t_original__", None) is not None:
+                continue  # not defined here, already wrapped, or a static/class method or a C slot
+            wrapped = _item_hook(orig) if name == "__getitem__" else _iter_hook(orig)
+            wrapped.__p4t_original__ = orig  # type: ignore[attr-defined]
+            setattr(cls, name, wrapped)
+            self._undo.append(functools.partial(setattr, cls, name, orig))
+
+    # -- what the hooks do -----------------------------------------------------------------------------
+    def start(self, loader: Any) -> _LoaderState:
+        run = self.run
+        if loader is None or run.ended or run.disabled or is_tracked(loader):
+            return _LoaderState(self, None, "")  # a tracked loader records itself, with the role it was given
+        role = infer_role(loader)
+        dataset_id = self.loader_ids.get(loader)
+        if dataset_id is None:
+            try:
+                dataset_id = run.log_dataset(loader, role=role)
+            except PolicyViolation:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                _warn("a DataLoader's dataset", exc)
+                return _LoaderState(self, None, role)
+            self.loader_ids[loader] = dataset_id
+            dataset = getattr(loader, "dataset", None)
+            if dataset is not None:
+                self.seen[id(dataset)] = (dataset, dataset_id)
+        run.gate(dataset_id)
+        return _LoaderState(self, dataset_id, role)
+
+    def usage(self, state: _LoaderState, epoch_done: bool, final: bool) -> None:
+        """Per dataset and role: a script that builds a new DataLoader every epoch still adds up."""
+        assert state.dataset_id is not None
+        t = self.totals.setdefault((state.dataset_id, state.role), {"samples": 0, "batches": 0, "epochs": 0})
+        current = dict(t)
+        if final:
+            t["samples"] += state.samples
+            t["batches"] += state.batches
+            t["epochs"] += int(epoch_done)
+            current = dict(t)
+        else:
+            current["samples"] += state.samples
+            current["batches"] += state.batches
+        if not self.run.ended:
+            self.run.attach_loader_usage(state.dataset_id, state.role, current)
+
+    def item(self, dataset: Any) -> None:
+        """First access to a dataset outside a DataLoader: attach it (role ``input``), and gate."""
+        if getattr(self.local, "depth", 0) or os.getpid() != self.pid or self.run.ended:
+            return
+        entry = self.seen.get(id(dataset))
+        if entry is None or entry[0] is not dataset:
+            self.local.depth = getattr(self.local, "depth", 0) + 1
+            try:
+                did = self.run.log_dataset(dataset, role="input")
+            except PolicyViolation:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                _warn("a dataset read directly", exc)
+                return
+            finally:
+                self.local.depth -= 1
+            self.seen[id(dataset)] = (dataset, did)
+            entry = self.seen[id(dataset)]
+        self.run.gate(entry[1])
+
+
+def _item_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def __getitem__(self: Any, index: Any) -> Any:
+        paths = DataPaths.active
+        if paths is None:
+            return orig(self, index)
+        paths.item(self)
+        paths.local.depth = getattr(paths.local, "depth", 0) + 1  # nested datasets (Subset) are not separate reads
+        try:
+            return orig(self, index)
+        finally:
+            paths.local.depth -= 1
+
+    return __getitem__
+
+
+def _iter_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def __iter__(self: Any) -> Any:
+        paths = DataPaths.active
+        if paths is not None:
+            paths.item(self)
+        return orig(self)
+
+    return __iter__
+
+
+def _subclasses(cls: type) -> list[type]:
+    out: list[type] = []
+    stack: list[type] = list(cls.__subclasses__())
+    while stack:
+        c = stack.pop()
+        out.append(c)
+        stack.extend(c.__subclasses__())
+    return out
