@@ -100,7 +100,7 @@ def test_no_module_is_over_500_lines():
 
 
 # third-party internals the zero-code patches must hook (there is no public seam for them)
-THIRD_PARTY_INTERNALS = {"_BaseDataLoaderIter"}
+THIRD_PARTY_INTERNALS = {"_BaseDataLoaderIter", "_dataset"}  # torch's DataLoader iterator and its dataset
 
 
 def test_nothing_reaches_into_another_objects_private_attributes():

@@ -98,8 +98,10 @@ class Evaluator:
             return self.models
         if rule.target == "dataset":
             return [self.graph.nodes[d] for d in sorted(self.datasets)]
-        # activities that processed data: directly, or (lineage scope) through what they used
-        return [a for a in self.graph.activities() if not a.types() & NOT_PROCESSING and self.scope(rule, a)]
+        # activities that processed data: directly, or (lineage scope) through what they used; a checkpoint
+        # of unknown lineage is judged by itself, data or not
+        return [a for a in self.graph.activities() if not a.types() & NOT_PROCESSING
+                and (rule.check == "lineage_known" or self.scope(rule, a))]
 
     def _direct(self, nid: str) -> list[str]:
         node = self.graph.nodes[nid]

@@ -46,7 +46,8 @@ class Run(Protocol):
 
     def gate(self, dataset_id: str) -> None: ...
 
-    def attach_loader_usage(self, dataset_id: str, role: str, usage: Mapping[str, int]) -> None: ...
+    def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0,
+                    epochs: int = 0) -> None: ...
 
 SHUFFLING = ("RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler")
 
@@ -117,8 +118,9 @@ class _LoaderState:
         self.owner = owner
         self.dataset_id = dataset_id
         self.role = role
-        self.samples = 0
+        self.samples = 0  # not yet counted in the run's totals
         self.batches = 0
+        self.started = False
         self.done = False
 
     def count(self, batch: Any) -> None:
@@ -129,14 +131,21 @@ class _LoaderState:
             self.samples += batch_size(batch)
         except Exception:  # noqa: BLE001
             self.samples += 1
-        if self.batches == 1:  # data was delivered: the record says so from the first batch on
-            self.owner.usage(self, epoch_done=False, final=False)
+        if not self.started:  # data was delivered: the record says so from the first batch on
+            self.started = True
+            self._report(0)
 
     def finish(self, epoch_done: bool) -> None:
         if self.dataset_id is None or self.done:
             return
         self.done = True
-        self.owner.usage(self, epoch_done, final=True)
+        self._report(int(epoch_done))
+
+    def _report(self, epochs: int) -> None:
+        run = self.owner.run
+        if self.dataset_id is not None and not run.ended:
+            run.count_usage(self.dataset_id, self.role, self.samples, self.batches, epochs)
+        self.samples = self.batches = 0
 
 
 class DataPaths:
@@ -149,7 +158,6 @@ class DataPaths:
         self.pid = os.getpid()
         self.seen: dict[int, tuple[Any, str]] = {}  # id(dataset) -> (dataset kept alive, id)
         self.loader_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-        self.totals: dict[tuple[str, str], dict[str, int]] = {}
         self.loader_of: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.state_of: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
         self.local = threading.local()
@@ -204,8 +212,11 @@ class DataPaths:
         @functools.wraps(orig_next)
         def __next__(it: Any) -> Any:
             state = paths.state_of.get(it)
-            if state is None:
-                state = paths.state_of[it] = paths.start(paths.loader_of.get(it))  # may raise PolicyViolation
+            if state is None:  # may raise PolicyViolation
+                loader = paths.loader_of.get(it)
+                # an iterator opened before the hooks were installed: its dataset is torch's attribute
+                state = paths.state_of[it] = (paths.start(loader) if loader is not None
+                                              else paths.start_unknown(getattr(it, "_dataset", None)))
             elif state.dataset_id is not None:
                 paths.run.gate(state.dataset_id)  # nothing more once the run is BLOCKED
             paths.local.depth = getattr(paths.local, "depth", 0) + 1  # items fetched here are this loader's
@@ -244,13 +255,16 @@ class DataPaths:
     # -- what the hooks do -----------------------------------------------------------------------------
     def start(self, loader: Any) -> _LoaderState:
         run = self.run
-        if loader is None or run.ended or run.disabled or is_tracked(loader):
-            return _LoaderState(self, None, "")  # a tracked loader records itself, with the role it was given
-        role = infer_role(loader)
+        tracked = TRACKED.get(loader) if loader is not None and is_tracked(loader) else None
+        if loader is None or run.ended or run.disabled or (tracked is not None and tracked.iterating):
+            return _LoaderState(self, None, "")  # iterated through track(): it records itself
+        # a tracked loader iterated directly (track(loader).loader) keeps the name, role and tags it was given
+        role = tracked.role if tracked is not None else infer_role(loader)
         dataset_id = self.loader_ids.get(loader)
         if dataset_id is None:
             try:
-                dataset_id = run.log_dataset(loader, role=role)
+                dataset_id = (run.log_dataset(loader, name=tracked.name, role=role, **tracked.tags)
+                              if tracked is not None else run.log_dataset(loader, role=role))
             except PolicyViolation:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -263,21 +277,15 @@ class DataPaths:
         run.gate(dataset_id)
         return _LoaderState(self, dataset_id, role)
 
-    def usage(self, state: _LoaderState, epoch_done: bool, final: bool) -> None:
-        """Per dataset and role: a script that builds a new DataLoader every epoch still adds up."""
-        assert state.dataset_id is not None
-        t = self.totals.setdefault((state.dataset_id, state.role), {"samples": 0, "batches": 0, "epochs": 0})
-        current = dict(t)
-        if final:
-            t["samples"] += state.samples
-            t["batches"] += state.batches
-            t["epochs"] += int(epoch_done)
-            current = dict(t)
-        else:
-            current["samples"] += state.samples
-            current["batches"] += state.batches
-        if not self.run.ended:
-            self.run.attach_loader_usage(state.dataset_id, state.role, current)
+    def start_unknown(self, dataset: Any) -> _LoaderState:
+        """An iterator whose loader was never seen (opened before the run): its dataset, role ``input``."""
+        if dataset is None or self.run.ended or self.run.disabled:
+            return _LoaderState(self, None, "")
+        entry = self.seen.get(id(dataset))
+        did = entry[1] if entry is not None and entry[0] is dataset else self.run.log_dataset(dataset, role="input")
+        self.seen[id(dataset)] = (dataset, did)
+        self.run.gate(did)
+        return _LoaderState(self, did, "input")
 
     def item(self, dataset: Any) -> None:
         """First access to a dataset outside a DataLoader: attach it (role ``input``), and gate."""

@@ -112,7 +112,7 @@ class DatasetIdentifier:
         # tags declared outside the code (a tags file, Croissant, a dataset card) for this data
         files = event.get("files") or []
         merged, sources = DECLARED.for_dataset(
-            paths=[*local, *(str(Path(local[0]) / f[0]) for f in files if local)], name=name,
+            paths=[*local, *(str(Path(local[0]) / f[0]) for f in files if local)], name=event.get("name"),
             ids=[event["id"], *([str(tags["dataset_id"])] if tags.get("dataset_id") else [])],
             digests=[event.get("sha256") or "", *(f[1] for f in files)], given=tags)
         attrs = governance_attributes(merged)

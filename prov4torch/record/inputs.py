@@ -37,23 +37,38 @@ class Inputs:
         self.activity = activity
         self.intended_use = intended_use
         self.roles: dict[str, set[str]] = {}  # dataset id -> every role it was attached with
+        self.tags_of: dict[tuple[str, str], dict[str, Any]] = {}  # (dataset id, role) -> the tags it was given
         self.aliases: dict[str, str] = {}  # provisional dataset id -> content id, once hashed
+        self.totals: dict[tuple[str, str], dict[str, int]] = {}  # (dataset id, role) -> samples/batches/epochs
 
     # -- datasets ---------------------------------------------------------------------------------------
     def dataset(self, data: Any, *, name: str | None, role: str, source: str | None, tags: dict[str, Any]) -> str:
         """Attach a dataset (see ``Run.log_dataset``); its id."""
         known = self.datasets.known(data)
-        if known is not None and role in self.roles.get(known, ()) and not tags:
+        if known is not None and self._attached(known, role, tags):
             return known
         event = self.datasets.identify(data, name=name, role=role, source=source, tags=tags)
         event["time"] = self.clock()
         did = str(event["id"])
-        if role in self.roles.get(did, ()) and not tags:
+        if self._attached(did, role, tags):  # the same data (new loader, new object, same content): decided
             return did
         self.roles.setdefault(did, set()).add(role)
+        self.tags_of[(did, role)] = dict(tags)
         self.record(event)
         self._check(event, "log_dataset")
         return did
+
+    def _attached(self, did: str, role: str, tags: dict[str, Any]) -> bool:
+        """Already attached under this role, with these tags (or none): no new record, no new decision."""
+        return role in self.roles.get(did, ()) and (not tags or self.tags_of.get((did, role)) == tags)
+
+    def count(self, did: str, role: str, samples: int, batches: int, epochs: int) -> dict[str, int]:
+        """Add to the usage totals of a dataset under a role; the totals."""
+        t = self.totals.setdefault((self.aliases.get(did, did), role), {"samples": 0, "batches": 0, "epochs": 0})
+        t["samples"] += samples
+        t["batches"] += batches
+        t["epochs"] += epochs
+        return dict(t)
 
     def digest_done(self, event: dict[str, Any]) -> None:
         """Background hashing named a dataset's content (called on the hashing thread)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 from ..governance.tags import governance_attributes
 from .datapaths import TRACKED, batch_size
-from .run import ACTIVE
+from .run import ACTIVE, Run
 
 
 class TrackedLoader:
@@ -30,6 +31,8 @@ class TrackedLoader:
         self.samples = 0
         self.batches = 0
         self.epochs = 0
+        self._run_ref: weakref.ref[Any] | None = None  # the run the counts above belong to
+        self.iterating = False  # inside __iter__: the data-path hook leaves the counting to this object
 
     def __getattr__(self, item: str) -> Any:
         return getattr(self.loader, item)
@@ -38,25 +41,37 @@ class TrackedLoader:
         return len(self.loader)
 
     def __iter__(self) -> Any:
-        run = ACTIVE.run
-        if run is None or run.ended or run.disabled:
+        active = ACTIVE.run
+        if active is None or active.ended or active.disabled:
             yield from self.loader
             return
+        run: Run = active
+        if self._run_ref is None or self._run_ref() is not run:  # a new run (a sweep, a notebook): record it again
+            self._run_ref = weakref.ref(run)
+            self.dataset_id, self.samples, self.batches, self.epochs = None, 0, 0, 0
         if self.dataset_id is None:
             self.dataset_id = run.log_dataset(self.loader, name=self.name, role=self.role, **self.tags)
-        run.gate(self.dataset_id)  # raises before the first batch when the data is blocked
+        did = self.dataset_id
+        samples = batches = 0  # this pass, not yet counted
         finished = False
+        self.iterating = True
         try:
             for batch in self.loader:
-                self.samples += batch_size(batch)
+                run.gate(did)  # before every batch: nothing once the data (or the run) is blocked
+                n = batch_size(batch)
+                self.samples += n
                 self.batches += 1
+                samples, batches = samples + n, batches + 1
+                if batches == 1 and not run.ended:  # delivered: the record says so from the first batch on
+                    run.count_usage(did, self.role, samples, batches)
+                    samples = batches = 0
                 yield batch
             finished = True
         finally:
+            self.iterating = False
             self.epochs += int(finished)
             if not run.ended:
-                run.attach_loader_usage(self.dataset_id, self.role, {
-                    "samples": self.samples, "batches": self.batches, "epochs": self.epochs})
+                run.count_usage(did, self.role, samples, batches, int(finished))
 
 
 def track(loader: Any, name: str | None = None, role: str = "training", **tags: Any) -> TrackedLoader:

@@ -374,10 +374,12 @@ class Run:
         """Before a tracked DataLoader yields its first batch: refuse blocked data."""
         self.inputs.gate(dataset_id)
 
-    def attach_loader_usage(self, dataset_id: str, role: str, usage: Mapping[str, int]) -> None:
-        """Samples, batches and epochs consumed from a dataset (kept up to date by track())."""
+    def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0, epochs: int = 0) -> None:
+        """Add samples, batches and epochs consumed from a dataset under a role (totals per dataset and role, so
+        a DataLoader rebuilt every epoch, or several loaders over one dataset, add up)."""
         if self._open:
-            self.record_event({"t": "usage", "id": dataset_id, "usage": {role: dict(usage)}})
+            self.record_event({"t": "usage", "id": dataset_id,
+                               "usage": {role: self.inputs.count(dataset_id, role, samples, batches, epochs)}})
 
     def add_run_attributes(self, attrs: Mapping[str, Any]) -> None:
         """Attributes for the rank activity (qualified names -> values), e.g. sampler summaries."""
