@@ -115,6 +115,9 @@ def run(
     data_tags: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
         "--data-tags", help="Governance tags for data and third-party checkpoints, without code changes: a TOML "
                             "tags file, a Croissant JSON-LD file or a dataset card (repeatable).")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        "--data", help="A data directory the script reads with plain open(): recorded as a dataset (identified by "
+                       "its content) the first time the script opens a file in it (repeatable).")] = None,
 ) -> None:
     """Run a training script unchanged, recording its provenance; exits with the script's exit code.
 
@@ -126,6 +129,13 @@ def run(
     from prov4torch.record.recover import recover as recover_dir
 
     args = list(ctx.args)
+    if data:
+        import os
+
+        for d in data:
+            if not d.is_dir():
+                fail(f"{d}: no such directory (--data)")
+        os.environ[p4t_env.DATA_DIRS] = os.pathsep.join(str(d.resolve()) for d in data)
     if data_tags:
         import os
 

@@ -81,6 +81,13 @@ def role(relation: dict[str, Any]) -> str | None:
     return r["$"] if r else None
 
 
+def types(record: dict[str, Any]) -> set[str]:
+    """A record's ``prov:type`` values (one or a list)."""
+    t = record.get("prov:type")
+    items = t if isinstance(t, list) else [t] if t is not None else []
+    return {i["$"] if isinstance(i, dict) else str(i) for i in items}
+
+
 def rank_activity(doc: dict[str, Any]) -> dict[str, Any]:
     (act,) = [a for a in doc["activity"].values() if a.get("prov:type", {}).get("$") == "mls:Run"]
     return act

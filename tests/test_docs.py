@@ -25,7 +25,7 @@ def test_readme_first_screen_has_exactly_two_setup_commands_and_ci_runs_both():
         assert cmd in ci_lines, f"CI does not run the README command: {cmd}"
     bootstrap = (ROOT / "scripts" / "bootstrap.sh").read_text()
     torch_pin = bootstrap.index("pip install -q torch==2.13.0")
-    assert torch_pin < bootstrap.index("pip install -q -e '.[test,examples]'")  # torch pinned, first
+    assert torch_pin < bootstrap.index("pip install -q torch==2.13.0 -e '.[test,examples,integrations]'")
     assert "graphviz" in bootstrap
 
 

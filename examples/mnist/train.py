@@ -9,8 +9,8 @@ friends), else torchvision's download when it is installed and online, else the 
 handwritten digits that scikit-learn ships (1,797 8x8 images, upscaled to 28x28) —
 the script says which one it used.
 
-The only prov4torch lines: when a run is active (under `prov4torch run`), the datasets get
-their governance tags; without one, this is plain PyTorch.
+The only prov4torch lines: when a run is active (under `prov4torch run`), the raw files and the
+datasets get their governance tags (data-tags.toml, track); without one, this is plain PyTorch.
 """
 
 from __future__ import annotations
@@ -147,6 +147,8 @@ def main() -> None:
     rank = dist.get_rank() if distributed else 0
     torch.manual_seed(args.seed)
 
+    if prov4torch.active_run() is not None:  # under `prov4torch run`: the raw files' governance, declared
+        prov4torch.load_tags(Path(__file__).with_name("data-tags.toml"))
     loaded = load_mnist_idx(args.data_dir) or load_torchvision(args.data_dir)
     if loaded is not None:
         source, tags = f"MNIST (IDX files in {args.data_dir})", MNIST_TAGS

@@ -64,7 +64,7 @@ def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> li
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(item.rglob("rank-*.prov.json"), key=_natural)
+            found = sorted([*item.rglob("rank-*.prov.json"), *item.rglob("launcher.prov.json")], key=_natural)
             if not found:
                 found = sorted((p for p in item.rglob("*.prov.json") if p.name != "run.prov.json"), key=_natural)
             if not found:
@@ -92,6 +92,8 @@ def _identity(container: dict[str, Any]) -> tuple[str | None, int | None, int | 
             if isinstance(run_id, str) and rank is not None and "/rank/" in aid and aid.startswith("p4t:run/"):
                 world = _num(rec.get("p4t:worldSize"))
                 return run_id, _num(rank), world, f"{aid}/bundle"
+            if isinstance(run_id, str) and aid.endswith("/launcher") and aid.startswith("p4t:run/"):
+                return run_id, None, _num(rec.get("p4t:worldSize")), f"{aid}/bundle"
     return None, None, None, None
 
 
@@ -171,7 +173,7 @@ def merge(
                         if run_id is not None:
                             info = report.runs.setdefault(run_id, {"world_size": world, "ranks": []})
                             info["world_size"] = max(info["world_size"] or 0, world or 0) or None
-                            if rank not in info["ranks"]:
+                            if rank is not None and rank not in info["ranks"]:
                                 info["ranks"].append(rank)
                         bid = _unique(bid, seen_bundles)
                         bundle = _bundle(records, path, run_id, rank, tag, prefixes, shared, report)

@@ -62,9 +62,7 @@ def resolve(graph: Graph, text: str) -> str:
     m = _HEX.match(text.lower())
     if m:
         digest = m.group(2)
-        found = sorted({n.id for n in graph.nodes.values()
-                        if f"sha256-{digest}" in n.id
-                        or any(str(v).startswith(digest) for v in n.values(NAMESPACE + "sha256"))})
+        found = sorted(digest_matches(graph, digest))
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -72,6 +70,23 @@ def resolve(graph: Graph, text: str) -> str:
                                     f"{', '.join(graph.short(f) for f in found[:5])}; give more digits or the id")
     raise InvalidValueError(f"{text!r} is not in these files (give a full id, a prefixed name such as "
                             "p4t:model/sha256-..., or a sha256 digest)", value=text)
+
+
+DIGEST_ATTRS = tuple(NAMESPACE + a for a in ("sha256", "weightsSha256", "rootSha256"))
+
+
+def digest_matches(graph: Graph, digest: str) -> set[str]:
+    """Nodes a sha256 (prefix) names: in their id, their digest attributes, a file digest of theirs, or the
+    file digest a run recorded on its generation or usage of them (a checkpoint identified by its weights)."""
+    found = {n.id for n in graph.nodes.values()
+             if f"sha256-{digest}" in n.id
+             or any(str(v).startswith(digest) for a in DIGEST_ATTRS for v in n.values(a))
+             or any(str(v).split(" ")[-1].startswith(digest) for v in n.values(NAMESPACE + "fileSha256"))}
+    for e in graph.edges:
+        if e.relation in ("used", "wasGeneratedBy") and any(
+                str(v).startswith(digest) for v in e.attrs.get(NAMESPACE + "sha256", [])):
+            found.add(e.up if e.relation == "used" else e.down)
+    return found
 
 
 def _summary(graph: Graph, node: Node) -> dict[str, Any]:

@@ -18,96 +18,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import re
-import threading
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
+from .argv import ArgparseCapture, parse_argv, redact
+from .scope import busy, file_path, recording, warn_unrecorded
 
 if TYPE_CHECKING:
     from ..record.run import Run
-
-
-def parse_argv(argv: Sequence[str]) -> dict[str, Any]:
-    """``--key value`` / ``--key=value`` / ``--flag`` pairs as parameters; numbers parsed."""
-    params: dict[str, Any] = {}
-    positional: list[str] = []
-    i = 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok == "--":
-            positional.extend(argv[i + 1:])
-            break
-        if tok.startswith("--") and len(tok) > 2:
-            key, eq, value = tok[2:].partition("=")
-            if eq:
-                params[key] = _number(value)
-            elif i + 1 < len(argv) and not _is_option(argv[i + 1]):
-                params[key] = _number(argv[i + 1])
-                i += 1
-            else:
-                params[key] = True
-        elif tok.startswith("-") and len(tok) == 2 and tok[1].isalpha():
-            if i + 1 < len(argv) and not _is_option(argv[i + 1]):
-                params[tok[1]] = _number(argv[i + 1])
-                i += 1
-            else:
-                params[tok[1]] = True
-        else:
-            positional.append(tok)
-        i += 1
-    clean = {}
-    for key, value in params.items():
-        safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in key).strip("_.-") or "arg"
-        clean[safe] = value
-    if positional:
-        clean["argv.positional"] = " ".join(positional)
-    return clean
-
-
-def _is_option(tok: str) -> bool:
-    if not tok.startswith("-"):
-        return False
-    try:
-        float(tok)  # a negative number is a value
-        return False
-    except ValueError:
-        return True
-
-
-def _number(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            continue
-    return value
-
-
-_STATE = threading.local()
-
-
-def _busy() -> bool:
-    """Whether this thread is inside prov4torch's own recording (its own torch.load/save must pass through)."""
-    return bool(getattr(_STATE, "busy", False))
-
-
-@contextlib.contextmanager
-def _recording() -> Iterator[None]:
-    _STATE.busy = True
-    try:
-        yield
-    finally:
-        _STATE.busy = False
-
-
-def _warn(what: str, exc: BaseException) -> None:
-    with contextlib.suppress(Exception):  # warnings-as-errors must not break the script
-        warnings.warn(f"prov4torch autolog could not record {what}: {type(exc).__name__}: {exc}",
-                      RuntimeWarning, stacklevel=4)
 
 
 class Autolog:
@@ -118,23 +37,40 @@ class Autolog:
         self._undo: list[Callable[[], None]] = []
         self.optimizers: dict[int, dict[str, Any]] = {}
 
-    def install(self, argv: Sequence[str]) -> None:
+    def install(self, argv: Sequence[str],
+                extra: Sequence[tuple[Callable[[Run], Callable[[], None]], str]] = ()) -> None:
+        """Install the patches, then each ``(install, what)`` of ``extra`` (another process hook, say)."""
         try:
             params = parse_argv(argv)
             if params:
-                self.run.log_params({f"argv.{k}" if not k.startswith("argv.") else k: v for k, v in params.items()})
+                self.run.log_params({name: redact(name, v) for name, v in
+                                     ((f"argv.{k}" if not k.startswith("argv.") else k, v) for k, v in params.items())})
         except Exception as exc:  # noqa: BLE001
-            _warn("the command-line arguments", exc)
+            warn_unrecorded("the command-line arguments", exc)
+        self._undo.append(ArgparseCapture(self._log_namespace).install())
         import torch
 
         self._patch_save_load(torch)
         self._hook_optimizers(torch)
+        from .frameworks import install_framework_hooks
+
+        for install, what in ((install_framework_hooks, "the framework hooks"), *extra):
+            try:
+                self._undo.append(install(self.run))
+            except Exception as exc:  # noqa: BLE001 - capture that cannot install never stops the script
+                warn_unrecorded(what, exc)
         self.run.on_end(lambda _run: self._summarise())
+
+    def _log_namespace(self, namespace: dict[str, Any]) -> None:
+        """argparse's full namespace, defaults included, as ``args.*`` parameters (secrets redacted)."""
+        for key, value in sorted(namespace.items()):
+            name = "args." + "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(key))
+            with contextlib.suppress(Exception):  # a value changed by a second parse: the first one stays
+                self.run.log_param(name, redact(name, value))
 
     def remove(self) -> None:
         while self._undo:
             self._undo.pop()()
-        reset()
 
     # -- torch.save / torch.load -----------------------------------------------------------------
     def _patch_save_load(self, torch: Any) -> None:
@@ -144,25 +80,30 @@ class Autolog:
         @functools.wraps(orig_save)
         def save(obj: Any, f: Any, *a: Any, **k: Any) -> Any:
             result = orig_save(obj, f, *a, **k)
-            if isinstance(f, (str, os.PathLike)) and not run.ended and not _busy():
-                with _recording():
+            path = file_path(f)
+            if path is not None and not run.ended and not busy():
+                with recording():
                     try:
-                        run.log_model(f, name=_model_name(f), saved=obj)
+                        if not isinstance(f, (str, os.PathLike)):
+                            with contextlib.suppress(Exception):
+                                f.flush()  # an open file: its bytes on disk before they are hashed
+                        run.record_saved(path, obj)
                     except Exception as exc:  # noqa: BLE001
-                        _warn(f"the checkpoint {f}", exc)
+                        warn_unrecorded(f"the checkpoint {path}", exc)
             return result
 
         @functools.wraps(orig_load)
         def load(f: Any, *a: Any, **k: Any) -> Any:
-            result = orig_load(f, *a, **k)  # loaded first: its weights give the checkpoint's identity
-            if isinstance(f, (str, os.PathLike)) and not run.ended and not _busy() and os.path.exists(f):
-                with _recording():
+            result = orig_load(f, *a, **k)  # loaded first: what it holds says what it is
+            path = file_path(f)
+            if path is not None and not run.ended and not busy() and os.path.exists(path):
+                with recording():
                     try:
-                        run.use_model(f, loaded=result)  # a blocked checkpoint never reaches the script
+                        run.record_loaded(path, result)  # a blocked checkpoint or dataset never reaches the script
                     except PolicyViolation:
                         raise
                     except Exception as exc:  # noqa: BLE001
-                        _warn(f"the loaded checkpoint {f}", exc)
+                        warn_unrecorded(f"the loaded file {path}", exc)
             return result
 
         torch.save, torch.load = save, load
@@ -189,7 +130,7 @@ class Autolog:
                         if key != "params" and isinstance(value, (int, float, bool, str, tuple)):
                             self.run.log_param(f"{prefix}.{key}", str(value) if isinstance(value, tuple) else value)
                 except Exception as exc:  # noqa: BLE001
-                    _warn("the optimizer's hyperparameters", exc)
+                    warn_unrecorded("the optimizer's hyperparameters", exc)
             info["steps"] += 1
 
         handle = register_optimizer_step_post_hook(after_step)
@@ -198,18 +139,3 @@ class Autolog:
     def _summarise(self) -> None:
         if self.optimizers:
             self.run.add_run_attributes({"p4t:optimizerSteps": sum(i["steps"] for i in self.optimizers.values())})
-
-
-_COUNTER = re.compile(r"[-_.]?(epoch|ep|step|iter|it|e|s|v)?[-_.]?\d+$", re.IGNORECASE)
-
-
-def _model_name(f: Any) -> str:
-    """The model a checkpoint file is a version of: ``mnist-epoch2.pt`` -> ``mnist`` (so versions chain)."""
-    stem = Path(f).stem
-    base = _COUNTER.sub("", stem) or stem
-    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base).strip("_.-")
-    return safe or "checkpoint"
-
-
-def reset() -> None:
-    """Nothing is kept between runs (the data-path hooks belong to the run: ``record.datapaths``)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
 from ..record.signals import SignalExit
+from .children import await_children, patch_spawn, prepare_children
 
+HELP_FLAGS = {"-h", "--help"}
 RECORD_ERROR_EXIT = 1  # the script succeeded but its provenance is incomplete (documented in docs/cli.md)
 
 
@@ -88,16 +91,24 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         return _execute(script, target, args, module, None)[1]
     run = Run(script=script, managed=True, **run_options)
     ACTIVE.run = run
+    undo_children = prepare_children(run, script)  # Python children running the script again record as ranks
     ACTIVE.last_dir = run.dir
-    status, code, signal_number, error = _execute(script, target, args, module, run)
+    try:
+        status, code, signal_number, error = _execute(script, target, args, module, run)
+    finally:
+        undo_children()
     if status == "FINISHED" and run.requested_status not in (None, "FINISHED"):
         status, code = str(run.requested_status), code or 1
     if not run.ended:
         run.close(status, exit_code=code, signal_number=signal_number, exception=error)
     ACTIVE.last_signal = signal_number
+    await_children(run.dir)  # child ranks finishing their record are merged with it
     if run.record_error:
         print(f"prov4torch: error: {run.record_error}", file=sys.stderr)
         code = code or RECORD_ERROR_EXIT
+    if code == 0 and HELP_FLAGS & set(args) and not run.recorded_work():
+        shutil.rmtree(run.dir, ignore_errors=True)  # the script only printed its help: no run happened
+        ACTIVE.last_dir = None
     return code
 
 
@@ -121,7 +132,7 @@ def _execute(
     signal_number: int | None = None
     try:
         if autolog is not None:
-            autolog.install(args)
+            autolog.install(args, extra=((patch_spawn, "spawned processes"),))
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:

@@ -11,7 +11,8 @@ errors naming the file and the key.
 A tags file is TOML::
 
     [[dataset]]
-    path = "data/train/*.csv"        # match: path (glob), name, id or sha256 (a prefix of 12+ hex)
+    path = "data/train/*.csv"        # match: path (a glob relative to this file's folder; one starting with
+                                     # "*" matches anywhere), name, id or sha256 (a prefix of 12+ hex)
     origin_country = "DE"
     jurisdiction = "EU"
     license = "CC-BY-4.0"
@@ -66,8 +67,11 @@ class Rule:
     def matches(self, *, paths: list[str], name: str | None, ids: list[str], digests: list[str]) -> bool:
         m = self.match
         if "path" in m:
-            pattern = m["path"] if os.path.isabs(m["path"]) else str(self.base / m["path"])
-            pattern = os.path.normpath(pattern)
+            raw = m["path"]
+            # absolute, or starting with a wildcard (matched anywhere, as "**/name" in .gitignore), or relative
+            # to the tags file's folder
+            pattern = raw if os.path.isabs(raw) or raw.startswith("*") else str(self.base / raw)
+            pattern = os.path.normpath(pattern) if not raw.startswith("*") else raw
             if not any(fnmatch.fnmatch(os.path.normpath(p), pattern) or _under(p, pattern) for p in paths):
                 return False
         if "name" in m and m["name"] != name:

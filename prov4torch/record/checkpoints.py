@@ -12,6 +12,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import sqlite3
 import sys
 import warnings
@@ -34,6 +35,7 @@ from .identity import (
     digest_files,
     digest_path,
     safetensors_weights_digest,
+    state_dict_of,
     weights_digest,
 )
 from .ids import content_id, local
@@ -61,6 +63,53 @@ def governance_tags(governance: Mapping[str, Any], extra: Mapping[str, Any]) -> 
 
 
 INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json", ".pt.index.json")
+DATA_NAME = re.compile(r"data|corpus|features|labels|targets|tokens|samples|images|embeddings|"
+                       r"(^|[_\-.])(train|training|test|valid|validation|val|inputs)([_\-.]|\d|$)", re.IGNORECASE)
+STATE_NAME = re.compile(r"(optim|optimizer|scheduler|sched|scaler|rng|random|trainer_state|training_args|args|"
+                        r"state)", re.IGNORECASE)
+
+
+_COUNTER = re.compile(r"[-_.]?(epoch|ep|step|iter|it|e|s|v)?[-_.]?\d+$", re.IGNORECASE)
+
+
+def model_name(f: str | os.PathLike[str]) -> str:
+    """The model a checkpoint file is a version of: ``mnist-epoch2.pt`` -> ``mnist`` (so versions chain);
+    a file inside a checkpoint directory (``checkpoint-500/model.safetensors``) is named after the folder."""
+    path = Path(f)
+    stem = path.stem if path.suffix else path.name
+    if stem in ("model", "pytorch_model", "last", "best", "checkpoint", "weights") and path.parent.name:
+        stem = path.parent.name
+    base = _COUNTER.sub("", stem) or stem
+    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in base).strip("_.-")
+    return safe or "checkpoint"
+
+
+def classify(obj: Any, path: str | os.PathLike[str] | None = None) -> str:
+    """What a saved or loaded object is: ``model`` (weights), ``data``, or ``run-state`` (optimizer,
+    scheduler, RNG or trainer state, arguments).
+
+    A module, or a mapping holding a state dict (also a framework checkpoint with ``state_dict``), is a
+    model, unless the file is named like data (``traindata.pt``) and the mapping's keys are not dotted
+    parameter names; a tensor, an array or a sequence of them is data; anything else is run state.
+    """
+    stem = Path(str(path)).stem if path is not None else ""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.nn.Module):
+        return "model"
+    if (torch is not None and isinstance(obj, torch.Tensor)) or type(obj).__name__ == "ndarray":
+        return "data"
+    if isinstance(obj, (list, tuple)) and obj and all(
+            (torch is not None and isinstance(x, torch.Tensor)) or type(x).__name__ == "ndarray" for x in obj):
+        return "data"
+    sd = state_dict_of(obj)
+    if sd:
+        looks_like_parameters = any("." in k or k.endswith(("weight", "bias")) for k in sd)
+        if DATA_NAME.search(stem) and not looks_like_parameters:
+            return "data"
+        if STATE_NAME.search(stem) and not looks_like_parameters:
+            return "run-state"
+        return "model"
+    return "run-state"
 
 
 def _index_shards(index: Path) -> list[Path] | None:
@@ -95,7 +144,7 @@ def checkpoint_digest(path: Path, obj: Any = None, cache: DigestCache = NO_CACHE
     if path.is_dir():
         d = digest_path(path, cache)
         shards = sorted(path.glob("*.safetensors"))
-        weights = safetensors_weights_digest(shards) if shards else None
+        weights = safetensors_weights_digest(shards) if shards else weights_digest(obj) if obj is not None else None
     elif path.name.endswith(INDEX_SUFFIXES) and (shards := _index_shards(path)) is not None:
         d = digest_files([path, *shards], path.parent, cache)
         weights = safetensors_weights_digest(shards) if path.name.endswith(".safetensors.index.json") else None

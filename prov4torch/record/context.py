@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..safefs import open_new
+from .secrets import redact_command
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -172,10 +173,13 @@ def environment() -> dict[str, Any]:
 
 def start_event(**fields: Any) -> dict[str, Any]:
     """The ``start`` journal event: the run's identity (``fields``) and this process's."""
+    from .. import env
     from .._version import __version__
 
-    return {"t": "start", **fields, "host": socket.gethostname(), "pid": os.getpid(), "user": user(),
-            "command_line": " ".join([sys.executable, *sys.argv]), "prov4torch": __version__,
+    launched_by = env.get(env.LAUNCHER)
+    return {"t": "start", **fields, "launched_by": launched_by, "host": socket.gethostname(), "pid": os.getpid(),
+            "user": user(),
+            "command_line": " ".join(redact_command([sys.executable, *sys.argv])), "prov4torch": __version__,
             "torch_seed": torch_seed()}
 
 

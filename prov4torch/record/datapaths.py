@@ -161,6 +161,7 @@ class DataPaths:
         self.loader_of: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.state_of: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
         self.local = threading.local()
+        self.stage: str | None = None  # a framework's stage (Lightning, the HF Trainer): the role of its data
         self._undo: list[Callable[[], None]] = []
 
     # -- install / remove ------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ class DataPaths:
         if loader is None or run.ended or run.disabled or (tracked is not None and tracked.iterating):
             return _LoaderState(self, None, "")  # iterated through track(): it records itself
         # a tracked loader iterated directly (track(loader).loader) keeps the name, role and tags it was given
-        role = tracked.role if tracked is not None else infer_role(loader)
+        role = tracked.role if tracked is not None else self.stage or infer_role(loader)
         dataset_id = self.loader_ids.get(loader)
         if dataset_id is None:
             try:

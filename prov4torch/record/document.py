@@ -80,6 +80,9 @@ def write_rank(record: RunRecord, series: Iterable[SeriesStats], sidecars: Mappi
     return doc, error
 
 
+ARTIFACT_TYPES = {"artifact": "p4t:Artifact", "run-state": "p4t:RunState", "data": "mls:Dataset"}
+
+
 def _role(role: str) -> str:
     """A usage role as a qualified name (``training`` -> ``p4t:training``)."""
     return role if ":" in role else f"p4t:{local(role)}"
@@ -104,7 +107,7 @@ def build(
         raise ValueError("journal has no start event")
     run_id = str(start["run_id"])
     rank = int(start.get("rank", 0))
-    act = run_activity_id(run_id, rank, start.get("attempt"))
+    act = f"{job_id(run_id)}/launcher" if start.get("launcher") else run_activity_id(run_id, rank, start.get("attempt"))
     end = record.end or {}
     status = status_override or end.get("status") or "INCOMPLETE"
     end_time = end.get("time") if record.end else record.last_time
@@ -117,9 +120,14 @@ def build(
     _loads(b, record, act)
     _models(b, record, act, person)
     for aid, art in record.artifacts.items():
-        b.entity(aid, {"prov:type": QName("p4t:Artifact"), "p4t:sha256": art.get("sha256"),
+        kind = art.get("kind", "artifact")
+        b.entity(aid, {"prov:type": QName(ARTIFACT_TYPES.get(kind, "p4t:Artifact")), "p4t:sha256": art.get("sha256"),
                        "p4t:sizeBytes": art.get("size"), "p4t:identity": "content"})
-        b.generated(aid, act, art.get("time"), **{"p4t:name": art.get("name"), "p4t:path": art.get("path")})
+        per_run = {"p4t:name": art.get("name"), "p4t:path": art.get("path")}
+        if art.get("used"):  # read, not written: a resumed optimizer or trainer state, say
+            b.used(act, aid, "p4t:runState" if kind == "run-state" else "p4t:input", art.get("time"), **per_run)
+            continue
+        b.generated(aid, act, art.get("time"), **per_run)
         b.attributed(aid, person)
     _decisions(b, record, act)
     if b.refused:
@@ -133,7 +141,8 @@ def _activity(b: DocumentBuilder, record: RunRecord, act: str, status: str, end_
     run_id = str(start["run_id"])
     exc = end.get("exception") or {}
     attrs: dict[str, Any] = {
-        "prov:type": QName("mls:Run"),
+        # a launcher started the ranks and trained nothing itself
+        "prov:type": QName("p4t:Launcher") if start.get("launcher") else QName("mls:Run"),
         "prov:label": start.get("run_name") or run_id,
         "p4t:status": status,
         "p4t:runId": run_id,
@@ -160,6 +169,9 @@ def _activity(b: DocumentBuilder, record: RunRecord, act: str, status: str, end_
     b.update("activity", act, record.run_attrs)  # contributed by samplers etc., already encoded
     if extra:
         b.update("activity", act, extra)
+    if start.get("launched_by"):  # a rank started by a launcher process of the same job
+        b.activity(str(start["launched_by"]), None, None)  # described in launcher.prov.json
+        b.informed(act, str(start["launched_by"]))
     if start.get("previous_attempt"):  # an elastic restart: this attempt follows the one before
         b.activity(str(start["previous_attempt"]), None, None)  # described in its own rank file
         b.informed(act, str(start["previous_attempt"]))

@@ -89,6 +89,11 @@ class RunRecord:
             self.env_extra.update(ev["info"])
         elif kind == "end":
             self.end = dict(ev)
+        elif kind == "launcher":  # this process started the job's ranks (torch.multiprocessing.spawn)
+            self.start["launcher"] = True
+        elif kind == "identity":  # learnt after the start (a process group initialised later)
+            if isinstance(ev.get("world_size"), int) and ev["world_size"] > 0:
+                self.start["world_size"] = ev["world_size"]
         elif kind == "param":
             self.params[str(ev["key"])] = ev["value"]
         elif kind == "tag":

@@ -33,7 +33,7 @@ class Recovered:
 
 
 def journals(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob(f"rank-*{JOURNAL_SUFFIX}"))
+    return sorted([*run_dir.glob(f"rank-*{JOURNAL_SUFFIX}"), *run_dir.glob(f"launcher{JOURNAL_SUFFIX}")])
 
 
 def recover(run_dir: str | Path) -> list[Recovered]:

@@ -25,6 +25,7 @@ from ..errors import ConfigError, InvalidValueError, RunStateError
 from ..governance.declared import load_from_env as load_tags_from_env
 from ..governance.gate import RuntimePolicy
 from . import config, context
+from .attach import AttachMixin
 from .checkpoints import Checkpoints, ModelVersion
 from .config import default_root
 from .datapaths import DataPaths
@@ -32,11 +33,12 @@ from .datasets import DatasetIdentifier
 from .distributed import elastic_attempt, identity, rank_prefix, resolve_run_id
 from .document import build, write_rank
 from .events import RunRecord, Sidecar
-from .identity import DigestCache, digest_path
-from .ids import content_id, run_activity_id
+from .identity import DigestCache
+from .ids import run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
 from .journal import JournalWriter
 from .paths import RunFiles
+from .secrets import redact
 from .signals import Hooks, ending
 from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestamp, coerce_metric, param_value
 
@@ -60,7 +62,7 @@ class _Active:
 ACTIVE = _Active()
 
 
-class Run:
+class Run(AttachMixin):
     """One rank's provenance recording. Also a context manager (``end_run`` on exit)."""
 
     disabled = False
@@ -75,6 +77,7 @@ class Run:
         clock: Callable[[], float] = time.time,
         script: Path | None = None,
         managed: bool = False,
+        defer_signals: bool | None = None,
         **options: Any,
     ) -> None:
         """Start recording; ``options`` are ``config.resolve``'s (experiment, out_dir, policy, ...)."""
@@ -165,7 +168,8 @@ class Run:
         # force; without torch imported there is no DataLoader or Dataset to watch
         watch = (managed or self._policy is not None) and "torch" in sys.modules
         self._datapaths = DataPaths(self).install() if watch else None
-        self._hooks = Hooks(self, defer_exit=managed) if install_hooks else None
+        self._hooks = Hooks(self, defer_exit=managed if defer_signals is None else defer_signals) \
+            if install_hooks else None
         if self._hooks is not None:
             self._hooks.install()
 
@@ -264,7 +268,7 @@ class Run:
         """Record one hyperparameter; logging a different value for the same key is an error."""
         self._require_open("log_param")
         check_name("parameter name", key, PARAM)
-        v = param_value(key, value)
+        v = param_value(key, redact(key, value))
         if key in self._params:
             old = self._params[key]
             same = old == v or (isinstance(old, float) and isinstance(v, float) and math.isnan(old) and math.isnan(v))
@@ -288,7 +292,7 @@ class Run:
         """A free-form run tag (may be overwritten)."""
         self._require_open("set_tag")
         check_name("tag name", key, PARAM)
-        self.record_event({"t": "tag", "key": key, "value": provjson.value(param_value(key, value))})
+        self.record_event({"t": "tag", "key": key, "value": provjson.value(param_value(key, redact(key, value)))})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
@@ -296,90 +300,36 @@ class Run:
         for key, value in tags.items():
             self.set_tag(key, value)
 
-    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
-        """Record a file or directory this run produced (by sha256; the file is not copied)."""
-        self._require_open("log_artifact")
-        if not isinstance(path, (str, os.PathLike)):
-            raise InvalidValueError(f"log_artifact takes a path, got {type(path).__name__}", value=path)
-        p = Path(path).resolve()
-        d = digest_path(p, self.inputs.checkpoints.cache)
-        aid = content_id("artifact", d.sha256)
-        self.record_event({"t": "artifact", "id": aid, "name": name or p.name, "path": str(p),
-                           "sha256": d.sha256, "size": d.size, "time": self.clock()})
-        return aid
-
-    def log_dataset(
-        self,
-        dataset_or_path: Any,
-        name: str | None = None,
-        role: str = "training",
-        source: str | None = None,
-        **tags: Any,
-    ) -> str:
-        """Record a dataset used by this run; returns its id (see ``record.datasets`` for how it is named).
-
-        The same object (or the same content) attached again under a role it already has is not
-        recorded or policy-checked again.
-        """
-        self._require_open("log_dataset")
-        return self.inputs.dataset(dataset_or_path, name=name, role=role, source=source, tags=tags)
-
+    # -- lineage and policy --------------------------------------------------------------------
     def _digest_done(self, event: dict[str, Any]) -> None:
         self.inputs.digest_done(event)
         if self._open:
             self.record_event(event)
 
-    def log_model(
-        self,
-        model_or_path: Any,
-        name: str = "model",
-        step: int | None = None,
-        epoch: int | None = None,
-        *,
-        saved: Any = None,
-    ) -> ModelVersion:
-        """Record a checkpoint: a file path, or a module/state dict saved into the run directory.
-
-        ``saved``: what was written to the path, when the caller has it (its weights are hashed
-        from memory instead of re-reading the file).
-        """
-        self._require_open("log_model")
-        return self.inputs.produced(model_or_path, name, step, epoch, saved)
-
-    def load_model(self, path: str | os.PathLike[str], **torch_load_kwargs: Any) -> Any:
-        """``torch.load`` a checkpoint and record that this run used it (its content links runs)."""
-        import torch
-
-        if not isinstance(path, (str, os.PathLike)) or not os.path.exists(path):
-            self.use_model(path)  # the same clear error as use_model gives
-        loaded = torch.load(path, **torch_load_kwargs)
-        self.use_model(path, loaded=loaded)
-        return loaded
-
-    def use_model(self, path: str | os.PathLike[str], *, loaded: Any = None) -> str:
-        """Record that this run used a checkpoint file as its base model (``loaded``: what was read from it)."""
-        self._require_open("load_model")
-        return self.inputs.used(path, loaded)
-
-    # -- lineage and policy --------------------------------------------------------------------
     def replay(self) -> RunRecord:
         """The run's record so far (its events replayed)."""
         return RunRecord.replay(self._history)
 
-    def model_sources(self) -> list[str]:
-        """What a model this run produces is derived from: its training datasets, then its base models."""
-        return self.inputs.model_sources()
+    def policy_source(self) -> str | None:
+        """The policy in force (its file, or a built-in name), for processes this run starts."""
+        return self._policy.policy.source if self._policy is not None else None
 
-    def gate(self, dataset_id: str) -> None:
-        """Before a tracked DataLoader yields its first batch: refuse blocked data."""
-        self.inputs.gate(dataset_id)
+    def policy_mode(self) -> str | None:
+        return self._policy.mode if self._policy is not None else None
 
-    def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0, epochs: int = 0) -> None:
-        """Add samples, batches and epochs consumed from a dataset under a role (totals per dataset and role, so
-        a DataLoader rebuilt every epoch, or several loaders over one dataset, add up)."""
-        if self._open:
-            self.record_event({"t": "usage", "id": dataset_id,
-                               "usage": {role: self.inputs.count(dataset_id, role, samples, batches, epochs)}})
+    def become_launcher(self) -> None:
+        """This process starts the job's ranks instead of being rank 0: its files become ``launcher.*`` and its
+        activity the job's launcher, so the rank-0 process it starts records as rank 0."""
+        if self.files.stem == "launcher":
+            return
+        self.flush()
+        for old in (self.files.journal, self.files.metrics, self.files.packages):
+            with contextlib.suppress(OSError):
+                os.replace(old, old.with_name(old.name.replace(self.files.stem, "launcher", 1)))
+        self.files = RunFiles(self.root, self.experiment, self.run_id, "launcher")
+        self.journal_path, self.metrics_path, self.prov_path = self.files.journal, self.files.metrics, self.files.prov
+        self._writer.journal_path, self._writer.metrics_path = self.journal_path, self.metrics_path
+        self.record_event({"t": "launcher"}, now=True)
 
     def add_run_attributes(self, attrs: Mapping[str, Any]) -> None:
         """Attributes for the rank activity (qualified names -> values), e.g. sampler summaries."""
@@ -457,6 +407,9 @@ class Run:
             self._series = {}  # the hot path now reaches _new_series, which refuses
             self._system_series = {}
             self.status = status
+            ident = identity()  # a process group initialised after start_run knows the real world size
+            if (ident.rank, ident.world_size) != (self.rank, self.world_size) and self.files.stem != "launcher":
+                self.record_event({"t": "identity", "world_size": ident.world_size})
             end: dict[str, Any] = {"t": "end", "time": self.clock(), "status": status,
                                    "torch_seed": context.torch_seed()}
             if exit_code is not None:

@@ -1,0 +1,210 @@
+"""Training in child processes, recorded as ranks of the same run.
+
+* ``torch.multiprocessing.spawn`` (and ``start_processes``): each spawned function runs under a run of its
+  own rank (the process index), same run id and output directory, with the same zero-code capture; the
+  process that spawned them records as the job's launcher (``launcher.*`` files, ``p4t:run/<id>/launcher``),
+  so its rank-0 files never collide with the spawned rank 0.
+* A launcher that starts the script again as new Python processes (Lightning's DDP launcher, for one):
+  the recorded script's environment carries a ``sitecustomize`` (a file in the run directory, first on
+  ``PYTHONPATH``; any other ``sitecustomize`` still runs after it) that starts recording in a child that
+  runs the same script with a ``RANK``/``LOCAL_RANK`` other than 0 (rank 0 is the process already recorded).
+
+Everything a child needs arrives in ``PROV4TORCH_*`` variables. A child that cannot be recorded warns in
+one line, and the parent's record counts the ranks present when the job is merged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import env
+from ..record.run import Run
+
+CHILD_SCRIPT = "PROV4TORCH_CHILD_SCRIPT"
+
+SITECUSTOMIZE = '''"""Written by prov4torch: record this process as a rank of the run that started it,
+then run any other sitecustomize on sys.path."""
+import os as _os
+import sys as _sys
+
+if _os.environ.get("PROV4TORCH_CHILD_SCRIPT"):
+    try:
+        from prov4torch.autolog.children import start_child as _start
+        _start()
+    except Exception as _exc:  # recording never stops the child
+        print(f"prov4torch: this child process is not recorded: {_exc}", file=_sys.stderr)
+_here = _os.path.dirname(_os.path.abspath(__file__))
+import importlib.machinery as _m
+_spec = _m.PathFinder.find_spec("sitecustomize", [p for p in _sys.path if _os.path.abspath(p or ".") != _here])
+if _spec is not None and _spec.loader is not None:
+    _module = __import__("importlib.util").util.module_from_spec(_spec)
+    _spec.loader.exec_module(_module)
+'''
+
+
+def _child_env(run: Run) -> dict[str, str]:
+    settings = {env.RUN_ID: run.run_id, env.DIR: str(run.root.resolve()), env.EXPERIMENT: run.experiment}
+    for name, value in ((env.REGION, run.region), (env.PURPOSE, run.purpose), (env.INTENDED_USE, run.intended_use),
+                        (env.POLICY, run.policy_source()), (env.POLICY_MODE, run.policy_mode())):
+        if value:
+            settings[name] = str(value)
+    return settings
+
+
+def prepare_children(run: Run, script: Path) -> Callable[[], None]:
+    """Make Python children that run ``script`` again record themselves (see the module docstring)."""
+    folder = run.dir / ".children"
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", CHILD_SCRIPT, *_child_env(run))}
+    try:
+        folder.mkdir(exist_ok=True)
+        (folder / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+    except OSError:
+        return lambda: None
+    os.environ.update(_child_env(run))
+    os.environ[CHILD_SCRIPT] = str(script.resolve())
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), saved["PYTHONPATH"]) if p)
+
+    def undo() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    return undo
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    try:  # an exited child not yet reaped by its parent is a zombie: gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def await_children(run_dir: Path, timeout_s: float = 60.0) -> list[str]:
+    """Wait (at most ``timeout_s``) for child ranks on this host still writing their record; those still open.
+
+    A child started by the script (a DDP launcher's rank 1, say) may outlive the script's return by the time
+    it takes to write its document; merging before it has would leave it out.
+    """
+    import json
+    import socket
+    import time
+
+    from ..record.recover import JOURNAL_SUFFIX, journals
+
+    host, me = socket.gethostname(), os.getpid()
+    pending: dict[Path, int] = {}
+    for journal in journals(run_dir):
+        prov = journal.with_name(journal.name[: -len(JOURNAL_SUFFIX)] + ".prov.json")
+        try:
+            with journal.open("rb") as fh:
+                start = json.loads(fh.readline(65536) or b"{}")
+        except (OSError, ValueError):
+            continue
+        pid = start.get("pid") if isinstance(start, dict) else None
+        if not prov.exists() and isinstance(pid, int) and pid != me and start.get("host") == host:
+            pending[prov] = pid
+    deadline = time.monotonic() + timeout_s
+    while pending and time.monotonic() < deadline:
+        pending = {p: pid for p, pid in pending.items() if not p.exists() and _alive(pid)}
+        if pending:
+            time.sleep(0.05)
+    return sorted(p.name for p in pending)
+
+
+def _rank_from_env() -> int | None:
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def start_child() -> None:
+    """In a child process (from sitecustomize): record it if it runs the recorded script as a rank other than 0."""
+    script = os.environ.get(CHILD_SCRIPT)
+    argv0 = sys.argv[0] if sys.argv else ""
+    rank = _rank_from_env()
+    if not script or not argv0 or os.path.abspath(argv0) != script or not rank:
+        return
+    os.environ.setdefault("RANK", str(rank))
+    _record_child(Path(script), sys.argv[1:])
+
+
+def _record_child(script: Path | None, argv: list[str]) -> Run:
+    import torch.utils.data  # noqa: F401 - the script will import it anyway; its data hooks need it now
+
+    from ..record.run import ACTIVE
+    from .patches import Autolog
+
+    run = Run(managed=True, defer_signals=False, script=script)
+    ACTIVE.run = run
+    autolog = Autolog(run)
+    autolog.install(argv, extra=((patch_spawn, "spawned processes"),))
+    run.on_end(lambda _run: autolog.remove())
+    return run
+
+
+def _spawned(fn: Callable[..., Any], settings: dict[str, str], nprocs: int, index: int, *args: Any) -> Any:
+    """A process started by torch.multiprocessing.spawn: its function runs under a run of rank ``index``."""
+    os.environ.update(settings)
+    os.environ.update({"RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(nprocs)})
+    os.environ.pop(CHILD_SCRIPT, None)
+    try:
+        run = _record_child(None, [])
+    except Exception as exc:  # noqa: BLE001 - a child that cannot be recorded still trains
+        with contextlib.suppress(Exception):
+            warnings.warn(f"prov4torch: spawned process {index} is not recorded: {exc}", RuntimeWarning, stacklevel=2)
+        return fn(index, *args)
+    try:
+        result = fn(index, *args)
+    except BaseException as exc:
+        run.close_from_exception(exc)
+        raise
+    run.close("FINISHED")
+    return result
+
+
+def patch_spawn(run: Run) -> Callable[[], None]:
+    """Wrap ``torch.multiprocessing.start_processes`` (what ``spawn`` calls) for ``run``; the undo."""
+    import importlib
+
+    import torch.multiprocessing
+
+    spawn_module = importlib.import_module("torch.multiprocessing.spawn")  # the module, not the function
+    original: Callable[..., Any] = spawn_module.start_processes
+
+    @functools.wraps(original)
+    def start_processes(fn: Callable[..., Any], args: tuple[Any, ...] = (), nprocs: int = 1, *a: Any,
+                        **k: Any) -> Any:
+        if run.ended or run.disabled:
+            return original(fn, args, nprocs, *a, **k)
+        run.become_launcher()
+        settings = {**_child_env(run), env.LAUNCHER: f"p4t:run/{run.run_id}/launcher"}
+        wrapped = functools.partial(_spawned, fn, settings, nprocs)
+        return original(wrapped, args, nprocs, *a, **k)
+
+    owners = [spawn_module, *([torch.multiprocessing] if getattr(torch.multiprocessing, "start_processes", None)
+                              is original else [])]
+    for owner in owners:  # spawn() calls the module's; scripts may call torch.multiprocessing.start_processes
+        setattr(owner, "start_processes", start_processes)  # noqa: B010
+
+    def undo() -> None:
+        for owner in owners:
+            setattr(owner, "start_processes", original)  # noqa: B010
+
+    return undo

@@ -1,0 +1,228 @@
+"""Zero-code capture of real training stacks, installed when (and only if) the script imports them.
+
+* PyTorch Lightning (``pytorch_lightning``, ``lightning``): checkpoints through its checkpoint IO
+  (``TorchCheckpointIO.save_checkpoint``/``load_checkpoint``: the ``.ckpt`` that ``ModelCheckpoint``,
+  ``trainer.save_checkpoint`` and a resume through ``ckpt_path`` write and read), and the
+  ``ProvLightningCallback`` added to every ``Trainer`` (hparams, stages, epochs, steps, samples);
+* transformers: ``save_pretrained``/``from_pretrained`` of a local directory as one checkpoint (sharded
+  safetensors and their index included), and the ``ProvCallback`` added to every ``Trainer``
+  (``TrainingArguments``, logged metrics, checkpoints, rank);
+* accelerate: ``Accelerator.save_model`` as one checkpoint;
+* safetensors: ``save_file``/``load_file``/``safe_open`` outside those;
+* NumPy: ``load``/``loadtxt``/``genfromtxt`` of a file as a dataset read by the script (role ``input``);
+* Hugging Face ``datasets``: ``load_dataset``/``load_from_disk`` results as datasets (role from the split);
+* ``open()`` of files under the data directories named with ``prov4torch run --data DIR``.
+
+A framework save records the checkpoint once: the files it writes inside are not recorded again.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .. import env
+from ..record.run import Run
+from .imports import ImportHooks
+from .scope import busy, file_path, record_inside, record_once, recording
+
+
+class Patcher:
+    """Replaces attributes and remembers how to put them back."""
+
+    def __init__(self) -> None:
+        self.undo: list[Callable[[], None]] = []
+
+    def replace(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = getattr(owner, name, None)
+        if original is None or getattr(original, "__p4t_original__", None) is not None:
+            return
+        new = make(original)
+        new.__p4t_original__ = original
+        setattr(owner, name, new)
+        self.undo.append(functools.partial(setattr, owner, name, original))
+
+    def after(self, owner: Any, name: str, record: Callable[..., Any], what: str) -> None:
+        """``owner.name`` runs as before; then ``record(result, *args, **kwargs)`` (inside its busy scope, so what
+        it writes or reads inside is not recorded twice)."""
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if busy():
+                    return original(*args, **kwargs)
+                with recording():
+                    result = original(*args, **kwargs)
+                record_inside(lambda: record(result, *args, **kwargs), what)
+                return result
+            return wrapper
+        self.replace(owner, name, make)
+
+
+def install_framework_hooks(run: Run) -> Callable[[], None]:
+    """Install every hook above for ``run``; the function that removes them all."""
+    hooks = ImportHooks()
+    p = Patcher()
+
+    def lightning_io(module: ModuleType) -> None:
+        io = module.TorchCheckpointIO
+        p.after(io, "save_checkpoint", lambda _r, _self, checkpoint, path, *a, **k:
+                run.record_saved(str(path), checkpoint) if os.path.exists(str(path)) else None,
+                "a Lightning checkpoint")
+        p.after(io, "load_checkpoint", lambda result, _self, path, *a, **k:
+                run.record_loaded(str(path), result) if os.path.exists(str(path)) else None,
+                "a Lightning checkpoint it resumed from")
+
+    def lightning_trainer(module: ModuleType) -> None:
+        def make(original: Any) -> Any:
+            @functools.wraps(original)
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                from .lightning import with_callback  # here: Lightning is fully imported by now
+
+                original(self, *args, **with_callback(kwargs, run))
+            return __init__
+        p.replace(module.Trainer, "__init__", make)
+
+    def hf_models(module: ModuleType) -> None:
+        model = module.PreTrainedModel
+
+        def saved(_r: Any, self: Any, save_directory: Any, *a: Any, **k: Any) -> None:
+            run.log_model(str(save_directory), name=Path(str(save_directory)).name or "model", saved=self)
+
+        p.after(model, "save_pretrained", saved, "a transformers model")
+
+        def make_from_pretrained(original: Any) -> Any:
+            func = original.__func__
+
+            @functools.wraps(func)
+            def from_pretrained(cls: Any, name_or_path: Any, *a: Any, **k: Any) -> Any:
+                if busy():
+                    return func(cls, name_or_path, *a, **k)
+                with recording():
+                    result = func(cls, name_or_path, *a, **k)
+                if isinstance(name_or_path, (str, os.PathLike)) and os.path.isdir(name_or_path):
+                    record_inside(lambda: run.use_model(str(name_or_path)), "a transformers model it loaded")
+                return result
+            return classmethod(from_pretrained)
+
+        p.replace(model, "from_pretrained", make_from_pretrained)
+
+    def hf_trainer(module: ModuleType) -> None:
+        def make(original: Any) -> Any:
+            @functools.wraps(original)
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                from .hf import staged, with_callback  # here: transformers is fully imported by now
+
+                original(self, *args, **with_callback(kwargs, run))
+                staged(self)
+            return __init__
+        p.replace(module.Trainer, "__init__", make)
+
+    def accelerate(module: ModuleType) -> None:
+        acc = module.Accelerator
+        p.after(acc, "save_model", lambda _r, _self, model, save_directory, *a, **k:
+                run.log_model(str(save_directory), name=Path(str(save_directory)).name or "model"),
+                "an accelerate model")
+
+    def safetensors_torch(module: ModuleType) -> None:
+        p.after(module, "save_file", lambda _r, tensors, filename, *a, **k:
+                run.log_model(str(filename), saved=tensors) if isinstance(filename, (str, os.PathLike)) else None,
+                "a safetensors file")
+        p.after(module, "load_file", lambda result, filename, *a, **k:
+                run.record_loaded(str(filename), result) if isinstance(filename, (str, os.PathLike)) else None,
+                "a safetensors file it loaded")
+
+    def safetensors_root(module: ModuleType) -> None:
+        def make(original: Any) -> Any:
+            def safe_open(filename: Any, *a: Any, **k: Any) -> Any:
+                if isinstance(filename, (str, os.PathLike)) and os.path.isfile(filename):
+                    record_once(lambda: run.use_model(str(filename)), "a safetensors file it opened")
+                return original(filename, *a, **k)
+            return safe_open
+        p.replace(module, "safe_open", make)
+
+    def numpy(module: ModuleType) -> None:
+        def data_file(result: Any, fname: Any, *a: Any, **k: Any) -> None:
+            path = file_path(fname)
+            if path is not None and os.path.isfile(path):
+                run.log_dataset(path, role="input")
+
+        for name in ("load", "loadtxt", "genfromtxt"):
+            p.after(module, name, data_file, f"a file read with numpy.{name}")
+
+    def hf_datasets(module: ModuleType) -> None:
+        def loaded(result: Any, *a: Any, **k: Any) -> None:
+            splits = result.items() if hasattr(result, "items") and not hasattr(result, "cache_files") \
+                else [(getattr(result, "split", None), result)]
+            for split, ds in splits:
+                name = getattr(getattr(ds, "info", None), "dataset_name", None) or "dataset"
+                run.log_dataset(ds, name=f"{name}:{split}" if split else name, role=role_of_split(split))
+
+        for name in ("load_dataset", "load_from_disk"):
+            p.after(module, name, loaded, f"a Hugging Face dataset from {name}")
+
+    for name in ("lightning_fabric.plugins.io.torch_io", "lightning.fabric.plugins.io.torch_io"):
+        hooks.when_imported(name, lightning_io)
+    for name in ("pytorch_lightning.trainer.trainer", "lightning.pytorch.trainer.trainer"):
+        hooks.when_imported(name, lightning_trainer)
+    hooks.when_imported("transformers.modeling_utils", hf_models)
+    hooks.when_imported("transformers.trainer", hf_trainer)
+    hooks.when_imported("accelerate.accelerator", accelerate)
+    hooks.when_imported("safetensors.torch", safetensors_torch)
+    hooks.when_imported("safetensors", safetensors_root)
+    hooks.when_imported("numpy", numpy)
+    hooks.when_imported("datasets", hf_datasets)
+    _watch_data_dirs(run, p)
+
+    def remove() -> None:
+        hooks.remove()
+        while p.undo:
+            p.undo.pop()()
+
+    return remove
+
+
+def role_of_split(split: Any) -> str:
+    s = str(split or "").lower()
+    if s.startswith("train"):
+        return "training"
+    if s.startswith(("val", "dev")):
+        return "validation"
+    if s.startswith("test"):
+        return "testing"
+    return "input"
+
+
+def _watch_data_dirs(run: Run, p: Patcher) -> None:
+    """A file opened under a directory named with ``prov4torch run --data DIR``: that directory is a dataset.
+
+    The directory is recorded once (role input, identified by the digest of everything in it) the first time
+    the script opens a file inside it, through ``open()`` or ``Path.open()``.
+    """
+    dirs = [Path(d).resolve() for d in (env.get(env.DATA_DIRS) or "").split(os.pathsep) if d]
+    if not dirs:
+        return
+    prefixes = [(str(d) + os.sep, d) for d in dirs]
+    logged: set[Path] = set()
+
+    def make(original: Any) -> Any:
+        @functools.wraps(original)
+        def open_(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
+            result = original(file, mode, *a, **k)
+            if len(logged) < len(dirs) and isinstance(file, (str, os.PathLike)) and "r" in str(mode) \
+                    and not busy():
+                path = os.path.abspath(os.fspath(file))
+                for prefix, d in prefixes:
+                    if d not in logged and path.startswith(prefix):
+                        logged.add(d)
+                        record_once(functools.partial(run.log_dataset, d, role="input"), f"the data directory {d}")
+            return result
+        return open_
+
+    p.replace(builtins, "open", make)
+    p.replace(io, "open", make)  # Path.open() goes through io.open
