@@ -262,3 +262,44 @@ def test_kill_switch_runs_the_script_plainly(scripts: Path):
     assert proc.returncode == 0, proc.stderr
     assert "trained 42 __main__" in proc.stdout and (scripts / "m.pt").is_file()
     assert not (scripts / "runs").exists() and "prov4torch:" not in proc.stderr
+
+
+def test_a_traceback_through_a_patch_shows_the_users_line_and_no_patch_frame(tmp_path: Path):
+    write(tmp_path, "boom.py", """
+        import torch, warnings
+        torch.load("no-such-checkpoint.pt")
+    """)
+    proc = cli(tmp_path, "run", "--out", "runs", "boom.py")
+    assert proc.returncode == 1 and "FileNotFoundError" in proc.stderr, proc.stderr
+    assert 'boom.py", line 3' in proc.stderr and "prov4torch" + os.sep + "autolog" not in proc.stderr, proc.stderr
+
+
+def test_a_warning_raised_under_a_patch_is_attributed_to_its_caller():
+    import types
+    import warnings
+
+    from prov4torch.autolog.scope import Patcher
+
+    def noisy() -> int:
+        warnings.warn("careful", UserWarning, stacklevel=2)
+        return 7
+
+    ns = types.SimpleNamespace(noisy=noisy)
+    seen: list[int] = []
+    p = Patcher()
+    p.after(ns, "noisy", lambda result, *a, **k: seen.append(result), "noisy")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = sys._getframe().f_lineno + 1
+            assert ns.noisy() == 7
+        assert [(w.filename, w.lineno, str(w.message)) for w in caught] == [(__file__, line, "careful")]
+        assert seen == [7]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(UserWarning, match="careful"):  # filters apply as without the patch
+                ns.noisy()
+    finally:
+        for undo in reversed(p.undo):
+            undo()
+    assert ns.noisy is noisy

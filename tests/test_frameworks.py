@@ -345,3 +345,35 @@ def test_data_option_refuses_a_missing_directory(tmp_path: Path):
     proc = run_cli(tmp_path, PLAIN_FILES, options=("--data", "nowhere"))
     assert proc.returncode == 2 and "nowhere" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "model.pt").exists()
+
+
+BUFFERS = """
+import io, torch
+torch.manual_seed(0)
+model = torch.nn.Linear(3, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+model(torch.randn(4, 3)).sum().backward(); opt.step()
+for name, obj in (("weights.pt", model.state_dict()), ("optim.pt", opt.state_dict())):
+    buf = io.BytesIO()
+    torch.save(obj, buf)                      # into memory first, as Lightning and many scripts do
+    with open(name, "wb") as fh:
+        fh.write(buf.getvalue())
+with open("weights.pt", "rb") as fh:          # and back through memory
+    state = torch.load(io.BytesIO(fh.read()))
+model.load_state_dict(state)
+print("DONE")
+"""
+
+
+def test_checkpoints_that_travel_through_a_bytesio_are_followed_to_their_file(tmp_path: Path):
+    proc = run_cli(tmp_path, BUFFERS)
+    assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr[-3000:]
+    _run_dir, doc = the_run(tmp_path)
+    weights, optim = sha256(tmp_path / "weights.pt"), sha256(tmp_path / "optim.pt")
+    (model_id,) = [k for k, e in doc["entity"].items() if "mls:Model" in types(e)]  # the optimizer is no model
+    (state,) = [e for e in doc["entity"].values() if "p4t:RunState" in types(e)]
+    assert state["p4t:sha256"] == optim
+    (gen,) = [g for g in doc["wasGeneratedBy"].values() if g["prov:entity"] == model_id]
+    assert gen["p4t:sha256"] == weights and gen["p4t:path"] == str(tmp_path / "weights.pt")
+    (used,) = [u for u in doc["used"].values() if u["prov:entity"] == model_id]  # read back through a buffer
+    assert used["p4t:sha256"] == weights

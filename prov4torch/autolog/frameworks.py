@@ -11,57 +11,24 @@
 * safetensors: ``save_file``/``load_file``/``safe_open`` outside those;
 * NumPy: ``load``/``loadtxt``/``genfromtxt`` of a file as a dataset read by the script (role ``input``);
 * Hugging Face ``datasets``: ``load_dataset``/``load_from_disk`` results as datasets (role from the split);
-* ``open()`` of files under the data directories named with ``prov4torch run --data DIR``.
+* ``open()``: files under ``--data`` directories, checkpoints written through a buffer (``opens.py``).
 
 A framework save records the checkpoint once: the files it writes inside are not recorded again.
 """
 
 from __future__ import annotations
 
-import builtins
 import functools
-import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .. import env
 from ..record.run import Run
 from .imports import ImportHooks
-from .scope import busy, file_path, record_inside, record_once, recording
-
-
-class Patcher:
-    """Replaces attributes and remembers how to put them back."""
-
-    def __init__(self) -> None:
-        self.undo: list[Callable[[], None]] = []
-
-    def replace(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
-        original = getattr(owner, name, None)
-        if original is None or getattr(original, "__p4t_original__", None) is not None:
-            return
-        new = make(original)
-        new.__p4t_original__ = original
-        setattr(owner, name, new)
-        self.undo.append(functools.partial(setattr, owner, name, original))
-
-    def after(self, owner: Any, name: str, record: Callable[..., Any], what: str) -> None:
-        """``owner.name`` runs as before; then ``record(result, *args, **kwargs)`` (inside its busy scope, so what
-        it writes or reads inside is not recorded twice)."""
-        def make(original: Callable[..., Any]) -> Callable[..., Any]:
-            @functools.wraps(original)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if busy():
-                    return original(*args, **kwargs)
-                with recording():
-                    result = original(*args, **kwargs)
-                record_inside(lambda: record(result, *args, **kwargs), what)
-                return result
-            return wrapper
-        self.replace(owner, name, make)
+from .opens import OpenWatch
+from .scope import Patcher, busy, file_path, record_inside, record_once, recording
 
 
 def install_framework_hooks(run: Run) -> Callable[[], None]:
@@ -177,7 +144,7 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
     hooks.when_imported("safetensors", safetensors_root)
     hooks.when_imported("numpy", numpy)
     hooks.when_imported("datasets", hf_datasets)
-    _watch_data_dirs(run, p)
+    OpenWatch(run).install(p)
 
     def remove() -> None:
         hooks.remove()
@@ -196,33 +163,3 @@ def role_of_split(split: Any) -> str:
     if s.startswith("test"):
         return "testing"
     return "input"
-
-
-def _watch_data_dirs(run: Run, p: Patcher) -> None:
-    """A file opened under a directory named with ``prov4torch run --data DIR``: that directory is a dataset.
-
-    The directory is recorded once (role input, identified by the digest of everything in it) the first time
-    the script opens a file inside it, through ``open()`` or ``Path.open()``.
-    """
-    dirs = [Path(d).resolve() for d in (env.get(env.DATA_DIRS) or "").split(os.pathsep) if d]
-    if not dirs:
-        return
-    prefixes = [(str(d) + os.sep, d) for d in dirs]
-    logged: set[Path] = set()
-
-    def make(original: Any) -> Any:
-        @functools.wraps(original)
-        def open_(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
-            result = original(file, mode, *a, **k)
-            if len(logged) < len(dirs) and isinstance(file, (str, os.PathLike)) and "r" in str(mode) \
-                    and not busy():
-                path = os.path.abspath(os.fspath(file))
-                for prefix, d in prefixes:
-                    if d not in logged and path.startswith(prefix):
-                        logged.add(d)
-                        record_once(functools.partial(run.log_dataset, d, role="input"), f"the data directory {d}")
-            return result
-        return open_
-
-    p.replace(builtins, "open", make)
-    p.replace(io, "open", make)  # Path.open() goes through io.open

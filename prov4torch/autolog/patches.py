@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
 from .argv import ArgparseCapture, parse_argv, redact
-from .scope import busy, file_path, recording, warn_unrecorded
+from .opens import OpenWatch
+from .scope import as_user, busy, file_path, recording, warn_unrecorded
 
 if TYPE_CHECKING:
     from ..record.run import Run
@@ -79,7 +80,7 @@ class Autolog:
 
         @functools.wraps(orig_save)
         def save(obj: Any, f: Any, *a: Any, **k: Any) -> Any:
-            result = orig_save(obj, f, *a, **k)
+            result = as_user(orig_save, obj, f, *a, **k)
             path = file_path(f)
             if path is not None and not run.ended and not busy():
                 with recording():
@@ -90,11 +91,17 @@ class Autolog:
                         run.record_saved(path, obj)
                     except Exception as exc:  # noqa: BLE001
                         warn_unrecorded(f"the checkpoint {path}", exc)
+            elif path is None and not run.ended and not busy() and OpenWatch.active is not None:
+                with recording():  # into a buffer: followed to the file its bytes are written to
+                    try:
+                        OpenWatch.active.saved_to_buffer(f, obj)
+                    except Exception as exc:  # noqa: BLE001
+                        warn_unrecorded("a checkpoint saved to a buffer", exc)
             return result
 
         @functools.wraps(orig_load)
         def load(f: Any, *a: Any, **k: Any) -> Any:
-            result = orig_load(f, *a, **k)  # loaded first: what it holds says what it is
+            result = as_user(orig_load, f, *a, **k)  # loaded first: what it holds says what it is
             path = file_path(f)
             if path is not None and not run.ended and not busy() and os.path.exists(path):
                 with recording():
@@ -104,6 +111,8 @@ class Autolog:
                         raise
                     except Exception as exc:  # noqa: BLE001
                         warn_unrecorded(f"the loaded file {path}", exc)
+            elif path is None and not run.ended and not busy() and OpenWatch.active is not None:
+                OpenWatch.active.loaded_from_buffer(f, result)  # warns itself; a policy violation propagates
             return result
 
         torch.save, torch.load = save, load

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import env
-from ..errors import ConfigError, PolicyViolation
+from ..errors import ConfigError, PolicyViolation, Prov4TorchError
 from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
@@ -56,8 +56,12 @@ def resolve_target(target: str, module: bool) -> Path:
     return path.resolve()
 
 
+_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep
+
+
 def _script_traceback(exc: BaseException, script: Path) -> None:
-    """Print the traceback as ``python SCRIPT`` would: from the script's own frame down."""
+    """Print the traceback as ``python SCRIPT`` would: from the script's own frame down, without the frames of
+    prov4torch's patches (the frame that raised stays when the error is prov4torch's own)."""
     tb: TracebackType | None = exc.__traceback__
     start = tb
     while tb is not None:
@@ -65,7 +69,25 @@ def _script_traceback(exc: BaseException, script: Path) -> None:
             start = tb
             break
         tb = tb.tb_next
-    traceback.print_exception(type(exc), exc, start, file=sys.stderr)
+    shown = traceback.TracebackException(type(exc), exc, start)
+    for te in _chain(shown):
+        frames = list(te.stack)
+        kept = [f for f in frames if not f.filename.startswith(_PACKAGE)]
+        if frames and (not kept or (te.exc_type is not None and issubclass(te.exc_type, Prov4TorchError))):
+            kept = [*kept, frames[-1]]
+        te.stack = traceback.StackSummary.from_list(kept)
+    print("".join(shown.format()), end="", file=sys.stderr)
+
+
+def _chain(te: traceback.TracebackException) -> list[traceback.TracebackException]:
+    out: list[traceback.TracebackException] = []
+    todo: list[traceback.TracebackException | None] = [te]
+    while todo:
+        item = todo.pop()
+        if item is not None and all(item is not o for o in out):
+            out.append(item)
+            todo += [item.__cause__, item.__context__]
+    return out
 
 
 def run_script(target: str, args: list[str], *, module: bool = False, **run_options: Any) -> int:

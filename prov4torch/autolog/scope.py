@@ -8,6 +8,8 @@ is the only exception that leaves a patched function on purpose.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import threading
 import warnings
@@ -63,3 +65,67 @@ def record_once(action: Callable[[], Any], what: str) -> None:
     """``record_inside``, unless prov4torch is already recording (an outer framework save)."""
     if not busy():
         record_inside(action, what)
+
+
+class Patcher:
+    """Replaces attributes and remembers how to put them back."""
+
+    def __init__(self) -> None:
+        self.undo: list[Callable[[], None]] = []
+
+    def replace(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+        original = getattr(owner, name, None)
+        if original is None or getattr(original, "__p4t_original__", None) is not None:
+            return
+        new = make(original)
+        new.__p4t_original__ = original
+        setattr(owner, name, new)
+        self.undo.append(functools.partial(setattr, owner, name, original))
+
+    def after(self, owner: Any, name: str, record: Callable[..., Any], what: str) -> None:
+        """``owner.name`` runs as before; then ``record(result, *args, **kwargs)`` (inside its busy scope, so what
+        it writes or reads inside is not recorded twice)."""
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(original)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if busy():
+                    return original(*args, **kwargs)
+                with recording():
+                    result = as_user(original, *args, **kwargs)
+                record_inside(lambda: record(result, *args, **kwargs), what)
+                return result
+            return wrapper
+        self.replace(owner, name, make)
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_REGISTRIES: dict[str, dict[Any, Any]] = {}  # "once per location" for warnings re-issued where they arose
+
+
+def as_user(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``original(*args, **kwargs)`` called from a patch, with its warnings attributed as if the user had called
+    it: a warning that would point at the patch points at the user's line instead; any other keeps its place.
+    Filters (``error`` included) apply as they would have."""
+    caller = inspect.currentframe()  # climb to the first frame outside the patches: the user's
+    while caller is not None and caller.f_back is not None and \
+            os.path.abspath(caller.f_code.co_filename).startswith(_HERE):
+        caller = caller.f_back
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return original(*args, **kwargs)
+    finally:
+        _reissue(caught, caller)  # outside the catcher: filters as the user set them
+
+
+def _reissue(caught: list[warnings.WarningMessage], caller: Any) -> None:
+    for w in caught:
+        if caller is not None and os.path.abspath(w.filename).startswith(_HERE):
+            g = caller.f_globals
+            warnings.warn_explicit(w.message, w.category, caller.f_code.co_filename, caller.f_lineno,
+                                   module=g.get("__name__"), registry=g.setdefault("__warningregistry__", {}),
+                                   module_globals=g)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                   registry=_REGISTRIES.setdefault(w.filename, {}))

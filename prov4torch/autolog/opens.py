@@ -1,0 +1,166 @@
+"""Files the script opens itself: data directories named with ``--data``, and checkpoints that travel
+through an in-memory buffer.
+
+* ``prov4torch run --data DIR``: the first file the script opens under ``DIR`` (``open()``, ``Path.open()``,
+  fsspec's local files) makes ``DIR`` a dataset of the run (role ``input``, its content digest), recorded once.
+* ``torch.save(obj, io.BytesIO())`` followed by writing the bytes to a file (Lightning through fsspec, many
+  scripts by hand): the buffer's digest and what it held are noted at the save; files the script then opens
+  for binary writing are remembered, and when the run ends the one whose bytes are the buffer's is recorded
+  as that checkpoint (or run state). The reverse, ``torch.load(io.BytesIO(f.read()))``: the buffer's digest
+  is matched against the files the script opened for binary reading, and the file is recorded as loaded.
+
+One wrapper of ``open``/``io.open`` serves both; it returns exactly what the original returns (the same
+object), and does nothing more than a set lookup unless ``--data`` is given or a buffer is pending.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import hashlib
+import io
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import env
+from ..record.checkpoints import classify
+from .scope import Patcher, busy, record_inside, record_once
+
+if TYPE_CHECKING:
+    from ..record.run import Run
+
+MAX_PENDING = 64  # buffers whose destination is still unknown
+MAX_CANDIDATES = 4096  # files opened for binary writing / reading, remembered for matching
+
+
+def buffer_digest(buf: Any) -> tuple[str, int] | None:
+    """sha256 and size of an in-memory binary buffer (``BytesIO``), without copying it."""
+    getbuffer = getattr(buf, "getbuffer", None)
+    if getbuffer is None:
+        return None
+    try:
+        with getbuffer() as view:
+            return hashlib.sha256(view).hexdigest(), view.nbytes
+    except (BufferError, ValueError, TypeError):
+        return None
+
+
+def _file_sha256(path: str) -> str | None:
+    h = hashlib.sha256()
+    try:
+        with io.FileIO(path, "r") as fh:  # io.FileIO: never through the wrapped open()
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class OpenWatch:
+    """The ``open()`` hook of one run (see the module docstring)."""
+
+    active: OpenWatch | None = None
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        dirs = [Path(d).resolve() for d in (env.get(env.DATA_DIRS) or "").split(os.pathsep) if d]
+        self.prefixes = [(str(d) + os.sep, d) for d in dirs]
+        self.logged: set[Path] = set()
+        self.pending: OrderedDict[str, tuple[int, str]] = OrderedDict()  # sha256 -> (size, kind) saved to a buffer
+        self.written: OrderedDict[str, None] = OrderedDict()  # files opened for binary writing since
+        self.read: OrderedDict[str, None] = OrderedDict()  # files opened for binary reading
+
+    def install(self, p: Patcher) -> None:
+        watch = self
+
+        def make(original: Any) -> Any:
+            @functools.wraps(original)
+            def open_(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
+                result = original(file, mode, *a, **k)
+                if isinstance(file, (str, os.PathLike)) and isinstance(mode, str) and not busy():
+                    watch.opened(file, mode)
+                return result
+            return open_
+
+        p.replace(builtins, "open", make)
+        p.replace(io, "open", make)  # Path.open() goes through io.open
+        OpenWatch.active = self
+        p.undo.append(self._deactivate)
+        self.run.on_end(lambda _run: self.sweep())
+
+    def _deactivate(self) -> None:
+        if OpenWatch.active is self:
+            OpenWatch.active = None
+
+    def opened(self, file: Any, mode: str) -> None:
+        binary = "b" in mode
+        if binary and self.pending and any(c in mode for c in "wxa+"):
+            _remember(self.written, os.path.abspath(os.fspath(file)))
+        elif binary and "r" in mode:
+            path = os.path.abspath(os.fspath(file))
+            if path in self.written:
+                self.sweep()  # written, now read back: its save comes first in the record
+            _remember(self.read, path)
+        if self.prefixes and len(self.logged) < len(self.prefixes) and "r" in mode:
+            path = os.path.abspath(os.fspath(file))
+            for prefix, d in self.prefixes:
+                if d not in self.logged and path.startswith(prefix):
+                    self.logged.add(d)
+                    record_once(functools.partial(self.run.log_dataset, d, role="input"), f"the data directory {d}")
+
+    # -- checkpoints through buffers ---------------------------------------------------------------------
+    def saved_to_buffer(self, buf: Any, obj: Any) -> None:
+        """``torch.save(obj, buf)`` into a buffer: remember its digest and what it holds."""
+        found = buffer_digest(buf)
+        if found is None or found[1] == 0:
+            return
+        sha, size = found
+        self.pending[sha] = (size, classify(obj))
+        while len(self.pending) > MAX_PENDING:
+            self.pending.popitem(last=False)
+
+    def loaded_from_buffer(self, buf: Any, obj: Any) -> None:
+        """``torch.load(buf)`` of a buffer: the file it was read from, if the script opened it."""
+        found = buffer_digest(buf)
+        if found is None:
+            return
+        sha, size = found
+        for path in reversed(self.read):
+            if _size(path) == size and _file_sha256(path) == sha:
+                record_inside(functools.partial(self.run.record_loaded, path, obj), f"the loaded file {path}")
+                return
+
+    def sweep(self) -> None:
+        """Files written with a pending buffer's bytes are recorded as saved (when one is read back, and at the
+        end of the run)."""
+        if not self.pending or not self.written:
+            return
+        sizes = {size for size, _kind in self.pending.values()}
+        for path in list(self.written):
+            if _size(path) not in sizes:
+                continue
+            sha = _file_sha256(path)
+            if sha is None or sha not in self.pending:
+                continue
+            del self.written[path]
+            kind = self.pending[sha][1]  # kept: the same bytes may be written to another file too
+            if kind == "model":
+                record_inside(functools.partial(self.run.log_model, path), f"the checkpoint {path}")
+            else:
+                record_inside(functools.partial(self.run.log_artifact, path, kind=kind), f"the file {path}")
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return -1
+
+
+def _remember(seen: OrderedDict[str, None], path: str) -> None:
+    seen[path] = None
+    seen.move_to_end(path)
+    while len(seen) > MAX_CANDIDATES:
+        seen.popitem(last=False)
