@@ -416,11 +416,30 @@ def index_rebuild(
     typer.echo(f"{store}: {cards} checkpoint lineage card(s) from {files} PROV file(s)")
 
 
+def _run_fast(argv: list[str]) -> None:
+    """`prov4torch run` parsed without typer's per-option validators (``fastpath``); returns when it cannot."""
+    from types import SimpleNamespace
+
+    from .fastpath import parse
+
+    parsed = parse(run, argv)
+    if parsed is None:
+        return
+    kwargs, script, rest = parsed
+    try:
+        run(SimpleNamespace(args=rest), script, **kwargs)  # type: ignore[arg-type]
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    sys.exit(0)
+
+
 def main() -> None:
     """Console-script entry point: a user error is one line and exit 2, never a traceback."""
     import os
 
     try:
+        if len(sys.argv) > 2 and sys.argv[1] == "run":
+            _run_fast(sys.argv[2:])  # returns only when typer must parse
         app()  # usage errors are printed by typer itself, exit 2
     except Prov4TorchError as exc:
         typer.echo(f"Error: {exc}", err=True)

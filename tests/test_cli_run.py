@@ -303,3 +303,18 @@ def test_a_warning_raised_under_a_patch_is_attributed_to_its_caller():
         for undo in reversed(p.undo):
             undo()
     assert ns.noisy is noisy
+
+
+def test_the_fast_run_parser_reads_runs_own_signature_and_defers_anything_unusual():
+    from prov4torch_cli.app import run
+    from prov4torch_cli.fastpath import parse
+
+    kwargs, script, rest = parse(run, ["--out", "o", "--policy=default", "--nproc-per-node", "2", "-m", "--data",
+                                       "a", "--data", "b", "--render", "train", "--lr", "0.1", "--help"])
+    assert script == "train" and rest == ["--lr", "0.1", "--help"]  # the script's own options untouched
+    assert kwargs["out"] == Path("o") and kwargs["policy"] == "default" and kwargs["nproc_per_node"] == 2
+    assert kwargs["module"] is True and kwargs["render_svg"] is True and kwargs["data"] == [Path("a"), Path("b")]
+    assert kwargs["experiment"] is None and kwargs["data_tags"] is None  # defaults as typer gives them
+    for argv in (["--help", "t.py"], ["--bogus", "t.py"], ["--nproc-per-node", "x", "t.py"],
+                 ["--nproc-per-node", "0", "t.py"], ["--out"], ["--render=yes", "t.py"], ["--", "t.py"], []):
+        assert parse(run, argv) is None, argv  # typer parses these, with its own messages

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,54 @@ def test_cuda_tensors_are_converted_later_without_a_sync_per_call():
         (queue,) = run._writer.series.values()
         assert all(type(p[2]) is torch.Tensor for p in queue)  # still on the device, not yet synced
     assert [float(r["value"]) for r in rows(run)] == [float(i) for i in range(100)]
+
+
+def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A writer that falls behind (a slow disk, here a 0.3 s drain) bounds the queue: the hot path waits, then
+    drops new points, counted; every point is either written or counted, none is lost silently."""
+    import time as _time
+    import warnings as _warnings
+
+    from prov4torch.record import journal
+
+    monkeypatch.setattr(journal, "BACKLOG_LIMIT", 500)
+    monkeypatch.setattr(journal, "HIGH_WATER", 2000)
+    monkeypatch.setattr(journal, "MAX_WAIT_S", 0.05)
+    writer = journal.JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv", interval_s=0.05)
+    slow = writer.flush
+
+    def slow_flush() -> None:
+        _time.sleep(0.3)
+        slow()
+
+    monkeypatch.setattr(writer, "flush", slow_flush)
+    writer.add_series("loss", "training")
+    appenders = writer.appenders["training"]
+    writer.start()
+    n, peak = 0, 0
+    for _ in range(600):  # past BACKLOG_LIMIT: at its next poll the writer bounds the hot path's appends
+        appenders["loss"]((n, 1.0, 1.0))
+        n += 1
+    _time.sleep(0.15)
+    deadline = _time.monotonic() + 2.0
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        while _time.monotonic() < deadline:
+            for _ in range(200):
+                appenders["loss"]((n, 1.0, 1.0))  # the hot path's call, looked up each time as Run does
+                n += 1
+            peak = max(peak, len(writer.series[("loss", "training")]))
+    writer.close()
+    assert peak <= 2000 + 1  # the bound held
+    assert writer.dropped > 0 and writer.waits > 0  # the writer really was behind
+    assert writer.points + writer.dropped == n  # every point written or counted
+    assert sum(1 for w in caught if "points are dropped" in str(w.message)) >= 1
+    assert (tmp_path / "m.csv").read_text().count("\n") == writer.points + 1
+
+
+def test_the_bound_costs_nothing_while_the_writer_keeps_up(tmp_path: Path):
+    with prov4torch.start_run(out_dir=tmp_path) as run:
+        for i in range(10):
+            run.log_metric("loss", float(i), step=i)
+        plain = run._series["training"]["loss"]
+        assert getattr(plain, "__self__", None) is not None  # a bound deque.append, no Python wrapper

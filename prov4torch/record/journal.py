@@ -6,6 +6,15 @@ events to ``rank-K.journal.jsonl`` and the metric points to ``rank-K.metrics.csv
 fsyncs both, and keeps per-series summaries so ``end_run`` never rereads the CSV.
 A process killed with SIGKILL loses at most the last interval; ``recover`` rebuilds
 the rest from these two files.
+
+The queue is bounded without a cost on the hot path: the hot path calls the append
+functions in ``appenders``, plain ``deque.append`` while the writer keeps up. When
+``BACKLOG_LIMIT`` points are queued, the writer swaps them for bounded appends:
+a series holding ``HIGH_WATER`` points makes the hot path wait for the next drain
+(at most ``MAX_WAIT_S``; the GIL is released meanwhile, so the writer catches up);
+if the writer is still behind after that, new points are dropped and counted
+(``p4t:pointsDropped``) until its next drain, and a warning says so once. Nothing
+queued is ever dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ from ..safefs import open_new
 from .identity import sha256_file
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
-BACKLOG_LIMIT = 50_000  # points queued before the writer drains early (bounds memory)
+BACKLOG_LIMIT = 50_000  # points queued before the writer drains early
+HIGH_WATER = 200_000  # points queued in one series: the hot path waits for the writer (~25 MB)
+MAX_WAIT_S = 1.0  # the longest the hot path waits; if the writer is still behind, new points are dropped (counted)
 POLL_S = 0.1
 
 # one point of a series: (step or None, unix timestamp, float or a detached 0-d torch tensor)
@@ -110,6 +121,12 @@ class JournalWriter:
         self.metrics_path = metrics_path
         self.interval_s = interval_s
         self.series: dict[tuple[str, str], deque[MetricPoint]] = {}
+        # context -> name -> the function the hot path calls for that series (see the module docstring)
+        self.appenders: dict[str, dict[str, Callable[[MetricPoint], None]]] = {}
+        self._room = threading.Event()  # set by each drain: a full queue has room again
+        self._bounded = False  # the hot path's appends are the bounded ones
+        self._shedding = False  # the writer stayed behind: new points are dropped until the next drain
+        self.waits = 0  # times the hot path waited for the writer
         self.events: deque[dict[str, Any]] = deque()
         self.stats: dict[tuple[str, str], SeriesStats] = {}
         self.points = 0
@@ -139,9 +156,43 @@ class JournalWriter:
     def _loop(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(min(POLL_S, self.interval_s)):
-            if time.monotonic() - last >= self.interval_s or self.backlog() >= BACKLOG_LIMIT:
+            backlog = self.backlog()
+            if backlog >= BACKLOG_LIMIT and not self._bounded:
+                self._bound(True)
+            if time.monotonic() - last >= self.interval_s or backlog >= BACKLOG_LIMIT:
                 self.flush()
                 last = time.monotonic()
+            if self._bounded and self.backlog() < BACKLOG_LIMIT // 4:
+                self._bound(False)
+
+    def _bound(self, on: bool) -> None:
+        """Swap the hot path's appends for bounded ones (``on``) or back to plain ``deque.append``."""
+        self._bounded = on
+        for (name, context), queue in list(self.series.items()):
+            per_context = self.appenders.get(context)
+            if per_context is not None and name in per_context:
+                per_context[name] = self._bounded_append(queue) if on else queue.append
+
+    def _bounded_append(self, queue: deque[MetricPoint]) -> Callable[[MetricPoint], None]:
+        append, room = queue.append, self._room
+
+        def append_bounded(point: MetricPoint) -> None:
+            if len(queue) < HIGH_WATER:
+                append(point)
+                return
+            if not self._shedding:
+                self.waits += 1
+                room.clear()
+                if room.wait(MAX_WAIT_S) and len(queue) < HIGH_WATER:  # the writer drained meanwhile
+                    append(point)
+                    return
+                self._shedding = True
+                with contextlib.suppress(Exception):
+                    warnings.warn(f"prov4torch: the metric writer is more than {MAX_WAIT_S:g} s behind; points are "
+                                  "dropped (and counted) until it catches up", RuntimeWarning, stacklevel=3)
+            self.dropped += 1
+
+        return append_bounded
 
     def write_event_now(self, event: dict[str, Any]) -> None:
         """Append one event and fsync, bypassing the queue (start/end/signal records)."""
@@ -156,6 +207,8 @@ class JournalWriter:
             try:
                 self._drain_events()
                 self._drain_metrics()
+                self._shedding = False
+                self._room.set()
                 self._journal.flush()
                 os.fsync(self._journal.fileno())
                 self._csv.flush()
@@ -199,11 +252,15 @@ class JournalWriter:
         if lines:
             self._journal.write("\n".join(lines) + "\n")
 
-    def add_series(self, name: str, context: str) -> Callable[[MetricPoint], None]:
-        """A new series' queue; the hot path keeps its bound ``append``."""
+    def add_series(self, name: str, context: str, hot: bool = True) -> Callable[[MetricPoint], None]:
+        """A new series' queue and its append; ``hot``: listed in ``appenders`` for the hot path (and throttled
+        with it; the samplers' own series are not)."""
         queue: deque[MetricPoint] = deque()
         self.series[(name, context)] = queue
-        return queue.append
+        append = self._bounded_append(queue) if hot and self._bounded else queue.append
+        if hot:
+            self.appenders.setdefault(context, {})[name] = append
+        return append
 
     def backlog(self) -> int:
         return sum(len(q) for q in list(self.series.values()))

@@ -109,7 +109,7 @@ class Run(AttachMixin):
         self.ended = False
         self.status = "RUNNING"
         self._open = True
-        self._series: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
+        self._series: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}  # the writer's appenders
         self._system_series: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # the samplers' own
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
@@ -150,6 +150,7 @@ class Run(AttachMixin):
             region=self.region, purpose=self.purpose, intended_use=self.intended_use,
             policy=self._policy.describe() if self._policy else None)
         self.record_event(start_event, now=True)
+        self._series = self._writer.appenders  # the hot path calls what the writer lists (and throttles)
         self._writer.start()
         # git, environment and the package list take ~100 ms: gathered off the training thread
         self._context_thread = threading.Thread(
@@ -220,7 +221,7 @@ class Run(AttachMixin):
         append = self._system_series.get(name)
         if append is None:
             self._require_open("log_metric")
-            append = self._system_series[name] = self._writer.add_series(name, "system")
+            append = self._system_series[name] = self._writer.add_series(name, "system", hot=False)
         append((None, timestamp, float(value)))
 
     def _new_series(self, name: Any, context: Any) -> Callable[[tuple[Any, ...]], None]:
@@ -230,9 +231,7 @@ class Run(AttachMixin):
                                     "use another name or context", value=name)
         check_name("metric name", name, NAME)
         check_name("metric context", context, CONTEXT)
-        append = self._writer.add_series(name, context)
-        self._series.setdefault(context, {})[name] = append
-        return append
+        return self._writer.add_series(name, context)  # now in self._series, the writer's appenders
 
     def log_metrics(
         self,

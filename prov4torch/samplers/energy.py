@@ -1,10 +1,13 @@
-"""Energy and CO2 through codecarbon's *offline* tracker (no network access, ever).
+"""Energy and CO2: codecarbon's *offline* tracker (no network access, ever) for runs long enough to pay for it,
+an estimate with codecarbon's own models (``estimate.py``) for the rest.
 
-codecarbon's ``start()`` takes 1-2 s, so it runs on a thread of its own and never
-delays ``start_run``. It writes no file (``output_methods=[]``) and its logger is
-silenced; it swallows its own errors and returns None, so a None is detected here
-and turned into one warning. In a distributed job it measures this process only
-(``tracking_mode="process"``): per-machine figures summed over ranks double-count.
+codecarbon's import and ``start()`` cost 1-2 s of CPU, so it starts on a thread of its own and only once the
+run has lasted ``START_DELAY_S``: a short run never pays for it. ``stop()`` waits a bounded time for a start
+in progress and for codecarbon's own stop; whatever codecarbon did not measure (the first seconds, a run too
+short, a codecarbon that failed or timed out) is estimated from CPU time and added, and the method says so.
+codecarbon writes no file (``output_methods=[]``) and its logger is silenced; it swallows its own errors and
+returns None, so a None is detected here and turned into one warning. In a distributed job it measures this
+process only (``tracking_mode="process"``): per-machine figures summed over ranks double-count.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import warn
+from .estimate import Estimator, Snapshot
+
+START_DELAY_S = 3.0  # codecarbon starts once the run has lasted this long
+START_WAIT_S = 0.5  # at stop: the longest wait for a codecarbon start in progress
+STOP_WAIT_S = 2.0  # and for codecarbon's own stop (its final measurement)
 
 # codecarbon's CPU power modes that measure rather than estimate
 MEASURED_CPU_MODES = {"intel_rapl", "intel_power_gadget", "windows_emi", "apple_powermetrics"}
@@ -55,10 +63,26 @@ class EnergyTracker:
         self.tracker: Any = None
         self.error: str | None = None
         self._thread: threading.Thread | None = None
+        self.estimator: Estimator | None = None
+        self.first: Snapshot | None = None
+        self.started: Snapshot | None = None  # when codecarbon began measuring
+        self._cancel = threading.Event()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._start, name="prov4torch-energy", daemon=True)
+    def start(self, delay_s: float = START_DELAY_S) -> None:
+        try:
+            self.estimator = Estimator(self.country, self.kwargs["tracking_mode"] == "process")
+            self.first = self.estimator.snapshot()
+        except Exception as exc:  # noqa: BLE001 - telemetry never kills training
+            self.estimator = self.first = None
+            warn(f"prov4torch: energy estimate off: {type(exc).__name__}: {exc}")
+        self._thread = threading.Thread(target=self._delayed_start, args=(delay_s,), name="prov4torch-energy",
+                                        daemon=True)
         self._thread.start()
+
+    def _delayed_start(self, delay_s: float) -> None:
+        if delay_s > 0 and self._cancel.wait(delay_s):
+            return  # the run ended first: no codecarbon at all
+        self._start()
 
     def _start(self) -> None:
         try:
@@ -66,30 +90,86 @@ class EnergyTracker:
             tracker.start()
             if getattr(tracker, "_start_time", True) is None:
                 raise RuntimeError("codecarbon did not start (it reported no error)")
+            if self.estimator is not None:
+                self.started = self.estimator.snapshot()
             self.tracker = tracker
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
             self.error = f"{type(exc).__name__}: {exc}"
             warn(f"prov4torch: energy tracking off: codecarbon failed to start: {self.error}")
 
-    def stop(self, timeout_s: float = 10.0) -> dict[str, object]:
-        """Stop the tracker; the run attributes it measured (empty if it could not)."""
+    def stop(self, timeout_s: float = START_WAIT_S) -> dict[str, object]:
+        """Stop the tracker; the run attributes measured and estimated (empty if neither could be had)."""
         if self._thread is not None:
+            self._cancel.set()
             self._thread.join(timeout_s)
-            if self._thread.is_alive():
-                warn(f"prov4torch: codecarbon did not start within {timeout_s:g} s; no energy figures")
-                return {"p4t:energyError": "codecarbon start timed out"}
-        if self.tracker is None:
-            return {"p4t:energyError": self.error} if self.error else {}
-        try:
-            emissions = self.tracker.stop()
-        except Exception as exc:  # noqa: BLE001
-            emissions, self.error = None, f"{type(exc).__name__}: {exc}"
+        end = self.estimator.snapshot() if self.estimator is not None else None
+        measured: dict[str, object] = {}
+        why = self.error
+        if self.tracker is None and self._thread is not None and self._thread.is_alive():
+            why = f"codecarbon still starting after {timeout_s:g} s"
+        elif self.tracker is None and why is None:
+            why = f"run shorter than {START_DELAY_S:g} s: codecarbon not started"
+        elif self.tracker is not None:
+            measured, problem = self._stop_codecarbon()
+            why = problem or why
+        if measured and self.started is not None and self.first is not None:
+            return self._with_gap(measured, self.first, self.started)
+        if measured:
+            return measured
+        if self.estimator is None or self.first is None or end is None:
+            return {"p4t:energyError": why} if why else {}
+        attrs = self._estimated(self.first, end, why)
+        if self.error:
+            attrs["p4t:energyError"] = self.error
+        return attrs
+
+    def _stop_codecarbon(self) -> tuple[dict[str, object], str | None]:
+        result: dict[str, Any] = {}
+
+        def stop() -> None:
+            try:
+                result["emissions"] = self.tracker.stop()
+            except Exception as exc:  # noqa: BLE001
+                result["error"] = f"{type(exc).__name__}: {exc}"
+
+        stopper = threading.Thread(target=stop, name="prov4torch-energy-stop", daemon=True)
+        stopper.start()
+        stopper.join(STOP_WAIT_S)
+        if stopper.is_alive():
+            warn(f"prov4torch: codecarbon did not stop within {STOP_WAIT_S:g} s; energy estimated instead")
+            return {}, f"codecarbon stop timed out after {STOP_WAIT_S:g} s"
         data = getattr(self.tracker, "final_emissions_data", None)
-        if emissions is None or data is None:
-            why = self.error or "codecarbon returned no figures (it swallowed its own error)"
-            warn(f"prov4torch: no energy figures: {why}")
-            return {"p4t:energyError": why}
-        return self._attributes(data)
+        if result.get("emissions") is None or data is None:
+            self.error = result.get("error") or "codecarbon returned no figures (it swallowed its own error)"
+            warn(f"prov4torch: no energy figures from codecarbon: {self.error}; energy estimated instead")
+            return {}, self.error
+        return self._attributes(data), None
+
+    def _estimated(self, a: Snapshot, b: Snapshot, why: str | None) -> dict[str, object]:
+        assert self.estimator is not None
+        e = self.estimator.energy(a, b)
+        return {
+            "p4t:energyKWh": e["energy"], "p4t:cpuEnergyKWh": e["cpu"], "p4t:gpuEnergyKWh": 0.0,
+            "p4t:ramEnergyKWh": e["ram"], "p4t:emissionsKgCO2eq": e["emissions"],
+            "p4t:energyCountry": self.estimator.country, "p4t:energyMethod": self.estimator.method(),
+            "p4t:energyTrackingMode": self.kwargs["tracking_mode"], "p4t:energyFallback": True,
+            "p4t:energyFallbackReason": "; ".join(p for p in (why, "CPU and RAM power estimated from CPU time",
+                                                               "no GPU measured") if p),
+            "p4t:energyTool": "prov4torch estimate with codecarbon's models and data",
+        }
+
+    def _with_gap(self, measured: dict[str, object], a: Snapshot, b: Snapshot) -> dict[str, object]:
+        """codecarbon's figures plus the estimate for the seconds before it started."""
+        assert self.estimator is not None
+        gap = self.estimator.energy(a, b)
+        out = dict(measured)
+        for key, part in (("p4t:energyKWh", "energy"), ("p4t:cpuEnergyKWh", "cpu"), ("p4t:ramEnergyKWh", "ram"),
+                          ("p4t:emissionsKgCO2eq", "emissions")):
+            out[key] = float(measured[key]) + gap[part]  # type: ignore[arg-type]
+        out["p4t:energyEstimatedSeconds"] = round(b.wall - a.wall, 3)
+        out["p4t:energyMethod"] = f"{measured.get('p4t:energyMethod')}; first {b.wall - a.wall:.1f} s: " \
+                                  f"{self.estimator.method()}"
+        return out
 
     def _attributes(self, data: Any) -> dict[str, object]:
         modes = {}
