@@ -179,16 +179,45 @@ def test_summary_matches_the_sidecar_and_its_digest():
     assert s["p4t:sidecarSha256"] == hashlib.sha256(run.metrics_path.read_bytes()).hexdigest()
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_tensors_are_converted_later_without_a_sync_per_call():
+@needs_cuda
+def test_cuda_tensors_are_queued_with_an_event_and_no_synchronising_call(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    from prov4torch.record.values import DeviceValue
+
+    monkeypatch.setenv("PROV4TORCH_FLUSH_INTERVAL", "3600")  # the writer keeps its queue while we look
     values = [torch.tensor(float(i), device="cuda") for i in range(100)]
-    with prov4torch.start_run() as run:
-        for i, v in enumerate(values):
-            prov4torch.log_metric("loss", v, step=i)
-        (queue,) = run._writer.series.values()
-        assert all(type(p[2]) is torch.Tensor for p in queue)  # still on the device, not yet synced
-    assert [float(r["value"]) for r in rows(run)] == [float(i) for i in range(100)]
+    torch.cuda.synchronize()
+    with prov4torch.start_run(out_dir=tmp_path, system_metrics=False, energy=False) as run:
+        torch.cuda.set_sync_debug_mode("error")  # any synchronising call on the hot path raises
+        try:
+            for i, v in enumerate(values):
+                prov4torch.log_metric("loss", v, step=i)
+                prov4torch.log_metric("lr", 0.5, step=i)  # a Python number: no kernel, no event
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        queue = run._writer.series[("loss", "training")]
+        assert len(queue) == 100 and all(isinstance(p[2], DeviceValue) for p in queue)
+        assert all(type(p[2]) is float for p in run._writer.series[("lr", "training")])
+    assert [float(r["value"]) for r in rows(run) if r["name"] == "loss"] == [float(i) for i in range(100)]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_values_logged_on_a_side_stream_are_read_after_they_are_computed(tmp_path: Path):
+    """Each value comes out of a long kernel on a non-default stream; without the event the writer, on its
+    own stream, could copy it before the kernel wrote it."""
+    x = torch.randn(2048, 2048, device="cuda") / 64  # stays finite through three products
+    side = torch.cuda.Stream()
+    with prov4torch.start_run(out_dir=tmp_path, system_metrics=False, energy=False) as run, torch.cuda.stream(side):
+        for i in range(50):
+            y = (x @ x @ x).sum() * 0.0 + float(i)  # slow to compute, exactly i when done
+            prov4torch.log_metric("v", y, step=i)
+            run.flush()  # the writer converts right away, racing the side stream
+    assert [float(r["value"]) for r in rows(run) if r["name"] == "v"] == [float(i) for i in range(50)]
 
 
 def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -240,3 +269,22 @@ def test_the_bound_costs_nothing_while_the_writer_keeps_up(tmp_path: Path):
             run.log_metric("loss", float(i), step=i)
         plain = run._series["training"]["loss"]
         assert getattr(plain, "__self__", None) is not None  # a bound deque.append, no Python wrapper
+
+
+def test_a_value_that_cannot_be_read_costs_only_its_own_point(tmp_path: Path):
+    from prov4torch.record.journal import JournalWriter
+
+    class Unreadable:
+        def __float__(self) -> float:
+            raise RuntimeError("device lost")
+
+    writer = JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv")
+    append = writer.add_series("loss", "training")
+    for step, value in enumerate([torch.tensor(1.5), Unreadable(), torch.tensor(2.5), 3.5]):
+        append((step, 1_700_000_000.0, value))
+    with pytest.warns(RuntimeWarning, match="could not be read .*device lost"):
+        writer.close()
+    with (tmp_path / "m.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["step"], r["value"]) for r in rows] == [("0", "1.5"), ("2", "2.5"), ("3", "3.5")]
+    assert writer.dropped == 1 and writer.points == 3

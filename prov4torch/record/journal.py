@@ -37,10 +37,11 @@ from typing import IO, Any
 from ..errors import JournalError
 from ..safefs import open_new
 from .identity import sha256_file
+from .values import DeviceValue
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
 BACKLOG_LIMIT = 50_000  # points queued before the writer drains early
-HIGH_WATER = 200_000  # points queued in one series: the hot path waits for the writer (~25 MB)
+HIGH_WATER = 150_000  # points queued in one series: the hot path waits for the writer (~20 MB)
 MAX_WAIT_S = 1.0  # the longest the hot path waits; if the writer is still behind, new points are dropped (counted)
 POLL_S = 0.1
 
@@ -93,15 +94,19 @@ class SeriesStats:
 
 
 def to_floats(values: list[Any]) -> list[float]:
-    """Convert a batch of metric values to floats, syncing each CUDA device once."""
+    """Convert a batch of metric values to floats: one copy per device, after the events of CUDA values."""
     tensors = [i for i, v in enumerate(values) if type(v) is not float]
     if not tensors:
         return values
+    values = list(values)
     out = list(values)
     torch = sys.modules.get("torch")
     by_device: dict[Any, list[int]] = {}
     for i in tensors:
         v = values[i]
+        if isinstance(v, DeviceValue):
+            v.event.synchronize()  # this thread waits until the caller's stream has made the copy
+            v = values[i] = v.tensor
         if torch is not None and isinstance(v, torch.Tensor):
             by_device.setdefault(v.device, []).append(i)
         else:
@@ -126,6 +131,7 @@ class JournalWriter:
         self._room = threading.Event()  # set by each drain: a full queue has room again
         self._bounded = False  # the hot path's appends are the bounded ones
         self._shedding = False  # the writer stayed behind: new points are dropped until the next drain
+        self._conversion_warned = False
         self.waits = 0  # times the hot path waited for the writer
         self.events: deque[dict[str, Any]] = deque()
         self.stats: dict[tuple[str, str], SeriesStats] = {}
@@ -207,8 +213,6 @@ class JournalWriter:
             try:
                 self._drain_events()
                 self._drain_metrics()
-                self._shedding = False
-                self._room.set()
                 self._journal.flush()
                 os.fsync(self._journal.fileno())
                 self._csv.flush()
@@ -252,6 +256,27 @@ class JournalWriter:
         if lines:
             self._journal.write("\n".join(lines) + "\n")
 
+    def _converted(self, items: list[MetricPoint], values: list[Any]) -> tuple[list[MetricPoint], list[float]]:
+        """Points with float values; a batch that fails is converted point by point, and a point that cannot be
+        converted at all is counted as dropped (with one warning), never the whole batch."""
+        try:
+            floats = to_floats(values)
+        except Exception:  # noqa: BLE001 - one bad tensor must not cost the others
+            kept: list[MetricPoint] = []
+            for it in items:
+                try:
+                    kept.append((it[0], it[1], to_floats([it[2]])[0]))
+                except Exception as exc:  # noqa: BLE001
+                    self.dropped += 1
+                    if not self._conversion_warned:
+                        self._conversion_warned = True
+                        with contextlib.suppress(Exception):
+                            warnings.warn(f"prov4torch: a metric value could not be read ({type(exc).__name__}: "
+                                          f"{exc}); such points are dropped and counted", RuntimeWarning,
+                                          stacklevel=2)
+            return kept, [it[2] for it in kept]
+        return [(it[0], it[1], v) for it, v in zip(items, floats, strict=True)], floats
+
     def add_series(self, name: str, context: str, hot: bool = True) -> Callable[[MetricPoint], None]:
         """A new series' queue and its append; ``hot``: listed in ``appenders`` for the hot path (and throttled
         with it; the samplers' own series are not)."""
@@ -268,16 +293,20 @@ class JournalWriter:
     def _drain_metrics(self) -> None:
         chunks: list[str] = []
         total = 0
+        taken = []
         for key, queue in list(self.series.items()):
             n = len(queue)
-            if not n:
-                continue
-            pop = queue.popleft
-            items = [pop() for _ in range(n)]
+            if n:
+                pop = queue.popleft
+                taken.append((key, [pop() for _ in range(n)]))
+        self._shedding = False  # the queues have room again: a waiting hot path goes on while this formats
+        self._room.set()
+        for key, items in taken:
             values = [it[2] for it in items]
-            if set(map(type, values)) != {float}:  # CUDA tensors: one sync per device
-                values = to_floats(values)
-                items = [(it[0], it[1], v) for it, v in zip(items, values, strict=True)]
+            if set(map(type, values)) != {float}:  # tensors: one copy per device
+                items, values = self._converted(items, values)
+                if not items:
+                    continue
             given = [it[0] for it in items]
             steps: list[int] = []
             nxt = self._next_step.get(key, 0)
@@ -297,7 +326,7 @@ class JournalWriter:
             # metric names never need quoting (no commas or quotes allowed)
             prefix = f"{key[0]},{key[1]},"
             chunks.append("".join([f"{prefix}{st},{int(t * 1000.0)},{v!r}\n" for st, t, v in items]))
-            total += n
+            total += len(items)
         if total:
             data = "".join(chunks).encode()
             self._csv.write(data)

@@ -30,6 +30,16 @@ def check_name(kind: str, name: Any, pattern: re.Pattern[str]) -> str:
     return name
 
 
+class DeviceValue:
+    """A metric value still on a CUDA device: its copy, and the event that marks the copy done on the stream that
+    made it. The writer waits for the event before it reads the copy."""
+
+    __slots__ = ("event", "tensor")
+
+    def __init__(self, tensor: Any, event: Any) -> None:
+        self.tensor, self.event = tensor, event
+
+
 def coerce_metric(name: str, value: Any) -> Any:
     """A metric value as float, or a detached copy of a 0-d device tensor (converted later)."""
     if isinstance(value, (int, float)):  # bool included: True is 1.0
@@ -52,7 +62,12 @@ def coerce_metric(name: str, value: Any) -> Any:
             )
         if value.is_complex():
             raise InvalidValueError(f"metric {name!r}: tensor dtype {value.dtype} is not a real number", value=value)
-        return value.detach().reshape(()).clone()  # a device tensor: async copy, no sync here
+        copy = value.detach().reshape(()).clone()  # a device tensor: one async copy kernel, no sync here
+        if copy.is_cuda:  # the writer reads it on its own thread and stream: after this event, never before
+            event = torch.cuda.Event()
+            event.record()  # on the caller's current stream, after the copy
+            return DeviceValue(copy, event)
+        return copy
     if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
         raise InvalidValueError(
             f"metric {name!r}: value must be a number (int, float, NumPy scalar or one-element tensor), "
