@@ -121,14 +121,19 @@ def run(
 ) -> None:
     """Run a training script unchanged, recording its provenance; exits with the script's exit code.
 
-    Everything after SCRIPT goes to the script untouched (its own --help or --out too).
+    Everything after SCRIPT goes to the script untouched (its own --help or --out too); a `--` right after
+    SCRIPT is only a separator and is dropped (`prov4torch run train.py -- --lr 0.1`): pass `-- --` for a
+    literal one.
     """
     from prov4torch import env as p4t_env
     from prov4torch.audit.merge import merge as merge_files
+    from prov4torch.autolog.children import nested_jobs
     from prov4torch.autolog.runner import launch, resolve_target, run_script
     from prov4torch.record.recover import recover as recover_dir
 
     args = list(ctx.args)
+    if args[:1] == ["--"]:
+        del args[0]
     if data:
         import os
 
@@ -176,6 +181,9 @@ def run(
             missing = report.missing()
             note = f"; ranks missing: {missing}" if missing else ""
             _summary(f"exit code {code}; provenance in {run_dir}/run.prov.json{note}")
+            for job in nested_jobs(Path(run_dir), f"p4t:run/{Path(run_dir).name}/rank/0"):
+                merge_files([job], job / "run.prov.json")
+                _summary(f"a distributed job the script started: provenance in {job}/run.prov.json")
             if render_svg:
                 from prov4torch.audit.render import render as render_graph
                 from prov4torch.governance.evaluate import judge

@@ -25,6 +25,8 @@ INTENDED_USE = "PROV4TORCH_INTENDED_USE"
 LINEAGE_PATH = "PROV4TORCH_LINEAGE_PATH"  # stores / PROV files searched for checkpoints' lineage (os.pathsep)
 SIDECAR = "PROV4TORCH_SIDECAR"  # "0": no lineage sidecar beside checkpoints
 LAUNCHER = "PROV4TORCH_LAUNCHER"  # the activity that started this rank (set for the ranks a script spawns)
+PARENT = "PROV4TORCH_PARENT"  # the recording activity whose Python children may be ranks of a job it started
+PARENT_DIST = "PROV4TORCH_PARENT_DIST"  # that process's own distributed settings (RANK, MASTER_PORT, ...)
 DATA_DIRS = "PROV4TORCH_DATA_DIRS"  # files opened under these directories are datasets (prov4torch run --data)
 DATA_TAGS = "PROV4TORCH_DATA_TAGS"  # tags files loaded at start_run (os.pathsep), as --data-tags does
 

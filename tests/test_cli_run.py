@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -98,6 +99,20 @@ def test_script_options_reach_the_script_untouched(scripts: Path):
     proc = cli(scripts, "run", "opts.py", "--help", "--out", "x", "--policy", "nope")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "['--help', '--out', 'x', '--policy', 'nope']"
+
+
+@pytest.mark.parametrize(("argv", "seen"), [
+    (["opts.py", "--", "--seconds", "2"], ["--seconds", "2"]),  # the documented form: `--` only separates
+    (["opts.py", "--", "--", "x"], ["--", "x"]),  # a literal `--` for the script
+    (["opts.py", "--epochs", "1", "--", "y"], ["--epochs", "1", "--", "y"]),  # the script's own `--`
+    (["--experiment", "e", "opts.py", "--", "--help"], ["--help"]),  # typer's parser, not the fast one
+    (["--", "opts.py", "--lr", "1"], ["--lr", "1"]),  # `--` before SCRIPT ends prov4torch's options
+])
+def test_a_separator_right_after_the_script_is_not_passed_on(scripts: Path, argv: list[str], seen: list[str]):
+    write(scripts, "opts.py", "import sys; print(sys.argv[1:])\n")
+    proc = cli(scripts, "run", *argv)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == repr(seen)
 
 
 def test_module_mode(scripts: Path):
@@ -255,6 +270,51 @@ def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
         (used,) = [u for u in d["used"].values() if role(u) == "p4t:training"]
         assert used["p4t:samples"]["$"] == "32"
     json.dumps(raw)
+
+
+def test_a_torchrun_job_started_inside_a_recorded_script_records_its_ranks(tmp_path: Path):
+    write(tmp_path, "worker.py", """
+        import torch, torch.distributed as dist
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        from torch.utils.data import DataLoader, TensorDataset, DistributedSampler
+        dist.init_process_group("gloo")
+        torch.manual_seed(0)
+        ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+        model = DDP(torch.nn.Linear(4, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds)):
+            opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+        if dist.get_rank() == 0:
+            torch.save(model.module.state_dict(), "inner.pt")
+        dist.barrier()
+        dist.destroy_process_group()
+    """)
+    write(tmp_path, "launch.py", """
+        import subprocess, sys
+        subprocess.run([sys.executable, "-c", "print('a helper, not a rank')"], check=True)
+        code = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                               "worker.py"]).returncode
+        sys.exit(code)
+    """)
+    proc = cli(tmp_path, "run", "--out", "runs", "--experiment", "outer", "launch.py")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (outer,) = [p.parent for p in (tmp_path / "runs" / "outer").glob("*/rank-0.prov.json")
+                if "launch.py" in json.dumps(load(p))]
+    parent = rank_activity(load(outer / "rank-0.prov.json"))
+    inner = [p.parent for p in (tmp_path / "runs" / "outer").glob("*/rank-1.prov.json")]
+    assert len(inner) == 1 and inner[0] != outer, "the inner job has a run directory of its own"
+    ranks = [load(inner[0] / f"rank-{k}.prov.json") for k in (0, 1)]
+    parent_id = f"p4t:run/{parent['p4t:runId']}/rank/0"
+    for k, doc in enumerate(ranks):
+        act = rank_activity(doc)
+        assert (act["p4t:rank"]["$"], act["p4t:worldSize"]["$"]) == (str(k), "2")
+        assert any(i["prov:informant"] == parent_id for i in doc.get("wasInformedBy", {}).values())
+        (used,) = [u for u in doc["used"].values() if role(u) == "p4t:training"]
+        assert used["p4t:samples"]["$"] == "32"
+    assert hashlib.sha256((tmp_path / "inner.pt").read_bytes()).hexdigest() in json.dumps(ranks[0])
+    assert len(list((tmp_path / "runs" / "outer").glob("*/rank-0.prov.json"))) == 2  # no helper run
+    merged = load(inner[0] / "run.prov.json")  # merged by prov4torch run, as its own job
+    assert merged["entity"][f"p4t:run/{inner[0].name}"]["p4t:ranksPresent"]["$"] == "2"
 
 
 def test_kill_switch_runs_the_script_plainly(scripts: Path):

@@ -377,3 +377,44 @@ def test_checkpoints_that_travel_through_a_bytesio_are_followed_to_their_file(tm
     assert gen["p4t:sha256"] == weights and gen["p4t:path"] == str(tmp_path / "weights.pt")
     (used,) = [u for u in doc["used"].values() if u["prov:entity"] == model_id]  # read back through a buffer
     assert used["p4t:sha256"] == weights
+
+
+HF_DATASETS = """
+import torch, datasets
+from torch.utils.data import DataLoader
+splits = datasets.load_from_disk("hfdata")
+train, test = splits["train"].with_format("torch"), splits["test"].with_format("torch")
+extra = datasets.Dataset.from_dict({"x": [[float(i), 1.0] for i in range(8)], "y": [i % 2 for i in range(8)]})
+model = torch.nn.Linear(2, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for batch in DataLoader(train, batch_size=4, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"]).backward(); opt.step()
+for batch in DataLoader(extra.with_format("torch"), batch_size=4, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"]).backward(); opt.step()
+torch.save(model.state_dict(), "model.pt")
+print("DONE")
+"""
+
+
+def test_hugging_face_datasets_are_identified_by_their_arrow_content(tmp_path: Path):
+    datasets = pytest.importorskip("datasets")
+    full = datasets.Dataset.from_dict({"x": [[float(i), float(-i)] for i in range(40)], "y": [i % 2 for i in range(40)]})
+    full.train_test_split(test_size=0.25, seed=0).save_to_disk(str(tmp_path / "hfdata"))
+    proc = run_cli(tmp_path, HF_DATASETS, env={"HF_DATASETS_OFFLINE": "1"})
+    assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr[-3000:]
+    run_dir, doc = the_run(tmp_path)
+    data = {k: e for k, e in doc["entity"].items() if "mls:Dataset" in types(e)}
+    assert all(e["p4t:identity"] == "content" for e in data.values())
+    roles = {(u["prov:entity"], role(u)) for u in doc["used"].values() if u["prov:entity"] in data}
+    train_file = next((tmp_path / "hfdata" / "train").glob("*.arrow"))
+    (train_id,) = [k for k, e in data.items() if sha256(train_file) in json.dumps(e)]
+    assert (train_id, "p4t:training") in roles  # the split and the shuffled loader: one dataset, its content
+    (test_id,) = [k for k, e in data.items() if k != train_id and e.get("p4t:fileCount")]
+    assert (test_id, "p4t:testing") in roles
+    (in_memory,) = [k for k in data if k not in (train_id, test_id)]  # built in the script: its Arrow buffers
+    assert (in_memory, "p4t:training") in roles
+    found = json.dumps(lineage_up(run_dir, sha256(tmp_path / "model.pt")))
+    assert train_id in found and in_memory in found
+    (model_id,) = [k for k, e in doc["entity"].items() if "mls:Model" in types(e)]
+    sources = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model_id}
+    assert {train_id, in_memory} <= sources and test_id not in sources  # derived from what trained it, not the test

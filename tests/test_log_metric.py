@@ -182,42 +182,76 @@ def test_summary_matches_the_sidecar_and_its_digest():
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+def test_a_batch_of_tensor_values_is_read_exactly_whatever_their_dtypes_and_shapes():
+    """The writer stacks a batch by device, dtype and shape: an int64 count beside a bf16 loss is never rounded
+    through bf16, shapes (1,) and (1, 1) are values too, and the order is kept."""
+    from prov4torch.record.journal import to_floats
+
+    big = 2**53 - 1  # exact in float64, not in bf16 or float32
+    values = [torch.tensor(0.5, dtype=torch.bfloat16), torch.tensor(big), 1.5, torch.tensor([2.25]),
+              torch.tensor([[3.0]], dtype=torch.float16), torch.tensor(True), np.float32(0.25), torch.tensor(-7)]
+    assert to_floats(values) == [0.5, float(big), 1.5, 2.25, 3.0, 1.0, 0.25, -7.0]
+    assert to_floats([1.0, 2.0]) == [1.0, 2.0]
+
+
+def sync_debug_mode(mode: str):
+    """torch.cuda.set_sync_debug_mode, whose "prototype feature" warning is not the test's business."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.cuda.set_sync_debug_mode(mode)
+
+
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_tensors_are_queued_with_an_event_and_no_synchronising_call(tmp_path: Path,
+def test_cuda_tensors_are_queued_and_written_with_no_synchronising_call(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
+    """In sync debug mode "error" any synchronising call raises: none on the hot path (one copy kernel per tensor,
+    nothing for a Python number), and none when the writer reads the values back."""
     from prov4torch.record.values import DeviceValue
 
     monkeypatch.setenv("PROV4TORCH_FLUSH_INTERVAL", "3600")  # the writer keeps its queue while we look
     values = [torch.tensor(float(i), device="cuda") for i in range(100)]
+    counts = torch.tensor([2**40 + 1], device="cuda")  # an int64 beside float32 losses: not rounded
     torch.cuda.synchronize()
     with prov4torch.start_run(out_dir=tmp_path, system_metrics=False, energy=False) as run:
-        torch.cuda.set_sync_debug_mode("error")  # any synchronising call on the hot path raises
         try:
+            sync_debug_mode("error")
             for i, v in enumerate(values):
                 prov4torch.log_metric("loss", v, step=i)
                 prov4torch.log_metric("lr", 0.5, step=i)  # a Python number: no kernel, no event
+            prov4torch.log_metric("seen", counts, step=0)
+            queue = run._writer.series[("loss", "training")]
+            assert len(queue) == 100 and all(isinstance(p[2], DeviceValue) for p in queue)
+            assert all(type(p[2]) is float for p in run._writer.series[("lr", "training")])
+            run.flush()  # the writer's read, still in "error" mode
+            assert run._writer.dropped == 0 and run._writer.failure is None
         finally:
-            torch.cuda.set_sync_debug_mode(0)
-        queue = run._writer.series[("loss", "training")]
-        assert len(queue) == 100 and all(isinstance(p[2], DeviceValue) for p in queue)
-        assert all(type(p[2]) is float for p in run._writer.series[("lr", "training")])
-    assert [float(r["value"]) for r in rows(run) if r["name"] == "loss"] == [float(i) for i in range(100)]
+            sync_debug_mode("default")
+    got = rows(run)
+    assert [float(r["value"]) for r in got if r["name"] == "loss"] == [float(i) for i in range(100)]
+    assert [int(float(r["value"])) for r in got if r["name"] == "seen"] == [2**40 + 1]
 
 
 @pytest.mark.gpu
 @needs_cuda
 def test_values_logged_on_a_side_stream_are_read_after_they_are_computed(tmp_path: Path):
-    """Each value comes out of a long kernel on a non-default stream; without the event the writer, on its
-    own stream, could copy it before the kernel wrote it."""
+    """Each value comes out of a long kernel on a non-default stream (alternating with the default stream, so one
+    batch holds both); without ordering on the GPU the writer, on its own stream, could read a value before the
+    kernel wrote it."""
     x = torch.randn(2048, 2048, device="cuda") / 64  # stays finite through three products
     side = torch.cuda.Stream()
-    with prov4torch.start_run(out_dir=tmp_path, system_metrics=False, energy=False) as run, torch.cuda.stream(side):
-        for i in range(50):
-            y = (x @ x @ x).sum() * 0.0 + float(i)  # slow to compute, exactly i when done
-            prov4torch.log_metric("v", y, step=i)
-            run.flush()  # the writer converts right away, racing the side stream
-    assert [float(r["value"]) for r in rows(run) if r["name"] == "v"] == [float(i) for i in range(50)]
+    torch.cuda.synchronize()
+    with prov4torch.start_run(out_dir=tmp_path, system_metrics=False, energy=False) as run:
+        for i in range(60):
+            with torch.cuda.stream(side if i % 2 else torch.cuda.default_stream()):
+                y = (x @ x @ x).sum() * 0.0 + float(i)  # slow to compute, exactly i when done
+                prov4torch.log_metric("v", y, step=i)
+            if i % 3 == 2:
+                run.flush()  # the writer converts right away, racing both streams
+        assert run._writer.dropped == 0
+    assert [float(r["value"]) for r in rows(run) if r["name"] == "v"] == [float(i) for i in range(60)]
 
 
 def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

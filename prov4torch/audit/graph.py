@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..provjson import PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE, expand_qname
+from . import stream
 from .jsonread import ProvInputError, load_document
 
 PROV = PROV_NAMESPACE
@@ -207,42 +208,51 @@ def check_shape(doc: Mapping[str, Any], source: str, in_bundle: bool = False) ->
     what it did not understand could give an ALLOW for a document it never saw."""
     for key, value in doc.items():
         where = f"{source}: {'bundle ' if in_bundle else ''}section {key!r}"
-        if key not in KNOWN_SECTIONS:
-            raise ProvInputError(f"{where}: not a PROV-JSON record type; fix the document "
-                                 "(prov4torch validate shows where)", value=source)
-        if not isinstance(value, dict):
-            raise ProvInputError(f"{where} must map ids to records, found {_json_kind(value)}; fix the document "
-                                 "(prov4torch validate shows where)", value=source)
-        if key == "prefix":
-            if not all(isinstance(v, str) for v in value.values()):
-                raise ProvInputError(f"{where}: every namespace must be an IRI string", value=source)
-            continue
+        check_member(key, value, where, source, in_bundle)
         if key == "bundle":
-            if in_bundle:
-                raise ProvInputError(f"{where}: bundles cannot nest", value=source)
             for bundle in value.values():
                 if not isinstance(bundle, dict):
                     raise ProvInputError(f"{where}: a bundle must be an object of records", value=source)
                 check_shape(bundle, source, in_bundle=True)
-            continue
-        ends = UPSTREAM.get(key, ())
-        for rid, rec in value.items():
-            records = rec if isinstance(rec, list) else [rec]
-            if not records or not all(isinstance(r, dict) for r in records):
-                raise ProvInputError(f"{where}: record {rid!r} must be an object (or a list of objects), "
-                                     f"found {_json_kind(rec)}", value=source)
-            for r in records:
-                for attr, v in r.items() if key in ELEMENTS else ():
-                    for item in v if isinstance(v, list) else [v]:
-                        if isinstance(item, dict) and "$" not in item:
-                            raise ProvInputError(f"{where}: record {rid!r}: the value of {attr} is a typed literal "
-                                                 "without '$': it cannot be read", value=source)
-                for end in ends:
-                    ref = r.get(end)
-                    refs = ref if isinstance(ref, list) and key == "hadMember" else [ref]
-                    if ref is not None and not all(isinstance(x, str) for x in refs):
-                        raise ProvInputError(f"{where}: record {rid!r}: {end} must be an identifier string",
-                                             value=source)
+        elif key != "prefix":
+            for rid, rec in value.items():
+                check_record(key, rid, rec, where, source)
+
+
+def check_member(key: str, value: Any, where: str, source: str, in_bundle: bool) -> None:
+    """One member of a document or bundle: a known section holding an object (records checked apart)."""
+    if key not in KNOWN_SECTIONS:
+        raise ProvInputError(f"{where}: not a PROV-JSON record type; fix the document "
+                             "(prov4torch validate shows where)", value=source)
+    if not isinstance(value, dict):
+        raise ProvInputError(f"{where} must map ids to records, found {_json_kind(value)}; fix the document "
+                             "(prov4torch validate shows where)", value=source)
+    if key == "prefix" and not all(isinstance(v, str) for v in value.values()):
+        raise ProvInputError(f"{where}: every namespace must be an IRI string", value=source)
+    if key == "bundle" and in_bundle:
+        raise ProvInputError(f"{where}: bundles cannot nest", value=source)
+
+
+def check_record(key: str, rid: str, rec: Any, where: str, source: str) -> None:
+    """One record of section ``key``: an object (or a non-empty list of objects), literals with '$', endpoints
+    that are identifier strings."""
+    records = rec if isinstance(rec, list) else [rec]
+    if not records or not all(isinstance(r, dict) for r in records):
+        raise ProvInputError(f"{where}: record {rid!r} must be an object (or a list of objects), "
+                             f"found {_json_kind(rec)}", value=source)
+    ends = UPSTREAM.get(key, ())
+    for r in records:
+        for attr, v in r.items() if key in ELEMENTS else ():
+            for item in v if isinstance(v, list) else [v]:
+                if isinstance(item, dict) and "$" not in item:
+                    raise ProvInputError(f"{where}: record {rid!r}: the value of {attr} is a typed literal "
+                                         "without '$': it cannot be read", value=source)
+        for end in ends:
+            ref = r.get(end)
+            refs = ref if isinstance(ref, list) and key == "hadMember" else [ref]
+            if ref is not None and not all(isinstance(x, str) for x in refs):
+                raise ProvInputError(f"{where}: record {rid!r}: {end} must be an identifier string",
+                                     value=source)
 
 
 def _json_kind(v: Any) -> str:
@@ -250,12 +260,20 @@ def _json_kind(v: Any) -> str:
         type(v), "a number")
 
 
+def _top_scope(prefixes: Mapping[str, Any]) -> _Scope:
+    return _Scope({**PREFIXES, **{k: v for k, v in prefixes.items() if isinstance(v, str) and k != "default"}},
+                  prefixes.get("default") if isinstance(prefixes.get("default"), str) else None)
+
+
+def _bundle_scope(outer: _Scope, inner: Mapping[str, Any]) -> _Scope:
+    return _Scope({**outer.prefixes, **{k: v for k, v in inner.items() if isinstance(v, str)}},
+                  inner.get("default") if isinstance(inner.get("default"), str) else outer.default)
+
+
 def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>") -> None:
     """Add one PROV-JSON document (and its bundles) to ``graph``; ProvInputError for a shape it cannot read."""
     check_shape(doc, source)
-    prefixes = prefix_map(doc)
-    scope = _Scope({**PREFIXES, **{k: v for k, v in prefixes.items() if isinstance(v, str) and k != "default"}},
-                   prefixes.get("default") if isinstance(prefixes.get("default"), str) else None)
+    scope = _top_scope(prefix_map(doc))
     graph.prefixes.update({k: v for k, v in scope.prefixes.items()})
     _add_records(graph, doc, scope, source)
     bundles = doc.get("bundle")
@@ -263,54 +281,88 @@ def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>
         for bid, bundle in bundles.items():
             if not isinstance(bundle, dict):
                 continue
-            inner = prefix_map(bundle)
-            bscope = _Scope({**scope.prefixes, **{k: v for k, v in inner.items() if isinstance(v, str)}},
-                            inner.get("default") if isinstance(inner.get("default"), str) else scope.default)
+            bscope = _bundle_scope(scope, prefix_map(bundle))
             graph.prefixes.update(bscope.prefixes)
             graph.node(scope.expand(bid), bid).kinds.add("bundle")
             _add_records(graph, bundle, bscope, source)
 
 
+def add_file(graph: Graph, path: str | Path) -> None:
+    """Add one PROV-JSON file to ``graph`` a record at a time (``stream``): the file's text is never held whole,
+    only the graph. The same refusals as ``add_document`` of the parsed file."""
+    source = str(path)
+    scopes: dict[str | None, _Scope] = {}
+    for item in stream.items(path):
+        if isinstance(item, stream.Record):
+            where = f"{source}: {'bundle ' if item.bundle is not None else ''}section {item.section!r}"
+            check_record(item.section, item.id, item.value, where, source)
+            _add_record(graph, item.section, item.id, item.value, scopes[item.bundle], source)
+        elif isinstance(item, stream.Prefix):
+            value = item.value if item.value is not None else {}
+            where = f"{source}: {'bundle ' if item.bundle is not None else ''}section 'prefix'"
+            check_member("prefix", value, where, source, item.bundle is not None)
+            scope = _top_scope(value) if item.bundle is None else _bundle_scope(scopes[None], value)
+            scopes[item.bundle] = scope
+            graph.prefixes.update(scope.prefixes)
+        elif isinstance(item, stream.Bundle):
+            graph.node(scopes[None].expand(item.id), item.id).kinds.add("bundle")
+        elif isinstance(item, stream.Value):
+            if item.key == "":
+                raise ProvInputError(f"{source}: section 'bundle': a bundle must be an object of records",
+                                     value=source)
+            where = f"{source}: {'bundle ' if item.bundle is not None else ''}section {item.key!r}"
+            check_member(item.key, item.value, where, source, item.bundle is not None)
+            raise ProvInputError(f"{where}: cannot be read", value=source)  # not reached: streamed when valid
+        elif isinstance(item, stream.Duplicate):
+            raise ProvInputError(f"{source}: key {item.key!r} appears twice in one object: the document is "
+                                 "ambiguous; fix it (prov4torch validate shows where)", value=source)
+        else:
+            raise ProvInputError(f"{source}: a PROV-JSON document is a JSON object, found {_json_kind(item.value)}",
+                                 value=source)
+
+
 def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: str) -> None:
-    for kind in ELEMENTS:
+    for kind in (*ELEMENTS, *UPSTREAM):
         section = doc.get(kind)
-        if not isinstance(section, dict):
+        if isinstance(section, dict):
+            for rid, value in section.items():
+                _add_record(graph, kind, rid, value, scope, source)
+
+
+def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, source: str) -> None:
+    if kind in ELEMENTS:
+        node = graph.node(scope.expand(rid), rid)
+        node.kinds.add(kind)
+        for rec in as_records(value):
+            node.sources.add(source)
+            for attr, v in rec.items():
+                values = v if isinstance(v, list) else [v]
+                bucket = node.attrs.setdefault(scope.expand(attr), [])
+                for item in values:
+                    lit = _literal(item, scope)
+                    if lit not in bucket:
+                        bucket.append(lit)
+        return
+    ends = UPSTREAM.get(kind)
+    if ends is None:
+        return  # extensions (mentionOf, PROV-Dictionary): read, not walked
+    down_attr, up_attr = ends
+    for rec in as_records(value):
+        downs, ups = rec.get(down_attr), rec.get(up_attr)
+        if downs is None or ups is None:  # an endpoint is missing: nothing to walk (validate reports it)
+            for end in (downs, ups):  # but the one given exists, if only implied
+                if isinstance(end, str):
+                    graph.node(scope.expand(end), end)
             continue
-        for rid, value in section.items():
-            for rec in as_records(value):
-                node = graph.node(scope.expand(rid), rid)
-                node.kinds.add(kind)
-                node.sources.add(source)
-                for attr, v in rec.items():
-                    values = v if isinstance(v, list) else [v]
-                    bucket = node.attrs.setdefault(scope.expand(attr), [])
-                    for item in values:
-                        lit = _literal(item, scope)
-                        if lit not in bucket:
-                            bucket.append(lit)
-            if not as_records(value):
-                graph.node(scope.expand(rid), rid).kinds.add(kind)
-    for relation, (down_attr, up_attr) in UPSTREAM.items():
-        section = doc.get(relation)
-        if not isinstance(section, dict):
-            continue
-        for value in section.values():
-            for rec in as_records(value):
-                downs, ups = rec.get(down_attr), rec.get(up_attr)
-                if downs is None or ups is None:  # an endpoint is missing: nothing to walk (validate reports it)
-                    for end in (downs, ups):  # but the one given exists, if only implied
-                        if isinstance(end, str):
-                            graph.node(scope.expand(end), end)
-                    continue
-                attrs = {scope.expand(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
-                         for k, v in rec.items() if k not in (down_attr, up_attr)}
-                for d in downs if isinstance(downs, list) else [downs]:
-                    for u in ups if isinstance(ups, list) else [ups]:
-                        if isinstance(d, str) and isinstance(u, str):
-                            dn, un = scope.expand(d), scope.expand(u)
-                            graph.node(dn, d)
-                            graph.node(un, u)
-                            graph.add_edge(relation, dn, un, attrs)
+        attrs = {scope.expand(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
+                 for k, v in rec.items() if k not in (down_attr, up_attr)}
+        for d in downs if isinstance(downs, list) else [downs]:
+            for u in ups if isinstance(ups, list) else [ups]:
+                if isinstance(d, str) and isinstance(u, str):
+                    dn, un = scope.expand(d), scope.expand(u)
+                    graph.node(dn, d)
+                    graph.node(un, u)
+                    graph.add_edge(relation=kind, down=dn, up=un, attrs=attrs)
 
 
 def expand_dirs(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -334,7 +386,7 @@ def load_graph(paths: Iterable[str | Path]) -> Graph:
     graph = Graph()
     any_file = False
     for p in expand_dirs(paths):
-        add_document(graph, load_json(p), str(p))
+        add_file(graph, p)
         any_file = True
     if not any_file:
         raise ProvInputError("no input files given")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import stream
 from .graph import ELEMENTS, prefix_map
 from .jsonread import ProvInputError, loads
 
@@ -327,20 +328,86 @@ def validate_text(text: str, file: str = "<document>", lenient: bool = False) ->
 
 
 def validate_file(path: str | Path, lenient: bool = False) -> Result:
+    """One file, read a record at a time (``stream``): memory does not grow with the file."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with p.open("rb") as fh:
+            fh.read(1)
     except OSError as exc:
         result = Result(str(p), unreadable=True)
         result.problems.append(Problem(str(p), "$", f"cannot read: {exc.strerror or exc}"))
         return result
+    result = Result(str(p))
+    v = _Validator(str(p), lenient)
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        result = Result(str(p))
-        result.problems.append(Problem(str(p), "$", f"not UTF-8 text (byte {exc.start}): not JSON"))
+        _StreamedDocument(v).read(p)
+    except ProvInputError as exc:  # not JSON: that one problem, as a whole-document parse would give
+        result.problems = [Problem(str(p), "$", str(exc).removeprefix(f"{p}: "))]
         return result
-    return validate_text(text, str(p), lenient)
+    result.problems = v.problems
+    return result
+
+
+class _StreamedDocument:
+    """``_Validator.document`` driven by the items of ``stream``: the same checks, record by record."""
+
+    def __init__(self, v: _Validator) -> None:
+        self.v = v
+        self.scopes: dict[str | None, dict[str, str]] = {}
+        self.duplicates: set[str] = set()
+        self.extension_noted: set[tuple[str | None, str]] = set()
+
+    def at(self, bundle: str | None, *parts: str) -> tuple[str, ...]:
+        return ("bundle", bundle, *parts) if bundle is not None else parts
+
+    def read(self, path: Path) -> None:
+        v = self.v
+        for item in stream.items(path):
+            if isinstance(item, stream.Record):
+                self.record(item)
+            elif isinstance(item, stream.Prefix):
+                if item.bundle is None:
+                    own = {} if item.value is None else v.prefix_map(item.value, ())
+                    self.scopes[None] = {**PREDEFINED, **own}
+                else:
+                    outer = self.scopes[None]
+                    own = {} if item.value is None else v.prefix_map(item.value, ("bundle", item.bundle))
+                    v.qname(item.bundle, _jp("bundle"), {**outer, **own}, what="bundle id")
+                    self.scopes[item.bundle] = {**outer, **own}
+            elif isinstance(item, stream.Value):
+                self.value(item)
+            elif isinstance(item, stream.Duplicate):
+                if item.key not in self.duplicates:
+                    self.duplicates.add(item.key)
+                    v.soft("$", f"key {item.key!r} appears twice in one object (JSON readers keep only the last)")
+            elif isinstance(item, stream.NotObject):
+                v.error("$", f"a PROV-JSON document is a JSON object, found {_kind(item.value)}")
+
+    def note_extension(self, bundle: str | None, key: str) -> None:
+        if key in EXTENSIONS and (bundle, key) not in self.extension_noted:
+            self.extension_noted.add((bundle, key))
+            self.v.soft(_jp(*self.at(bundle, key)), f"'{key}' records are a W3C Note extension "
+                        "(PROV-Links/PROV-Dictionary), not part of PROV-JSON")
+
+    def record(self, item: stream.Record) -> None:
+        self.note_extension(item.bundle, item.section)
+        self.v.section(item.section, {item.id: item.value}, self.at(item.bundle, item.section),
+                       self.scopes[item.bundle])
+
+    def value(self, item: stream.Value) -> None:
+        v, key, bundle = self.v, item.key, item.bundle
+        if key == "":
+            v.error(_jp("bundle", str(bundle)), f"a bundle is a JSON object, found {_kind(item.value)}")
+        elif key == "bundle" and bundle is not None:
+            v.error(_jp(*self.at(bundle, key)), "bundles cannot nest: a bundle contains statements only")
+        elif key == "bundle":
+            v.error(_jp(key), f"'bundle' must map bundle ids to bundles, found {_kind(item.value)}")
+        elif key in ELEMENTS or key in RELATIONS or key in EXTENSIONS:
+            self.note_extension(bundle, key)
+            v.section(key, item.value, self.at(bundle, key), self.scopes.get(bundle, dict(PREDEFINED)))
+        else:
+            v.error(_jp(*self.at(bundle, key)), f"unknown top-level key {key!r}: not a PROV record type "
+                    "(entity, activity, agent, a relation, prefix or bundle)")
 
 
 def validate(paths: Iterable[str | Path], lenient: bool = False) -> list[Result]:

@@ -8,6 +8,11 @@
   the recorded script's environment carries a ``sitecustomize`` (a file in the run directory, first on
   ``PYTHONPATH``; any other ``sitecustomize`` still runs after it) that starts recording in a child that
   runs the same script with a ``RANK``/``LOCAL_RANK`` other than 0 (rank 0 is the process already recorded).
+* A distributed job the script starts on *another* script (``torchrun`` / ``torch.distributed.run`` called
+  from the script, in-process or as a command): each of its workers (a Python process whose distributed
+  settings differ from the recording process's) records as a rank of a job of its own, one run directory
+  for the job (its id derived from the parent's run id and the job's rendezvous settings, so every rank finds
+  it without talking to the others), each rank ``wasInformedBy`` the recording process.
 
 Everything a child needs arrives in ``PROV4TORCH_*`` variables. A child that cannot be recorded warns in
 one line, and the parent's record counts the ranks present when the job is merged.
@@ -49,8 +54,17 @@ if _spec is not None and _spec.loader is not None:
 '''
 
 
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+             "TORCHELASTIC_RESTART_COUNT", "GROUP_RANK")
+
+
+def _dist_settings() -> str:
+    return ";".join(f"{k}={os.environ.get(k, '')}" for k in DIST_VARS)
+
+
 def _child_env(run: Run) -> dict[str, str]:
-    settings = {env.RUN_ID: run.run_id, env.DIR: str(run.root.resolve()), env.EXPERIMENT: run.experiment}
+    settings = {env.RUN_ID: run.run_id, env.DIR: str(run.root.resolve()), env.EXPERIMENT: run.experiment,
+                env.PARENT: run.activity, env.PARENT_DIST: _dist_settings()}
     for name, value in ((env.REGION, run.region), (env.PURPOSE, run.purpose), (env.INTENDED_USE, run.intended_use),
                         (env.POLICY, run.policy_source()), (env.POLICY_MODE, run.policy_mode())):
         if value:
@@ -126,6 +140,24 @@ def await_children(run_dir: Path, timeout_s: float = 60.0) -> list[str]:
     return sorted(p.name for p in pending)
 
 
+def nested_jobs(run_dir: Path, parent_activity: str) -> list[Path]:
+    """Run directories beside ``run_dir`` holding a job whose ranks the activity ``parent_activity`` started."""
+    import json
+
+    found = []
+    for journal in sorted(run_dir.parent.glob("*/rank-0*.journal.jsonl")):
+        if journal.parent == run_dir:
+            continue
+        try:
+            with journal.open("rb") as fh:
+                start = json.loads(fh.readline(65536) or b"{}")
+        except (OSError, ValueError):
+            continue
+        if isinstance(start, dict) and start.get("launched_by") == parent_activity and journal.parent not in found:
+            found.append(journal.parent)
+    return found
+
+
 def _rank_from_env() -> int | None:
     for name in ("RANK", "LOCAL_RANK"):
         value = os.environ.get(name)
@@ -135,14 +167,31 @@ def _rank_from_env() -> int | None:
 
 
 def start_child() -> None:
-    """In a child process (from sitecustomize): record it if it runs the recorded script as a rank other than 0."""
+    """In a child process (from sitecustomize): record it if it is a rank other than 0 of the recorded script, or
+    a rank of a distributed job the recorded script started on another script."""
     script = os.environ.get(CHILD_SCRIPT)
     argv0 = sys.argv[0] if sys.argv else ""
     rank = _rank_from_env()
-    if not script or not argv0 or os.path.abspath(argv0) != script or not rank:
+    if not script or not argv0 or argv0 in ("-c", "-m") or rank is None or not os.path.isfile(argv0):
         return
+    if os.path.abspath(argv0) == script:
+        if rank:  # rank 0 of the recorded script is the recording process itself
+            os.environ.setdefault("RANK", str(rank))
+            _record_child(Path(script), sys.argv[1:])
+        return
+    if _dist_settings() == os.environ.get(env.PARENT_DIST) or "WORLD_SIZE" not in os.environ:
+        return  # a helper the script runs, with the script's own settings: not a rank of a new job
+    import uuid
+
+    job = uuid.uuid5(uuid.NAMESPACE_URL, "|".join(
+        [os.environ.get(env.RUN_ID, ""), os.environ.get("TORCHELASTIC_RUN_ID", ""),
+         os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), os.path.abspath(argv0)]))
+    os.environ[env.RUN_ID] = str(job)
     os.environ.setdefault("RANK", str(rank))
-    _record_child(Path(script), sys.argv[1:])
+    parent = os.environ.get(env.PARENT)
+    if parent:
+        os.environ[env.LAUNCHER] = parent
+    _record_child(Path(argv0).resolve(), sys.argv[1:])
 
 
 def _record_child(script: Path | None, argv: list[str]) -> Run:

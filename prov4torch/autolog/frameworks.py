@@ -124,8 +124,7 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
 
     def hf_datasets(module: ModuleType) -> None:
         def loaded(result: Any, *a: Any, **k: Any) -> None:
-            splits = result.items() if hasattr(result, "items") and not hasattr(result, "cache_files") \
-                else [(getattr(result, "split", None), result)]
+            splits = result.items() if isinstance(result, dict) else [(getattr(result, "split", None), result)]
             for split, ds in splits:
                 name = getattr(getattr(ds, "info", None), "dataset_name", None) or "dataset"
                 run.log_dataset(ds, name=f"{name}:{split}" if split else name, role=role_of_split(split))

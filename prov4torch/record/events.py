@@ -45,6 +45,7 @@ class RunRecord:
     run_attrs: dict[str, Any] = field(default_factory=dict)
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # provisional dataset id -> content id
+    digests: dict[str, dict[str, Any]] = field(default_factory=dict)  # provisional id -> its content fields
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)
     loads: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -101,13 +102,16 @@ class RunRecord:
         elif kind == "attrs":
             self.run_attrs.update(ev["attrs"])
         elif kind == "dataset":
-            self._dataset(self.resolve(str(ev["id"])), dict(ev))
+            raw = str(ev["id"])
+            self._dataset(self.resolve(raw), {**ev, **self.digests.get(raw, {})})
         elif kind == "dataset_digest":  # background hashing finished: the provisional id has a content id
             key, final = str(ev["key"]), str(ev["id"])
             self.aliases[key] = final
+            fields = {k: v for k, v in ev.items() if k not in ("t", "key")}
+            self.digests[key] = fields  # the hash can finish before its dataset's event is in the journal
             rec = self.datasets.pop(key, None)
             if rec is not None:
-                self._dataset(final, {**rec, **{k: v for k, v in ev.items() if k not in ("t", "key")}})
+                self._dataset(final, {**rec, **fields})
         elif kind == "usage":  # samples/batches consumed, updated as training goes
             did = self.resolve(str(ev["id"]))
             if did in self.datasets:

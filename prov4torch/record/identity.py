@@ -394,8 +394,43 @@ class _Hasher:
         return hashed
 
 
+def _arrow_files(obj: Any) -> list[Path] | None:
+    """The Arrow files behind a Hugging Face ``datasets.Dataset`` (its ``cache_files``), None for anything else."""
+    files = getattr(obj, "cache_files", None)
+    if not isinstance(files, list) or not hasattr(obj, "data") or not callable(getattr(obj, "with_format", None)):
+        return None
+    paths = [Path(f["filename"]) for f in files if isinstance(f, dict) and isinstance(f.get("filename"), str)]
+    return paths if paths and all(p.is_file() for p in paths) else [] if not files else None
+
+
+def arrow_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
+    """A Hugging Face dataset's content: the Arrow files it reads (the index file of a selection included), or,
+    for one held in memory, every buffer of its Arrow table (and of its indices)."""
+    paths = _arrow_files(obj)
+    if paths is None:
+        return None
+    if paths:
+        base = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        return digest_files(paths, base, cache)
+    hasher = _Hasher(cache)
+    for label, table in (("data", getattr(obj.data, "table", obj.data)), ("indices", getattr(obj, "_indices", None))):
+        table = getattr(table, "table", table)
+        if table is None or not hasattr(table, "to_batches"):
+            continue
+        hasher.feed(f"{label}.schema", str(table.schema).encode())
+        for batch in table.to_batches():
+            for i, column in enumerate(batch.columns):
+                for buf in column.buffers():
+                    if buf is not None:
+                        hasher.feed(f"{label}.{i}", memoryview(buf))
+    return Digest(hasher.h.hexdigest(), hasher.size, "sha256-content", (), ("arrow table",), ())
+
+
 def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
     """A complete content digest of an in-memory dataset (see the module docstring), or None."""
+    arrow = arrow_digest(obj, cache)
+    if arrow is not None:
+        return arrow
     hasher = _Hasher(cache)
     covered: list[str] = []
     skipped: list[str] = []
@@ -416,6 +451,11 @@ def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
 
 def estimated_bytes(obj: Any, depth: int = 0) -> int:
     """A cheap estimate of how much ``dataset_digest`` would read (to decide: now or in the background)."""
+    arrow_files = _arrow_files(obj)
+    if arrow_files:
+        return sum(p.stat().st_size for p in arrow_files)
+    if arrow_files is not None:
+        return int(getattr(obj.data, "nbytes", 0) or 0)
     if _is_tensor(obj):
         return int(obj.numel() * obj.element_size())
     if _is_array(obj):

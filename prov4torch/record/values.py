@@ -31,13 +31,14 @@ def check_name(kind: str, name: Any, pattern: re.Pattern[str]) -> str:
 
 
 class DeviceValue:
-    """A metric value still on a CUDA device: its copy, and the event that marks the copy done on the stream that
-    made it. The writer waits for the event before it reads the copy."""
+    """A metric value still on a CUDA device: its copy, made on the caller's current stream, and that stream. The
+    writer orders its read after the copy on the GPU (an event it records on that stream, once per batch), so the
+    hot path neither synchronises nor creates an event."""
 
-    __slots__ = ("event", "tensor")
+    __slots__ = ("stream", "tensor")
 
-    def __init__(self, tensor: Any, event: Any) -> None:
-        self.tensor, self.event = tensor, event
+    def __init__(self, tensor: Any, stream: Any) -> None:
+        self.tensor, self.stream = tensor, stream
 
 
 def coerce_metric(name: str, value: Any) -> Any:
@@ -62,11 +63,9 @@ def coerce_metric(name: str, value: Any) -> Any:
             )
         if value.is_complex():
             raise InvalidValueError(f"metric {name!r}: tensor dtype {value.dtype} is not a real number", value=value)
-        copy = value.detach().reshape(()).clone()  # a device tensor: one async copy kernel, no sync here
-        if copy.is_cuda:  # the writer reads it on its own thread and stream: after this event, never before
-            event = torch.cuda.Event()
-            event.record()  # on the caller's current stream, after the copy
-            return DeviceValue(copy, event)
+        copy = value.detach().clone()  # a device tensor: one async copy kernel, no sync here
+        if copy.is_cuda:  # the writer reads it on its own thread and stream, ordered after this stream's copy
+            return DeviceValue(copy, torch.cuda.current_stream(copy.device))
         return copy
     if isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
         raise InvalidValueError(

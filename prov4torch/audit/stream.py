@@ -1,0 +1,356 @@
+"""PROV-JSON read a record at a time: memory that grows with what a command keeps, not with the file's text.
+
+A PROV-JSON document is an object of sections (``entity``, ``used``, ... , ``prefix``, ``bundle``), each an
+object of records. ``items(path)`` parses the top level and the sections by hand and each record with the C
+JSON scanner (``raw_decode``), reading the file in chunks; it yields:
+
+- ``Prefix(bundle, value)``: a container's ``prefix`` section (``value`` None when it has none), always before
+  any record of that container, so ids can be expanded as they come. A document that declares its prefixes
+  after its records (allowed, rare) is held back until they are known: then memory grows with the records
+  held, as a whole-document reader's would.
+- ``Record(bundle, section, id, value)``: one record (an object, or a list for a repeated id) of a section
+  that maps ids to records.
+- ``Value(bundle, key, value)``: a key whose value is not streamed: an unknown key, a section that is not an
+  object, ``bundle`` inside a bundle; a bundle that is not an object is ``Value(its id, "", value)``.
+- ``Bundle(id)``: a bundle begins (its records follow with ``bundle=id``).
+- ``Duplicate(bundle, key)``: a key that appeared twice in one object (the second occurrence is yielded too).
+
+The same refusals as the whole-document reader (``jsonread``): ``NaN``/``Infinity``, integers past 4000
+digits, deep nesting, bad UTF-8, a top level that is not an object (``NotObject``), trailing data. Each is
+one ``ProvInputError`` naming the file, line and column.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .jsonread import MAX_INT_DIGITS, ProvInputError
+
+CHUNK = 1 << 22  # text read at a time (4 MiB)
+STREAMED = {"entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy",
+            "wasInvalidatedBy", "wasStartedBy", "wasEndedBy", "wasAttributedTo", "wasAssociatedWith",
+            "actedOnBehalfOf", "wasInfluencedBy", "specializationOf", "alternateOf", "hadMember", "mentionOf",
+            "derivedByInsertionFrom", "derivedByRemovalFrom", "hadDictionaryMember"}
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    bundle: str | None
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    bundle: str | None
+    section: str
+    id: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    bundle: str | None
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    bundle: str | None
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotObject:
+    value: Any  # the whole top-level value (not a PROV-JSON document)
+
+
+Item = Prefix | Record | Value | Bundle | Duplicate | NotObject
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (numbers must be finite; PROV-JSON writes them as typed strings)")
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer literal of {len(text)} digits (more than {MAX_INT_DIGITS})")
+    return int(text)
+
+
+class _Text:
+    """The file's text in a sliding window; positions are indices into ``buf``."""
+
+    def __init__(self, fh: IO[bytes], source: str) -> None:
+        self.fh, self.source = fh, source
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.buf, self.pos, self.eof = "", 0, False
+        self.lines_before = 0  # newlines in the text already dropped from the window
+        self.column_before = 0  # characters of the window's first line that were dropped with it
+        self.bytes_read = 0
+        self.duplicates: list[str] = []
+        self.decoder_json = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_int,
+                                             object_pairs_hook=self._pairs)
+
+    def _pairs(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                self.duplicates.append(key)
+            out[key] = value
+        return out
+
+    def more(self, at_least: int = CHUNK) -> bool:
+        """Read more text into the window (dropping what is consumed); False at the end of the file."""
+        if self.eof:
+            return False
+        try:
+            data = self.fh.read(max(at_least, CHUNK))
+        except OSError as exc:
+            raise ProvInputError(f"{self.source}: cannot read: {exc.strerror or exc}", value=self.source) from exc
+        try:
+            text = self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise ProvInputError(f"{self.source}: not UTF-8 text (byte {self.bytes_read + exc.start}): not JSON",
+                                 value=self.source) from None
+        self.bytes_read += len(data)
+        if not data:  # the end: nothing is dropped, so positions already found stay valid
+            self.buf += text
+            self.eof = True
+            return False
+        if self.pos:
+            newlines = self.buf.count("\n", 0, self.pos)
+            self.lines_before += newlines
+            last = self.buf.rfind("\n", 0, self.pos)
+            self.column_before = self.pos - (last + 1) + (0 if newlines else self.column_before)
+            self.buf = self.buf[self.pos:]
+            self.pos = 0
+        self.buf += text
+        return bool(data)
+
+    def fail(self, message: str, pos: int | None = None) -> ProvInputError:
+        p = self.pos if pos is None else pos
+        newlines = self.buf.count("\n", 0, p)
+        line = self.lines_before + newlines + 1
+        col = p - (self.buf.rfind("\n", 0, p) + 1) + 1 + (0 if newlines else self.column_before)
+        return ProvInputError(f"{self.source}: not JSON (line {line}, column {col}: {message})", value=self.source)
+
+    def peek(self) -> str:
+        """The next character after whitespace ('' at the end of the file)."""
+        while True:
+            m = _WS.match(self.buf, self.pos)
+            self.pos = m.end() if m else self.pos
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if not self.more():
+                return ""
+
+    def expect(self, ch: str, what: str) -> None:
+        if self.peek() != ch:
+            raise self.fail(f"Expecting {what}")
+        self.pos += 1
+
+    def value(self) -> Any:
+        """The next JSON value, parsed by the C scanner; the window grows until it holds the value whole."""
+        self.peek()
+        want = CHUNK
+        while True:
+            try:
+                value, end = self.decoder_json.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                truncated = exc.pos >= len(self.buf) - 8 or exc.msg.startswith("Unterminated string")
+                if truncated and self.more(want):
+                    want *= 2  # a large value: read in growing steps, not one chunk per retry
+                    continue
+                raise self.fail(exc.msg, exc.pos) from None
+            except RecursionError:
+                raise ProvInputError(f"{self.source}: nested too deeply to be a PROV-JSON document",
+                                     value=self.source) from None
+            except ValueError as exc:
+                raise ProvInputError(f"{self.source}: not JSON: {exc}", value=self.source) from None
+            if end == len(self.buf) and not self.eof and self.more(want):
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return value
+
+    def key(self) -> str:
+        if self.peek() != '"':
+            raise self.fail("Expecting property name enclosed in double quotes")
+        key = self.value()
+        self.expect(":", "':' delimiter")
+        return str(key)
+
+    def after_member(self, close: str) -> bool:
+        """After a member: True if another follows (a comma), False at the object's end."""
+        ch = self.peek()
+        if ch == ",":
+            self.pos += 1
+            return True
+        if ch == close:
+            self.pos += 1
+            return False
+        raise self.fail("Expecting ',' delimiter")
+
+
+class _Reader:
+    def __init__(self, text: _Text) -> None:
+        self.t = text
+        self.out: deque[Item] = deque()
+        self.top_hold: list[Item] | None = []  # items held until the document's prefixes are known
+        self.bundle_hold: list[Item] | None = None
+
+    # -- ordering: no record before its container's prefixes -------------------------------------------
+    def emit(self, item: Item, in_bundle: bool) -> None:
+        if in_bundle and self.bundle_hold is not None:
+            self.bundle_hold.append(item)
+        elif self.top_hold is not None:
+            self.top_hold.append(item)
+        else:
+            self.out.append(item)
+
+    def release_top(self, prefix: Any) -> None:
+        held, self.top_hold = self.top_hold or [], None
+        self.out.append(Prefix(None, prefix))
+        self.out.extend(held)
+
+    def release_bundle(self, bid: str, prefix: Any) -> None:
+        held, self.bundle_hold = self.bundle_hold or [], None
+        for item in (Prefix(bid, prefix), *held):
+            self.emit(item, in_bundle=False)
+
+    def duplicates(self, bundle: str | None) -> None:
+        if self.t.duplicates:
+            for key in self.t.duplicates:
+                self.emit(Duplicate(bundle, key), in_bundle=bundle is not None)
+            self.t.duplicates.clear()
+
+    # -- structure --------------------------------------------------------------------------------------
+    def document(self) -> Iterator[Item]:
+        t = self.t
+        if t.peek() != "{":
+            if t.peek() == "":
+                raise ProvInputError(f"{t.source}: empty file: not JSON", value=t.source)
+            value = t.value()
+            self.trailing()
+            yield NotObject(value)
+            return
+        t.pos += 1
+        yield from self.container(None)
+        if self.top_hold is not None:
+            self.release_top(None)
+        self.trailing()
+        yield from self.drain()
+
+    def trailing(self) -> None:
+        if self.t.peek() != "":
+            raise self.t.fail("Extra data")
+
+    def drain(self) -> Iterator[Item]:
+        while self.out:
+            yield self.out.popleft()
+
+    def container(self, bundle: str | None) -> Iterator[Item]:
+        """The members of an object of sections (the document or a bundle), its '{' consumed."""
+        t = self.t
+        in_bundle = bundle is not None
+        seen: set[str] = set()
+        if t.peek() == "}":
+            t.pos += 1
+            return
+        while True:
+            key = t.key()
+            if key in seen:
+                self.emit(Duplicate(bundle, key), in_bundle)
+            seen.add(key)
+            if key == "prefix":
+                value = t.value()
+                self.duplicates(bundle)
+                if in_bundle:
+                    self.release_bundle(str(bundle), value)
+                else:
+                    self.release_top(value)
+            elif key in STREAMED and t.peek() == "{":
+                t.pos += 1
+                yield from self.section(bundle, key)
+            elif key == "bundle" and not in_bundle and t.peek() == "{":
+                t.pos += 1
+                yield from self.bundles()
+            else:
+                self.emit(Value(bundle, key, t.value()), in_bundle)
+                self.duplicates(bundle)
+            yield from self.drain()
+            if not t.after_member("}"):
+                return
+
+    def section(self, bundle: str | None, kind: str) -> Iterator[Item]:
+        t = self.t
+        in_bundle = bundle is not None
+        seen: set[str] = set()
+        if t.peek() == "}":
+            t.pos += 1
+            return
+        while True:
+            rid = t.key()
+            if rid in seen:
+                self.emit(Duplicate(bundle, rid), in_bundle)
+            seen.add(rid)
+            self.emit(Record(bundle, kind, rid, t.value()), in_bundle)
+            self.duplicates(bundle)
+            if self.out:
+                yield from self.drain()
+            if not t.after_member("}"):
+                return
+
+    def bundles(self) -> Iterator[Item]:
+        t = self.t
+        seen: set[str] = set()
+        if t.peek() == "}":
+            t.pos += 1
+            return
+        while True:
+            bid = t.key()
+            if bid in seen:
+                self.emit(Duplicate(None, bid), False)
+            seen.add(bid)
+            if t.peek() == "{":
+                t.pos += 1
+                self.emit(Bundle(bid), False)
+                self.bundle_hold = []
+                yield from self.container(bid)
+                if self.bundle_hold is not None:
+                    self.release_bundle(bid, None)
+            else:
+                self.emit(Value(bid, "", t.value()), False)
+            yield from self.drain()
+            if not t.after_member("}"):
+                return
+
+
+def items(path: str | Path) -> Iterator[Item]:
+    """The items of a PROV-JSON file, in order (see the module docstring); ProvInputError when it is not JSON."""
+    p = Path(path)
+    try:
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise ProvInputError(f"{p}: no such file", value=str(p)) from None
+    except IsADirectoryError:
+        raise ProvInputError(f"{p}: is a directory; give PROV-JSON files", value=str(p)) from None
+    except OSError as exc:
+        raise ProvInputError(f"{p}: cannot read: {exc.strerror or exc}", value=str(p)) from exc
+    with fh:
+        text = _Text(fh, str(p))
+        text.more()
+        yield from _Reader(text).document()
