@@ -9,13 +9,14 @@ are flattened into it. Walks are iterative and cycle-safe.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..provjson import PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE, expand_qname
+from ..provjson import IRI_SCHEMES, PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE, expand_qname
 from . import stream
 from .jsonread import ProvInputError, load_document
 
@@ -49,27 +50,100 @@ EXTENSIONS = ("mentionOf", "derivedByInsertionFrom", "derivedByRemovalFrom", "ha
 KNOWN_SECTIONS = {"prefix", "bundle", *ELEMENTS, *UPSTREAM, *EXTENSIONS}
 
 
-@dataclass
+_NONE: frozenset[str] = frozenset()
+_SETS: dict[tuple[frozenset[str], str], frozenset[str]] = {}
+
+
+def _with(items: frozenset[str], item: str) -> frozenset[str]:
+    """``items | {item}``, one shared object per distinct set (millions of nodes share a handful of them)."""
+    if item in items:
+        return items
+    key = (items, item)
+    out = _SETS.get(key)
+    if out is None:
+        out = _SETS[key] = items | {item}
+    return out
+
+
+@dataclass(slots=True)
 class Node:
+    """A node of the graph. Large documents make millions, so each is small: slotted, with shared ``kinds``
+    and ``sources`` sets (add through ``add_kind``/``add_source``) and its attributes in one flat tuple
+    ``(IRI, value, IRI, value, ...)``, IRIs interned, a value a tuple when an attribute has several (JSON
+    never gives a tuple) -- about a fifth of a dict of lists. ``attrs`` gives them as a dict, ``values`` one."""
+
     id: str  # expanded IRI
-    kinds: set[str] = field(default_factory=set)  # entity / activity / agent
-    attrs: dict[str, list[Any]] = field(default_factory=dict)  # expanded attribute IRI -> values
+    kinds: frozenset[str] = _NONE  # entity / activity / agent / bundle
+    flat: tuple[Any, ...] = ()
     label: str = ""  # the id as written (prefixed), for messages
-    sources: set[str] = field(default_factory=set)  # files it was read from
+    sources: frozenset[str] = _NONE  # files it was read from
+
+    def add_kind(self, kind: str) -> None:
+        self.kinds = _with(self.kinds, kind)
+
+    def add_source(self, source: str) -> None:
+        self.sources = _with(self.sources, source)
+
+    @property
+    def attrs(self) -> dict[str, list[Any]]:
+        """Expanded attribute IRI -> its values (a new dict: change attributes with ``add_value``)."""
+        flat = self.flat
+        return {flat[i]: list(flat[i + 1]) if type(flat[i + 1]) is tuple else [flat[i + 1]]
+                for i in range(0, len(flat), 2)}
 
     def values(self, attr: str) -> list[Any]:
-        return self.attrs.get(attr, [])
+        flat = self.flat
+        for i in range(0, len(flat), 2):
+            if flat[i] == attr:
+                v = flat[i + 1]
+                return list(v) if type(v) is tuple else [v]
+        return []
+
+    def add_value(self, attr: str, value: Any) -> None:
+        """One more value of ``attr`` (kept once)."""
+        flat = self.flat
+        for i in range(0, len(flat), 2):
+            if flat[i] == attr:
+                old = flat[i + 1]
+                many = old if type(old) is tuple else (old,)
+                if value not in many:
+                    self.flat = (*flat[:i + 1], (*many, value), *flat[i + 2:])
+                return
+        self.flat = (*flat, attr, value)
+
+    def add_empty(self, attr: str) -> None:
+        """An attribute written with no values (``[]``)."""
+        if attr not in self.flat[::2]:
+            self.flat = (*self.flat, attr, ())
 
     def types(self) -> set[str]:
         return {v for v in self.values(TYPE) if isinstance(v, str)}
 
 
-@dataclass
+_NO_ATTRS: dict[str, list[Any]] = {}  # shared by edges without attributes (never mutated)
+
+
+@dataclass(slots=True)
 class Edge:
     relation: str
     down: str
     up: str
-    attrs: dict[str, list[Any]] = field(default_factory=dict)
+    attrs: dict[str, list[Any]] = field(default_factory=lambda: _NO_ATTRS)
+
+
+Neighbours = tuple[str, ...] | set[str]
+SMALL = 8
+
+
+def _link(adjacency: dict[str, Neighbours], a: str, b: str) -> None:
+    cur = adjacency.get(a)
+    if cur is None:
+        adjacency[a] = (b,)
+    elif isinstance(cur, tuple):
+        if b not in cur:
+            adjacency[a] = (*cur, b) if len(cur) < SMALL else {*cur, b}
+    else:
+        cur.add(b)
 
 
 class Graph:
@@ -78,8 +152,9 @@ class Graph:
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self.edges: list[Edge] = []
-        self.up: dict[str, dict[str, set[str]]] = {r: {} for r in UPSTREAM}
-        self.down: dict[str, dict[str, set[str]]] = {r: {} for r in UPSTREAM}
+        # neighbours: a tuple while few (most nodes have one), a set past SMALL
+        self.up: dict[str, dict[str, Neighbours]] = {r: {} for r in UPSTREAM}
+        self.down: dict[str, dict[str, Neighbours]] = {r: {} for r in UPSTREAM}
         self.prefixes: dict[str, str] = dict(PREFIXES)  # every prefix seen (for short labels)
         self.names: dict[str, str] = {}  # entity -> the name a run gave it on its usage or generation
 
@@ -96,15 +171,15 @@ class Graph:
         return n
 
     def add_edge(self, relation: str, down: str, up: str, attrs: dict[str, list[Any]] | None = None) -> None:
-        attrs = attrs or {}
+        attrs = attrs or _NO_ATTRS
         self.edges.append(Edge(relation, down, up, attrs))
         if relation in NAMED_BY and attrs:  # a run's name for what it used or generated
             entity = up if relation == "used" else down
             for attr in (NAME, PROV + "label"):
                 if attrs.get(attr) and entity not in self.names:
                     self.names[entity] = str(attrs[attr][0])
-        self.up[relation].setdefault(down, set()).add(up)
-        self.down[relation].setdefault(up, set()).add(down)
+        _link(self.up[relation], down, up)
+        _link(self.down[relation], up, down)
 
     def short(self, iri: str) -> str:
         """The id as a prefixed name when a known prefix covers it."""
@@ -147,23 +222,39 @@ class Graph:
 
 # -- reading PROV-JSON ------------------------------------------------------------------------
 
+_SCHEMES = {s.split(":")[0] for s in IRI_SCHEMES}
+
+
 class _Scope:
     def __init__(self, prefixes: Mapping[str, str], default: str | None) -> None:
         self.prefixes = dict(prefixes)
         self.default = default
+        self._names: dict[str, str] = {}  # attribute names and datatypes, expanded once and shared
 
     def expand(self, name: Any) -> str:
         if not isinstance(name, str):
             return str(name)
+        prefix, sep, local = name.partition(":")
+        if sep and prefix not in _SCHEMES and not local.startswith("//"):
+            ns = self.prefixes.get(prefix)
+            if ns is not None:
+                return ns + local  # the common case, as expand_qname would give it
         iri = expand_qname(name, self.prefixes, self.default)
         return name if iri is None else iri
+
+    def name(self, name: str) -> str:
+        """``expand`` for the few names that repeat across millions of records (attribute names, types)."""
+        iri = self._names.get(name)
+        if iri is None:
+            iri = self._names[name] = sys.intern(self.expand(name))
+        return iri
 
 
 def _literal(value: Any, scope: _Scope) -> Any:
     """One attribute value as a Python value: QNames expanded, typed numbers/booleans parsed."""
     if isinstance(value, dict):
         raw = value.get("$")
-        kind = scope.expand(value.get("type")) if value.get("type") else None
+        kind = scope.name(value["type"]) if isinstance(value.get("type"), str) and value["type"] else None
         if kind in (XSD + "QName", PROV + "QUALIFIED_NAME", PROV + "QualifiedName"):
             return scope.expand(raw)
         if isinstance(raw, str) and kind:
@@ -216,7 +307,7 @@ def check_shape(doc: Mapping[str, Any], source: str, in_bundle: bool = False) ->
                 check_shape(bundle, source, in_bundle=True)
         elif key != "prefix":
             for rid, rec in value.items():
-                check_record(key, rid, rec, where, source)
+                check_record(key, rid, rec, source, in_bundle)
 
 
 def check_member(key: str, value: Any, where: str, source: str, in_bundle: bool) -> None:
@@ -233,25 +324,37 @@ def check_member(key: str, value: Any, where: str, source: str, in_bundle: bool)
         raise ProvInputError(f"{where}: bundles cannot nest", value=source)
 
 
-def check_record(key: str, rid: str, rec: Any, where: str, source: str) -> None:
+def _where(source: str, in_bundle: bool, key: str) -> str:
+    return f"{source}: {'bundle ' if in_bundle else ''}section {key!r}"
+
+
+def check_record(key: str, rid: str, rec: Any, source: str, in_bundle: bool = False) -> None:
     """One record of section ``key``: an object (or a non-empty list of objects), literals with '$', endpoints
     that are identifier strings."""
-    records = rec if isinstance(rec, list) else [rec]
-    if not records or not all(isinstance(r, dict) for r in records):
-        raise ProvInputError(f"{where}: record {rid!r} must be an object (or a list of objects), "
+    def where() -> str:
+        return _where(source, in_bundle, key)
+
+    if isinstance(rec, dict):
+        records: list[Any] | tuple[Any, ...] = (rec,)
+    elif isinstance(rec, list) and rec and all(isinstance(r, dict) for r in rec):
+        records = rec
+    else:
+        raise ProvInputError(f"{where()}: record {rid!r} must be an object (or a list of objects), "
                              f"found {_json_kind(rec)}", value=source)
-    ends = UPSTREAM.get(key, ())
-    for r in records:
-        for attr, v in r.items() if key in ELEMENTS else ():
-            for item in v if isinstance(v, list) else [v]:
-                if isinstance(item, dict) and "$" not in item:
-                    raise ProvInputError(f"{where}: record {rid!r}: the value of {attr} is a typed literal "
-                                         "without '$': it cannot be read", value=source)
-        for end in ends:
+    if key in ELEMENTS:
+        for r in records:
+            for attr, v in r.items():
+                for item in v if isinstance(v, list) else (v,):
+                    if isinstance(item, dict) and "$" not in item:
+                        raise ProvInputError(f"{where()}: record {rid!r}: the value of {attr} is a typed literal "
+                                             "without '$': it cannot be read", value=source)
+        return
+    for end in UPSTREAM.get(key, ()):
+        for r in records:
             ref = r.get(end)
-            refs = ref if isinstance(ref, list) and key == "hadMember" else [ref]
+            refs = ref if isinstance(ref, list) and key == "hadMember" else (ref,)
             if ref is not None and not all(isinstance(x, str) for x in refs):
-                raise ProvInputError(f"{where}: record {rid!r}: {end} must be an identifier string",
+                raise ProvInputError(f"{where()}: record {rid!r}: {end} must be an identifier string",
                                      value=source)
 
 
@@ -283,7 +386,7 @@ def add_document(graph: Graph, doc: Mapping[str, Any], source: str = "<document>
                 continue
             bscope = _bundle_scope(scope, prefix_map(bundle))
             graph.prefixes.update(bscope.prefixes)
-            graph.node(scope.expand(bid), bid).kinds.add("bundle")
+            graph.node(scope.expand(bid), bid).add_kind("bundle")
             _add_records(graph, bundle, bscope, source)
 
 
@@ -294,8 +397,7 @@ def add_file(graph: Graph, path: str | Path) -> None:
     scopes: dict[str | None, _Scope] = {}
     for item in stream.items(path):
         if isinstance(item, stream.Record):
-            where = f"{source}: {'bundle ' if item.bundle is not None else ''}section {item.section!r}"
-            check_record(item.section, item.id, item.value, where, source)
+            check_record(item.section, item.id, item.value, source, item.bundle is not None)
             _add_record(graph, item.section, item.id, item.value, scopes[item.bundle], source)
         elif isinstance(item, stream.Prefix):
             value = item.value if item.value is not None else {}
@@ -305,7 +407,7 @@ def add_file(graph: Graph, path: str | Path) -> None:
             scopes[item.bundle] = scope
             graph.prefixes.update(scope.prefixes)
         elif isinstance(item, stream.Bundle):
-            graph.node(scopes[None].expand(item.id), item.id).kinds.add("bundle")
+            graph.node(scopes[None].expand(item.id), item.id).add_kind("bundle")
         elif isinstance(item, stream.Value):
             if item.key == "":
                 raise ProvInputError(f"{source}: section 'bundle': a bundle must be an object of records",
@@ -332,37 +434,53 @@ def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: st
 def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, source: str) -> None:
     if kind in ELEMENTS:
         node = graph.node(scope.expand(rid), rid)
-        node.kinds.add(kind)
-        for rec in as_records(value):
-            node.sources.add(source)
+        node.add_kind(kind)
+        for rec in (value,) if isinstance(value, dict) else as_records(value):
+            node.add_source(source)
+            name = scope.name
+            if not node.flat:  # the common case: a node's one record, each attribute once, built in one go
+                flat: list[Any] = []
+                for attr, v in rec.items():
+                    if isinstance(v, list):
+                        lits: list[Any] = []
+                        for x in v:
+                            lit = _literal(x, scope) if isinstance(x, dict) else x
+                            if lit not in lits:  # values may be unhashable (a list in a list)
+                                lits.append(lit)
+                        flat += (name(attr), lits[0] if len(lits) == 1 else tuple(lits))
+                    else:
+                        flat += (name(attr), _literal(v, scope) if isinstance(v, dict) else v)
+                if len(flat) == 2 * len(set(flat[::2])):  # two names for one IRI merge the slow way, below
+                    node.flat = tuple(flat)
+                    continue
             for attr, v in rec.items():
-                values = v if isinstance(v, list) else [v]
-                bucket = node.attrs.setdefault(scope.expand(attr), [])
-                for item in values:
-                    lit = _literal(item, scope)
-                    if lit not in bucket:
-                        bucket.append(lit)
+                items = v if isinstance(v, list) else (v,)
+                if not items:
+                    node.add_empty(name(attr))
+                for item in items:
+                    node.add_value(name(attr), _literal(item, scope) if isinstance(item, dict) else item)
         return
     ends = UPSTREAM.get(kind)
     if ends is None:
         return  # extensions (mentionOf, PROV-Dictionary): read, not walked
     down_attr, up_attr = ends
-    for rec in as_records(value):
+    for rec in (value,) if isinstance(value, dict) else as_records(value):
         downs, ups = rec.get(down_attr), rec.get(up_attr)
         if downs is None or ups is None:  # an endpoint is missing: nothing to walk (validate reports it)
             for end in (downs, ups):  # but the one given exists, if only implied
                 if isinstance(end, str):
                     graph.node(scope.expand(end), end)
             continue
-        attrs = {scope.expand(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
-                 for k, v in rec.items() if k not in (down_attr, up_attr)}
-        for d in downs if isinstance(downs, list) else [downs]:
-            for u in ups if isinstance(ups, list) else [ups]:
+        attrs: dict[str, list[Any]] | None = None
+        if len(rec) > 2:
+            attrs = {scope.name(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
+                     for k, v in rec.items() if k != down_attr and k != up_attr}
+        for d in downs if isinstance(downs, list) else (downs,):
+            for u in ups if isinstance(ups, list) else (ups,):
                 if isinstance(d, str) and isinstance(u, str):
-                    dn, un = scope.expand(d), scope.expand(u)
-                    graph.node(dn, d)
-                    graph.node(un, u)
-                    graph.add_edge(relation=kind, down=dn, up=un, attrs=attrs)
+                    dn = graph.node(scope.expand(d), d).id  # the node's own string: one copy of each id
+                    un = graph.node(scope.expand(u), u).id
+                    graph.add_edge(kind, dn, un, attrs)
 
 
 def expand_dirs(paths: Iterable[str | Path]) -> Iterator[Path]:

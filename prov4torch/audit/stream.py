@@ -27,9 +27,8 @@ import json
 import re
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from .jsonread import MAX_INT_DIGITS, ProvInputError
 
@@ -39,42 +38,38 @@ STREAMED = {"entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerived
             "actedOnBehalfOf", "wasInfluencedBy", "specializationOf", "alternateOf", "hadMember", "mentionOf",
             "derivedByInsertionFrom", "derivedByRemovalFrom", "hadDictionaryMember"}
 _WS = re.compile(r"[ \t\n\r]*")
+_KEY = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # a key without escapes, and ':'
+_NEXT = re.compile(r"[ \t\n\r]*([,}])")
 
 
-@dataclass(frozen=True, slots=True)
-class Prefix:
+class Prefix(NamedTuple):
     bundle: str | None
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     bundle: str | None
     section: str
     id: str
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Value:
+class Value(NamedTuple):
     bundle: str | None
     key: str
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Bundle:
+class Bundle(NamedTuple):
     id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Duplicate:
+class Duplicate(NamedTuple):
     bundle: str | None
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class NotObject:
+class NotObject(NamedTuple):
     value: Any  # the whole top-level value (not a PROV-JSON document)
 
 
@@ -106,11 +101,10 @@ class _Text:
                                              object_pairs_hook=self._pairs)
 
     def _pairs(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in items:
-            if key in out:
-                self.duplicates.append(key)
-            out[key] = value
+        out = dict(items)
+        if len(out) != len(items):  # rare: find which key came twice
+            seen: set[str] = set()
+            self.duplicates.extend(k for k, _ in items if k in seen or seen.add(k))  # type: ignore[func-returns-value]
         return out
 
     def more(self, at_least: int = CHUNK) -> bool:
@@ -296,22 +290,47 @@ class _Reader:
                 return
 
     def section(self, bundle: str | None, kind: str) -> Iterator[Item]:
+        """The records of one section, its '{' consumed. The common case (a key without escapes, a record that
+        is whole in the window) is matched and decoded here directly; anything else goes the careful way."""
         t = self.t
         in_bundle = bundle is not None
         seen: set[str] = set()
         if t.peek() == "}":
             t.pos += 1
             return
+        decode = t.decoder_json.scan_once  # type: ignore[attr-defined]  # the C scanner (raw_decode wraps it)
+        key_at, next_at = _KEY.match, _NEXT.match
+        direct = not in_bundle and self.top_hold is None
         while True:
-            rid = t.key()
+            m = key_at(t.buf, t.pos)
+            if m is not None:
+                rid = m.group(1)
+                t.pos = m.end()
+            else:
+                rid = t.key()
             if rid in seen:
                 self.emit(Duplicate(bundle, rid), in_bundle)
             seen.add(rid)
-            self.emit(Record(bundle, kind, rid, t.value()), in_bundle)
-            self.duplicates(bundle)
-            if self.out:
-                yield from self.drain()
-            if not t.after_member("}"):
+            try:
+                value, end = decode(t.buf, t.pos)
+                if end == len(t.buf):
+                    raise ValueError  # perhaps cut by the window: the careful way
+                t.pos = end
+            except (ValueError, RecursionError, StopIteration):
+                value = t.value()
+            if direct and not t.duplicates:
+                yield Record(bundle, kind, rid, value)
+            else:
+                self.emit(Record(bundle, kind, rid, value), in_bundle)
+                self.duplicates(bundle)
+                if self.out:
+                    yield from self.drain()
+            m = next_at(t.buf, t.pos)
+            if m is not None:
+                t.pos = m.end()
+                if m.group(1) == "}":
+                    return
+            elif not t.after_member("}"):
                 return
 
     def bundles(self) -> Iterator[Item]:

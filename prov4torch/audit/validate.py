@@ -99,8 +99,19 @@ def _jp(*parts: str | int) -> str:
         if isinstance(p, int):
             out += f"[{p}]"
         else:
-            out += f".{p}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) else f"[{json.dumps(p)}]"
+            out += f".{p}" if _PLAIN_KEY.fullmatch(p) else f"[{json.dumps(p)}]"
     return out
+
+
+Path_ = str | tuple[str | int, ...]  # a JSONPath, or its parts (made into text only for a problem)
+
+
+def _path(path: Path_) -> str:
+    return path if isinstance(path, str) else _jp(*path)
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FULL_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class _Validator:
@@ -109,16 +120,17 @@ class _Validator:
         self.lenient = lenient
         self.problems: list[Problem] = []
 
-    def error(self, path: str, message: str) -> None:
-        self.problems.append(Problem(self.file, path, message, "error"))
+    def error(self, path: Path_, message: str) -> None:
+        self.problems.append(Problem(self.file, _path(path), message, "error"))
 
-    def soft(self, path: str, message: str) -> None:
+    def soft(self, path: Path_, message: str) -> None:
         """An error in default mode, a warning in lenient mode."""
-        self.problems.append(Problem(self.file, path, message + ("" if not self.lenient else " (accepted: --lenient)"),
+        self.problems.append(Problem(self.file, _path(path), message + ("" if not self.lenient else
+                                                                          " (accepted: --lenient)"),
                                      "warning" if self.lenient else "error"))
 
-    def warn(self, path: str, message: str) -> None:
-        self.problems.append(Problem(self.file, path, message, "warning"))
+    def warn(self, path: Path_, message: str) -> None:
+        self.problems.append(Problem(self.file, _path(path), message, "warning"))
 
     # -- documents and bundles -------------------------------------------------------------------------
     def document(self, doc: Any) -> None:
@@ -137,61 +149,61 @@ class _Validator:
                 continue
             if key == "bundle":
                 if in_bundle:
-                    self.error(_jp(*path), "bundles cannot nest: a bundle contains statements only")
+                    self.error(path, "bundles cannot nest: a bundle contains statements only")
                     continue
                 if not isinstance(value, dict):
-                    self.error(_jp(*path), f"'bundle' must map bundle ids to bundles, found {_kind(value)}")
+                    self.error(path, f"'bundle' must map bundle ids to bundles, found {_kind(value)}")
                     continue
                 for bid, bundle in value.items():
                     if not isinstance(bundle, dict):
-                        self.error(_jp(*path, bid), f"a bundle is a JSON object, found {_kind(bundle)}")
+                        self.error((*path, bid), f"a bundle is a JSON object, found {_kind(bundle)}")
                         continue
                     own = prefix_map(bundle)
-                    self.qname(bid, _jp(*path), {**prefixes, **own}, what="bundle id")
+                    self.qname(bid, path, {**prefixes, **own}, what="bundle id")
                     self.container(bundle, (*path, bid), prefixes, in_bundle=True)
                 continue
             if key in ELEMENTS or key in RELATIONS or key in EXTENSIONS:
                 if key in EXTENSIONS:
-                    self.soft(_jp(*path), f"'{key}' records are a W3C Note extension (PROV-Links/PROV-Dictionary), "
+                    self.soft(path, f"'{key}' records are a W3C Note extension (PROV-Links/PROV-Dictionary), "
                               "not part of PROV-JSON")
                 self.section(key, value, path, prefixes)
                 continue
-            self.error(_jp(*path), f"unknown top-level key {key!r}: not a PROV record type "
+            self.error(path, f"unknown top-level key {key!r}: not a PROV record type "
                        "(entity, activity, agent, a relation, prefix or bundle)")
 
     def prefix_map(self, value: Any, at: tuple[str, ...]) -> dict[str, str]:
         path = (*at, "prefix")
         if not isinstance(value, dict):
-            self.error(_jp(*path), f"'prefix' must map prefixes to namespace IRIs, found {_kind(value)}")
+            self.error(path, f"'prefix' must map prefixes to namespace IRIs, found {_kind(value)}")
             return {}
         out = {}
         for p, iri in value.items():
             if not isinstance(iri, str):
-                self.error(_jp(*path, p), f"namespace of prefix {p!r} must be an IRI string, found {_kind(iri)}")
+                self.error((*path, p), f"namespace of prefix {p!r} must be an IRI string, found {_kind(iri)}")
                 continue
             if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", iri):
-                self.warn(_jp(*path, p), f"namespace {iri!r} of prefix {p!r} is not an absolute IRI")
+                self.warn((*path, p), f"namespace {iri!r} of prefix {p!r} is not an absolute IRI")
             out[p] = iri
         return out
 
     def section(self, kind: str, value: Any, path: tuple[str, ...], prefixes: dict[str, str]) -> None:
         if not isinstance(value, dict):
-            self.error(_jp(*path), f"'{kind}' must map ids to records, found {_kind(value)}")
+            self.error(path, f"'{kind}' must map ids to records, found {_kind(value)}")
             return
         for rid, rec in value.items():
             rpath = (*path, rid)
             if not rid.startswith("_:"):
-                self.qname(rid, _jp(*path), prefixes, what="id")
+                self.qname(rid, path, prefixes, what="id")
             records = rec if isinstance(rec, list) else [rec]
             if isinstance(rec, list) and not rec:
-                self.error(_jp(*rpath), "an empty list of records")
+                self.error(rpath, "an empty list of records")
             elif isinstance(rec, list):
-                self.soft(_jp(*rpath), "a repeated id written as an array of records: the PROV-JSON schema wants "
+                self.soft(rpath, "a repeated id written as an array of records: the PROV-JSON schema wants "
                           "one object per id (merge the records into one)")
             for i, r in enumerate(records):
                 p: tuple[str | int, ...] = (*rpath, i) if isinstance(rec, list) else rpath
                 if not isinstance(r, dict):
-                    self.error(_jp(*p), f"a record is a JSON object (or a list of objects for a repeated id), "
+                    self.error(p, f"a record is a JSON object (or a list of objects for a repeated id), "
                                f"found {_kind(r)}")
                     continue
                 self.record(kind, r, p, prefixes)
@@ -204,15 +216,15 @@ class _Validator:
             mandatory, optional = formal
             for attr in mandatory:
                 if attr not in rec:
-                    self.soft(_jp(*path), f"{kind} lacks its mandatory {attr}")
+                    self.soft(path, f"{kind} lacks its mandatory {attr}")
             for attr in (*mandatory, *optional):
                 if attr in rec and attr != "prov:time" and not attr.startswith("prov:key"):
-                    self.reference(rec[attr], _jp(*path, attr), prefixes, many=(kind == "hadMember"))
+                    self.reference(rec[attr], (*path, attr), prefixes, many=(kind == "hadMember"))
         for attr, value in rec.items():
-            apath = _jp(*path, attr)
+            apath = (*path, attr)
             if formal is not None and (attr in formal[0] or attr in formal[1]) and attr not in TIME_ATTRS:
                 continue
-            self.qname(attr, _jp(*path), prefixes, what="attribute name")
+            self.qname(attr, path, prefixes, what="attribute name")
             if attr in TIME_ATTRS:
                 self.datetime(value, apath, attr)
                 continue
@@ -221,7 +233,7 @@ class _Validator:
             for item in value if isinstance(value, list) else [value]:
                 self.value(item, apath, prefixes)
 
-    def datetime(self, value: Any, path: str, attr: str) -> None:
+    def datetime(self, value: Any, path: Path_, attr: str) -> None:
         if isinstance(value, str) and DATETIME.match(value):
             try:
                 _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))  # the day exists (no 31 February)
@@ -238,7 +250,7 @@ class _Validator:
         self.error(path, f"{attr} must be an xsd:dateTime with a timezone (e.g. 2026-01-31T12:00:00Z), "
                    f"got {value!r}")
 
-    def reference(self, value: Any, path: str, prefixes: dict[str, str], many: bool) -> None:
+    def reference(self, value: Any, path: Path_, prefixes: dict[str, str], many: bool) -> None:
         if many and isinstance(value, list):
             self.soft(path, "several members in one hadMember: the PROV-JSON schema wants one entity per "
                       "hadMember record")
@@ -249,7 +261,7 @@ class _Validator:
             elif not v.startswith("_:"):
                 self.qname(v, path, prefixes, what="reference")
 
-    def value(self, v: Any, path: str, prefixes: dict[str, str]) -> None:
+    def value(self, v: Any, path: Path_, prefixes: dict[str, str]) -> None:
         if isinstance(v, (str, bool, int, float)) or v is None:
             if v is None:
                 self.error(path, "null is not a PROV value")
@@ -292,13 +304,15 @@ class _Validator:
         elif kind in QNAME_TYPES:
             self.qname(raw, path, prefixes, what="qualified-name value")
 
-    def qname(self, name: Any, path: str, prefixes: dict[str, str], what: str) -> None:
+    def qname(self, name: Any, path: Path_, prefixes: dict[str, str], what: str) -> None:
         if not isinstance(name, str) or not name:
             self.error(path, f"{what} must be a non-empty string")
             return
-        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", name) or name.startswith("urn:"):
-            return  # a full IRI
         prefix, sep, _local = name.partition(":")
+        if sep and prefix in prefixes:
+            return  # the common case: a declared prefix
+        if _FULL_IRI.match(name) or name.startswith("urn:"):
+            return  # a full IRI
         if not sep:
             if "default" not in prefixes:
                 self.error(path, f"{what} {name!r} has no prefix and no default namespace is declared")

@@ -106,10 +106,10 @@ class Evaluator:
     def _direct(self, nid: str) -> list[str]:
         node = self.graph.nodes[nid]
         if "activity" in node.kinds:
-            return sorted(self.graph.up["used"].get(nid, set()) & self.datasets)
+            return sorted(self.datasets.intersection(self.graph.up["used"].get(nid, ())))
         if nid in self.datasets:
             return [nid]
-        return sorted(self.graph.up["wasDerivedFrom"].get(nid, set()) & self.datasets)
+        return sorted(self.datasets.intersection(self.graph.up["wasDerivedFrom"].get(nid, ())))
 
     def scope(self, rule: Rule, subject: Node) -> list[str]:
         if rule.scope == "direct":
@@ -127,7 +127,7 @@ class Evaluator:
         acts = [self.graph.nodes[a] for a in self.upstream(subject.id) if "activity" in self.graph.nodes[a].kinds]
         out = []
         for act in acts:
-            used = set(self.graph.up["used"].get(act.id, set())) | set(self.upstream(act.id))
+            used = set(self.graph.up["used"].get(act.id, ())) | set(self.upstream(act.id))
             ds = sorted(used & in_scope)
             if ds:
                 out.append((act, ds))
