@@ -337,15 +337,17 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(f"[bold]{', '.join(s['files'])}[/bold]: {c['entity']} entities, {c['activity']} activities, "
                   f"{c['agent']} agents, {c['relations']} relations")
 
-    def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def table(title: str, rows: list[dict[str, Any]], columns: list[str], limit: int = 50) -> None:
         if not rows:
             return
         t = Table(title=title, title_justify="left")
         for col in columns:
             t.add_column(col)
-        for r in rows:
+        for r in rows[:limit]:
             t.add_row(*(_fmt(r.get(col)) for col in columns))
         console.print(t)
+        if len(rows) > limit:  # a large document: the text stays readable (and fast); --json has every row
+            console.print(f"... and {len(rows) - limit} more {title.lower()} (use --json for all)")
 
     for run in s["runs"][:20]:
         table(f"Run {run['id']}", [{"field": k, "value": v} for k, v in run.items() if k != "id" and v is not None],

@@ -149,6 +149,17 @@ def test_show_summarises_our_run_and_other_documents(tmp_path: Path):
     assert other.exit_code == 0 and "entities" in other.output
 
 
+def test_show_text_lists_the_first_rows_of_a_long_table_and_json_lists_them_all(tmp_path: Path):
+    with prov4torch.start_run(out_dir=tmp_path / "runs") as run:
+        for i in range(60):
+            prov4torch.log_metric(f"m{i:02d}", 1.0, step=0)
+    text = runner.invoke(app, ["show", str(run.prov_path)])
+    assert text.exit_code == 0, text.output
+    assert "m49" in text.output and "m50" not in text.output and "... and 10 more metrics" in text.output
+    full = json.loads(runner.invoke(app, ["show", str(run.prov_path), "--json"]).output)
+    assert len(full["metrics"]) == 60
+
+
 # -- lineage ------------------------------------------------------------------------------------------------
 
 def test_lineage_up_and_down_by_id_prefixed_name_or_digest(tmp_path: Path):

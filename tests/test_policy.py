@@ -516,3 +516,37 @@ allowed = ["eu-west-1"]
         files.append(run.prov_path)
     assert run.status == "FINISHED"
     assert check(files, rules).verdict == "allow"
+
+
+class CountingEdges(list):
+    """graph.edges that counts full passes over it."""
+
+    passes = 0
+
+    def __iter__(self):
+        CountingEdges.passes += 1
+        return super().__iter__()
+
+
+def test_the_default_policy_makes_a_bounded_number_of_passes_over_the_edges():
+    """Each check walks the graph's edge list a fixed number of times, not once per activity: a document of
+    many runs (here 300) is judged in time proportional to its size (a per-activity pass never finished on a
+    500 MB document)."""
+    from prov4torch.audit.graph import Graph, add_document
+    from prov4torch.governance.evaluate import evaluate
+
+    doc: dict = {"prefix": {"ex": "https://example.org/"}, "entity": {}, "activity": {}, "used": {},
+                 "wasGeneratedBy": {}}
+    doc["entity"]["ex:data"] = {"prov:type": {"$": "mls:Dataset", "type": "xsd:QName"}, "p4t:jurisdiction": "EU"}
+    for i in range(300):
+        doc["activity"][f"ex:run{i}"] = {"prov:type": {"$": "mls:Run", "type": "xsd:QName"}}
+        doc["used"][f"_:u{i}"] = {"prov:activity": f"ex:run{i}", "prov:entity": "ex:data"}
+        doc["entity"][f"ex:model{i}"] = {"prov:type": {"$": "mls:Model", "type": "xsd:QName"}}
+        doc["wasGeneratedBy"][f"_:g{i}"] = {"prov:entity": f"ex:model{i}", "prov:activity": f"ex:run{i}"}
+    graph = Graph()
+    add_document(graph, doc)
+    graph.edges = CountingEdges(graph.edges)
+    CountingEdges.passes = 0
+    violations = evaluate(load_policy("default"), graph)
+    assert violations  # the data has no consent and no licence: the default policy has something to say
+    assert CountingEdges.passes <= 10

@@ -191,22 +191,31 @@ class _Validator:
             self.error(path, f"'{kind}' must map ids to records, found {_kind(value)}")
             return
         for rid, rec in value.items():
-            rpath = (*path, rid)
+            self.entry(kind, rid, rec, path, prefixes)
+
+    def entry(self, kind: str, rid: str, rec: Any, path: tuple[str, ...], prefixes: dict[str, str]) -> None:
+        """One id of a section and its record(s)."""
+        if type(rec) is dict:  # the common case, checked with the fewest calls
             if not rid.startswith("_:"):
                 self.qname(rid, path, prefixes, what="id")
-            records = rec if isinstance(rec, list) else [rec]
-            if isinstance(rec, list) and not rec:
-                self.error(rpath, "an empty list of records")
-            elif isinstance(rec, list):
-                self.soft(rpath, "a repeated id written as an array of records: the PROV-JSON schema wants "
-                          "one object per id (merge the records into one)")
-            for i, r in enumerate(records):
-                p: tuple[str | int, ...] = (*rpath, i) if isinstance(rec, list) else rpath
-                if not isinstance(r, dict):
-                    self.error(p, f"a record is a JSON object (or a list of objects for a repeated id), "
-                               f"found {_kind(r)}")
-                    continue
-                self.record(kind, r, p, prefixes)
+            self.record(kind, rec, (*path, rid), prefixes)
+            return
+        rpath = (*path, rid)
+        if not rid.startswith("_:"):
+            self.qname(rid, path, prefixes, what="id")
+        records = rec if isinstance(rec, list) else [rec]
+        if isinstance(rec, list) and not rec:
+            self.error(rpath, "an empty list of records")
+        elif isinstance(rec, list):
+            self.soft(rpath, "a repeated id written as an array of records: the PROV-JSON schema wants "
+                      "one object per id (merge the records into one)")
+        for i, r in enumerate(records):
+            p: tuple[str | int, ...] = (*rpath, i) if isinstance(rec, list) else rpath
+            if not isinstance(r, dict):
+                self.error(p, f"a record is a JSON object (or a list of objects for a repeated id), "
+                           f"found {_kind(r)}")
+                continue
+            self.record(kind, r, p, prefixes)
 
     # -- records ---------------------------------------------------------------------------------------
     def record(self, kind: str, rec: Mapping[str, Any], path: tuple[str | int, ...],
@@ -221,17 +230,20 @@ class _Validator:
                 if attr in rec and attr != "prov:time" and not attr.startswith("prov:key"):
                     self.reference(rec[attr], (*path, attr), prefixes, many=(kind == "hadMember"))
         for attr, value in rec.items():
-            apath = (*path, attr)
             if formal is not None and (attr in formal[0] or attr in formal[1]) and attr not in TIME_ATTRS:
                 continue
-            self.qname(attr, path, prefixes, what="attribute name")
+            prefix, sep, _ = attr.partition(":")
+            if not sep or prefix not in prefixes:
+                self.qname(attr, path, prefixes, what="attribute name")
             if attr in TIME_ATTRS:
-                self.datetime(value, apath, attr)
+                self.datetime(value, (*path, attr), attr)
                 continue
             if attr.startswith("prov:key"):
                 continue  # PROV-Dictionary key sets: their own shape, reported with the record kind
+            if type(value) is str or (type(value) in (int, float, bool)):
+                continue  # a plain value: nothing to check
             for item in value if isinstance(value, list) else [value]:
-                self.value(item, apath, prefixes)
+                self.value(item, (*path, attr), prefixes)
 
     def datetime(self, value: Any, path: Path_, attr: str) -> None:
         if isinstance(value, str) and DATETIME.match(value):
@@ -404,9 +416,9 @@ class _StreamedDocument:
                         "(PROV-Links/PROV-Dictionary), not part of PROV-JSON")
 
     def record(self, item: stream.Record) -> None:
-        self.note_extension(item.bundle, item.section)
-        self.v.section(item.section, {item.id: item.value}, self.at(item.bundle, item.section),
-                       self.scopes[item.bundle])
+        if item.section in EXTENSIONS:
+            self.note_extension(item.bundle, item.section)
+        self.v.entry(item.section, item.id, item.value, self.at(item.bundle, item.section), self.scopes[item.bundle])
 
     def value(self, item: stream.Value) -> None:
         v, key, bundle = self.v, item.key, item.bundle

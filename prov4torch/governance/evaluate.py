@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audit.graph import PROV, TYPE, Graph, Node, expand_dirs, load_graph
+from ..audit.graph import PROV, TYPE, Edge, Graph, Node, expand_dirs, load_graph
 from ..provjson import NAMESPACE as P4T
 from .policy import NOT_PROCESSING, Policy, Rule, load_policy
 
@@ -87,6 +87,7 @@ class Evaluator:
         self.model_ids = {n.id for n in self.models}
         self._upstream: dict[str, dict[str, int]] = {}
         self._roles: dict[tuple[str, str], set[str]] | None = None
+        self._model_uses: dict[str, list[Edge]] | None = None
 
     def upstream(self, nid: str) -> dict[str, int]:
         if nid not in self._upstream:
@@ -203,9 +204,13 @@ class Evaluator:
             return []
         attr = rule.params["attribute"]
         out = []
-        for e in self.graph.edges:
-            if e.relation == "used" and e.down == subject.id and e.up in self.model_ids \
-                    and any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
+        if self._model_uses is None:  # once, not once per activity: millions of edges in a large document
+            self._model_uses = {}
+            for e in self.graph.edges:
+                if e.relation == "used" and e.up in self.model_ids:
+                    self._model_uses.setdefault(e.down, []).append(e)
+        for e in self._model_uses.get(subject.id, ()):
+            if any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
                 out.append(self._v(rule, subject, [e.up], attr, f"checkpoint {self.graph.short(e.up)} was used "
                                    "without known lineage (the data it was trained on is unknown); declare its "
                                    "origin: prov4torch.declare_checkpoint(path, ...) or a [[checkpoint]] entry in "
