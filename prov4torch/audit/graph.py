@@ -19,35 +19,16 @@ from typing import Any
 from ..provjson import IRI_SCHEMES, PREFIXES, PROV_NAMESPACE, XSD_NAMESPACE, expand_qname
 from . import stream
 from .jsonread import ProvInputError, load_document
+from .shape import ELEMENTS as ELEMENTS
+from .shape import UPSTREAM as UPSTREAM
+from .shape import check_member, check_record, check_shape, json_kind
 
 PROV = PROV_NAMESPACE
 XSD = XSD_NAMESPACE
 TYPE = PROV + "type"
-ELEMENTS = ("entity", "activity", "agent")
 NAME = PREFIXES["p4t"] + "name"
 NAMED_BY = ("used", "wasGeneratedBy")
-
-# relation -> (formal attribute of the "downstream" end, formal attribute of the "upstream" end)
-UPSTREAM: dict[str, tuple[str, str]] = {
-    "used": ("prov:activity", "prov:entity"),
-    "wasGeneratedBy": ("prov:entity", "prov:activity"),
-    "wasDerivedFrom": ("prov:generatedEntity", "prov:usedEntity"),
-    "wasInformedBy": ("prov:informed", "prov:informant"),
-    "wasInvalidatedBy": ("prov:entity", "prov:activity"),
-    "wasStartedBy": ("prov:activity", "prov:trigger"),
-    "wasEndedBy": ("prov:activity", "prov:trigger"),
-    "wasAttributedTo": ("prov:entity", "prov:agent"),
-    "wasAssociatedWith": ("prov:activity", "prov:agent"),
-    "actedOnBehalfOf": ("prov:delegate", "prov:responsible"),
-    "wasInfluencedBy": ("prov:influencee", "prov:influencer"),
-    "specializationOf": ("prov:specificEntity", "prov:generalEntity"),
-    "alternateOf": ("prov:alternate1", "prov:alternate2"),
-    "hadMember": ("prov:collection", "prov:entity"),
-}
 DEFAULT_LINEAGE = ("used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy")
-# W3C Notes beside PROV-JSON (PROV-Links, PROV-Dictionary): read, not walked
-EXTENSIONS = ("mentionOf", "derivedByInsertionFrom", "derivedByRemovalFrom", "hadDictionaryMember")
-KNOWN_SECTIONS = {"prefix", "bundle", *ELEMENTS, *UPSTREAM, *EXTENSIONS}
 
 
 _NONE: frozenset[str] = frozenset()
@@ -294,75 +275,6 @@ def prefix_map(container: Mapping[str, Any]) -> dict[str, Any]:
     return prefixes if isinstance(prefixes, dict) else {}
 
 
-def check_shape(doc: Mapping[str, Any], source: str, in_bundle: bool = False) -> None:
-    """Refuse (``ProvInputError``) a document whose structure cannot be read as PROV: a reader that skipped
-    what it did not understand could give an ALLOW for a document it never saw."""
-    for key, value in doc.items():
-        where = f"{source}: {'bundle ' if in_bundle else ''}section {key!r}"
-        check_member(key, value, where, source, in_bundle)
-        if key == "bundle":
-            for bundle in value.values():
-                if not isinstance(bundle, dict):
-                    raise ProvInputError(f"{where}: a bundle must be an object of records", value=source)
-                check_shape(bundle, source, in_bundle=True)
-        elif key != "prefix":
-            for rid, rec in value.items():
-                check_record(key, rid, rec, source, in_bundle)
-
-
-def check_member(key: str, value: Any, where: str, source: str, in_bundle: bool) -> None:
-    """One member of a document or bundle: a known section holding an object (records checked apart)."""
-    if key not in KNOWN_SECTIONS:
-        raise ProvInputError(f"{where}: not a PROV-JSON record type; fix the document "
-                             "(prov4torch validate shows where)", value=source)
-    if not isinstance(value, dict):
-        raise ProvInputError(f"{where} must map ids to records, found {_json_kind(value)}; fix the document "
-                             "(prov4torch validate shows where)", value=source)
-    if key == "prefix" and not all(isinstance(v, str) for v in value.values()):
-        raise ProvInputError(f"{where}: every namespace must be an IRI string", value=source)
-    if key == "bundle" and in_bundle:
-        raise ProvInputError(f"{where}: bundles cannot nest", value=source)
-
-
-def _where(source: str, in_bundle: bool, key: str) -> str:
-    return f"{source}: {'bundle ' if in_bundle else ''}section {key!r}"
-
-
-def check_record(key: str, rid: str, rec: Any, source: str, in_bundle: bool = False) -> None:
-    """One record of section ``key``: an object (or a non-empty list of objects), literals with '$', endpoints
-    that are identifier strings."""
-    def where() -> str:
-        return _where(source, in_bundle, key)
-
-    if isinstance(rec, dict):
-        records: list[Any] | tuple[Any, ...] = (rec,)
-    elif isinstance(rec, list) and rec and all(isinstance(r, dict) for r in rec):
-        records = rec
-    else:
-        raise ProvInputError(f"{where()}: record {rid!r} must be an object (or a list of objects), "
-                             f"found {_json_kind(rec)}", value=source)
-    if key in ELEMENTS:
-        for r in records:
-            for attr, v in r.items():
-                for item in v if isinstance(v, list) else (v,):
-                    if isinstance(item, dict) and "$" not in item:
-                        raise ProvInputError(f"{where()}: record {rid!r}: the value of {attr} is a typed literal "
-                                             "without '$': it cannot be read", value=source)
-        return
-    for end in UPSTREAM.get(key, ()):
-        for r in records:
-            ref = r.get(end)
-            refs = ref if isinstance(ref, list) and key == "hadMember" else (ref,)
-            if ref is not None and not all(isinstance(x, str) for x in refs):
-                raise ProvInputError(f"{where()}: record {rid!r}: {end} must be an identifier string",
-                                     value=source)
-
-
-def _json_kind(v: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null", dict: "an object"}.get(
-        type(v), "a number")
-
-
 def _top_scope(prefixes: Mapping[str, Any]) -> _Scope:
     return _Scope({**PREFIXES, **{k: v for k, v in prefixes.items() if isinstance(v, str) and k != "default"}},
                   prefixes.get("default") if isinstance(prefixes.get("default"), str) else None)
@@ -419,7 +331,7 @@ def add_file(graph: Graph, path: str | Path) -> None:
             raise ProvInputError(f"{source}: key {item.key!r} appears twice in one object: the document is "
                                  "ambiguous; fix it (prov4torch validate shows where)", value=source)
         else:
-            raise ProvInputError(f"{source}: a PROV-JSON document is a JSON object, found {_json_kind(item.value)}",
+            raise ProvInputError(f"{source}: a PROV-JSON document is a JSON object, found {json_kind(item.value)}",
                                  value=source)
 
 
