@@ -232,9 +232,9 @@ def test_policy_blocks_an_unmodified_script_before_its_first_batch(scripts: Path
     assert act["p4t:status"] == "BLOCKED"
 
 
-@pytest.mark.slow
-def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
-    write(tmp_path, "ddp.py", """
+def ddp_worker(checkpoint: str) -> str:
+    """A small DDP training script on gloo (two ranks share 64 samples); rank 0 saves ``checkpoint``."""
+    return """
         import torch, torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel as DDP
         from torch.utils.data import DataLoader, TensorDataset, DistributedSampler
@@ -246,10 +246,15 @@ def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
         for x, y in DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds)):
             opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
         if dist.get_rank() == 0:
-            torch.save(model.module.state_dict(), "ddp.pt")
+            torch.save(model.module.state_dict(), """ + repr(checkpoint) + """)
         dist.barrier()
         dist.destroy_process_group()
-    """)
+    """
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
+    write(tmp_path, "ddp.py", ddp_worker("ddp.pt"))
     proc = cli(tmp_path, "run", "--nproc-per-node", "2", "--experiment", "ddp", "ddp.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = run_dirs(tmp_path, "ddp")
@@ -273,22 +278,7 @@ def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
 
 
 def test_a_torchrun_job_started_inside_a_recorded_script_records_its_ranks(tmp_path: Path):
-    write(tmp_path, "worker.py", """
-        import torch, torch.distributed as dist
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        from torch.utils.data import DataLoader, TensorDataset, DistributedSampler
-        dist.init_process_group("gloo")
-        torch.manual_seed(0)
-        ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
-        model = DDP(torch.nn.Linear(4, 2))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        for x, y in DataLoader(ds, batch_size=8, sampler=DistributedSampler(ds)):
-            opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
-        if dist.get_rank() == 0:
-            torch.save(model.module.state_dict(), "inner.pt")
-        dist.barrier()
-        dist.destroy_process_group()
-    """)
+    write(tmp_path, "worker.py", ddp_worker("inner.pt"))
     write(tmp_path, "launch.py", """
         import subprocess, sys
         subprocess.run([sys.executable, "-c", "print('a helper, not a rank')"], check=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import InvalidValueError
 
@@ -28,11 +28,11 @@ class Parsed:
     duplicates: list[str] = field(default_factory=list)  # keys that appeared twice in one object
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (numbers must be finite; PROV-JSON writes them as typed strings)")
 
 
-def _int(text: str) -> int:
+def bounded_int(text: str) -> int:
     if len(text) > MAX_INT_DIGITS:
         raise ValueError(f"an integer literal of {len(text)} digits (more than {MAX_INT_DIGITS})")
     return int(text)
@@ -51,7 +51,7 @@ def loads(text: str, source: str) -> Parsed:
         return out
 
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_int=_int, object_pairs_hook=pairs)
+        value = json.loads(text, parse_constant=refuse_constant, parse_int=bounded_int, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         if not text.strip():
             raise ProvInputError(f"{source}: empty file: not JSON", value=source) from None
@@ -64,15 +64,24 @@ def loads(text: str, source: str) -> Parsed:
     return Parsed(value, duplicates)
 
 
-def read_text(path: Path) -> str:
+def open_file(path: Path) -> BinaryIO:
+    """``path`` open for reading bytes, or one ``ProvInputError`` saying why it cannot be."""
     try:
-        raw = path.read_bytes()
+        return path.open("rb")
     except FileNotFoundError:
         raise ProvInputError(f"{path}: no such file", value=str(path)) from None
     except IsADirectoryError:
         raise ProvInputError(f"{path}: is a directory; give PROV-JSON files", value=str(path)) from None
     except OSError as exc:
         raise ProvInputError(f"{path}: cannot read: {exc.strerror or exc}", value=str(path)) from exc
+
+
+def read_text(path: Path) -> str:
+    with open_file(path) as fh:
+        try:
+            raw = fh.read()
+        except OSError as exc:
+            raise ProvInputError(f"{path}: cannot read: {exc.strerror or exc}", value=str(path)) from exc
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from .jsonread import MAX_INT_DIGITS, ProvInputError
+from .jsonread import ProvInputError, bounded_int, open_file, refuse_constant
 
 CHUNK = 1 << 22  # text read at a time (4 MiB)
 STREAMED = {"entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy",
@@ -76,16 +76,6 @@ class NotObject(NamedTuple):
 Item = Prefix | Record | Value | Bundle | Duplicate | NotObject
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON (numbers must be finite; PROV-JSON writes them as typed strings)")
-
-
-def _int(text: str) -> int:
-    if len(text) > MAX_INT_DIGITS:
-        raise ValueError(f"an integer literal of {len(text)} digits (more than {MAX_INT_DIGITS})")
-    return int(text)
-
-
 class _Text:
     """The file's text in a sliding window; positions are indices into ``buf``."""
 
@@ -97,7 +87,7 @@ class _Text:
         self.column_before = 0  # characters of the window's first line that were dropped with it
         self.bytes_read = 0
         self.duplicates: list[str] = []
-        self.decoder_json = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_int,
+        self.decoder_json = json.JSONDecoder(parse_constant=refuse_constant, parse_int=bounded_int,
                                              object_pairs_hook=self._pairs)
 
     def _pairs(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -256,10 +246,10 @@ class _Reader:
         while self.out:
             yield self.out.popleft()
 
-    def container(self, bundle: str | None) -> Iterator[Item]:
-        """The members of an object of sections (the document or a bundle), its '{' consumed."""
+    def keys(self, bundle: str | None) -> Iterator[str]:
+        """The keys of an object whose '{' is consumed, each with the reader at its value; a key seen twice is
+        reported. The caller reads the value before asking for the next key."""
         t = self.t
-        in_bundle = bundle is not None
         seen: set[str] = set()
         if t.peek() == "}":
             t.pos += 1
@@ -267,8 +257,17 @@ class _Reader:
         while True:
             key = t.key()
             if key in seen:
-                self.emit(Duplicate(bundle, key), in_bundle)
+                self.emit(Duplicate(bundle, key), bundle is not None)
             seen.add(key)
+            yield key
+            if not t.after_member("}"):
+                return
+
+    def container(self, bundle: str | None) -> Iterator[Item]:
+        """The members of an object of sections (the document or a bundle), its '{' consumed."""
+        t = self.t
+        in_bundle = bundle is not None
+        for key in self.keys(bundle):
             if key == "prefix":
                 value = t.value()
                 self.duplicates(bundle)
@@ -286,8 +285,6 @@ class _Reader:
                 self.emit(Value(bundle, key, t.value()), in_bundle)
                 self.duplicates(bundle)
             yield from self.drain()
-            if not t.after_member("}"):
-                return
 
     def section(self, bundle: str | None, kind: str) -> Iterator[Item]:
         """The records of one section, its '{' consumed. The common case (a key without escapes, a record that
@@ -335,15 +332,7 @@ class _Reader:
 
     def bundles(self) -> Iterator[Item]:
         t = self.t
-        seen: set[str] = set()
-        if t.peek() == "}":
-            t.pos += 1
-            return
-        while True:
-            bid = t.key()
-            if bid in seen:
-                self.emit(Duplicate(None, bid), False)
-            seen.add(bid)
+        for bid in self.keys(None):
             if t.peek() == "{":
                 t.pos += 1
                 self.emit(Bundle(bid), False)
@@ -354,22 +343,12 @@ class _Reader:
             else:
                 self.emit(Value(bid, "", t.value()), False)
             yield from self.drain()
-            if not t.after_member("}"):
-                return
 
 
 def items(path: str | Path) -> Iterator[Item]:
     """The items of a PROV-JSON file, in order (see the module docstring); ProvInputError when it is not JSON."""
     p = Path(path)
-    try:
-        fh = p.open("rb")
-    except FileNotFoundError:
-        raise ProvInputError(f"{p}: no such file", value=str(p)) from None
-    except IsADirectoryError:
-        raise ProvInputError(f"{p}: is a directory; give PROV-JSON files", value=str(p)) from None
-    except OSError as exc:
-        raise ProvInputError(f"{p}: cannot read: {exc.strerror or exc}", value=str(p)) from exc
-    with fh:
+    with open_file(p) as fh:
         text = _Text(fh, str(p))
         text.more()
         yield from _Reader(text).document()
