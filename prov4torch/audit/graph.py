@@ -138,6 +138,7 @@ class Graph:
         self.down: dict[str, dict[str, Neighbours]] = {r: {} for r in UPSTREAM}
         self.prefixes: dict[str, str] = dict(PREFIXES)  # every prefix seen (for short labels)
         self.names: dict[str, str] = {}  # entity -> the name a run gave it on its usage or generation
+        self.last_endpoint: tuple[str, Any, str] = ("", None, "")  # (as written, scope, id) of the last upstream end
 
     def name(self, node: Node) -> str | None:
         """A node's human name: its own ``p4t:name``/``prov:label``, else the name a run used for it."""
@@ -204,6 +205,7 @@ class Graph:
 # -- reading PROV-JSON ------------------------------------------------------------------------
 
 _SCHEMES = {s.split(":")[0] for s in IRI_SCHEMES}
+NAMES_CACHED = 1 << 16
 
 
 class _Scope:
@@ -224,35 +226,48 @@ class _Scope:
         return name if iri is None else iri
 
     def name(self, name: str) -> str:
-        """``expand`` for the few names that repeat across millions of records (attribute names, types)."""
+        """``expand`` for the names that repeat across millions of records (attribute names, types, QName
+        values): one shared string each. The cache is bounded: past NAMES_CACHED distinct names, expand only."""
         iri = self._names.get(name)
         if iri is None:
-            iri = self._names[name] = sys.intern(self.expand(name))
+            iri = self.expand(name)
+            if len(self._names) < NAMES_CACHED:
+                iri = self._names[name] = sys.intern(iri)
         return iri
+
+
+_QNAME_TYPES = frozenset({XSD + "QName", PROV + "QUALIFIED_NAME", PROV + "QualifiedName"})
+_INT_TYPES = frozenset(XSD + t for t in ("int", "long", "integer", "short", "byte"))
+_FLOAT_TYPES = frozenset(XSD + t for t in ("double", "float", "decimal"))
+_BOOLEAN = XSD + "boolean"
 
 
 def _literal(value: Any, scope: _Scope) -> Any:
     """One attribute value as a Python value: QNames expanded, typed numbers/booleans parsed."""
-    if isinstance(value, dict):
-        raw = value.get("$")
-        kind = scope.name(value["type"]) if isinstance(value.get("type"), str) and value["type"] else None
-        if kind in (XSD + "QName", PROV + "QUALIFIED_NAME", PROV + "QualifiedName"):
-            return scope.expand(raw)
-        if isinstance(raw, str) and kind:
-            if kind == XSD + "boolean":
-                return raw.strip().lower() in ("true", "1")
-            if kind in (XSD + "int", XSD + "long", XSD + "integer", XSD + "short", XSD + "byte"):
-                try:
-                    return int(raw)
-                except ValueError:
-                    return raw
-            if kind in (XSD + "double", XSD + "float", XSD + "decimal"):
-                try:
-                    return float(raw.replace("INF", "inf"))
-                except ValueError:
-                    return raw
+    if not isinstance(value, dict):
+        return value
+    raw = value.get("$")
+    given = value.get("type")
+    if not isinstance(given, str) or not given:
         return raw
-    return value
+    kind = scope.name(given)
+    if kind in _QNAME_TYPES:
+        return scope.name(raw) if isinstance(raw, str) else scope.expand(raw)  # types repeat: one string each
+    if not isinstance(raw, str):
+        return raw
+    if kind in _INT_TYPES:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if kind in _FLOAT_TYPES:
+        try:
+            return float(raw.replace("INF", "inf"))
+        except ValueError:
+            return raw
+    if kind == _BOOLEAN:
+        return raw.strip().lower() in ("true", "1")
+    return raw
 
 
 def as_records(value: Any) -> list[dict[str, Any]]:
@@ -376,6 +391,7 @@ def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, so
     if ends is None:
         return  # extensions (mentionOf, PROV-Dictionary): read, not walked
     down_attr, up_attr = ends
+    last = graph.last_endpoint
     for rec in (value,) if isinstance(value, dict) else as_records(value):
         downs, ups = rec.get(down_attr), rec.get(up_attr)
         if downs is None or ups is None:  # an endpoint is missing: nothing to walk (validate reports it)
@@ -391,7 +407,11 @@ def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, so
             for u in ups if isinstance(ups, list) else (ups,):
                 if isinstance(d, str) and isinstance(u, str):
                     dn = graph.node(scope.expand(d), d).id  # the node's own string: one copy of each id
-                    un = graph.node(scope.expand(u), u).id
+                    if last[0] == u and last[1] is scope:  # an activity's records usually come together
+                        un = last[2]
+                    else:
+                        un = graph.node(scope.expand(u), u).id
+                        graph.last_endpoint = last = (u, scope, un)
                     graph.add_edge(kind, dn, un, attrs)
 
 

@@ -39,7 +39,8 @@ STREAMED = {"entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerived
             "derivedByInsertionFrom", "derivedByRemovalFrom", "hadDictionaryMember"}
 _WS = re.compile(r"[ \t\n\r]*")
 _KEY = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # a key without escapes, and ':'
-_NEXT = re.compile(r"[ \t\n\r]*([,}])")
+_NEXT_KEY = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # ', "key": '
+_END = re.compile(r"[ \t\n\r]*}")
 
 
 class Prefix(NamedTuple):
@@ -296,25 +297,31 @@ class _Reader:
             t.pos += 1
             return
         decode = t.decoder_json.scan_once  # type: ignore[attr-defined]  # the C scanner (raw_decode wraps it)
-        key_at, next_at = _KEY.match, _NEXT.match
+        key_at, next_key_at, end_at = _KEY.match, _NEXT_KEY.match, _END.match
         direct = not in_bundle and self.top_hold is None
+        buf, pos = t.buf, t.pos  # the window, held locally while the common case goes on
+        m = key_at(buf, pos)
         while True:
-            m = key_at(t.buf, t.pos)
             if m is not None:
                 rid = m.group(1)
-                t.pos = m.end()
+                pos = m.end()
             else:
+                t.pos = pos
                 rid = t.key()
+                buf, pos = t.buf, t.pos
             if rid in seen:
                 self.emit(Duplicate(bundle, rid), in_bundle)
             seen.add(rid)
             try:
-                value, end = decode(t.buf, t.pos)
-                if end == len(t.buf):
+                value, end = decode(buf, pos)
+                if end == len(buf):
                     raise ValueError  # perhaps cut by the window: the careful way
-                t.pos = end
+                pos = end
             except (ValueError, RecursionError, StopIteration):
+                t.pos = pos
                 value = t.value()
+                buf, pos = t.buf, t.pos
+            t.pos = pos
             if direct and not t.duplicates:
                 yield Record(bundle, kind, rid, value)
             else:
@@ -322,13 +329,17 @@ class _Reader:
                 self.duplicates(bundle)
                 if self.out:
                     yield from self.drain()
-            m = next_at(t.buf, t.pos)
+            m = next_key_at(buf, pos)  # ', "next id": ' in one match
             if m is not None:
-                t.pos = m.end()
-                if m.group(1) == "}":
-                    return
-            elif not t.after_member("}"):
+                continue
+            e = end_at(buf, pos)
+            if e is not None:
+                t.pos = e.end()
                 return
+            if not t.after_member("}"):  # the careful way: the window may end here
+                return
+            buf, pos = t.buf, t.pos
+            m = key_at(buf, pos)
 
     def bundles(self) -> Iterator[Item]:
         t = self.t
