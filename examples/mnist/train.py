@@ -1,5 +1,5 @@
 """An ordinary PyTorch MNIST training script: a small CNN, train/validation/test splits, a
-checkpoint per epoch; single process or DDP under torchrun (gloo on CPU, nccl on GPUs).
+checkpoint per epoch; single process or DDP under torchrun (gloo: the example trains on the CPU).
 
     python examples/mnist/train.py [--data-dir DIR] [--epochs 2] [--out checkpoints/]
     prov4torch run examples/mnist/train.py -- ...    # the same, with its provenance recorded
@@ -143,7 +143,7 @@ def main() -> None:
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("gloo")  # the model and batches stay on the CPU (nccl would need CUDA tensors)
     rank = dist.get_rank() if distributed else 0
     torch.manual_seed(args.seed)
 
