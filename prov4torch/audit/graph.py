@@ -138,7 +138,6 @@ class Graph:
         self.down: dict[str, dict[str, Neighbours]] = {r: {} for r in UPSTREAM}
         self.prefixes: dict[str, str] = dict(PREFIXES)  # every prefix seen (for short labels)
         self.names: dict[str, str] = {}  # entity -> the name a run gave it on its usage or generation
-        self.last_endpoint: tuple[str, Any, str] = ("", None, "")  # (as written, scope, id) of the last upstream end
 
     def name(self, node: Node) -> str | None:
         """A node's human name: its own ``p4t:name``/``prov:label``, else the name a run used for it."""
@@ -213,6 +212,7 @@ class _Scope:
         self.prefixes = dict(prefixes)
         self.default = default
         self._names: dict[str, str] = {}  # attribute names and datatypes, expanded once and shared
+        self.last: tuple[str | None, str] = (None, "")  # the last upstream end of a relation: (as written, node id)
 
     def expand(self, name: Any) -> str:
         if not isinstance(name, str):
@@ -391,7 +391,6 @@ def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, so
     if ends is None:
         return  # extensions (mentionOf, PROV-Dictionary): read, not walked
     down_attr, up_attr = ends
-    last = graph.last_endpoint
     for rec in (value,) if isinstance(value, dict) else as_records(value):
         downs, ups = rec.get(down_attr), rec.get(up_attr)
         if downs is None or ups is None:  # an endpoint is missing: nothing to walk (validate reports it)
@@ -407,11 +406,11 @@ def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, so
             for u in ups if isinstance(ups, list) else (ups,):
                 if isinstance(d, str) and isinstance(u, str):
                     dn = graph.node(scope.expand(d), d).id  # the node's own string: one copy of each id
-                    if last[0] == u and last[1] is scope:  # an activity's records usually come together
-                        un = last[2]
+                    if scope.last[0] == u:  # an activity's records usually come together
+                        un = scope.last[1]
                     else:
                         un = graph.node(scope.expand(u), u).id
-                        graph.last_endpoint = last = (u, scope, un)
+                        scope.last = (u, un)
                     graph.add_edge(kind, dn, un, attrs)
 
 

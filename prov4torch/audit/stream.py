@@ -31,12 +31,10 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from .jsonread import ProvInputError, bounded_int, open_file, refuse_constant
+from .shape import KNOWN_SECTIONS
 
 CHUNK = 1 << 22  # text read at a time (4 MiB)
-STREAMED = {"entity", "activity", "agent", "used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy",
-            "wasInvalidatedBy", "wasStartedBy", "wasEndedBy", "wasAttributedTo", "wasAssociatedWith",
-            "actedOnBehalfOf", "wasInfluencedBy", "specializationOf", "alternateOf", "hadMember", "mentionOf",
-            "derivedByInsertionFrom", "derivedByRemovalFrom", "hadDictionaryMember"}
+STREAMED = KNOWN_SECTIONS - {"prefix", "bundle"}  # sections that map ids to records
 _WS = re.compile(r"[ \t\n\r]*")
 _KEY = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # a key without escapes, and ':'
 _NEXT_KEY = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # ', "key": '

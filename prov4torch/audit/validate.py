@@ -147,29 +147,38 @@ class _Validator:
             path = (*at, key)
             if key == "prefix":
                 continue
-            if key == "bundle":
-                if in_bundle:
-                    self.error(path, "bundles cannot nest: a bundle contains statements only")
-                    continue
-                if not isinstance(value, dict):
-                    self.error(path, f"'bundle' must map bundle ids to bundles, found {_kind(value)}")
-                    continue
+            if key == "bundle" and not in_bundle and isinstance(value, dict):
                 for bid, bundle in value.items():
                     if not isinstance(bundle, dict):
-                        self.error((*path, bid), f"a bundle is a JSON object, found {_kind(bundle)}")
+                        self.not_a_bundle((*path, bid), bundle)
                         continue
                     own = prefix_map(bundle)
                     self.qname(bid, path, {**prefixes, **own}, what="bundle id")
                     self.container(bundle, (*path, bid), prefixes, in_bundle=True)
                 continue
-            if key in ELEMENTS or key in RELATIONS or key in EXTENSIONS:
-                if key in EXTENSIONS:
-                    self.soft(path, f"'{key}' records are a W3C Note extension (PROV-Links/PROV-Dictionary), "
-                              "not part of PROV-JSON")
-                self.section(key, value, path, prefixes)
-                continue
+            if key in EXTENSIONS:
+                self.extension(path, key)
+            self.member(key, value, path, prefixes, in_bundle)
+
+    def member(self, key: str, value: Any, path: tuple[str, ...], prefixes: dict[str, str], in_bundle: bool) -> None:
+        """A member of a document or bundle other than ``prefix`` and an object of bundles: a misplaced or
+        malformed ``bundle``, a section (checked whole), or an unknown key."""
+        if key == "bundle" and in_bundle:
+            self.error(path, "bundles cannot nest: a bundle contains statements only")
+        elif key == "bundle":
+            self.error(path, f"'bundle' must map bundle ids to bundles, found {_kind(value)}")
+        elif key in ELEMENTS or key in RELATIONS or key in EXTENSIONS:
+            self.section(key, value, path, prefixes)
+        else:
             self.error(path, f"unknown top-level key {key!r}: not a PROV record type "
                        "(entity, activity, agent, a relation, prefix or bundle)")
+
+    def not_a_bundle(self, path: Path_, value: Any) -> None:
+        self.error(path, f"a bundle is a JSON object, found {_kind(value)}")
+
+    def extension(self, path: Path_, key: str) -> None:
+        self.soft(path, f"'{key}' records are a W3C Note extension (PROV-Links/PROV-Dictionary), not part of "
+                  "PROV-JSON")
 
     def prefix_map(self, value: Any, at: tuple[str, ...]) -> dict[str, str]:
         path = (*at, "prefix")
@@ -412,8 +421,7 @@ class _StreamedDocument:
     def note_extension(self, bundle: str | None, key: str) -> None:
         if key in EXTENSIONS and (bundle, key) not in self.extension_noted:
             self.extension_noted.add((bundle, key))
-            self.v.soft(_jp(*self.at(bundle, key)), f"'{key}' records are a W3C Note extension "
-                        "(PROV-Links/PROV-Dictionary), not part of PROV-JSON")
+            self.v.extension(self.at(bundle, key), key)
 
     def record(self, item: stream.Record) -> None:
         if item.section in EXTENSIONS:
@@ -421,19 +429,12 @@ class _StreamedDocument:
         self.v.entry(item.section, item.id, item.value, self.at(item.bundle, item.section), self.scopes[item.bundle])
 
     def value(self, item: stream.Value) -> None:
-        v, key, bundle = self.v, item.key, item.bundle
-        if key == "":
-            v.error(_jp("bundle", str(bundle)), f"a bundle is a JSON object, found {_kind(item.value)}")
-        elif key == "bundle" and bundle is not None:
-            v.error(_jp(*self.at(bundle, key)), "bundles cannot nest: a bundle contains statements only")
-        elif key == "bundle":
-            v.error(_jp(key), f"'bundle' must map bundle ids to bundles, found {_kind(item.value)}")
-        elif key in ELEMENTS or key in RELATIONS or key in EXTENSIONS:
-            self.note_extension(bundle, key)
-            v.section(key, item.value, self.at(bundle, key), self.scopes.get(bundle, dict(PREDEFINED)))
-        else:
-            v.error(_jp(*self.at(bundle, key)), f"unknown top-level key {key!r}: not a PROV record type "
-                    "(entity, activity, agent, a relation, prefix or bundle)")
+        if item.key == "":
+            self.v.not_a_bundle(("bundle", str(item.bundle)), item.value)
+            return
+        self.note_extension(item.bundle, item.key)
+        self.v.member(item.key, item.value, self.at(item.bundle, item.key),
+                      self.scopes.get(item.bundle, dict(PREDEFINED)), item.bundle is not None)
 
 
 def validate(paths: Iterable[str | Path], lenient: bool = False) -> list[Result]:

@@ -86,8 +86,7 @@ class Evaluator:
         self.models = [n for n in graph.of_type(policy.model_classes)]
         self.model_ids = {n.id for n in self.models}
         self._upstream: dict[str, dict[str, int]] = {}
-        self._roles: dict[tuple[str, str], set[str]] | None = None
-        self._model_uses: dict[str, list[Edge]] | None = None
+        self._used: dict[str, list[Edge]] | None = None
 
     def upstream(self, nid: str) -> dict[str, int]:
         if nid not in self._upstream:
@@ -164,15 +163,20 @@ class Evaluator:
         offending = set().union(*hits.values())
         return [self._v(rule, subject, offending, attr, f"combines data from {blended}")]
 
-    def roles(self, activity: str, dataset: str) -> set[str]:
-        """The roles (local names, lower case) with which ``activity`` used ``dataset`` directly."""
-        if self._roles is None:
-            self._roles = {}
+    def used_by(self, activity: str) -> list[Edge]:
+        """The ``used`` edges of ``activity``, from an index built in one pass over the edges (a large document
+        has millions: never a pass per activity)."""
+        if self._used is None:
+            self._used = {}
             for e in self.graph.edges:
                 if e.relation == "used":
-                    names = {re.split(r"[#/:]", str(r))[-1].lower() for r in e.attrs.get(PROV + "role", [])}
-                    self._roles.setdefault((e.down, e.up), set()).update(names)
-        return self._roles.get((activity, dataset), set())
+                    self._used.setdefault(e.down, []).append(e)
+        return self._used.get(activity, [])
+
+    def roles(self, activity: str, dataset: str) -> set[str]:
+        """The roles (local names, lower case) with which ``activity`` used ``dataset`` directly."""
+        return {re.split(r"[#/:]", str(r))[-1].lower()
+                for e in self.used_by(activity) if e.up == dataset for r in e.attrs.get(PROV + "role", [])}
 
     def _check_purpose_in_consent(self, rule: Rule, subject: Node) -> list[Violation]:
         a_attr, d_attr = rule.params["activity_attribute"], rule.params["dataset_attribute"]
@@ -204,13 +208,8 @@ class Evaluator:
             return []
         attr = rule.params["attribute"]
         out = []
-        if self._model_uses is None:  # once, not once per activity: millions of edges in a large document
-            self._model_uses = {}
-            for e in self.graph.edges:
-                if e.relation == "used" and e.up in self.model_ids:
-                    self._model_uses.setdefault(e.down, []).append(e)
-        for e in self._model_uses.get(subject.id, ()):
-            if any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
+        for e in self.used_by(subject.id):
+            if e.up in self.model_ids and any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
                 out.append(self._v(rule, subject, [e.up], attr, f"checkpoint {self.graph.short(e.up)} was used "
                                    "without known lineage (the data it was trained on is unknown); declare its "
                                    "origin: prov4torch.declare_checkpoint(path, ...) or a [[checkpoint]] entry in "

@@ -395,12 +395,15 @@ class _Hasher:
 
 
 def _arrow_files(obj: Any) -> list[Path] | None:
-    """The Arrow files behind a Hugging Face ``datasets.Dataset`` (its ``cache_files``), None for anything else."""
+    """The Arrow files behind a Hugging Face ``datasets.Dataset`` (its ``cache_files``; [] for one held in memory),
+    None for anything else or when a file is gone."""
     files = getattr(obj, "cache_files", None)
     if not isinstance(files, list) or not hasattr(obj, "data") or not callable(getattr(obj, "with_format", None)):
         return None
+    if not files:
+        return []  # held in memory: no files, its table is the content
     paths = [Path(f["filename"]) for f in files if isinstance(f, dict) and isinstance(f.get("filename"), str)]
-    return paths if paths and all(p.is_file() for p in paths) else [] if not files else None
+    return paths if paths and all(p.is_file() for p in paths) else None
 
 
 def arrow_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:

@@ -103,22 +103,20 @@ def to_floats(values: list[Any]) -> list[float]:
         return values
     out = list(values)
     torch = sys.modules.get("torch")
-    groups: dict[Any, dict[tuple[Any, Any], list[int]]] = {}  # device -> (dtype, shape) -> indices
+    groups: dict[Any, dict[tuple[Any, Any], list[tuple[int, Any]]]] = {}  # device -> (dtype, shape) -> (i, tensor)
     streams: dict[Any, dict[Any, None]] = {}  # CUDA device -> the streams its copies were made on
-    held: dict[int, Any] = {}
     for i in tensors:
         v = values[i]
         if isinstance(v, DeviceValue):
             streams.setdefault(v.tensor.device, {})[v.stream] = None
             v = v.tensor
         if torch is not None and isinstance(v, torch.Tensor):
-            groups.setdefault(v.device, {}).setdefault((v.dtype, v.shape), []).append(i)
-            held[i] = v
+            groups.setdefault(v.device, {}).setdefault((v.dtype, v.shape), []).append((i, v))
         else:
             out[i] = float(v)
     for device, by_kind in groups.items():
-        order = [i for idx in by_kind.values() for i in idx]
-        parts = [[held[i] for i in idx] for idx in by_kind.values()]
+        order = [i for members in by_kind.values() for i, _ in members]
+        parts = [[t for _, t in members] for members in by_kind.values()]
         for i, f in zip(order, _read(torch, device, parts, list(streams.get(device, ()))), strict=True):
             out[i] = float(f)
     return out
