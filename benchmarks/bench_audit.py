@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from prov4torch.audit.stream import Record, items
+from prov4torch.audit.stream import Records, items
 
 CHILD = """
 import json, resource, sys, time
@@ -54,7 +54,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for doc in args.docs:
-            records = sum(1 for item in items(doc) if isinstance(item, Record))
+            records = sum(len(item.records) for item in items(doc) if isinstance(item, Records))
             print(f"{doc.name}: {doc.stat().st_size / 1e6:.1f} MB, {records:,} records")
             for what in args.commands.split(","):
                 out = Path(tmp) / f"{doc.stem}.svg"

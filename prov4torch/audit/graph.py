@@ -9,6 +9,8 @@ are flattened into it. Walks are iterative and cycle-safe.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -128,9 +130,14 @@ def _link(adjacency: dict[str, Neighbours], a: str, b: str) -> None:
 
 
 class Graph:
-    """Nodes by expanded id; ``up[relation][node]`` -> upstream neighbours (and ``down``)."""
+    """Nodes by expanded id; ``up[relation][node]`` -> upstream neighbours (and ``down``).
 
-    def __init__(self) -> None:
+    ``edges=False``: a graph of nodes only (what a summary needs): relations are counted (``relations``) and
+    give names, but are neither kept nor walkable -- a large document's relations are most of its memory."""
+
+    def __init__(self, edges: bool = True) -> None:
+        self.keep_edges = edges
+        self.relations = 0  # relations read (kept in ``edges`` when keep_edges)
         self.nodes: dict[str, Node] = {}
         self.edges: list[Edge] = []
         # neighbours: a tuple while few (most nodes have one), a set past SMALL
@@ -153,14 +160,16 @@ class Graph:
 
     def add_edge(self, relation: str, down: str, up: str, attrs: dict[str, list[Any]] | None = None) -> None:
         attrs = attrs or _NO_ATTRS
-        self.edges.append(Edge(relation, down, up, attrs))
+        self.relations += 1
+        if self.keep_edges:
+            self.edges.append(Edge(relation, down, up, attrs))
+            _link(self.up[relation], down, up)
+            _link(self.down[relation], up, down)
         if relation in NAMED_BY and attrs:  # a run's name for what it used or generated
             entity = up if relation == "used" else down
-            for attr in (NAME, PROV + "label"):
-                if attrs.get(attr) and entity not in self.names:
-                    self.names[entity] = str(attrs[attr][0])
-        _link(self.up[relation], down, up)
-        _link(self.down[relation], up, down)
+            given = entity_name(attrs)
+            if given is not None and entity not in self.names:
+                self.names[entity] = given
 
     def short(self, iri: str) -> str:
         """The id as a prefixed name when a known prefix covers it."""
@@ -194,8 +203,19 @@ class Graph:
         return seen
 
     def of_type(self, type_iris: Iterable[str]) -> list[Node]:
+        """The nodes with one of these ``prov:type`` IRIs (one pass, no call per node: millions of nodes)."""
         wanted = set(type_iris)
-        return [n for n in self.nodes.values() if n.types() & wanted]
+        out = []
+        for n in self.nodes.values():
+            flat = n.flat
+            for i in range(0, len(flat), 2):
+                if flat[i] == TYPE:
+                    v = flat[i + 1]
+                    if v in wanted if type(v) is str else type(v) is tuple and any(
+                            x in wanted for x in v if isinstance(x, str)):
+                        out.append(n)
+                    break
+        return out
 
     def activities(self) -> list[Node]:
         return [n for n in self.nodes.values() if "activity" in n.kinds]
@@ -211,7 +231,7 @@ class _Scope:
     def __init__(self, prefixes: Mapping[str, str], default: str | None) -> None:
         self.prefixes = dict(prefixes)
         self.default = default
-        self._names: dict[str, str] = {}  # attribute names and datatypes, expanded once and shared
+        self.names: dict[str, str] = {}  # attribute names and datatypes, expanded once and shared
         self.last: tuple[str | None, str] = (None, "")  # the last upstream end of a relation: (as written, node id)
 
     def expand(self, name: Any) -> str:
@@ -228,11 +248,11 @@ class _Scope:
     def name(self, name: str) -> str:
         """``expand`` for the names that repeat across millions of records (attribute names, types, QName
         values): one shared string each. The cache is bounded: past NAMES_CACHED distinct names, expand only."""
-        iri = self._names.get(name)
+        iri = self.names.get(name)
         if iri is None:
             iri = self.expand(name)
-            if len(self._names) < NAMES_CACHED:
-                iri = self._names[name] = sys.intern(iri)
+            if len(self.names) < NAMES_CACHED:
+                iri = self.names[name] = sys.intern(iri)
         return iri
 
 
@@ -323,9 +343,8 @@ def add_file(graph: Graph, path: str | Path) -> None:
     source = str(path)
     scopes: dict[str | None, _Scope] = {}
     for item in stream.items(path):
-        if isinstance(item, stream.Record):
-            check_record(item.section, item.id, item.value, source, item.bundle is not None)
-            _add_record(graph, item.section, item.id, item.value, scopes[item.bundle], source)
+        if isinstance(item, stream.Records):
+            _add_batch(graph, item.section, item.records, scopes[item.bundle], source, item.bundle is not None)
         elif isinstance(item, stream.Prefix):
             value = item.value if item.value is not None else {}
             where = f"{source}: {'bundle ' if item.bundle is not None else ''}section 'prefix'"
@@ -348,6 +367,121 @@ def add_file(graph: Graph, path: str | Path) -> None:
         else:
             raise ProvInputError(f"{source}: a PROV-JSON document is a JSON object, found {json_kind(item.value)}",
                                  value=source)
+
+
+def _add_batch(graph: Graph, kind: str, records: list[tuple[str, Any]], scope: _Scope, source: str,
+               in_bundle: bool) -> None:
+    """Records of one section, checked and added; the common cases (a new node from one record, a relation
+    between two ids) in one loop without a call per record, anything else through ``_add_record``."""
+    if kind in ELEMENTS:
+        _add_elements(graph, kind, records, scope, source, in_bundle)
+    elif kind in UPSTREAM and kind != "hadMember":
+        _add_relations(graph, kind, records, scope, source, in_bundle)
+    else:
+        for rid, value in records:
+            check_record(kind, rid, value, source, in_bundle)
+            _add_record(graph, kind, rid, value, scope, source)
+
+
+def _add_elements(graph: Graph, kind: str, records: list[tuple[str, Any]], scope: _Scope, source: str,
+                  in_bundle: bool) -> None:
+    nodes, expand, name, names = graph.nodes, scope.expand, scope.name, scope.names
+    kinds, sources = _with(_NONE, kind), _with(_NONE, source)
+    for rid, rec in records:
+        nid = expand(rid)
+        if type(rec) is dict and nid not in nodes:
+            flat: list[Any] = []
+            for attr, v in rec.items():
+                iri = names.get(attr) or name(attr)
+                if type(v) is dict:
+                    raw, given = v.get("$"), v.get("type")
+                    if raw is None and "$" not in v:
+                        break  # check_record says what is wrong
+                    if type(raw) is str and type(given) is str and (names.get(given) or name(given)) in _QNAME_TYPES:
+                        v = names.get(raw) or name(raw)  # the common typed literal: a QName (a prov:type)
+                    else:
+                        v = _literal(v, scope)
+                elif type(v) is list:
+                    lits: list[Any] = []
+                    for x in v:
+                        if type(x) is dict:
+                            if "$" not in x:
+                                break
+                            x = _literal(x, scope)
+                        if x not in lits:  # values may be unhashable (a list in a list)
+                            lits.append(x)
+                    else:
+                        v = lits[0] if len(lits) == 1 else tuple(lits)
+                        flat.append(iri)
+                        flat.append(v)
+                        continue
+                    break
+                flat.append(iri)
+                flat.append(v)
+            else:
+                if len(flat) <= 2 or len(flat) == 2 * len(set(flat[::2])):  # two names for one IRI: below
+                    nodes[nid] = Node(nid, kinds, tuple(flat), rid or nid, sources)
+                    continue
+        check_record(kind, rid, rec, source, in_bundle)
+        _add_record(graph, kind, rid, rec, scope, source)
+
+
+def _add_relations(graph: Graph, kind: str, records: list[tuple[str, Any]], scope: _Scope, source: str,
+                   in_bundle: bool) -> None:
+    down_attr, up_attr = UPSTREAM[kind]
+    nodes, expand, name, edges, graph_names = graph.nodes, scope.expand, scope.name, graph.edges, graph.names
+    ups, downs = graph.up[kind], graph.down[kind]
+    named, keep = kind in NAMED_BY, graph.keep_edges
+    last_u, last_un = scope.last
+    for rid, rec in records:
+        if type(rec) is dict:
+            d, u = rec.get(down_attr), rec.get(up_attr)
+            if type(d) is str and type(u) is str:
+                dnid = expand(d)
+                node = nodes.get(dnid)
+                if node is None:
+                    node = nodes[dnid] = Node(dnid, label=d or dnid)
+                dn = node.id  # the node's own string: one copy of each id
+                if u != last_u:  # an activity's records usually come together
+                    node = nodes.get(unid := expand(u))
+                    if node is None:
+                        node = nodes[unid] = Node(unid, label=u or unid)
+                    last_u, last_un = u, node.id
+                un = last_un
+                attrs = _NO_ATTRS
+                if len(rec) > 2:
+                    attrs = {name(k): [_literal(x, scope) for x in (v if isinstance(v, list) else [v])]
+                             for k, v in rec.items() if k != down_attr and k != up_attr}
+                    given = entity_name(attrs) if named else None
+                    if given is not None:
+                        graph_names.setdefault(un if kind == "used" else dn, given)
+                graph.relations += 1
+                if not keep:
+                    continue
+                edges.append(Edge(kind, dn, un, attrs))
+                if dn in ups:
+                    _link(ups, dn, un)
+                else:
+                    ups[dn] = (un,)
+                if un in downs:
+                    _link(downs, un, dn)
+                else:
+                    downs[un] = (dn,)
+                continue
+        scope.last = (last_u, last_un)
+        check_record(kind, rid, rec, source, in_bundle)
+        _add_record(graph, kind, rid, rec, scope, source)
+        last_u, last_un = scope.last
+    scope.last = (last_u, last_un)
+
+
+def entity_name(attrs: Mapping[str, list[Any]]) -> str | None:
+    """The name a usage or generation gives its entity (``p4t:name``, else ``prov:label``)."""
+    for attr in (NAME, PROV + "label"):
+        values = attrs.get(attr)
+        if values:
+            return str(values[0])
+    return None
 
 
 def _add_records(graph: Graph, doc: Mapping[str, Any], scope: _Scope, source: str) -> None:
@@ -430,13 +564,30 @@ def expand_dirs(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
-def load_graph(paths: Iterable[str | Path]) -> Graph:
-    """One graph from several PROV-JSON files or run directories (the merged view)."""
-    graph = Graph()
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """The cycle collector paused while millions of objects that form no cycle are made (a graph's nodes and
+    edges, a summary's rows): otherwise it traverses all of them again and again as they pile up, a third of
+    the time of loading a large document. Reference counting still frees everything; the previous state is
+    restored after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def load_graph(paths: Iterable[str | Path], edges: bool = True) -> Graph:
+    """One graph from several PROV-JSON files or run directories (the merged view); ``edges=False``: nodes only
+    (see ``Graph``)."""
+    graph = Graph(edges)
     any_file = False
-    for p in expand_dirs(paths):
-        add_file(graph, p)
-        any_file = True
+    with no_cycle_collection():
+        for p in expand_dirs(paths):
+            add_file(graph, p)
+            any_file = True
     if not any_file:
         raise ProvInputError("no input files given")
     return graph

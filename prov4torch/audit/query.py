@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InvalidValueError
 from ..provjson import MLS_NAMESPACE, NAMESPACE, expand_qname
-from .graph import DEFAULT_LINEAGE, Graph, Node, load_graph
+from .graph import DEFAULT_LINEAGE, Graph, Node, load_graph, no_cycle_collection
 from .text import clean, clean_tree
 
 TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}
@@ -108,8 +108,9 @@ def lineage(paths: Iterable[str | Path], focus: str, *, direction: str = "up", d
         raise InvalidValueError(f"direction must be 'up' or 'down', got {direction!r}")
     if kind is not None and kind not in ("dataset", "model", "activity", "entity", "agent"):
         raise InvalidValueError(f"--type must be dataset, model, activity, entity or agent, got {kind!r}")
-    graph = load_graph(paths)
-    return query(graph, focus, direction=direction, depth=depth, kind=kind, relations=relations)
+    with no_cycle_collection():  # the graph lives and dies inside: never traversed by the cycle collector
+        graph = load_graph(paths)
+        return query(graph, focus, direction=direction, depth=depth, kind=kind, relations=relations)
 
 
 def query(graph: Graph, focus: str, *, direction: str = "up", depth: int | None = None, kind: str | None = None,

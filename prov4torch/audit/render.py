@@ -25,7 +25,7 @@ from xml.etree import ElementTree
 from ..errors import InvalidValueError, MissingExtraError
 from ..provjson import MLS_NAMESPACE, NAMESPACE
 from ..safefs import check_output
-from .graph import DEFAULT_LINEAGE, PROV, Graph, Node, load_graph
+from .graph import DEFAULT_LINEAGE, PROV, Graph, Node, load_graph, no_cycle_collection
 from .query import kind_of, resolve
 from .text import clean
 
@@ -273,9 +273,12 @@ def render(paths: Iterable[str | Path], out: str | Path, *, judge: Judge | None 
     if engine is not None and engine not in ENGINES:
         raise InvalidValueError(f"engine {engine!r} is not a Graphviz layout engine; choose one of "
                                 f"{', '.join(ENGINES)}", value=engine)
-    graph = load_graph(paths)
-    violations = list(judge(graph)) if judge is not None else []
-    drawing = build_dot(graph, violations=violations, focus=focus, direction=direction, depth=depth, detail=detail)
+    with no_cycle_collection():  # the graph lives and dies inside: never traversed by the cycle collector
+        graph = load_graph(paths)
+        violations = list(judge(graph)) if judge is not None else []
+        drawing = build_dot(graph, violations=violations, focus=focus, direction=direction, depth=depth,
+                            detail=detail)
+        del graph
     if engine:
         drawing.engine = engine
     if fmt == "dot":

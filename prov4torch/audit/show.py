@@ -6,14 +6,15 @@ prov4torch's own files give the full picture.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
-from .graph import PROV, Graph, Node, expand_dirs, load_graph
+from .graph import PROV, TYPE, Graph, Node, expand_dirs, load_graph, no_cycle_collection
 from .query import kind_of
-from .text import clean_tree
+from .text import clean, clean_tree
 
 P = NAMESPACE
 RUN_FIELDS = ("status", "runId", "rank", "worldSize", "host", "computeRegion", "purpose", "exitCode", "signal",
@@ -39,50 +40,68 @@ def _fields(node: Node, names: Iterable[str]) -> dict[str, Any]:
 
 def summarize(paths: Iterable[str | Path]) -> dict[str, Any]:
     files = [str(p) for p in expand_dirs(paths)]
-    graph = load_graph(files)
-    return summarize_graph(graph, files)
+    with no_cycle_collection():
+        graph = load_graph(files, edges=False)  # a summary walks no relation: counted, not kept
+        return summarize_graph(graph, files)
 
 
 def summarize_graph(graph: Graph, files: list[str]) -> dict[str, Any]:
-    """The summary, every string from the documents cleaned of escape sequences and control characters."""
-    return clean_tree(_summarize(graph, files))  # type: ignore[no-any-return]
+    """The summary, every string from the documents cleaned of escape sequences and control characters (the
+    metric rows, millions in a large document, as they are made; the rest after)."""
+    return {k: v if k == "metrics" else clean_tree(v) for k, v in _summarize(graph, files).items()}
+
+
+def _cleaned(v: Any) -> Any:
+    """One attribute from a node's flat tuple as ``_one`` gives it (a tuple is several values; () none),
+    cleaned."""
+    if type(v) is str:
+        return clean(v, 2000)
+    if type(v) is tuple:
+        return clean_tree(list(v)) if v else None
+    return clean_tree(v)
+
+
+METRIC_FIELDS = tuple((f, P + f) for f in ("name", "context", "count", "last", "min", "max"))
+METRIC_SERIES = P + "MetricSeries"
 
 
 def _summarize(graph: Graph, files: list[str]) -> dict[str, Any]:
     runs, params, metrics, datasets, models, envs, others = [], {}, [], [], [], [], []
     for node in sorted(graph.nodes.values(), key=lambda n: n.label):
+        flat = node.flat
+        given = dict(zip(flat[::2], flat[1::2], strict=True))
+        if given.get(TYPE) == METRIC_SERIES:  # most nodes of a large document: one call less each
+            metrics.append({f: _cleaned(given.get(iri)) for f, iri in METRIC_FIELDS})
+            continue
         types = node.types()
-        short = graph.short(node.id)
         if MLS_NAMESPACE + "Run" in types:
             start, end = _one(node, PROV + "startTime"), _one(node, PROV + "endTime")
-            runs.append({"id": short, "start": start, "end": end, **_fields(node, RUN_FIELDS),
+            runs.append({"id": graph.short(node.id), "start": start, "end": end, **_fields(node, RUN_FIELDS),
                          **_fields(node, ENERGY_FIELDS)})
         elif MLS_NAMESPACE + "HyperParameterSetting" in types:
             for attr, values in node.attrs.items():
                 if attr.startswith(PARAM_NAMESPACE):
                     params[attr[len(PARAM_NAMESPACE):]] = values[0] if len(values) == 1 else values
-        elif P + "MetricSeries" in types:
-            metrics.append({"name": _one(node, P + "name"), "context": _one(node, P + "context"),
-                            "count": _one(node, P + "count"), "last": _one(node, P + "last"),
-                            "min": _one(node, P + "min"), "max": _one(node, P + "max")})
+        elif METRIC_SERIES in types:
+            metrics.append({f: _cleaned(given.get(iri)) for f, iri in METRIC_FIELDS})
         elif kind_of(node) == "dataset":
-            datasets.append({"id": short, "name": graph.name(node),
+            datasets.append({"id": graph.short(node.id), "name": graph.name(node),
                              **_fields(node, GOVERNANCE)})
         elif kind_of(node) == "model":
-            models.append({"id": short, "name": graph.name(node),
+            models.append({"id": graph.short(node.id), "name": graph.name(node),
                            "version": _one(node, P + "version"), **_fields(node, GOVERNANCE)})
         elif P + "Environment" in types or P + "Code" in types:
             envs.append(_fields(node, ENV_FIELDS))
         elif "activity" in node.kinds and P + "PolicyCheck" not in types:
-            others.append(short)
+            others.append(graph.short(node.id))
     environment: dict[str, Any] = {}
     for e in envs:
         environment.update(e)
-    relations = sum(1 for _ in graph.edges)
+    kinds = Counter(n.kinds for n in graph.nodes.values())  # a handful of distinct (shared) sets
     return {
         "files": files,
-        "counts": {k: sum(1 for n in graph.nodes.values() if k in n.kinds) for k in ("entity", "activity", "agent")}
-        | {"relations": relations},
+        "counts": {k: sum(c for ks, c in kinds.items() if k in ks) for k in ("entity", "activity", "agent")}
+        | {"relations": graph.relations},
         "runs": runs,
         "parameters": params,
         "metrics": sorted(metrics, key=lambda m: (str(m["context"]), str(m["name"]))),

@@ -8,8 +8,9 @@ JSON scanner (``raw_decode``), reading the file in chunks; it yields:
   any record of that container, so ids can be expanded as they come. A document that declares its prefixes
   after its records (allowed, rare) is held back until they are known: then memory grows with the records
   held, as a whole-document reader's would.
-- ``Record(bundle, section, id, value)``: one record (an object, or a list for a repeated id) of a section
-  that maps ids to records.
+- ``Records(bundle, section, records)``: consecutive records of a section that maps ids to records, as
+  ``(id, value)`` pairs (a value is an object, or a list for a repeated id), up to ``BATCH`` at a time: a
+  consumer loops over them without a Python call per record.
 - ``Value(bundle, key, value)``: a key whose value is not streamed: an unknown key, a section that is not an
   object, ``bundle`` inside a bundle; a bundle that is not an object is ``Value(its id, "", value)``.
 - ``Bundle(id)``: a bundle begins (its records follow with ``bundle=id``).
@@ -34,23 +35,22 @@ from .jsonread import ProvInputError, bounded_int, open_file, refuse_constant
 from .shape import KNOWN_SECTIONS
 
 CHUNK = 1 << 22  # text read at a time (4 MiB)
+BATCH = 4096  # records per Records item
 STREAMED = KNOWN_SECTIONS - {"prefix", "bundle"}  # sections that map ids to records
 _WS = re.compile(r"[ \t\n\r]*")
 _KEY = re.compile(r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # a key without escapes, and ':'
 _NEXT_KEY = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*')  # ', "key": '
 _END = re.compile(r"[ \t\n\r]*}")
 
-
 class Prefix(NamedTuple):
     bundle: str | None
     value: Any
 
 
-class Record(NamedTuple):
+class Records(NamedTuple):
     bundle: str | None
     section: str
-    id: str
-    value: Any
+    records: list[tuple[str, Any]]
 
 
 class Value(NamedTuple):
@@ -72,7 +72,7 @@ class NotObject(NamedTuple):
     value: Any  # the whole top-level value (not a PROV-JSON document)
 
 
-Item = Prefix | Record | Value | Bundle | Duplicate | NotObject
+Item = Prefix | Records | Value | Bundle | Duplicate | NotObject
 
 
 class _Text:
@@ -286,8 +286,12 @@ class _Reader:
             yield from self.drain()
 
     def section(self, bundle: str | None, kind: str) -> Iterator[Item]:
-        """The records of one section, its '{' consumed. The common case (a key without escapes, a record that
-        is whole in the window) is matched and decoded here directly; anything else goes the careful way."""
+        """The records of one section, its '{' consumed, in batches.
+
+        The common case (a key without escapes, a record whole in the window) is matched and decoded here by
+        the C scanner. Anything else (escapes in a key, a record cut by the window, the section's end across
+        windows) goes the careful way, a record at a time. A repeated id or key ends a batch, so a
+        ``Duplicate`` comes where it was found."""
         t = self.t
         in_bundle = bundle is not None
         seen: set[str] = set()
@@ -296,48 +300,60 @@ class _Reader:
             return
         decode = t.decoder_json.scan_once  # type: ignore[attr-defined]  # the C scanner (raw_decode wraps it)
         key_at, next_key_at, end_at = _KEY.match, _NEXT_KEY.match, _END.match
-        direct = not in_bundle and self.top_hold is None
+        batch: list[tuple[str, Any]] = []
         buf, pos = t.buf, t.pos  # the window, held locally while the common case goes on
         m = key_at(buf, pos)
         while True:
             if m is not None:
                 rid = m.group(1)
-                pos = m.end()
-            else:
+                try:
+                    value, end = decode(buf, m.end())
+                    fast = end < len(buf)  # a value that ends the window may be cut: the careful way
+                except (ValueError, RecursionError, StopIteration):
+                    fast = False
+                if not fast:
+                    t.duplicates.clear()  # what a partial read found is found again the careful way
+                    pos = m.start(1) - 1  # the careful way, from the key's opening quote
+                else:
+                    if rid in seen:
+                        self.flush(bundle, kind, batch)
+                        self.emit(Duplicate(bundle, rid), in_bundle)
+                    seen.add(rid)
+                    batch.append((rid, value))
+                    pos = end
+                    if t.duplicates or len(batch) >= BATCH:  # a repeated key inside the record: say so now
+                        self.flush(bundle, kind, batch)
+                        yield from self.drain()
+                    m = next_key_at(buf, pos)  # ', "next id": ' in one match
+                    if m is not None:
+                        continue
+            if batch:
+                self.flush(bundle, kind, batch)
+                yield from self.drain()
+            if m is not None or not seen or (e := end_at(buf, pos)) is None:
                 t.pos = pos
+                if m is None and seen and not t.after_member("}"):  # the window may end here
+                    break
                 rid = t.key()
-                buf, pos = t.buf, t.pos
-            if rid in seen:
-                self.emit(Duplicate(bundle, rid), in_bundle)
-            seen.add(rid)
-            try:
-                value, end = decode(buf, pos)
-                if end == len(buf):
-                    raise ValueError  # perhaps cut by the window: the careful way
-                pos = end
-            except (ValueError, RecursionError, StopIteration):
-                t.pos = pos
-                value = t.value()
-                buf, pos = t.buf, t.pos
-            t.pos = pos
-            if direct and not t.duplicates:
-                yield Record(bundle, kind, rid, value)
-            else:
-                self.emit(Record(bundle, kind, rid, value), in_bundle)
+                if rid in seen:
+                    self.emit(Duplicate(bundle, rid), in_bundle)
+                seen.add(rid)
+                self.emit(Records(bundle, kind, [(rid, t.value())]), in_bundle)
                 self.duplicates(bundle)
-                if self.out:
-                    yield from self.drain()
-            m = next_key_at(buf, pos)  # ', "next id": ' in one match
-            if m is not None:
+                yield from self.drain()
+                buf, pos = t.buf, t.pos
+                m = next_key_at(buf, pos)
                 continue
-            e = end_at(buf, pos)
-            if e is not None:
-                t.pos = e.end()
-                return
-            if not t.after_member("}"):  # the careful way: the window may end here
-                return
-            buf, pos = t.buf, t.pos
-            m = key_at(buf, pos)
+            t.pos = e.end()
+            return
+        yield from self.drain()
+
+    def flush(self, bundle: str | None, kind: str, batch: list[tuple[str, Any]]) -> None:
+        """Emit the records gathered so far (emptying the list), then any repeated key found inside them."""
+        if batch:
+            self.emit(Records(bundle, kind, batch[:]), bundle is not None)
+            batch.clear()
+        self.duplicates(bundle)
 
     def bundles(self) -> Iterator[Item]:
         t = self.t

@@ -398,8 +398,8 @@ class _StreamedDocument:
     def read(self, path: Path) -> None:
         v = self.v
         for item in stream.items(path):
-            if isinstance(item, stream.Record):
-                self.record(item)
+            if isinstance(item, stream.Records):
+                self.records(item)
             elif isinstance(item, stream.Prefix):
                 if item.bundle is None:
                     own = {} if item.value is None else v.prefix_map(item.value, ())
@@ -423,10 +423,12 @@ class _StreamedDocument:
             self.extension_noted.add((bundle, key))
             self.v.extension(self.at(bundle, key), key)
 
-    def record(self, item: stream.Record) -> None:
+    def records(self, item: stream.Records) -> None:
         if item.section in EXTENSIONS:
             self.note_extension(item.bundle, item.section)
-        self.v.entry(item.section, item.id, item.value, self.at(item.bundle, item.section), self.scopes[item.bundle])
+        entry, at, scope = self.v.entry, self.at(item.bundle, item.section), self.scopes[item.bundle]
+        for rid, value in item.records:
+            entry(item.section, rid, value, at, scope)
 
     def value(self, item: stream.Value) -> None:
         if item.key == "":

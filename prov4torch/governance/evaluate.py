@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audit.graph import PROV, TYPE, Edge, Graph, Node, expand_dirs, load_graph
+from ..audit.graph import PROV, TYPE, Edge, Graph, Node, expand_dirs, load_graph, no_cycle_collection
 from ..provjson import NAMESPACE as P4T
 from .policy import NOT_PROCESSING, Policy, Rule, load_policy
 
@@ -337,5 +337,6 @@ def check(paths: Iterable[str | Path], policy: str | Path | Policy) -> Report:
     """After the fact: evaluate ``policy`` over PROV-JSON files (one merged view)."""
     pol = load_policy(policy)
     files = [str(p) for p in expand_dirs(paths)]
-    return Report(pol, files, evaluate(pol, load_graph(files)))
+    with no_cycle_collection():  # the graph lives and dies inside: never traversed by the cycle collector
+        return Report(pol, files, evaluate(pol, load_graph(files)))
 
