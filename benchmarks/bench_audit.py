@@ -1,6 +1,6 @@
-"""validate, show, check, lineage and render on large documents: wall time and peak RSS (fresh process each).
+"""validate, show, check, lineage, merge and render on large documents: wall time and peak RSS (fresh process each).
 
-    python benchmarks/bench_audit.py DOC.json [DOC2.json ...] [--commands validate,show,check,lineage,render]
+    python benchmarks/bench_audit.py DOC.json [DOC2.json ...] [--commands validate,show,check,lineage,merge,render]
 
 Make inputs with gen_lineage_doc.py (a ~100k-record lineage document) and gen_rank_files.py
 + `prov4torch merge` (a merged 512-rank run). Targets (issue 15): on a 500 MB document (gen_lineage_doc.py
@@ -26,7 +26,7 @@ if what == "show":
     from prov4torch.audit.show import summarize
     s = summarize([path]); info = f"{len(s['runs'])} runs"
 elif what == "lineage":
-    from prov4torch.audit.graph import load_graph
+    from prov4torch.audit.load import load_graph
     from prov4torch.audit.query import query, kind_of
     g = load_graph([path])
     models = [n.id for n in g.nodes.values() if kind_of(n) == "model"]
@@ -39,6 +39,9 @@ elif what == "render":
 elif what == "check":
     from prov4torch.governance.evaluate import check
     r = check([path], "default"); info = f"verdict {r.verdict}"
+elif what == "merge":
+    from prov4torch.audit.merge import merge
+    r = merge([path], out[:-4] + ".merged.json"); info = f"{r.records} records, {r.shared} shared"
 elif what == "validate":
     from prov4torch.audit.validate import validate_file
     r = validate_file(path); info = f"valid={r.valid}"
@@ -50,7 +53,7 @@ print(json.dumps({"s": time.perf_counter() - t, "rss": resource.getrusage(resour
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("docs", nargs="+", type=Path)
-    ap.add_argument("--commands", default="validate,show,check,lineage,render")
+    ap.add_argument("--commands", default="validate,show,check,lineage,merge,render")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for doc in args.docs:

@@ -332,7 +332,7 @@ def test_fuzzed_documents_never_crash_any_command(tmp_path: Path, doc):
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="no corpus")
 def test_corpus_through_show_lineage_and_render(tmp_path: Path):
-    from prov4torch.audit.graph import load_graph
+    from prov4torch.audit.load import load_graph
     from prov4torch.audit.query import query
     from prov4torch.audit.render import build_dot
     from prov4torch.audit.show import summarize_graph

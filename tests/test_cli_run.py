@@ -169,7 +169,7 @@ def test_second_unmodified_script_links_to_the_first_runs_data(scripts: Path):
     (base,) = [k for k in d1["entity"] if k.startswith("p4t:model/")]
     assert ("p4t:baseModel", base) in {(role(u), u["prov:entity"]) for u in d2["used"].values()}
     # the fine-tune's model reaches the first run's dataset, from the fine-tune's file alone
-    from prov4torch.audit.graph import load_graph
+    from prov4torch.audit.load import load_graph
 
     g = load_graph([second / "rank-0.prov.json"])
     (tuned,) = {e.down for e in g.edges if e.relation == "wasGeneratedBy"

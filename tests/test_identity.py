@@ -481,11 +481,11 @@ def test_merge_removes_its_temporary_file_when_terminated(tmp_path: Path):
     write_rank_files(big, 64, "sig")
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time, prov4torch.audit.merge as m
-        real = m.load_json
+        real = m.stream.items
         def slow(p):
             time.sleep(0.05)
             return real(p)
-        m.load_json = slow
+        m.stream.items = slow
         m.merge([{str(big)!r}], {str(tmp_path / 'out.prov.json')!r})
     """)])
     deadline = time.time() + 60

@@ -119,3 +119,72 @@ def test_bad_inputs_exit_2(tmp_path: Path):
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and result.output.startswith("Error: ") and message in result.output
+
+
+def test_merge_reads_a_large_input_a_record_at_a_time(tmp_path: Path):
+    """A 40 MB document of relations: merging holds the shared records and ids, never the input's text or its
+    parsed records, so the peak stays below the file's size (reading it whole costs about 10x it)."""
+    import subprocess
+    import sys
+    import textwrap
+    doc = tmp_path / "big.json"
+    script = textwrap.dedent(f"""
+        import json
+        with open({str(doc)!r}, "w") as fh:
+            fh.write('{{"prefix": {{"ex": "http://example.org/"}}, "entity": {{"ex:a": {{}}}}, "wasGeneratedBy": {{')
+            fh.write(",".join(json.dumps(f"_:g{{i}}") + ":" + json.dumps({{
+                "prov:entity": f"ex:series/{{i}}", "prov:activity": "ex:a", "prov:time": "2026-01-01T00:00:00Z",
+                "ex:note": "x" * 100}}) for i in range(250_000)))
+            fh.write("}}}}")
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    size = doc.stat().st_size
+    assert size > 40e6
+    code = textwrap.dedent(f"""
+        import resource
+        from prov4torch.audit.merge import merge
+        r = merge([{str(doc)!r}], {str(tmp_path / "out" / "m.json")!r})
+        assert r.records == 250_001, r.records
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    """)
+    base = "import resource, prov4torch.audit.merge; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    used = [int(subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True).stdout)
+            for c in (base, code)]
+    assert used[1] - used[0] < size / 2
+    merged = load(tmp_path / "out" / "m.json")
+    (bundle,) = merged["bundle"].values()
+    assert len(bundle["wasGeneratedBy"]) == 250_000 and "_:in0-g7" in bundle["wasGeneratedBy"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["m.json"]  # no spool or temporary file left
+
+
+def test_merge_streams_merged_inputs_with_bundles_anywhere(tmp_path: Path):
+    """A merged document whose top level comes before and after its bundles, a bundle that is not an object,
+    and a record too large for JSON: bundles kept in document order, the top level's own records kept, the
+    records merging rebuilds dropped; the bad record is one error naming it, and nothing is left behind."""
+    doc = {
+        "entity": {"ex:top": {"ex:v": 1}, "ex:b2": {"prov:type": {"$": "prov:Bundle", "type": "xsd:QName"}}},
+        "bundle": {
+            "ex:b2": {"prefix": {"in": "http://inner.org/"}, "entity": {"in:x": {}},
+                      "used": {"_:u": {"prov:activity": "in:act", "prov:entity": "in:x"}}},
+            "ex:b1": {"activity": {"in:act": {}}},
+            "ex:b3": 7,
+        },
+        "prefix": {"ex": "http://example.org/"},
+        "wasDerivedFrom": {"_:d": {"prov:generatedEntity": "ex:top", "prov:usedEntity": "ex:other"}},
+    }
+    f = tmp_path / "in.json"
+    f.write_text(json.dumps(doc))
+    out = tmp_path / "o" / "m.json"
+    merge([f], out)
+    raw = load(out)
+    assert list(raw["bundle"]) == ["ex:b2", "ex:b1", "p4t:input/0-in.json"]
+    assert raw["bundle"]["ex:b2"]["used"] == {"_:in0b0-u": {"prov:activity": "in:act", "prov:entity": "in:x"}}
+    top = raw["bundle"]["p4t:input/0-in.json"]
+    assert list(top["wasDerivedFrom"]) == ["_:in0-d"]
+    assert "ex:top" in raw["entity"] and raw["entity"]["ex:b2"] == {"prov:type": {"$": "prov:Bundle",
+                                                                                    "type": "xsd:QName"}}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"entity": {"ex:a": {}, "ex:b": {"ex:v": 1e400}}}')
+    result = runner.invoke(app, ["merge", str(bad), "-o", str(tmp_path / "o2" / "m.json")])
+    assert result.exit_code == 2 and "'ex:b'" in result.output and "too large" in result.output, result.output
+    assert not (tmp_path / "o2").exists() or list((tmp_path / "o2").iterdir()) == []

@@ -532,7 +532,8 @@ def test_the_default_policy_makes_a_bounded_number_of_passes_over_the_edges():
     """Each check walks the graph's edge list a fixed number of times, not once per activity: a document of
     many runs (here 300) is judged in time proportional to its size (a per-activity pass never finished on a
     500 MB document)."""
-    from prov4torch.audit.graph import Graph, add_document
+    from prov4torch.audit.graph import Graph
+    from prov4torch.audit.load import add_document
     from prov4torch.governance.evaluate import evaluate
 
     doc: dict = {"prefix": {"ex": "https://example.org/"}, "entity": {}, "activity": {}, "used": {},

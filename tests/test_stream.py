@@ -13,8 +13,9 @@ import pytest
 from conftest import CORPUS
 
 from prov4torch.audit import stream
-from prov4torch.audit.graph import Graph, add_document, add_file
+from prov4torch.audit.graph import Graph
 from prov4torch.audit.jsonread import ProvInputError, load_document
+from prov4torch.audit.load import add_document, add_file
 from prov4torch.audit.validate import validate_file, validate_text
 
 DOC = {

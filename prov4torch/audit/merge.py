@@ -1,9 +1,10 @@
 """Merge rank files (and whole runs) into one PROV document: a bundle per input, a collection per job.
 
-Streaming: one input is in memory at a time and its bundle is written out at once.
-What stays in memory is the set of records shared across inputs — content-addressed
-datasets and models, agents, the job activity — whose number does not grow with the
-number of ranks. Shared records are written once at the top level (identical copies
+Streaming: each input is read a record at a time (``stream``); a unit's records wait in a spool file
+beside the output until the unit (a rank file, or one bundle of a merged input) ends and is written
+out. What stays in memory is the set of records shared across inputs — content-addressed
+datasets and models, agents, the job activity — as their canonical JSON text, whose number does not
+grow with the number of ranks. Shared records are written once at the top level (identical copies
 deduplicated; a record declared differently by two inputs is a conflict, reported,
 and kept inside its own bundle). Blank-node relation ids are renamed per bundle so
 they never collide. Same inputs, same bytes.
@@ -16,16 +17,21 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import MergeConflictError
 from ..provjson import PREFIXES, QName, attributes
 from ..safefs import check_output, cleanup_on_signal, umask_mode
-from .graph import ELEMENTS, as_records, load_json, prefix_map
+from . import stream
+from .graph import ELEMENTS
 from .jsonread import ProvInputError
+from .load import as_records, no_cycle_collection, prefix_map
+from .shape import json_kind
+
+scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -53,6 +59,22 @@ class MergeReport:
             if gone:
                 out[rid] = gone
         return out
+
+
+def _encoder(sort_keys: bool) -> Callable[[Any], str]:
+    """JSON text of a record (no ASCII escaping, no NaN), by the C encoder made once: ``json.dumps`` with
+    these options builds an encoder per call, which is most of the cost of merging a large document."""
+    encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=sort_keys, check_circular=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return encoder.encode
+    c = make(None, encoder.default, _string, None, ": ", ", ", sort_keys, False, False)
+    return lambda value: "".join(c(value, 0))
+
+
+_string: Callable[[str], str] = json.encoder.encode_basestring  # a str as a JSON string (non-ASCII as is)
+_CANONICAL = _encoder(sort_keys=True)  # shared records are compared by this text
+_PLAIN = _encoder(sort_keys=False)
 
 
 def _natural(p: Path) -> list[Any]:
@@ -84,19 +106,6 @@ def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> li
     return unique
 
 
-def _identity(container: dict[str, Any]) -> tuple[str | None, int | None, int | None, str | None]:
-    """(run id, rank, world size, bundle id) of a rank's records, when they hold a rank activity."""
-    for aid, value in (container.get("activity") or {}).items():
-        for rec in as_records(value):
-            run_id, rank = rec.get("p4t:runId"), rec.get("p4t:rank")
-            if isinstance(run_id, str) and rank is not None and "/rank/" in aid and aid.startswith("p4t:run/"):
-                world = _num(rec.get("p4t:worldSize"))
-                return run_id, _num(rank), world, f"{aid}/bundle"
-            if isinstance(run_id, str) and aid.endswith("/launcher") and aid.startswith("p4t:run/"):
-                return run_id, None, _num(rec.get("p4t:worldSize")), f"{aid}/bundle"
-    return None, None, None, None
-
-
 def _num(v: Any) -> int | None:
     if isinstance(v, dict):
         v = v.get("$")
@@ -106,31 +115,19 @@ def _num(v: Any) -> int | None:
         return None
 
 
-def _units(doc: dict[str, Any], path: Path, index: int) -> list[tuple[str | None, dict[str, Any], str]]:
-    """What becomes one output bundle each: (bundle id or None, records, tag for blank-node ids).
+def _rebuilt(section: str, rid: str, text: str, bundles: set[str]) -> bool:
+    """Whether a record of a merged input's top level is one merging rebuilds: a run's collection, its
+    memberships, a bundle's entity (one of ``bundles``, ids as JSON strings), the conflicts list."""
+    if section == "entity":
+        return rid in bundles or (any(t in text for t in _OURS) and any(map(_is_ours, as_records(json.loads(text)))))
+    if section == "hadMember" and "p4t:run/" in text:
+        rec = json.loads(text)
+        return isinstance(rec, dict) and str(rec.get("prov:collection", "")).startswith("p4t:run/") \
+            and str(rec.get("prov:entity", "")).endswith("/bundle")
+    return False
 
-    A rank file is one unit. A merged document gives each of its bundles back as a unit (so merging
-    a merged file again keeps every bundle and every relation), plus its own top level.
-    """
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name)
-    nested = doc.get("bundle") if isinstance(doc.get("bundle"), dict) else {}
-    top = {k: v for k, v in doc.items() if k != "bundle"}
-    if not nested:
-        return [(None, top, f"in{index}")]
-    outer = prefix_map(doc)
-    units: list[tuple[str | None, dict[str, Any], str]] = []
-    for j, (bid, bundle) in enumerate(sorted(nested.items())):
-        if isinstance(bundle, dict):
-            inner = {**outer, **prefix_map(bundle)}
-            units.append((str(bid), {**bundle, "prefix": inner}, f"in{index}b{j}"))
-    top["hadMember"] = {k: v for k, v in (top.get("hadMember") or {}).items()
-                        if not (isinstance(v, dict) and str(v.get("prov:collection", "")).startswith("p4t:run/")
-                                and str(v.get("prov:entity", "")).endswith("/bundle"))}  # rebuilt below
-    for eid in [k for k, v in (top.get("entity") or {}).items()
-                if any(_is_ours(r) for r in as_records(v)) or k in nested]:
-        del top["entity"][eid]  # our collections and bundle entities: rebuilt below
-    units.append((f"p4t:input/{index}-{stem}", top, f"in{index}"))
-    return units
+
+_OURS = ("prov:Collection", "prov:Bundle", "p4t:MergeConflicts", "p4t:ranksPresent")
 
 
 def _is_ours(rec: dict[str, Any]) -> bool:
@@ -153,45 +150,22 @@ def merge(
     if not files:
         raise ProvInputError("nothing to merge: give rank files or run directories")
     report = MergeReport(out, [str(f) for f in files])
-    prefixes: dict[str, str] = dict(PREFIXES)
-    shared: dict[str, dict[str, tuple[str, Any, str]]] = {k: {} for k in ELEMENTS}  # id -> (canonical, record, file)
-    bundle_ids: list[tuple[str | None, str]] = []
-    seen_bundles: set[str] = set()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with cleanup_on_signal():
+    with cleanup_on_signal(), no_cycle_collection():
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         try:
             os.fchmod(fd, umask_mode())
             # a lone surrogate in a string (a JSON escape such as "\\ud800") is written back as that escape
             with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+                writer = _Writer(fh, report, out.parent, out.name)
                 fh.write('{"bundle": {')
-                first = True
                 for index, path in enumerate(files):
-                    for given, records, tag in _units(load_json(path), path, index):
-                        run_id, rank, world, bid = _identity(records)
-                        bid = given if given and bid is None else bid or f"p4t:input/{index}-{path.name}"
-                        if run_id is not None:
-                            info = report.runs.setdefault(run_id, {"world_size": world, "ranks": []})
-                            info["world_size"] = max(info["world_size"] or 0, world or 0) or None
-                            if rank is not None and rank not in info["ranks"]:
-                                info["ranks"].append(rank)
-                        bid = _unique(bid, seen_bundles)
-                        bundle = _bundle(records, path, run_id, rank, tag, prefixes, shared, report)
-                        if not bundle and given and given.startswith("p4t:input/"):
-                            continue  # a merged input's top level held only shared records
-                        bundle_ids.append((run_id, bid))
-                        fh.write(("" if first else ",\n") + json.dumps(bid) + ": "
-                                 + json.dumps(bundle, ensure_ascii=False, allow_nan=False))
-                        first = False
+                    writer.add_file(path, index)
                     if progress is not None:
                         progress(index + 1, len(files), path)
                 fh.write("}")
-                top = _top_level(shared, bundle_ids, report)
-                for section, content in top.items():
-                    if content:
-                        fh.write(f",\n{json.dumps(section)}: "
-                                 f"{json.dumps(content, ensure_ascii=False, allow_nan=False)}")
-                fh.write(f',\n"prefix": {json.dumps(prefixes, ensure_ascii=False)}}}\n')
+                writer.top_level()
+                fh.write(f',\n"prefix": {json.dumps(writer.prefixes, ensure_ascii=False)}}}\n')
                 fh.flush()
                 os.fsync(fh.fileno())
             if strict and report.conflicts:
@@ -207,6 +181,257 @@ def merge(
     return report
 
 
+class _Unit:
+    """What becomes one output bundle: a rank file, or one bundle of a merged input, or a merged input's own
+    top level. Its records are spooled as they are read (one line each: a flag, section, id, JSON text) until
+    the unit ends and its identity -- the run and rank its activity names, which scopes its ids and renames its
+    blank nodes -- is known."""
+
+    def __init__(self, given: str | None, tag: str, fallback: str, prefixes: dict[str, Any], spool_dir: Path,
+                 name: str) -> None:
+        self.given, self.tag, self.fallback, self.prefixes = given, tag, fallback, prefixes
+        self.run_id: str | None = None
+        self.rank: int | None = None
+        self.world: int | None = None
+        self.bid: str | None = None
+        self.identified = False
+        self.spool: IO[str] | None = None
+        self.section = ""  # the section of the records spooled last
+        self.spool_dir, self.name = spool_dir, name
+
+    def add(self, section: str, records: Iterable[tuple[str, Any]], source: Path) -> None:
+        """Spool records of one section: elements as canonical text (sorted keys), so that identical copies
+        across inputs are found by their text."""
+        if self.spool is None:
+            self.spool = tempfile.TemporaryFile(  # noqa: SIM115  # closed by records(); nameless on disk
+                "w+", encoding="utf-8", errors="surrogatepass", dir=self.spool_dir, prefix=f".{self.name}.")
+        write, encode = self.spool.write, _CANONICAL if section in ELEMENTS else _PLAIN
+        if section != self.section:
+            write(f"S\t{_string(section)}\t\n")
+            self.section = section
+        for rid, rec in records:
+            if section == "activity" and not self.identified:
+                self.identify(rid, rec)
+            try:
+                text = encode(rec)
+            except ValueError:
+                raise ProvInputError(f"{source}: section {section!r}: record {rid!r} holds a number too large "
+                                     "for JSON: fix or regenerate the file", value=str(source)) from None
+            count = 1 if type(rec) is dict else len(as_records(rec)) or 1
+            write(f"{count}\t{_string(rid)}\t{text}\n")
+
+    def identify(self, aid: str, value: Any) -> None:
+        """(run id, rank, world size, bundle id) from the first rank (or launcher) activity of the unit."""
+        for rec in as_records(value):
+            run_id, rank = rec.get("p4t:runId"), rec.get("p4t:rank")
+            if isinstance(run_id, str) and rank is not None and "/rank/" in aid and aid.startswith("p4t:run/"):
+                self.run_id, self.rank, self.world = run_id, _num(rank), _num(rec.get("p4t:worldSize"))
+            elif isinstance(run_id, str) and aid.endswith("/launcher") and aid.startswith("p4t:run/"):
+                self.run_id, self.world = run_id, _num(rec.get("p4t:worldSize"))
+            else:
+                continue
+            self.bid, self.identified = f"{aid}/bundle", True
+            return
+
+    def records(self) -> Iterator[tuple[int, str, str, str]]:
+        """(records, section, id as a JSON string, JSON text) of every spooled id, in order; the spool is closed
+        after. (Lines: ``S<tab>section<tab>`` where a section begins, then ``count<tab>id<tab>text``; JSON text
+        holds no tab or newline.)"""
+        if self.spool is None:
+            return
+        section = ""
+        with self.spool as spool:
+            spool.seek(0)
+            for line in spool:
+                count, rid, text = line.rstrip("\n").split("\t", 2)
+                if count == "S":
+                    section = scanstring(rid, 1)[0]
+                    continue
+                yield int(count), section, rid, text
+
+
+class _Writer:
+    """Writes the output's bundles as units end; keeps what the top level needs: the records shared across
+    inputs (as canonical text), bundle ids, prefixes."""
+
+    def __init__(self, fh: IO[str], report: MergeReport, spool_dir: Path, name: str) -> None:
+        self.fh, self.report, self.spool_dir, self.name = fh, report, spool_dir, name
+        self.prefixes: dict[str, str] = dict(PREFIXES)
+        # id (as a JSON string) -> (canonical text, file)
+        self.shared: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in ELEMENTS}
+        self.bundle_ids: list[tuple[str | None, str]] = []
+        self.seen_bundles: set[str] = set()
+        self.units: list[_Unit] = []  # those of the input being read
+        self.first = True
+
+    def top_level(self) -> None:
+        """The output's top level: the shared records (as read), then what merging adds (``_generated``)."""
+        made = _generated(self.bundle_ids, self.report)
+        self.report.shared = sum(len(v) for v in self.shared.values())
+        fh = self.fh
+        for section in (*ELEMENTS, "hadMember"):
+            shared = self.shared.get(section, {})
+            own = {_string(rid): rec for rid, rec in made.get(section, {}).items()}
+            sep = f",\n{_string(section)}: {{"
+            for rid, (text, _file) in shared.items():
+                if rid not in own:  # an id merging makes is written as merging makes it
+                    fh.write(f"{sep}{rid}: {text}")
+                    sep = ", "
+            for rid, rec in own.items():
+                fh.write(f"{sep}{rid}: {_PLAIN(rec)}")
+                sep = ", "
+            if sep == ", ":
+                fh.write("}")
+
+    def unit(self, given: str | None, tag: str, path: Path, index: int, prefixes: dict[str, Any]) -> _Unit:
+        unit = _Unit(given, tag, f"p4t:input/{index}-{path.name}", prefixes, self.spool_dir, self.name)
+        self.units.append(unit)
+        return unit
+
+    def add_file(self, path: Path, index: int) -> None:
+        """One input, read a record at a time (``stream``): memory holds one record, the shared records and
+        ids; a unit's records wait in its spool until the unit ends (closed whatever happens)."""
+        try:
+            self._add_file(path, index)
+        finally:
+            for unit in self.units:
+                if unit.spool is not None:
+                    unit.spool.close()
+            self.units.clear()
+
+    def _add_file(self, path: Path, index: int) -> None:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name)
+        top = self.unit(None, f"in{index}", path, index, {})
+        nested: list[str] = []  # the ids of the input's bundles (a merged input)
+        current: _Unit | None = None
+        for item in stream.items(path):
+            if isinstance(item, stream.Records):
+                unit = top if item.bundle is None else current
+                assert unit is not None  # a bundle's records follow its Bundle item
+                if item.bundle is None and current is not None:  # the top level again, after a bundle
+                    self.finish(current, path)
+                    current = None
+                unit.add(item.section, item.records, path)
+            elif isinstance(item, stream.Prefix):
+                own = prefix_map({"prefix": item.value})
+                if item.bundle is None:
+                    top.prefixes = own
+                elif current is not None:
+                    current.prefixes = {**top.prefixes, **own}
+            elif isinstance(item, stream.Bundle):
+                if current is not None:
+                    self.finish(current, path)
+                current = self.unit(item.id, f"in{index}b{len(nested)}", path, index, dict(top.prefixes))
+                nested.append(item.id)
+            elif isinstance(item, stream.Value):
+                if item.key == "":  # a bundle that is not an object: nothing to merge, but it was there
+                    nested.append(str(item.bundle))
+                    continue
+                unit = top if item.bundle is None else current
+                if item.bundle is None and current is not None:
+                    self.finish(current, path)
+                    current = None
+                if item.key == "bundle" or item.value is None or unit is None:
+                    continue
+                if not isinstance(item.value, dict):
+                    raise ProvInputError(f"{path}: section {item.key!r} is a {type(item.value).__name__}, not an "
+                                         "object of records: fix or regenerate the file", value=str(path))
+                unit.add(item.key, item.value.items(), path)
+            elif isinstance(item, stream.Duplicate):
+                raise ProvInputError(f"{path}: key {item.key!r} appears twice in one object: the document is "
+                                     "ambiguous; fix it (prov4torch validate shows where)", value=str(path))
+            else:
+                raise ProvInputError(f"{path}: a PROV-JSON document is a JSON object, found "
+                                     f"{json_kind(item.value)}", value=str(path))
+        if current is not None:
+            self.finish(current, path)
+        if nested:  # a merged input: its top level is a unit of its own, less what merging rebuilds
+            top.given = f"p4t:input/{index}-{stem}"
+        self.finish(top, path, drop={_string(b) for b in nested} if nested else None)
+
+    def finish(self, unit: _Unit, path: Path, drop: set[str] | None = None) -> None:
+        """Write one unit as a bundle. ``drop``: a merged input's top level, whose collections, memberships and
+        bundle entities (these ids, as JSON strings) are rebuilt at the output's top level. Ids stay JSON strings
+        here (escaping is per character, so prefixes compare the same)."""
+        report = self.report
+        bid = unit.given if unit.given and unit.bid is None else unit.bid or unit.fallback
+        if unit.run_id is not None:
+            info = report.runs.setdefault(unit.run_id, {"world_size": unit.world, "ranks": []})
+            info["world_size"] = max(info["world_size"] or 0, unit.world or 0) or None
+            if unit.rank is not None and unit.rank not in info["ranks"]:
+                info["ranks"].append(unit.rank)
+        bid = _unique(bid, self.seen_bundles)
+        own = unit.prefixes
+        compatible = all(self.prefixes.get(k, v) == v for k, v in own.items() if isinstance(v, str))
+        if compatible:
+            self.prefixes.update({k: v for k, v in own.items() if isinstance(v, str)})
+        scoped = _string(f"p4t:run/{unit.run_id}/rank/{unit.rank}") if unit.run_id is not None else ""
+        within = scoped[:-1] + "/"  # an id under the rank's own (the closing quote dropped)
+        tag = unit.tag
+        tag = f"rank{unit.rank}" if unit.rank is not None and tag.startswith("in") and tag[2:].isdigit() else tag
+        body = _Body(self, bid)
+        if own and not compatible:
+            body.member("prefix", json.dumps(own, ensure_ascii=False))  # its own prefixes mean something else
+        for count, section, rid, text in unit.records():
+            if drop is not None and _rebuilt(section, rid, text, drop):
+                continue
+            report.records += count
+            if section in ELEMENTS and compatible and not (scoped and (rid == scoped or rid.startswith(within))):
+                known = self.shared[section].get(rid)
+                if known is None:
+                    self.shared[section][rid] = (text, str(path))
+                    continue
+                if known[0] == text:
+                    report.deduplicated += 1
+                    continue
+                report.conflicts.append(Conflict(scanstring(rid, 1)[0], known[1], str(path)))
+            body.record(section, f'"_:{tag}-{rid[3:]}' if rid.startswith('"_:') else rid, text)
+        if body.close(skip_empty=bool(unit.given and unit.given.startswith("p4t:input/"))):
+            self.bundle_ids.append((unit.run_id, bid))
+
+
+class _Body:
+    """One bundle of the output, written as its records come: its key only once it has something (a merged
+    input's top level that held only shared records is left out), each section opened at its first record."""
+
+    def __init__(self, writer: _Writer, bid: str) -> None:
+        self.w, self.bid = writer, bid
+        self.opened = False
+        self.section: str | None = None
+
+    def _open(self) -> None:
+        if not self.opened:
+            self.w.fh.write(("" if self.w.first else ",\n") + _string(self.bid) + ": {")
+            self.w.first = False
+            self.opened = True
+
+    def member(self, key: str, text: str) -> None:
+        self._open()
+        self.w.fh.write(f"{'' if self.section is None else ', '}{_string(key)}: {text}")
+        self.section = key
+
+    def record(self, section: str, rid: str, text: str) -> None:
+        """One record; ``rid`` already a JSON string."""
+        fh = self.w.fh
+        if section != self.section:
+            self._open()
+            fh.write(f"{'' if self.section is None else '}, ' if self.section != 'prefix' else ', '}"
+                     f"{_string(section)}: {{")
+            self.section = section
+            fh.write(f"{rid}: {text}")
+        else:
+            fh.write(f", {rid}: {text}")
+
+    def close(self, skip_empty: bool) -> bool:
+        """End the bundle; False when it was left out."""
+        if not self.opened:
+            if skip_empty:
+                return False
+            self._open()
+        self.w.fh.write("}" if self.section in (None, "prefix") else "}}")
+        return True
+
+
 def _unique(bid: str, seen: set[str]) -> str:
     candidate, n = bid, 1
     while candidate in seen:
@@ -216,67 +441,28 @@ def _unique(bid: str, seen: set[str]) -> str:
     return candidate
 
 
-def _bundle(doc: dict[str, Any], path: Path, run_id: str | None, rank: int | None, tag: str,
-            prefixes: dict[str, str], shared: dict[str, dict[str, tuple[str, Any, str]]],
-            report: MergeReport) -> dict[str, Any]:
-    own_prefixes = prefix_map(doc)
-    compatible = all(prefixes.get(k, v) == v for k, v in own_prefixes.items() if isinstance(v, str))
-    if compatible:
-        prefixes.update({k: v for k, v in own_prefixes.items() if isinstance(v, str)})
-    scoped = f"p4t:run/{run_id}/rank/{rank}" if run_id is not None else None
-    tag = f"rank{rank}" if rank is not None and tag.startswith("in") and tag[2:].isdigit() else tag
-    bundle: dict[str, Any] = {}
-    if own_prefixes and not compatible:
-        bundle["prefix"] = own_prefixes  # its own prefixes mean something else: keep them with it
-    for section, value in doc.items():
-        if section in ("prefix", "bundle") or not isinstance(value, dict):
-            if section not in ("prefix", "bundle") and value is not None:
-                raise ProvInputError(f"{path}: section {section!r} is a {type(value).__name__}, not an object of "
-                                     "records: fix or regenerate the file", value=str(path))
-            continue
-        out: dict[str, Any] = {}
-        for rid, rec in value.items():
-            report.records += len(as_records(rec)) or 1
-            if section in ELEMENTS and compatible and not (scoped and (rid == scoped or rid.startswith(scoped + "/"))):
-                canonical = json.dumps(rec, sort_keys=True, ensure_ascii=False)
-                known = shared[section].get(rid)
-                if known is None:
-                    shared[section][rid] = (canonical, rec, str(path))
-                    continue
-                if known[0] == canonical:
-                    report.deduplicated += 1
-                    continue
-                report.conflicts.append(Conflict(rid, known[2], str(path)))
-            new_id = f"_:{tag}-{rid[2:]}" if rid.startswith("_:") else rid
-            out[new_id] = rec
-        if out:
-            bundle[section] = out
-    return bundle
-
-
-def _top_level(shared: dict[str, dict[str, tuple[str, Any, str]]], bundle_ids: list[tuple[str | None, str]],
-               report: MergeReport) -> dict[str, dict[str, Any]]:
-    top: dict[str, dict[str, Any]] = {k: {rid: rec for rid, (_c, rec, _f) in v.items()} for k, v in shared.items()}
-    report.shared = sum(len(v) for v in top.values())
+def _generated(bundle_ids: list[tuple[str | None, str]], report: MergeReport) -> dict[str, dict[str, Any]]:
+    """The records merging adds to the top level: an entity per bundle, a collection per job with its members,
+    the list of conflicting ids."""
+    made: dict[str, dict[str, Any]] = {"entity": {}, "hadMember": {}}
     members: dict[str, list[str]] = {}
     for run_id, bid in bundle_ids:
-        top["entity"][bid] = attributes({"prov:type": QName("prov:Bundle")})
+        made["entity"][bid] = attributes({"prov:type": QName("prov:Bundle")})
         if run_id is not None:
             members.setdefault(run_id, []).append(bid)
-    top["hadMember"] = {}
     missing = report.missing()
     for run_id, bids in members.items():
         info = report.runs[run_id]
         cid = f"p4t:run/{run_id}"
-        top["entity"][cid] = attributes({
+        made["entity"][cid] = attributes({
             "prov:type": QName("prov:Collection"), "p4t:runId": run_id, "p4t:worldSize": info["world_size"],
             "p4t:ranksPresent": len(info["ranks"]), "p4t:ranksMissing": missing.get(run_id) or None,
         })
         for i, bid in enumerate(bids):  # one membership each: the PROV-JSON schema wants one entity per hadMember
-            top["hadMember"][f"_:members-{run_id}-{i}"] = {"prov:collection": cid, "prov:entity": bid}
+            made["hadMember"][f"_:members-{run_id}-{i}"] = {"prov:collection": cid, "prov:entity": bid}
     if report.conflicts:
-        top["entity"]["p4t:merge/conflicts"] = attributes({
+        made["entity"]["p4t:merge/conflicts"] = attributes({
             "prov:type": QName("p4t:MergeConflicts"),
             "p4t:conflictingId": sorted({c.id for c in report.conflicts}),
         })
-    return top
+    return made

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import InvalidValueError
 from ..provjson import MLS_NAMESPACE, NAMESPACE, expand_qname
-from .graph import DEFAULT_LINEAGE, Graph, Node, load_graph, no_cycle_collection
+from .graph import DEFAULT_LINEAGE, Graph, Node
+from .load import load_graph, no_cycle_collection
 from .text import clean, clean_tree
 
 TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}

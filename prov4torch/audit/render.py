@@ -25,7 +25,8 @@ from xml.etree import ElementTree
 from ..errors import InvalidValueError, MissingExtraError
 from ..provjson import MLS_NAMESPACE, NAMESPACE
 from ..safefs import check_output
-from .graph import DEFAULT_LINEAGE, PROV, Graph, Node, load_graph, no_cycle_collection
+from .graph import DEFAULT_LINEAGE, PROV, Graph, Node
+from .load import load_graph, no_cycle_collection
 from .query import kind_of, resolve
 from .text import clean
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
-from .graph import PROV, TYPE, Graph, Node, expand_dirs, load_graph, no_cycle_collection
+from .graph import PROV, TYPE, Graph, Node
+from .load import expand_dirs, load_graph, no_cycle_collection
 from .query import kind_of
 from .text import clean, clean_tree
 

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from . import stream
-from .graph import ELEMENTS, prefix_map
+from .graph import ELEMENTS
 from .jsonread import ProvInputError, loads
+from .load import prefix_map
 
 # relation -> (mandatory formal attributes, optional formal attributes)
 RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

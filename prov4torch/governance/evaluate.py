@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..audit.graph import PROV, TYPE, Edge, Graph, Node, expand_dirs, load_graph, no_cycle_collection
+from ..audit.graph import PROV, TYPE, Edge, Graph, Node
+from ..audit.load import expand_dirs, load_graph, no_cycle_collection
 from ..provjson import NAMESPACE as P4T
 from .policy import NOT_PROCESSING, Policy, Rule, load_policy
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..audit.graph import Graph, add_document
+from ..audit.graph import Graph
+from ..audit.load import add_document
 from ..errors import InvalidValueError, PolicyViolation
 from ..provjson import QName, attributes
 from .evaluate import Violation, evaluate

@@ -27,7 +27,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..audit.graph import DEFAULT_LINEAGE, Graph, Node, expand_dirs, load_graph
+from ..audit.graph import DEFAULT_LINEAGE, Graph, Node
+from ..audit.load import expand_dirs, load_graph
 from ..errors import ConfigError, Prov4TorchError
 from ..provjson import MLS_NAMESPACE, NAMESPACE, value
 from ..safefs import safe_dir, write_atomic
