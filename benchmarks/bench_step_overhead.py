@@ -66,9 +66,11 @@ def main() -> None:
     ap.add_argument("--samplers", action="store_true", help="system, GPU and energy samplers on (5 s interval)")
     ap.add_argument("--metrics", type=int, choices=(1, 2), default=1,
                     help="metrics logged per step: 1 (the loss tensor, as in the issue) or 2 (loss and lr)")
-    ap.add_argument("--log", choices=("metric", "float", "clone", "none"), default="metric",
-                    help="what a logging block does per step: log_metric of the loss tensor (default), log_metric of "
-                         "a Python float, or only the tensor copy a CUDA metric costs (the floor)")
+    ap.add_argument("--log", choices=("metric", "detached", "float", "clone", "item", "none"), default="metric",
+                    help="what a logging block does per step: log_metric of the loss tensor (default; 'detached': of "
+                         "loss.detach()), log_metric of "
+                         "a Python float, only the tensor copy a CUDA metric costs (its floor), or only "
+                         "loss.item() (what reading the loss costs the script itself, without prov4torch)")
     ap.add_argument("--threads", action="store_true", help="print each thread's CPU seconds before end_run")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each block ends with a synchronize on cuda)")
     args = ap.parse_args()
@@ -94,10 +96,14 @@ def main() -> None:
                 pass
             elif log and args.log == "clone":
                 loss.detach().clone()
+            elif log and args.log == "item":
+                loss.item()
+            elif log and args.log == "detached":
+                prov4torch.log_metric("loss", loss.detach(), step=step)
             elif log and args.log == "float":
                 prov4torch.log_metric("loss", 0.5, step=step)
             elif log:
-                prov4torch.log_metric("loss", loss.detach(), step=step)
+                prov4torch.log_metric("loss", loss, step=step)
                 if args.metrics == 2:
                     prov4torch.log_metric("lr", 0.01, step=step)
             step += 1

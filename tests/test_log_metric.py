@@ -65,15 +65,17 @@ def test_nan_first_value_is_written_the_way_prov_writes_it():
         (None, "value must be a number"),
         ([1.0], "value must be a number"),
         (torch.tensor([1.0, 2.0]), r"one number, got shape \(2,\)"),
+        (torch.tensor(1 + 2j), "is not a real number"),
         (1 + 2j, "value must be a number .*got complex"),
     ],
 )
 def test_non_numeric_values_raise_at_the_call(value, message):
     with prov4torch.start_run() as run:
+        prov4torch.log_metric("warm", torch.tensor(7, dtype=torch.int64))  # CPU tensors now take the fast path
         with pytest.raises(prov4torch.InvalidValueError, match=message):
             prov4torch.log_metric("x", value)
         prov4torch.log_metric("x", 1.0)
-    assert [r["value"] for r in rows(run)] == ["1.0"]  # the bad call left nothing behind
+    assert [(r["name"], r["value"]) for r in rows(run)] == [("warm", "7.0"), ("x", "1.0")]  # the bad call: nothing
 
 
 @pytest.mark.parametrize(

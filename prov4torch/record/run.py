@@ -40,7 +40,17 @@ from .journal import JournalWriter
 from .paths import RunFiles
 from .secrets import redact
 from .signals import Hooks, ending
-from .values import CONTEXT, NAME, PARAM, check_name, check_step, check_timestamp, coerce_metric, param_value
+from .values import (
+    CONTEXT,
+    NAME,
+    PARAM,
+    TensorType,
+    check_name,
+    check_step,
+    check_timestamp,
+    coerce_metric,
+    param_value,
+)
 
 _now = time.time
 END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")
@@ -207,7 +217,13 @@ class Run(AttachMixin):
     ) -> None:
         """Record one metric point. No I/O, no device sync: the writer thread does the rest."""
         if type(value) is not float:
-            value = coerce_metric(name, value)
+            if type(value) is TensorType.cls and value.is_cpu:  # a loss on the CPU: read it here, no more calls
+                try:
+                    value = float(value.item())
+                except (RuntimeError, ValueError, TypeError):  # several elements, complex: coerce_metric says so
+                    value = coerce_metric(name, value)
+            else:
+                value = coerce_metric(name, value)
         try:  # a known series: validated once, its queue's append bound here
             append = self._series[context][name]
         except (KeyError, TypeError):

@@ -41,6 +41,13 @@ class DeviceValue:
         self.tensor, self.stream = tensor, stream
 
 
+class TensorType:
+    """``torch.Tensor`` once a metric has been one (None before): the hot path tests ``type(value) is`` it to
+    read a CPU loss without a call to ``coerce_metric`` (torch is never imported for it)."""
+
+    cls: Any = None
+
+
 def coerce_metric(name: str, value: Any) -> Any:
     """A metric value as float, or a detached copy of a 0-d device tensor (converted later)."""
     if isinstance(value, (int, float)):  # bool included: True is 1.0
@@ -51,6 +58,7 @@ def coerce_metric(name: str, value: Any) -> Any:
                                     value=value) from None
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
+        TensorType.cls = torch.Tensor
         if value.is_cpu:
             try:  # the common case, a 0-d loss on the CPU: .item() (unlike float(t)) never warns
                 return float(value.item())
