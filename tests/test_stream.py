@@ -217,3 +217,30 @@ def test_records_read_in_batches_keep_every_repeated_key_refused(tmp_path: Path,
     found = sorted(map(str, validate_file(f).problems))
     assert found == sorted(map(str, validate_text(f.read_text(), str(f)).problems))
     assert any("appears twice" in p for p in found) is (repeat is not None)
+
+
+def test_a_file_read_is_freed_without_the_cycle_collector(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Commands pause the cycle collector while they read (thousands of rank files for a merge): a file's reader
+    and its text window must be freed by reference counting alone, not kept by a cycle until the end."""
+    import gc
+    import weakref
+
+    f = tmp_path / "doc.json"
+    f.write_text(json.dumps(DOC))
+    made: list[weakref.ref] = []
+    init = stream._Text.__init__
+
+    def tracked(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        made.append(weakref.ref(self))
+
+    monkeypatch.setattr(stream._Text, "__init__", tracked)
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert any(isinstance(i, stream.Records) for i in stream.items(f))
+        g = Graph()
+        add_file(g, f)
+        assert len(made) == 4 and [r() for r in made] == [None] * 4
+    finally:
+        gc.enable()

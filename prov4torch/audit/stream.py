@@ -86,15 +86,19 @@ class _Text:
         self.column_before = 0  # characters of the window's first line that were dropped with it
         self.bytes_read = 0
         self.duplicates: list[str] = []
-        self.decoder_json = json.JSONDecoder(parse_constant=refuse_constant, parse_int=bounded_int,
-                                             object_pairs_hook=self._pairs)
+        duplicates = self.duplicates
 
-    def _pairs(self, items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(items)
-        if len(out) != len(items):  # rare: find which key came twice
-            seen: set[str] = set()
-            self.duplicates.extend(k for k, _ in items if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        return out
+        def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+            out = dict(items)
+            if len(out) != len(items):  # rare: find which key came twice
+                seen: set[str] = set()
+                duplicates.extend(k for k, _ in items if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            return out
+
+        # the hook holds the list, not this object: no reference cycle keeps a finished file's window alive
+        # (commands that pause the cycle collector read thousands of files)
+        self.decoder_json = json.JSONDecoder(parse_constant=refuse_constant, parse_int=bounded_int,
+                                             object_pairs_hook=pairs)
 
     def more(self, at_least: int = CHUNK) -> bool:
         """Read more text into the window (dropping what is consumed); False at the end of the file."""
