@@ -66,11 +66,13 @@ def main() -> None:
     ap.add_argument("--samplers", action="store_true", help="system, GPU and energy samplers on (5 s interval)")
     ap.add_argument("--metrics", type=int, choices=(1, 2), default=1,
                     help="metrics logged per step: 1 (the loss tensor, as in the issue) or 2 (loss and lr)")
-    ap.add_argument("--log", choices=("metric", "detached", "float", "clone", "item", "none"), default="metric",
+    ap.add_argument("--log", default="metric",
+                    choices=("metric", "detached", "float", "floor", "clone", "item", "none"),
                     help="what a logging block does per step: log_metric of the loss tensor (default; 'detached': of "
                          "loss.detach()), log_metric of "
                          "a Python float, only the tensor copy a CUDA metric costs (its floor), or only "
-                         "loss.item() (what reading the loss costs the script itself, without prov4torch)")
+                         "loss.item() (what reading the loss costs the script itself, without prov4torch), or "
+                         "'floor': a function appending a (name, value, step, time_ns()) tuple (issue 15's floor)")
     ap.add_argument("--threads", action="store_true", help="print each thread's CPU seconds before end_run")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each block ends with a synchronize on cuda)")
     args = ap.parse_args()
@@ -83,6 +85,12 @@ def main() -> None:
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(16, 64, 1, 28, 28).to(dev), torch.randint(0, 10, (16, 64)).to(dev)
     step = 0
+    sink: list[tuple[str, float, int, int]] = []
+
+    def record(name: str, value: float, at: int) -> None:
+        sink.append((name, value, at, time.time_ns()))
+        if len(sink) > 100_000:
+            sink.clear()
 
     def block(log: bool) -> float:
         nonlocal step
@@ -98,6 +106,8 @@ def main() -> None:
                 loss.detach().clone()
             elif log and args.log == "item":
                 loss.item()
+            elif log and args.log == "floor":
+                record("loss", 0.5, step)
             elif log and args.log == "detached":
                 prov4torch.log_metric("loss", loss.detach(), step=step)
             elif log and args.log == "float":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Mapping
+from time import time as _now
 from typing import Any
 
 from . import env as _env
@@ -157,6 +158,14 @@ def log_metric(
 ) -> None:
     """Record one metric point (hot path: no I/O, no device sync)."""
     run = _ACTIVE.run
+    if run is not None and type(value) is float and timestamp is None and (step is None or type(step) is int):
+        try:  # the common case, a float for a known series: Run.log_metric's fast path, one call fewer
+            append = run.appenders[context][name]
+        except (KeyError, TypeError):
+            pass
+        else:
+            append((step, _now(), value))
+            return
     if run is None:
         run = _run("log_metric")
     run.log_metric(name, value, step, context, timestamp)

@@ -303,7 +303,7 @@ def test_the_bound_costs_nothing_while_the_writer_keeps_up(tmp_path: Path):
     with prov4torch.start_run(out_dir=tmp_path) as run:
         for i in range(10):
             run.log_metric("loss", float(i), step=i)
-        plain = run._series["training"]["loss"]
+        plain = run.appenders["training"]["loss"]
         assert getattr(plain, "__self__", None) is not None  # a bound deque.append, no Python wrapper
 
 

@@ -18,6 +18,7 @@ class DisabledRun(Run):
 
     def __init__(self, **_: Any) -> None:
         self.run_id = "disabled"
+        self.appenders = {}  # no series: prov4torch.log_metric's fast path always misses
         self.rank = 0
         self.ended = False
         self.status = "DISABLED"

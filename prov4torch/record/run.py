@@ -119,7 +119,9 @@ class Run(AttachMixin):
         self.ended = False
         self.status = "RUNNING"
         self._open = True
-        self._series: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}  # the writer's appenders
+        # context -> name -> the writer's append for that series: the hot path's one lookup (read, never
+        # changed, by prov4torch.log_metric's own fast path too)
+        self.appenders: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
         self._system_series: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # the samplers' own
         self._params: dict[str, Any] = {}
         self._history: list[dict[str, Any]] = []
@@ -160,7 +162,7 @@ class Run(AttachMixin):
             region=self.region, purpose=self.purpose, intended_use=self.intended_use,
             policy=self._policy.describe() if self._policy else None)
         self.record_event(start_event, now=True)
-        self._series = self._writer.appenders  # the hot path calls what the writer lists (and throttles)
+        self.appenders = self._writer.appenders  # the hot path calls what the writer lists (and throttles)
         self._writer.start()
         # git, environment and the package list take ~100 ms: gathered off the training thread
         self._context_thread = threading.Thread(
@@ -225,7 +227,7 @@ class Run(AttachMixin):
             else:
                 value = coerce_metric(name, value)
         try:  # a known series: validated once, its queue's append bound here
-            append = self._series[context][name]
+            append = self.appenders[context][name]
         except (KeyError, TypeError):
             append = self._new_series(name, context)
         if step is not None and type(step) is not int:
@@ -247,7 +249,7 @@ class Run(AttachMixin):
                                     "use another name or context", value=name)
         check_name("metric name", name, NAME)
         check_name("metric context", context, CONTEXT)
-        return self._writer.add_series(name, context)  # now in self._series, the writer's appenders
+        return self._writer.add_series(name, context)  # now in self.appenders, the writer's
 
     def log_metrics(
         self,
@@ -419,7 +421,7 @@ class Run(AttachMixin):
                     warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
             self._open = False
             self._context_thread.join(timeout=30)
-            self._series = {}  # the hot path now reaches _new_series, which refuses
+            self.appenders = {}  # the hot path now reaches _new_series, which refuses
             self._system_series = {}
             self.status = status
             ident = identity()  # a process group initialised after start_run knows the real world size
