@@ -316,14 +316,14 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """A readable summary: runs, parameters, metrics, datasets with tags, models, energy, hardware."""
-    from prov4torch.audit.show import summarize
+    from prov4torch.audit.show import summarize, write_json
 
     try:
         summary = summarize(files)
     except Prov4TorchError as exc:
         fail(str(exc))
     if as_json:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        write_json(summary, sys.stdout)
         return
     _print_summary(summary)
 

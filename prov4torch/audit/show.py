@@ -6,10 +6,11 @@ prov4torch's own files give the full picture.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
 from .graph import PROV, TYPE, Graph, Node
@@ -37,6 +38,24 @@ def _one(node: Node, attr: str) -> Any:
 
 def _fields(node: Node, names: Iterable[str]) -> dict[str, Any]:
     return {n: _one(node, P + n) for n in names if node.values(P + n)}
+
+
+def write_json(summary: Mapping[str, Any], out: IO[str]) -> None:
+    """The summary as JSON: its sections on lines of their own, each row of a table on one line, written as it
+    goes by the C encoder (an indenting ``json.dumps`` is pure Python: a large document's million rows took
+    longer to print than to read, and became one string first)."""
+    encode = json.JSONEncoder(default=str).encode
+    out.write("{")
+    for i, (key, value) in enumerate(summary.items()):
+        out.write(f"{',' if i else ''}\n  {encode(key)}: ")
+        if isinstance(value, list) and value:
+            out.write("[")
+            for j, row in enumerate(value):
+                out.write(f"{',' if j else ''}\n    {encode(row)}")
+            out.write("\n  ]")
+        else:
+            out.write(encode(value))
+    out.write("\n}\n")
 
 
 def summarize(paths: Iterable[str | Path]) -> dict[str, Any]:
