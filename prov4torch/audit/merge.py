@@ -193,8 +193,7 @@ class _Unit:
         self.run_id: str | None = None
         self.rank: int | None = None
         self.world: int | None = None
-        self.bid: str | None = None
-        self.identified = False
+        self.bid: str | None = None  # set by identify: the unit's identity is known
         self.spool: IO[str] | None = None
         self.section = ""  # the section of the records spooled last
         self.spool_dir, self.name = spool_dir, name
@@ -210,7 +209,7 @@ class _Unit:
             write(f"S\t{_string(section)}\t\n")
             self.section = section
         for rid, rec in records:
-            if section == "activity" and not self.identified:
+            if section == "activity" and self.bid is None:
                 self.identify(rid, rec)
             try:
                 text = encode(rec)
@@ -230,7 +229,7 @@ class _Unit:
                 self.run_id, self.world = run_id, _num(rec.get("p4t:worldSize"))
             else:
                 continue
-            self.bid, self.identified = f"{aid}/bundle", True
+            self.bid = f"{aid}/bundle"
             return
 
     def records(self) -> Iterator[tuple[int, str, str, str]]:
