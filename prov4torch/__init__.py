@@ -158,23 +158,24 @@ def log_metric(
     timestamp: float | _dt.datetime | None = None,
 ) -> None:
     """Record one metric point (hot path: no I/O, no device sync)."""
-    run = _ACTIVE.run
-    if run is not None and timestamp is None and (step is None or type(step) is int):
-        # the common cases, a float or a CPU loss for a known series: Run.log_metric's fast path, one call fewer
-        number = value
-        if type(number) is _TensorType.cls and number.is_cpu:
-            try:  # noqa: SIM105  # on the hot path a try costs nothing, contextlib.suppress a call
-                number = float(number.item())
-            except (RuntimeError, ValueError, TypeError):
-                pass  # Run.log_metric says what is wrong with it
-        if type(number) is float:
-            try:
-                append = run.appenders[context][name]
-            except (KeyError, TypeError):
-                pass
-            else:
-                append((step, _now(), number))
+    try:  # a known series of the active run: Run.log_metric's fast path, one call fewer
+        append = _ACTIVE.appenders[context][name]
+    except (KeyError, TypeError):
+        pass
+    else:
+        if timestamp is None and (step is None or type(step) is int):
+            if type(value) is float:
+                append((step, _now(), value))
                 return
+            if type(value) is _TensorType.cls and value.is_cpu:  # a CPU loss
+                try:
+                    number = float(value.item())
+                except (RuntimeError, ValueError, TypeError):
+                    pass  # Run.log_metric says what is wrong with it
+                else:
+                    append((step, _now(), number))
+                    return
+    run = _ACTIVE.run
     if run is None:
         run = _run("log_metric")
     run.log_metric(name, value, step, context, timestamp)

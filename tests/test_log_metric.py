@@ -324,3 +324,19 @@ def test_a_value_that_cannot_be_read_costs_only_its_own_point(tmp_path: Path):
         rows = list(csv.DictReader(fh))
     assert [(r["step"], r["value"]) for r in rows] == [("0", "1.5"), ("2", "2.5"), ("3", "3.5")]
     assert writer.dropped == 1 and writer.points == 3
+
+
+def test_the_fast_path_follows_the_active_run_and_stops_at_its_end():
+    first = prov4torch.start_run()
+    prov4torch.log_metric("loss", 1.0, step=0)  # a known series: later points take the fast path
+    prov4torch.log_metric("loss", torch.tensor(2.0), step=1)
+    first.end_run()
+    with pytest.raises(prov4torch.RunStateError, match="no active run"):
+        prov4torch.log_metric("loss", 3.0, step=2)
+    with pytest.raises(prov4torch.RunStateError, match="has ended"):
+        first.log_metric("loss", 3.0, step=2)
+    with prov4torch.start_run() as second:
+        prov4torch.log_metric("loss", 4.0, step=0)
+        prov4torch.log_metric("loss", 5.0, step=1)
+    assert [(r["step"], float(r["value"])) for r in rows(first)] == [("0", 1.0), ("1", 2.0)]
+    assert [(r["step"], float(r["value"])) for r in rows(second)] == [("0", 4.0), ("1", 5.0)]

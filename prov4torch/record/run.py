@@ -63,10 +63,21 @@ class _Active:
     """The process-wide active run (one per process, like MLflow's fluent API)."""
 
     def __init__(self) -> None:
-        self.run: Run | None = None
+        self._run: Run | None = None
+        # the active run's ``appenders`` (the same dict, emptied when it ends): prov4torch.log_metric's fast path
+        self.appenders: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
         self.last_dir: Path | None = None  # the directory of the last run `prov4torch run` managed
         self.last_signal: int | None = None  # the signal that ended it, if one did
         self.lock = threading.RLock()
+
+    @property
+    def run(self) -> Run | None:
+        return self._run
+
+    @run.setter
+    def run(self, run: Run | None) -> None:
+        self._run = run
+        self.appenders = run.appenders if run is not None else {}
 
 
 ACTIVE = _Active()
@@ -155,6 +166,7 @@ class Run(AttachMixin):
             self.files.discard()
             raise ConfigError(f"cannot write to output directory {self.dir}: {exc.strerror or exc}; "
                               f"choose a writable one with out_dir= or {env.DIR}") from exc
+        self.appenders = self._writer.appenders  # the hot path calls what the writer lists (and throttles)
         start_event = context.start_event(
             time=clock(), run_id=self.run_id, run_name=self.run_name, experiment=self.experiment, rank=self.rank,
             world_size=self.world_size, local_rank=self.local_rank, attempt=self.attempt or None,
@@ -162,7 +174,6 @@ class Run(AttachMixin):
             region=self.region, purpose=self.purpose, intended_use=self.intended_use,
             policy=self._policy.describe() if self._policy else None)
         self.record_event(start_event, now=True)
-        self.appenders = self._writer.appenders  # the hot path calls what the writer lists (and throttles)
         self._writer.start()
         # git, environment and the package list take ~100 ms: gathered off the training thread
         self._context_thread = threading.Thread(
@@ -421,7 +432,7 @@ class Run(AttachMixin):
                     warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
             self._open = False
             self._context_thread.join(timeout=30)
-            self.appenders = {}  # the hot path now reaches _new_series, which refuses
+            self.appenders.clear()  # the hot paths now reach _new_series, which refuses
             self._system_series = {}
             self.status = status
             ident = identity()  # a process group initialised after start_run knows the real world size
