@@ -238,12 +238,15 @@ def merge(
             bar.stop()
     for c in report.conflicts:
         typer.echo(f"conflict: {c.id} is declared differently in {c.first} and {c.second}", err=True)
+    for r in report.repeats:
+        typer.echo(f"note: {r.id} is in both {r.first} and {r.second} with the same records: kept once", err=True)
     for run_id, ranks in report.missing().items():
         info = report.runs[run_id]
         typer.echo(f"warning: run {run_id}: rank(s) {ranks} missing (world size {info['world_size']}, "
                    f"{len(info['ranks'])} found)", err=True)
     typer.echo(f"merged {len(report.inputs)} file(s), {report.records} records ({report.shared} shared, "
-               f"{report.deduplicated} duplicates dropped, {len(report.conflicts)} conflicts) into {out}")
+               f"{report.deduplicated} duplicates dropped, {len(report.conflicts)} conflicts"
+               f"{f', {len(report.repeats)} repeated rank(s) kept once' if report.repeats else ''}) into {out}")
 
 
 @app.command()

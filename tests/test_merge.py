@@ -102,6 +102,48 @@ def test_merged_output_is_checked_like_its_inputs(tmp_path: Path, monkeypatch: p
         prov4torch.check([run_dir / "rank-0.prov.json", run_dir / "rank-1.prov.json"], "default").verdict
 
 
+def test_a_rank_read_twice_is_kept_once_and_a_changed_copy_is_a_conflict(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """A merged run merged again with one of its own rank files (or a copy of a rank file) holds that rank once;
+    a rank file that says something else under the same rank is a conflict, kept in a bundle of its own."""
+    run_dir = job(tmp_path, monkeypatch)
+    merged = tmp_path / "first.prov.json"
+    merge([run_dir], merged)
+    rank1 = run_dir / "rank-1.prov.json"
+    copy = tmp_path / "copy" / "rank-1.prov.json"
+    copy.parent.mkdir()
+    copy.write_bytes(rank1.read_bytes())
+    for n, inputs in enumerate([[merged, rank1], [rank1, merged], [run_dir, copy], [merged, merged.read_bytes()]]):
+        if isinstance(inputs[1], bytes):  # a merged run and a copy of it
+            (tmp_path / "again.json").write_bytes(inputs[1])
+            inputs[1] = tmp_path / "again.json"
+        out = tmp_path / f"m{n}.prov.json"
+        result = runner.invoke(app, ["merge", *map(str, inputs), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        raw = load(out)
+        assert sorted(raw["bundle"]) == ["p4t:run/job1/rank/0/bundle", "p4t:run/job1/rank/1/bundle"], inputs
+        assert raw["entity"]["p4t:run/job1"]["p4t:ranksPresent"]["$"] == "2" and "p4t:merge/conflicts" not in raw
+        assert "p4t:run/job1/rank/1 is in both" in result.output and "with the same records: kept once" in result.output
+        assert "conflict:" not in result.output and "0 conflicts" in result.output
+        read_prov(out)  # and the autouse check: no entity has two generations
+    # the same rank, something else recorded: a conflict, both kept, and --strict refuses
+    doc = load(copy)
+    doc["activity"]["p4t:run/job1/rank/1"]["p4t:status"] = "FAILED"
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps(doc))
+    out = tmp_path / "changed-merge.json"
+    result = runner.invoke(app, ["merge", str(merged), str(changed), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "conflict: p4t:run/job1/rank/1/bundle is declared differently in" in result.output
+    raw = load(out)
+    assert sorted(raw["bundle"]) == ["p4t:run/job1/rank/0/bundle", "p4t:run/job1/rank/1/bundle",
+                                     "p4t:run/job1/rank/1/bundle-2"]
+    assert raw["bundle"]["p4t:run/job1/rank/1/bundle-2"]["activity"]["p4t:run/job1/rank/1"]["p4t:status"] == "FAILED"
+    assert raw["entity"]["p4t:merge/conflicts"]["p4t:conflictingId"] == "p4t:run/job1/rank/1/bundle"
+    strict = runner.invoke(app, ["merge", "--strict", str(merged), str(changed), "-o", str(tmp_path / "s.json")])
+    assert strict.exit_code == 1 and "p4t:run/job1/rank/1/bundle differs between" in strict.output
+
+
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="no corpus")
 def test_merge_accepts_other_tools_prov_json(tmp_path: Path):
     files = sorted((CORPUS / "valid").rglob("*.json"))[:40] + sorted((CORPUS / "real-world").rglob("*.json"))

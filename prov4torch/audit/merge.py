@@ -42,6 +42,16 @@ class Conflict:
 
 
 @dataclass
+class Repeat:
+    """A rank (or launcher) read twice with the same records -- a merged run and one of its own rank files, say:
+    kept once."""
+
+    id: str
+    first: str
+    second: str
+
+
+@dataclass
 class MergeReport:
     out: Path
     inputs: list[str]
@@ -49,6 +59,7 @@ class MergeReport:
     shared: int = 0
     deduplicated: int = 0
     conflicts: list[Conflict] = field(default_factory=list)
+    repeats: list[Repeat] = field(default_factory=list)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # run id -> world size, ranks present
 
     def missing(self) -> dict[str, list[int]]:
@@ -232,14 +243,15 @@ class _Unit:
             self.bid = f"{aid}/bundle"
             return
 
-    def records(self) -> Iterator[tuple[int, str, str, str]]:
+    def records(self, close: bool = True) -> Iterator[tuple[int, str, str, str]]:
         """(records, section, id as a JSON string, JSON text) of every spooled id, in order; the spool is closed
-        after. (Lines: ``S<tab>section<tab>`` where a section begins, then ``count<tab>id<tab>text``; JSON text
-        holds no tab or newline.)"""
-        if self.spool is None:
+        after unless ``close`` is false. (Lines: ``S<tab>section<tab>`` where a section begins, then
+        ``count<tab>id<tab>text``; JSON text holds no tab or newline.)"""
+        spool = self.spool
+        if spool is None:
             return
         section = ""
-        with self.spool as spool:
+        try:
             spool.seek(0)
             for line in spool:
                 count, rid, text = line.rstrip("\n").split("\t", 2)
@@ -247,6 +259,9 @@ class _Unit:
                     section = scanstring(rid, 1)[0]
                     continue
                 yield int(count), section, rid, text
+        finally:
+            if close:
+                spool.close()
 
 
 class _Writer:
@@ -261,6 +276,8 @@ class _Writer:
         self.bundle_ids: list[tuple[str | None, str]] = []
         self.seen_bundles: set[str] = set()
         self.units: list[_Unit] = []  # those of the input being read
+        # a rank's (or launcher's) bundle id -> (the file it came from, the signature of its own records)
+        self.signatures: dict[str, tuple[str, int]] = {}
         self.first = True
 
     def top_level(self) -> None:
@@ -351,7 +368,11 @@ class _Writer:
     def finish(self, unit: _Unit, path: Path, drop: set[str] | None = None) -> None:
         """Write one unit as a bundle. ``drop``: a merged input's top level, whose collections, memberships and
         bundle entities (these ids, as JSON strings) are rebuilt at the output's top level. Ids stay JSON strings
-        here (escaping is per character, so prefixes compare the same)."""
+        here (escaping is per character, so prefixes compare the same).
+
+        A rank (or launcher) already written -- the same bundle id -- is compared by its own records (those not
+        shared, blank-node ids aside, in any order): the same, it is kept once (``report.repeats``); different,
+        it is a conflict kept in a bundle of its own."""
         report = self.report
         bid = unit.given if unit.given and unit.bid is None else unit.bid or unit.fallback
         if unit.run_id is not None:
@@ -359,23 +380,36 @@ class _Writer:
             info["world_size"] = max(info["world_size"] or 0, unit.world or 0) or None
             if unit.rank is not None and unit.rank not in info["ranks"]:
                 info["ranks"].append(unit.rank)
-        bid = _unique(bid, self.seen_bundles)
         own = unit.prefixes
         compatible = all(self.prefixes.get(k, v) == v for k, v in own.items() if isinstance(v, str))
         if compatible:
             self.prefixes.update({k: v for k, v in own.items() if isinstance(v, str)})
         scoped = _string(f"p4t:run/{unit.run_id}/rank/{unit.rank}") if unit.run_id is not None else ""
         within = scoped[:-1] + "/"  # an id under the rank's own (the closing quote dropped)
+
+        def is_shared(section: str, rid: str) -> bool:
+            return section in ELEMENTS and compatible and not (scoped and (rid == scoped or rid.startswith(within)))
+
+        repeat = False
+        if unit.bid is not None and unit.bid in self.signatures:
+            first, signature = self.signatures[unit.bid]
+            if self._same(unit, is_shared, signature):
+                report.repeats.append(Repeat(unit.bid.removesuffix("/bundle"), first, str(path)))
+                repeat = True
+            else:
+                report.conflicts.append(Conflict(unit.bid, first, str(path)))
+        bid = _unique(bid, self.seen_bundles) if not repeat else bid
         tag = unit.tag
         tag = f"rank{unit.rank}" if unit.rank is not None and tag.startswith("in") and tag[2:].isdigit() else tag
         body = _Body(self, bid)
-        if own and not compatible:
+        if own and not compatible and not repeat:
             body.member("prefix", json.dumps(own, ensure_ascii=False))  # its own prefixes mean something else
+        signature = 0
         for count, section, rid, text in unit.records():
             if drop is not None and _rebuilt(section, rid, text, drop):
                 continue
-            report.records += count
-            if section in ELEMENTS and compatible and not (scoped and (rid == scoped or rid.startswith(within))):
+            if is_shared(section, rid):
+                report.records += count
                 known = self.shared[section].get(rid)
                 if known is None:
                     self.shared[section][rid] = (text, str(path))
@@ -384,9 +418,31 @@ class _Writer:
                     report.deduplicated += 1
                     continue
                 report.conflicts.append(Conflict(scanstring(rid, 1)[0], known[1], str(path)))
+            elif repeat:
+                continue
+            else:
+                report.records += count
+                signature += hash((section, "_" if rid.startswith('"_:') else rid, text))
             body.record(section, f'"_:{tag}-{rid[3:]}' if rid.startswith('"_:') else rid, text)
-        if body.close(skip_empty=bool(unit.given and unit.given.startswith("p4t:input/"))):
+        if unit.bid is not None and unit.bid not in self.signatures:
+            self.signatures[unit.bid] = (str(path), signature & _MASK)
+        if body.close(skip_empty=repeat or bool(unit.given and unit.given.startswith("p4t:input/"))):
             self.bundle_ids.append((unit.run_id, bid))
+
+
+    def _same(self, unit: _Unit, is_shared: Callable[[str, str], bool], signature: int) -> bool:
+        """Whether ``unit`` holds the records of the one written with ``signature``: its own records sum to it
+        and none of its shared records contradicts one already kept."""
+        mine = 0
+        for _, section, rid, text in unit.records(close=False):
+            if not is_shared(section, rid):
+                mine += hash((section, "_" if rid.startswith('"_:') else rid, text))
+            elif self.shared[section].get(rid, (text,))[0] != text:
+                return False
+        return mine & _MASK == signature
+
+
+_MASK = (1 << 64) - 1  # a signature: the sum of salted hashes of a unit's own records, compared in this process
 
 
 class _Body:
