@@ -300,7 +300,8 @@ def lineage(
         fail("choose --up or --down, not both")
     *paths, focus = inputs  # strings: a Path would turn https:// into https:/
     try:
-        focal, hits = query_lineage(paths, focus, direction="down" if down else "up", depth=depth, kind=kind)
+        focal, hits = query_lineage(paths, focus, direction="down" if down else "up", depth=depth, kind=kind,
+                                    locate=_content_digest)
     except Prov4TorchError as exc:
         fail(str(exc))
     if as_json:
@@ -311,6 +312,17 @@ def lineage(
     for h in hits:
         attrs = ", ".join(f"{k}={v}" for k, v in h.attrs.items() if k != "sha256")
         typer.echo(f"  {h.distance:>3}  {h.kind:<8} {h.label}" + (f"  [{attrs}]" if attrs else ""))
+
+
+def _content_digest(text: str) -> str | None:
+    """The sha256 of a file, or the root digest of a directory, that ``text`` names; None if it names none."""
+    from prov4torch.record.identity import digest_path
+
+    path = Path(text)
+    try:
+        return digest_path(path).sha256 if path.exists() else None
+    except Prov4TorchError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -359,7 +371,12 @@ def _print_summary(s: dict[str, Any]) -> None:
         console.print(f"... and {len(s['runs']) - 20} more runs (use --json for all)")
     if s["parameters"]:
         table("Parameters", [{"name": k, "value": v} for k, v in sorted(s["parameters"].items())], ["name", "value"])
-    table("Metrics", s["metrics"], ["name", "context", "count", "last", "min", "max"])
+    owners = {m.get("run") for m in s["metrics"]}
+    if len(owners) > 1:  # several ranks or runs: say whose series each row is
+        table("Metrics", [m | {"run": _short_run(m.get("run"))} for m in s["metrics"]],
+              ["name", "context", "run", "count", "last", "min", "max"])
+    else:
+        table("Metrics", s["metrics"], ["name", "context", "count", "last", "min", "max"])
     table("Datasets", s["datasets"], ["name", "id", "originCountry", "jurisdiction", "personalData",
                                       "consentScope", "license", "consentExpires"])
     table("Models", s["models"], ["name", "version", "id", "jurisdiction", "license", "intendedUse",
@@ -368,6 +385,14 @@ def _print_summary(s: dict[str, Any]) -> None:
         table("Environment", [{"field": k, "value": v} for k, v in s["environment"].items()], ["field", "value"])
     if s["other_activities"] and not s["runs"]:
         console.print("Activities: " + ", ".join(s["other_activities"]))
+
+
+def _short_run(owner: Any) -> str:
+    """``p4t:run/01a219af-688f-.../rank/0`` as ``01a219af/rank/0``."""
+    if not isinstance(owner, str):
+        return ""
+    run_id, _, rest = owner.removeprefix("p4t:run/").partition("/")
+    return f"{run_id[:8]}/{rest}" if rest else run_id
 
 
 def _fmt(v: Any) -> str:

@@ -18,6 +18,7 @@ from prov4torch_cli.app import app
 from typer.testing import CliRunner
 
 import prov4torch
+from prov4torch.audit.merge import merge
 from prov4torch.audit.validate import validate_file, validate_text
 
 runner = CliRunner()
@@ -160,6 +161,22 @@ def test_show_text_lists_the_first_rows_of_a_long_table_and_json_lists_them_all(
     assert len(full["metrics"]) == 60
 
 
+def test_show_of_an_output_root_counts_each_run_once_and_says_whose_metric_each_row_is(tmp_path: Path):
+    root = tmp_path / "runs"
+    for run_id in ("first-run", "second-run"):
+        with prov4torch.start_run(out_dir=root, experiment="e", run_id=run_id) as run:
+            prov4torch.log_metric("loss", 1.0 if run_id == "first-run" else 2.0, step=0)
+    merge([run.dir], run.dir / "run.prov.json")  # the second run merged: its run.prov.json stands for it
+    s = json.loads(runner.invoke(app, ["show", str(root), "--json"]).output)
+    assert s["files"] == [str(root / "e" / "first-run" / "rank-0.prov.json"), str(run.dir / "run.prov.json")]
+    assert sorted((m["run"], m["last"]) for m in s["metrics"]) == [
+        ("p4t:run/first-run/rank/0", 1.0), ("p4t:run/second-run/rank/0", 2.0)]
+    text = runner.invoke(app, ["show", str(root)])
+    assert text.exit_code == 0 and "first-ru/rank/0" in text.output and "second-r/rank/0" in text.output
+    single = runner.invoke(app, ["show", str(run.dir)])
+    assert single.exit_code == 0 and "second-r/rank/0" not in single.output  # one run: no run column
+
+
 # -- lineage ------------------------------------------------------------------------------------------------
 
 def test_lineage_up_and_down_by_id_prefixed_name_or_digest(tmp_path: Path):
@@ -179,6 +196,31 @@ def test_lineage_up_and_down_by_id_prefixed_name_or_digest(tmp_path: Path):
     assert runner.invoke(app, ["lineage", str(ours), iri, "--depth", "1"]).exit_code == 0
     missing = runner.invoke(app, ["lineage", str(ours), "p4t:nothing"])
     assert missing.exit_code == 2 and "is not in these files" in missing.output
+
+
+def test_lineage_from_a_checkpoint_file_or_directory_by_its_path(tmp_path: Path):
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"training data")
+    ckpt, folder = tmp_path / "ckpt" / "model.pt", tmp_path / "ckpt" / "step-10"
+    folder.mkdir(parents=True)
+    with prov4torch.start_run(run_id="paths") as run:
+        dataset = prov4torch.log_dataset(data, name="train", origin_country="FR")
+        torch.save({"w": torch.ones(2)}, ckpt)
+        prov4torch.log_model(ckpt, name="file")
+        torch.save({"w": torch.zeros(2)}, folder / "weights.pt")
+        (folder / "config.json").write_text("{}")
+        prov4torch.log_model(folder, name="folder")
+    for target in (ckpt, folder):
+        up = runner.invoke(app, ["lineage", str(run.prov_path), str(target), "--type", "dataset", "--json"])
+        assert up.exit_code == 0, up.output
+        assert json.loads(up.output)["focus"]["kind"] == "model"
+        assert [r["id"] for r in json.loads(up.output)["results"]] == [dataset]
+    down = runner.invoke(app, ["lineage", str(run.prov_path), str(data), "--down", "--type", "model"])
+    assert down.exit_code == 0 and "downstream of " + dataset in down.output
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"not recorded")
+    missing = runner.invoke(app, ["lineage", str(run.prov_path), str(other)])
+    assert missing.exit_code == 2 and "other.pt (sha256 " in missing.output and "is not in these files" in missing.output
 
 
 def test_lineage_across_runs_and_through_cycles(tmp_path: Path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -355,14 +356,19 @@ def _add_record(graph: Graph, kind: str, rid: str, value: Any, scope: _Scope, so
 
 
 def expand_dirs(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """Files as given; a directory gives its *.prov.json files (run.prov.json first if present)."""
+    """Files as given; a directory gives its *.prov.json files, where a directory holding a merged
+    ``run.prov.json`` gives that alone (it holds the rank files below it): a run directory stands for its run,
+    an output root for each of its runs once."""
     for p in map(Path, paths):
         if p.is_dir():
-            merged = p / "run.prov.json"
-            if merged.exists():
-                yield merged
-                continue
-            found = sorted(p.rglob("*.prov.json"))
+            found = []
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames.sort()
+                if "run.prov.json" in filenames:
+                    found.append(Path(dirpath) / "run.prov.json")
+                    dirnames.clear()
+                    continue
+                found.extend(Path(dirpath) / f for f in sorted(filenames) if f.endswith(".prov.json"))
             if not found:
                 raise ProvInputError(f"{p}: no *.prov.json files in this directory", value=str(p))
             yield from found

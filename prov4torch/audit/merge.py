@@ -17,7 +17,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -30,8 +30,7 @@ from .graph import ELEMENTS
 from .jsonread import ProvInputError
 from .load import as_records, no_cycle_collection, prefix_map
 from .shape import json_kind
-
-scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+from .spool import PLAIN, Unit, scanstring, string
 
 
 @dataclass
@@ -72,22 +71,6 @@ class MergeReport:
         return out
 
 
-def _encoder(sort_keys: bool) -> Callable[[Any], str]:
-    """JSON text of a record (no ASCII escaping, no NaN), by the C encoder made once: ``json.dumps`` with
-    these options builds an encoder per call, which is most of the cost of merging a large document."""
-    encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, sort_keys=sort_keys, check_circular=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return encoder.encode
-    c = make(None, encoder.default, _string, None, ": ", ", ", sort_keys, False, False)
-    return lambda value: "".join(c(value, 0))
-
-
-_string: Callable[[str], str] = json.encoder.encode_basestring  # a str as a JSON string (non-ASCII as is)
-_CANONICAL = _encoder(sort_keys=True)  # shared records are compared by this text
-_PLAIN = _encoder(sort_keys=False)
-
-
 def _natural(p: Path) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
 
@@ -115,15 +98,6 @@ def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> li
             seen.add(r)
             unique.append(f)
     return unique
-
-
-def _num(v: Any) -> int | None:
-    if isinstance(v, dict):
-        v = v.get("$")
-    try:
-        return int(v)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def _rebuilt(section: str, rid: str, text: str, bundles: set[str]) -> bool:
@@ -192,78 +166,6 @@ def merge(
     return report
 
 
-class _Unit:
-    """What becomes one output bundle: a rank file, or one bundle of a merged input, or a merged input's own
-    top level. Its records are spooled as they are read (one line each: a flag, section, id, JSON text) until
-    the unit ends and its identity -- the run and rank its activity names, which scopes its ids and renames its
-    blank nodes -- is known."""
-
-    def __init__(self, given: str | None, tag: str, fallback: str, prefixes: dict[str, Any], spool_dir: Path,
-                 name: str) -> None:
-        self.given, self.tag, self.fallback, self.prefixes = given, tag, fallback, prefixes
-        self.run_id: str | None = None
-        self.rank: int | None = None
-        self.world: int | None = None
-        self.bid: str | None = None  # set by identify: the unit's identity is known
-        self.spool: IO[str] | None = None
-        self.section = ""  # the section of the records spooled last
-        self.spool_dir, self.name = spool_dir, name
-
-    def add(self, section: str, records: Iterable[tuple[str, Any]], source: Path) -> None:
-        """Spool records of one section: elements as canonical text (sorted keys), so that identical copies
-        across inputs are found by their text."""
-        if self.spool is None:
-            self.spool = tempfile.TemporaryFile(  # noqa: SIM115  # closed by records(); nameless on disk
-                "w+", encoding="utf-8", errors="surrogatepass", dir=self.spool_dir, prefix=f".{self.name}.")
-        write, encode = self.spool.write, _CANONICAL if section in ELEMENTS else _PLAIN
-        if section != self.section:
-            write(f"S\t{_string(section)}\t\n")
-            self.section = section
-        for rid, rec in records:
-            if section == "activity" and self.bid is None:
-                self.identify(rid, rec)
-            try:
-                text = encode(rec)
-            except ValueError:
-                raise ProvInputError(f"{source}: section {section!r}: record {rid!r} holds a number too large "
-                                     "for JSON: fix or regenerate the file", value=str(source)) from None
-            count = 1 if type(rec) is dict else len(as_records(rec)) or 1
-            write(f"{count}\t{_string(rid)}\t{text}\n")
-
-    def identify(self, aid: str, value: Any) -> None:
-        """(run id, rank, world size, bundle id) from the first rank (or launcher) activity of the unit."""
-        for rec in as_records(value):
-            run_id, rank = rec.get("p4t:runId"), rec.get("p4t:rank")
-            if isinstance(run_id, str) and rank is not None and "/rank/" in aid and aid.startswith("p4t:run/"):
-                self.run_id, self.rank, self.world = run_id, _num(rank), _num(rec.get("p4t:worldSize"))
-            elif isinstance(run_id, str) and aid.endswith("/launcher") and aid.startswith("p4t:run/"):
-                self.run_id, self.world = run_id, _num(rec.get("p4t:worldSize"))
-            else:
-                continue
-            self.bid = f"{aid}/bundle"
-            return
-
-    def records(self, close: bool = True) -> Iterator[tuple[int, str, str, str]]:
-        """(records, section, id as a JSON string, JSON text) of every spooled id, in order; the spool is closed
-        after unless ``close`` is false. (Lines: ``S<tab>section<tab>`` where a section begins, then
-        ``count<tab>id<tab>text``; JSON text holds no tab or newline.)"""
-        spool = self.spool
-        if spool is None:
-            return
-        section = ""
-        try:
-            spool.seek(0)
-            for line in spool:
-                count, rid, text = line.rstrip("\n").split("\t", 2)
-                if count == "S":
-                    section = scanstring(rid, 1)[0]
-                    continue
-                yield int(count), section, rid, text
-        finally:
-            if close:
-                spool.close()
-
-
 class _Writer:
     """Writes the output's bundles as units end; keeps what the top level needs: the records shared across
     inputs (as canonical text), bundle ids, prefixes."""
@@ -275,7 +177,7 @@ class _Writer:
         self.shared: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in ELEMENTS}
         self.bundle_ids: list[tuple[str | None, str]] = []
         self.seen_bundles: set[str] = set()
-        self.units: list[_Unit] = []  # those of the input being read
+        self.units: list[Unit] = []  # those of the input being read
         # a rank's (or launcher's) bundle id -> (the file it came from, the signature of its own records)
         self.signatures: dict[str, tuple[str, int]] = {}
         self.first = True
@@ -287,20 +189,20 @@ class _Writer:
         fh = self.fh
         for section in (*ELEMENTS, "hadMember"):
             shared = self.shared.get(section, {})
-            own = {_string(rid): rec for rid, rec in made.get(section, {}).items()}
-            sep = f",\n{_string(section)}: {{"
+            own = {string(rid): rec for rid, rec in made.get(section, {}).items()}
+            sep = f",\n{string(section)}: {{"
             for rid, (text, _file) in shared.items():
                 if rid not in own:  # an id merging makes is written as merging makes it
                     fh.write(f"{sep}{rid}: {text}")
                     sep = ", "
             for rid, rec in own.items():
-                fh.write(f"{sep}{rid}: {_PLAIN(rec)}")
+                fh.write(f"{sep}{rid}: {PLAIN(rec)}")
                 sep = ", "
             if sep == ", ":
                 fh.write("}")
 
-    def unit(self, given: str | None, tag: str, path: Path, index: int, prefixes: dict[str, Any]) -> _Unit:
-        unit = _Unit(given, tag, f"p4t:input/{index}-{path.name}", prefixes, self.spool_dir, self.name)
+    def unit(self, given: str | None, tag: str, path: Path, index: int, prefixes: dict[str, Any]) -> Unit:
+        unit = Unit(given, tag, f"p4t:input/{index}-{path.name}", prefixes, self.spool_dir, self.name)
         self.units.append(unit)
         return unit
 
@@ -319,7 +221,7 @@ class _Writer:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name)
         top = self.unit(None, f"in{index}", path, index, {})
         nested: list[str] = []  # the ids of the input's bundles (a merged input)
-        current: _Unit | None = None
+        current: Unit | None = None
         for item in stream.items(path):
             if isinstance(item, stream.Records):
                 unit = top if item.bundle is None else current
@@ -363,9 +265,9 @@ class _Writer:
             self.finish(current, path)
         if nested:  # a merged input: its top level is a unit of its own, less what merging rebuilds
             top.given = f"p4t:input/{index}-{stem}"
-        self.finish(top, path, drop={_string(b) for b in nested} if nested else None)
+        self.finish(top, path, drop={string(b) for b in nested} if nested else None)
 
-    def finish(self, unit: _Unit, path: Path, drop: set[str] | None = None) -> None:
+    def finish(self, unit: Unit, path: Path, drop: set[str] | None = None) -> None:
         """Write one unit as a bundle. ``drop``: a merged input's top level, whose collections, memberships and
         bundle entities (these ids, as JSON strings) are rebuilt at the output's top level. Ids stay JSON strings
         here (escaping is per character, so prefixes compare the same).
@@ -384,7 +286,7 @@ class _Writer:
         compatible = all(self.prefixes.get(k, v) == v for k, v in own.items() if isinstance(v, str))
         if compatible:
             self.prefixes.update({k: v for k, v in own.items() if isinstance(v, str)})
-        scoped = _string(f"p4t:run/{unit.run_id}/rank/{unit.rank}") if unit.run_id is not None else ""
+        scoped = string(f"p4t:run/{unit.run_id}/rank/{unit.rank}") if unit.run_id is not None else ""
         within = scoped[:-1] + "/"  # an id under the rank's own (the closing quote dropped)
 
         def is_shared(section: str, rid: str) -> bool:
@@ -430,7 +332,7 @@ class _Writer:
             self.bundle_ids.append((unit.run_id, bid))
 
 
-    def _same(self, unit: _Unit, is_shared: Callable[[str, str], bool], signature: int) -> bool:
+    def _same(self, unit: Unit, is_shared: Callable[[str, str], bool], signature: int) -> bool:
         """Whether ``unit`` holds the records of the one written with ``signature``: its own records sum to it
         and none of its shared records contradicts one already kept."""
         mine = 0
@@ -456,13 +358,13 @@ class _Body:
 
     def _open(self) -> None:
         if not self.opened:
-            self.w.fh.write(("" if self.w.first else ",\n") + _string(self.bid) + ": {")
+            self.w.fh.write(("" if self.w.first else ",\n") + string(self.bid) + ": {")
             self.w.first = False
             self.opened = True
 
     def member(self, key: str, text: str) -> None:
         self._open()
-        self.w.fh.write(f"{'' if self.section is None else ', '}{_string(key)}: {text}")
+        self.w.fh.write(f"{'' if self.section is None else ', '}{string(key)}: {text}")
         self.section = key
 
     def record(self, section: str, rid: str, text: str) -> None:
@@ -471,7 +373,7 @@ class _Body:
         if section != self.section:
             self._open()
             fh.write(f"{'' if self.section is None else '}, ' if self.section != 'prefix' else ', '}"
-                     f"{_string(section)}: {{")
+                     f"{string(section)}: {{")
             self.section = section
             fh.write(f"{rid}: {text}")
         else:

@@ -2,13 +2,14 @@
 downstream ("which models did this dataset or code version reach").
 
 IDs may be given as full IRIs, prefixed names, or sha256 digests (whole or a prefix of
-at least 8 hex digits); an ambiguous digest is an error listing the candidates.
+at least 8 hex digits); an ambiguous digest is an error listing the candidates. With ``locate`` (the CLI
+passes the content digest of a file or directory), an ID may also be the path of a checkpoint or dataset.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,9 @@ def kind_of(node: Node) -> str:
     return "entity"
 
 
-def resolve(graph: Graph, text: str) -> str:
-    """The node a user means: full IRI, prefixed name, or (a prefix of) a sha256 digest."""
+def resolve(graph: Graph, text: str, locate: Callable[[str], str | None] | None = None) -> str:
+    """The node a user means: full IRI, prefixed name, (a prefix of) a sha256 digest, or -- with ``locate``,
+    which gives the content digest of an existing file or directory, else None -- a path."""
     if text in graph.nodes:
         return text
     iri = expand_qname(text, graph.prefixes)
@@ -61,8 +63,10 @@ def resolve(graph: Graph, text: str) -> str:
         if n.label == text:
             return n.id
     m = _HEX.match(text.lower())
-    if m:
-        digest = m.group(2)
+    digest = m.group(2) if m else None
+    if digest is None and locate is not None and (digest := locate(text)) is not None:
+        text = f"{text} (sha256 {digest[:12]}...)"
+    if digest is not None:
         found = sorted(digest_matches(graph, digest))
         if len(found) == 1:
             return found[0]
@@ -70,7 +74,7 @@ def resolve(graph: Graph, text: str) -> str:
             raise InvalidValueError(f"{text!r} matches {len(found)} records: "
                                     f"{', '.join(graph.short(f) for f in found[:5])}; give more digits or the id")
     raise InvalidValueError(f"{text!r} is not in these files (give a full id, a prefixed name such as "
-                            "p4t:model/sha256-..., or a sha256 digest)", value=text)
+                            "p4t:model/sha256-..., a sha256 digest, or the checkpoint's path)", value=text)
 
 
 DIGEST_ATTRS = tuple(NAMESPACE + a for a in ("sha256", "weightsSha256", "rootSha256"))
@@ -103,20 +107,22 @@ def _summary(graph: Graph, node: Node) -> dict[str, Any]:
 
 
 def lineage(paths: Iterable[str | Path], focus: str, *, direction: str = "up", depth: int | None = None,
-            kind: str | None = None, relations: Iterable[str] = DEFAULT_LINEAGE) -> tuple[Hit, list[Hit]]:
-    """The focal record and every record up- or downstream of it, nearest first."""
+            kind: str | None = None, relations: Iterable[str] = DEFAULT_LINEAGE,
+            locate: Callable[[str], str | None] | None = None) -> tuple[Hit, list[Hit]]:
+    """The focal record and every record up- or downstream of it, nearest first (``locate``: see ``resolve``)."""
     if direction not in ("up", "down"):
         raise InvalidValueError(f"direction must be 'up' or 'down', got {direction!r}")
     if kind is not None and kind not in ("dataset", "model", "activity", "entity", "agent"):
         raise InvalidValueError(f"--type must be dataset, model, activity, entity or agent, got {kind!r}")
     with no_cycle_collection():  # the graph lives and dies inside: never traversed by the cycle collector
         graph = load_graph(paths)
-        return query(graph, focus, direction=direction, depth=depth, kind=kind, relations=relations)
+        return query(graph, focus, direction=direction, depth=depth, kind=kind, relations=relations, locate=locate)
 
 
 def query(graph: Graph, focus: str, *, direction: str = "up", depth: int | None = None, kind: str | None = None,
-          relations: Iterable[str] = DEFAULT_LINEAGE) -> tuple[Hit, list[Hit]]:
-    start = resolve(graph, focus)
+          relations: Iterable[str] = DEFAULT_LINEAGE,
+          locate: Callable[[str], str | None] | None = None) -> tuple[Hit, list[Hit]]:
+    start = resolve(graph, focus, locate)
     reached = graph.walk(start, relations, direction, depth)
     hits = []
     for nid, dist in reached.items():

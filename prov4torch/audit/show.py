@@ -85,13 +85,19 @@ METRIC_FIELDS = tuple((f, P + f) for f in ("name", "context", "count", "last", "
 METRIC_SERIES = P + "MetricSeries"
 
 
+def _owner(label: str) -> dict[str, Any]:
+    """The run (rank, launcher) a series of ours belongs to: its id up to ``/metric/``."""
+    cut = label.rfind("/metric/")
+    return {"run": clean(label[:cut], 500) if cut > 0 else None}
+
+
 def _summarize(graph: Graph, files: list[str]) -> dict[str, Any]:
     runs, params, metrics, datasets, models, envs, others = [], {}, [], [], [], [], []
     for node in sorted(graph.nodes.values(), key=lambda n: n.label):
         flat = node.flat
         given = dict(zip(flat[::2], flat[1::2], strict=True))
         if given.get(TYPE) == METRIC_SERIES:  # most nodes of a large document: one call less each
-            metrics.append({f: _cleaned(given.get(iri)) for f, iri in METRIC_FIELDS})
+            metrics.append({f: _cleaned(given.get(iri)) for f, iri in METRIC_FIELDS} | _owner(node.label))
             continue
         types = node.types()
         if MLS_NAMESPACE + "Run" in types:
@@ -103,7 +109,7 @@ def _summarize(graph: Graph, files: list[str]) -> dict[str, Any]:
                 if attr.startswith(PARAM_NAMESPACE):
                     params[attr[len(PARAM_NAMESPACE):]] = values[0] if len(values) == 1 else values
         elif METRIC_SERIES in types:
-            metrics.append({f: _cleaned(given.get(iri)) for f, iri in METRIC_FIELDS})
+            metrics.append({f: _cleaned(given.get(iri)) for f, iri in METRIC_FIELDS} | _owner(node.label))
         elif kind_of(node) == "dataset":
             datasets.append({"id": graph.short(node.id), "name": graph.name(node),
                              **_fields(node, GOVERNANCE)})
