@@ -301,7 +301,7 @@ def lineage(
     *paths, focus = inputs  # strings: a Path would turn https:// into https:/
     try:
         focal, hits = query_lineage(paths, focus, direction="down" if down else "up", depth=depth, kind=kind,
-                                    locate=_content_digest)
+                                    locate=_content_digests)
     except Prov4TorchError as exc:
         fail(str(exc))
     if as_json:
@@ -314,15 +314,20 @@ def lineage(
         typer.echo(f"  {h.distance:>3}  {h.kind:<8} {h.label}" + (f"  [{attrs}]" if attrs else ""))
 
 
-def _content_digest(text: str) -> str | None:
-    """The sha256 of a file, or the root digest of a directory, that ``text`` names; None if it names none."""
-    from prov4torch.record.identity import digest_path
+def _content_digests(text: str) -> list[str]:
+    """What a checkpoint or dataset at the path ``text`` is known by, most specific first: the digest of the
+    weights it holds (the same whatever else sits beside them), then of its bytes (a file's sha256, a
+    directory's root digest); none when ``text`` names no file or directory."""
+    from prov4torch.record.checkpoints import checkpoint_digest
 
     path = Path(text)
+    if not path.exists():
+        return []
     try:
-        return digest_path(path).sha256 if path.exists() else None
-    except Prov4TorchError as exc:
-        fail(str(exc))
+        ident = checkpoint_digest(path)
+    except (OSError, Prov4TorchError) as exc:
+        fail(f"cannot read {path}: {exc}")
+    return [d for d in dict.fromkeys([ident["weights_sha256"], ident["sha256"]]) if d]
 
 
 @app.command()

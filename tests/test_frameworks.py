@@ -130,7 +130,7 @@ class Toy(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return {"input_ids": self.ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": self.labels[i]}
 args = TrainingArguments(output_dir="out", num_train_epochs=2, per_device_train_batch_size=8, save_strategy="epoch",
-                         eval_strategy="epoch", logging_steps=2, report_to=[], use_cpu=True, seed=0,
+                         eval_strategy="epoch", logging_steps=2, report_to=[], use_cpu=True, seed=0, save_total_limit=1,
                          hub_token="hf_abcdefghijklmnopqrstuvwxyz0123456789")
 trainer = Trainer(model=model, args=args, train_dataset=Toy(32, 1), eval_dataset=Toy(16, 2))
 trainer.train()
@@ -155,6 +155,13 @@ def test_hf_trainer_records_the_final_model_and_its_training_data(tmp_path: Path
     kinds = {e["prov:type"]["$"] for k, e in doc["entity"].items() if k.startswith("p4t:artifact/")}
     assert kinds <= {"p4t:RunState"} and kinds  # optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin
     assert all(v == 1 for v in _generations(doc).values())
+    # checkpoint-4 was rotated away: its sidecar went with it; the final save (checkpoint-8's weights) has one
+    sidecars = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.lineage.json"))
+    assert sidecars == ["final.lineage.json", "out/checkpoint-8.lineage.json"]
+    by_path = subprocess.run([*CLI, "lineage", str(run_dir), str(tmp_path / "final"), "--type", "dataset", "--json"],
+                             capture_output=True, text=True)
+    assert by_path.returncode == 0, by_path.stderr
+    assert training_dataset(doc) in {r["id"] for r in json.loads(by_path.stdout)["results"]}
 
 
 def _generations(doc: dict) -> dict[str, int]:

@@ -107,6 +107,45 @@ def test_lineage_path_and_a_rebuilt_index_find_the_lineage(tmp_path: Path, monke
     assert used["p4t:lineageKnown"] is True and used["p4t:lineageFrom"] == str(prov_file)
 
 
+def test_a_copy_gets_its_own_sidecar_and_a_deleted_checkpoint_leaves_none(tmp_path: Path):
+    """A trainer that rotates checkpoints and saves the best weights again as its final model: the final copy
+    carries the lineage (in a fresh store it is blocked like the original), the rotated ones leave nothing."""
+    data = tmp_path / "patients.bin"
+    data.write_bytes(b"p" * 100)
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    mine = tmp_path / "user.pt.lineage.json"  # a file of the same name the recorder did not write
+    with prov4torch.start_run(out_dir=tmp_path / "store-a", region="eu-west-1", purpose="training") as run:
+        prov4torch.log_dataset(data, name="patients", **EU_TAGS)
+        for step in (1, 2, 3):
+            torch.save({"w": torch.full((2,), float(step))}, ckpts / f"step-{step}.pt")
+            prov4torch.log_model(ckpts / f"step-{step}.pt", name="ckpt", step=step)
+            if step > 1:
+                (ckpts / f"step-{step - 1}.pt").unlink()  # rotation: only the last is kept
+        final = tmp_path / "final.pt"
+        shutil.copy(ckpts / "step-3.pt", final)
+        prov4torch.log_model(final, name="final")  # the same weights: no new model, a sidecar of its own
+        (tmp_path / "user.pt").write_bytes(b"x")
+        mine.write_text("{}")
+        (tmp_path / "user.pt").unlink()
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-3.pt", "step-3.pt.lineage.json"]
+    assert mine.read_text() == "{}"
+    card = json.loads((tmp_path / "final.pt.lineage.json").read_text())
+    assert card == json.loads((ckpts / "step-3.pt.lineage.json").read_text())
+    doc = load(run.prov_path)
+    (gen,) = [g for g in doc["wasGeneratedBy"].values() if g.get("p4t:savedAgainPath")]
+    assert gen["p4t:savedAgainPath"] == str(final) and str(tmp_path / "final.pt.lineage.json") in gen[
+        "p4t:lineageSidecar"]
+    copy = tmp_path / "elsewhere" / "final.pt"
+    copy.parent.mkdir()
+    shutil.copy(final, copy)
+    shutil.copy(tmp_path / "final.pt.lineage.json", copy.parent / "final.pt.lineage.json")
+    with pytest.raises(prov4torch.PolicyViolation, match="eu-personal-data-stays-in-eu"):
+        with prov4torch.start_run(out_dir=tmp_path / "store-b", region="us-east-1", purpose="training",
+                                  policy="default"):
+            prov4torch.load_model(copy)
+
+
 def test_a_declared_third_party_checkpoint_is_allowed_and_its_data_is_in_the_record(tmp_path: Path):
     ckpt = tmp_path / "vendor.pt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), ckpt)

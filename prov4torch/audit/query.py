@@ -3,7 +3,7 @@ downstream ("which models did this dataset or code version reach").
 
 IDs may be given as full IRIs, prefixed names, or sha256 digests (whole or a prefix of
 at least 8 hex digits); an ambiguous digest is an error listing the candidates. With ``locate`` (the CLI
-passes the content digest of a file or directory), an ID may also be the path of a checkpoint or dataset.
+passes the content digests of a file or directory), an ID may also be the path of a checkpoint or dataset.
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def kind_of(node: Node) -> str:
     return "entity"
 
 
-def resolve(graph: Graph, text: str, locate: Callable[[str], str | None] | None = None) -> str:
+def resolve(graph: Graph, text: str, locate: Callable[[str], list[str]] | None = None) -> str:
     """The node a user means: full IRI, prefixed name, (a prefix of) a sha256 digest, or -- with ``locate``,
-    which gives the content digest of an existing file or directory, else None -- a path."""
+    which gives the content digests of an existing file or directory (its weights, its bytes), else none --
+    a path."""
     if text in graph.nodes:
         return text
     iri = expand_qname(text, graph.prefixes)
@@ -63,17 +64,16 @@ def resolve(graph: Graph, text: str, locate: Callable[[str], str | None] | None 
         if n.label == text:
             return n.id
     m = _HEX.match(text.lower())
-    digest = m.group(2) if m else None
-    if digest is None and locate is not None and (digest := locate(text)) is not None:
-        text = f"{text} (sha256 {digest[:12]}...)"
-    if digest is not None:
+    digests = [m.group(2)] if m else locate(text) if locate is not None else []
+    for digest in digests:
         found = sorted(digest_matches(graph, digest))
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
             raise InvalidValueError(f"{text!r} matches {len(found)} records: "
                                     f"{', '.join(graph.short(f) for f in found[:5])}; give more digits or the id")
-    raise InvalidValueError(f"{text!r} is not in these files (give a full id, a prefixed name such as "
+    named = f"{text} (sha256 {digests[-1][:12]}...)" if digests and not m else text
+    raise InvalidValueError(f"{named!r} is not in these files (give a full id, a prefixed name such as "
                             "p4t:model/sha256-..., a sha256 digest, or the checkpoint's path)", value=text)
 
 
@@ -108,7 +108,7 @@ def _summary(graph: Graph, node: Node) -> dict[str, Any]:
 
 def lineage(paths: Iterable[str | Path], focus: str, *, direction: str = "up", depth: int | None = None,
             kind: str | None = None, relations: Iterable[str] = DEFAULT_LINEAGE,
-            locate: Callable[[str], str | None] | None = None) -> tuple[Hit, list[Hit]]:
+            locate: Callable[[str], list[str]] | None = None) -> tuple[Hit, list[Hit]]:
     """The focal record and every record up- or downstream of it, nearest first (``locate``: see ``resolve``)."""
     if direction not in ("up", "down"):
         raise InvalidValueError(f"direction must be 'up' or 'down', got {direction!r}")
@@ -121,7 +121,7 @@ def lineage(paths: Iterable[str | Path], focus: str, *, direction: str = "up", d
 
 def query(graph: Graph, focus: str, *, direction: str = "up", depth: int | None = None, kind: str | None = None,
           relations: Iterable[str] = DEFAULT_LINEAGE,
-          locate: Callable[[str], str | None] | None = None) -> tuple[Hit, list[Hit]]:
+          locate: Callable[[str], list[str]] | None = None) -> tuple[Hit, list[Hit]]:
     start = resolve(graph, focus, locate)
     reached = graph.walk(start, relations, direction, depth)
     hits = []

@@ -192,6 +192,8 @@ class Checkpoints:
         self.versions: dict[str, list[ModelVersion]] = {}
         self.base_models: list[str] = []
         self.produced_ids: set[str] = set()
+        self.cards: dict[str, dict[str, Any]] = {}  # model id -> its lineage card
+        self.written: dict[Path, str] = {}  # sidecars written -> the model id each names
 
     def produced(
         self, model_or_path: Any, name: str, step: int | None, epoch: int | None, sources: list[str],
@@ -229,6 +231,8 @@ class Checkpoints:
         }
         if not resaved:
             self._inherit(event)
+        elif event["path"] is not None and mid in self.cards:  # a copy elsewhere (a final save): its own sidecar
+            self._sidecar(event, self.cards[mid])
         mv = ModelVersion(mid, name, version, "" if save_error else str(path), ident["sha256"] or "")
         versions.append(mv)
         return mv, event
@@ -300,11 +304,35 @@ class Checkpoints:
             lineage.LineageIndex(self.root).put(card)
         except (OSError, sqlite3.Error, Prov4TorchError) as exc:
             _warn(f"cannot store the lineage card of {event['id']} in {self.root}: {exc}")
-        if self.sidecars and event.get("path"):
+        self.cards[event["id"]] = card
+        self._sidecar(event, card)
+
+    def _sidecar(self, event: dict[str, Any], card: dict[str, Any]) -> None:
+        """The card beside the checkpoint file or directory (unless switched off); its path in the event."""
+        if not self.sidecars or not event.get("path"):
+            return
+        checkpoint = Path(event["path"])
+        try:
+            event["sidecar"] = str(lineage.write_sidecar(checkpoint, card))
+        except (OSError, Prov4TorchError) as exc:
+            _warn(f"cannot write the lineage sidecar of {checkpoint}: {exc}")
+            return
+        self.written[lineage.sidecar_path(checkpoint)] = str(event["id"])
+
+    def tidy(self) -> None:
+        """At the end of the run: the sidecars of checkpoints deleted since they were written (a trainer's
+        rotation of old checkpoints) are removed, so none describes a file that is not there. Only a sidecar
+        that still names the model it was written for; never raises."""
+        for sidecar, mid in self.written.items():
+            checkpoint = sidecar.with_name(sidecar.name.removesuffix(lineage.SIDECAR_SUFFIX))
+            if os.path.lexists(checkpoint):
+                continue
             try:
-                event["sidecar"] = str(lineage.write_sidecar(Path(event["path"]), card))
-            except (OSError, Prov4TorchError) as exc:
-                _warn(f"cannot write the lineage sidecar of {event['path']}: {exc}")
+                if json.loads(sidecar.read_text(encoding="utf-8")).get("model") == mid:
+                    sidecar.unlink()
+            except (OSError, ValueError, AttributeError) as exc:
+                if not isinstance(exc, FileNotFoundError):
+                    _warn(f"cannot remove the lineage sidecar of the deleted checkpoint {checkpoint}: {exc}")
 
     def _bring_lineage(self, event: dict[str, Any]) -> None:
         """A loaded checkpoint brings the lineage recorded when it was produced: from its sidecar, the

@@ -383,7 +383,8 @@ def _models(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> Non
         if gen is None and base is not None and (base.get("time") or 0) <= (m.get("time") or 0):
             gen = b.usage_of(act, mid)  # this run used these weights before saving them: not a new model
         if gen is not None:  # identical content saved again: recorded on its one generation (or usage)
-            saved = attributes({"p4t:savedAgain": [_dt_value(m.get("time"))], "p4t:savedAgainPath": m.get("path")})
+            saved = attributes({"p4t:savedAgain": [_dt_value(m.get("time"))], "p4t:savedAgainPath": m.get("path"),
+                                "p4t:lineageSidecar": m.get("sidecar")})
             for key, value in saved.items():
                 gen[key] = value if key not in gen else _as_list(gen[key]) + _as_list(value)
             continue

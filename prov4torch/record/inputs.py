@@ -105,7 +105,9 @@ class Inputs:
             self.policy.check(self.view(), trigger, [event["id"]])
 
     def finish(self) -> None:
-        """At the end of the run: the policy's after-the-fact findings, recorded (never raised)."""
+        """At the end of the run: the policy's after-the-fact findings, recorded (never raised); the sidecars
+        of deleted checkpoints removed."""
+        self.checkpoints.tidy()
         if self.policy is not None:
             self.policy.final(self.view())
 

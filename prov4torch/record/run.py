@@ -131,7 +131,7 @@ class Run(AttachMixin):
         self.status = "RUNNING"
         self._open = True
         # context -> name -> the writer's append for that series: the hot path's one lookup (read, never
-        # changed, by prov4torch.log_metric's own fast path too)
+        # changed, by prov4torch.log_metric's own fast path too, through ACTIVE.appenders; emptied at the end)
         self.appenders: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
         self._system_series: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # the samplers' own
         self._params: dict[str, Any] = {}
