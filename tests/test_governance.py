@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -190,6 +191,109 @@ def test_test_only_data_used_as_the_test_set_of_a_training_run_is_allowed(tmp_pa
     with pytest.raises(prov4torch.PolicyViolation, match="purpose-within-consent"):
         with prov4torch.start_run(region="eu-west-1", purpose="training", policy="default"):
             prov4torch.log_dataset(test, role="training", consent_scope=["testing"], **tags)
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """A stream: nothing to shuffle, items made on the fly."""
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(24):
+            yield torch.randn(2, generator=g)
+
+
+class Split(Dataset):
+    def __init__(self, split: str) -> None:
+        self.split, self.x = split, torch.arange(24.0).reshape(12, 2) + (100 if split == "test" else 0)
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int):
+        return self.x[i]
+
+
+def roles_of(doc: dict) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for u in doc["used"].values():
+        if u.get("p4t:name") in ("Stream", "Split", "TensorDataset"):
+            out.setdefault(u["p4t:name"] + ":" + u["prov:entity"][-6:], set()).add(role(u))
+    return out
+
+
+def test_a_loader_an_optimizer_steps_between_batches_of_is_training_data(tmp_path: Path):
+    """Roles from behaviour: an unshuffled or streaming loader the model is trained on is training data (and the
+    model derives from it); one read under no_grad is evaluation; one read with gradients on but never trained
+    on stays input. Recording changes nothing the loop computes."""
+    def train(record: bool) -> tuple[list[float], Any]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        unshuffled = DataLoader(TensorDataset(torch.arange(16.0).reshape(8, 2)), batch_size=2)
+        stream = DataLoader(Stream(), batch_size=4)
+        evaluation = DataLoader(TensorDataset(torch.ones(4, 2) * 7), batch_size=2)
+        looked_at = DataLoader(TensorDataset(torch.ones(4, 2) * 9), batch_size=2)
+        losses = []
+        run = prov4torch.start_run(policy=str(permissive)) if record else None
+        for _epoch in range(2):
+            for (x,) in unshuffled:
+                opt.zero_grad()
+                loss = model(x).pow(2).mean()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+        for x in stream:
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        with torch.no_grad():
+            losses.append(sum(model(x).sum().item() for (x,) in evaluation))
+        losses.append(sum(float(x.sum()) for (x,) in looked_at))
+        if run is not None:
+            torch.save(model.state_dict(), tmp_path / "m.pt")
+            prov4torch.log_model(tmp_path / "m.pt", name="m")
+            run.end_run()
+        return losses, run
+
+    permissive = tmp_path / "p.toml"
+    permissive.write_text('policy = "permissive"\n')
+    plain, _ = train(False)
+    recorded, run = train(True)
+    assert recorded == plain
+    doc = load(run.prov_path)
+    roles = {tuple(sorted(r)) for r in roles_of(doc).values()}
+    # the unshuffled loader: input for its first batch, training after the first step (and from then on)
+    assert roles == {("p4t:input", "p4t:training"), ("p4t:evaluation",), ("p4t:input",)}, roles
+    usage = {(u["p4t:name"], role(u)): int(u["p4t:batches"]["$"]) for u in doc["used"].values()
+             if u.get("p4t:name") in ("Stream", "TensorDataset")}
+    assert usage[("Stream", "p4t:training")] == 5 and usage[("Stream", "p4t:input")] == 1
+    (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
+    sources = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model}
+    trained = {u["prov:entity"] for u in doc["used"].values() if role(u) == "p4t:training"}
+    evaluated = {u["prov:entity"] for u in doc["used"].values() if role(u) == "p4t:evaluation"}
+    assert len(trained) == 2 and trained <= sources and not evaluated & sources
+
+
+def test_a_test_split_trained_on_is_checked_as_training_data_before_its_next_batch(tmp_path: Path):
+    tags = tmp_path / "tags.toml"
+    tags.write_text('[[dataset]]\nname = "Split"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                    'license = "CC-BY-4.0"\nconsent_scope = ["testing"]\n')
+    prov4torch.load_tags(tags)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    seen = 0
+    with pytest.raises(prov4torch.PolicyViolation, match="purpose-within-consent"):
+        with prov4torch.start_run(region="eu-west-1", purpose="training", policy="default") as run:
+            for x in DataLoader(Split("test"), batch_size=4):  # a test split: testing data, allowed
+                seen += 1
+                opt.zero_grad()
+                model(x).sum().backward()
+                opt.step()  # ... until it is trained on
+    assert seen == 1 and run.status == "BLOCKED"
+    doc = load(run.prov_path)
+    assert {role(u) for u in doc["used"].values() if u.get("p4t:name") == "Split"} == {"p4t:testing"}
+    checked = {d["p4t:verdict"]: d["p4t:checkedRole"]["$"] for d in decisions(doc)}
+    assert checked == {"allow": "p4t:testing", "deny": "p4t:training"}
 
 
 def test_a_tracked_loader_reused_in_a_second_run_is_checked_again():

@@ -210,6 +210,35 @@ def test_unreachable_content_is_declared_or_unidentified_never_shared():
     assert ents[a]["p4t:identity"] == "unidentified" and ents[c]["p4t:identity"] == "declared"
 
 
+class Generated(Dataset):
+    """Items made from settings alone: a length and a seed, no data held."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.tensor([float(i + self.seed)])
+
+
+class OtherGenerated(Generated):
+    def __getitem__(self, i: int):
+        return torch.tensor([float(-i)])
+
+
+def test_settings_alone_are_not_content():
+    """Two generators that share a length and a seed are not the same data: neither has a content id."""
+    with prov4torch.start_run() as run:
+        a = prov4torch.log_dataset(Generated(2000), name="a")
+        b = prov4torch.log_dataset(OtherGenerated(2000), name="b")
+        c = prov4torch.log_dataset(TensorDataset(torch.arange(4.0)), name="c")
+    ents = load(run.prov_path)["entity"]
+    assert a != b and ents[a]["p4t:identity"] == ents[b]["p4t:identity"] == "unidentified"
+    assert ents[c]["p4t:identity"] == "content"
+
+
 SEEDED = """
 import sys, torch
 from torch.utils.data import DataLoader, Dataset

@@ -93,10 +93,11 @@ class RuntimePolicy:
         for v in violations:
             self._warn(v, "finding")
 
-    def check(self, view: RunView, trigger: str, subjects: list[str]) -> None:
-        """Evaluate now; record the decision; raise (enforce) or warn (audit) on a deny."""
+    def check(self, view: RunView, trigger: str, subjects: list[str], role: str | None = None) -> None:
+        """Evaluate now; record the decision (``role``: the use of the subject data it was taken on); raise
+        (enforce) or warn (audit) on a deny."""
         violations = evaluate(self.policy, self.graph(view), runtime=True)
-        self._record(violations, trigger, subjects)
+        self._record(violations, trigger, subjects, role)
         if not violations:
             return
         if self.mode == "audit":
@@ -121,11 +122,12 @@ class RuntimePolicy:
                 warnings.warn(f"prov4torch policy {self.policy.name!r} ({kind}): {v.rule}: "
                               f"{self._subject(v.subject)}: {v.reason}", PolicyWarning, stacklevel=5)
 
-    def _record(self, violations: list[Violation], trigger: str, subjects: list[str]) -> None:
+    def _record(self, violations: list[Violation], trigger: str, subjects: list[str], role: str | None = None) -> None:
         verdict = "deny" if violations else "allow"
         attrs: dict[str, Any] = {
             "p4t:verdict": verdict,
             "p4t:trigger": trigger,
+            "p4t:checkedRole": QName(f"p4t:{role}") if role else None,
             "p4t:mode": self.mode,
             "p4t:rule": sorted({v.rule for v in violations}),
             "p4t:reason": [f"{v.rule}: {self._subject(v.subject)}: {v.reason}" for v in violations],
@@ -135,7 +137,7 @@ class RuntimePolicy:
                      "policy_attrs": attributes({"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
                                                  "p4t:version": self.policy.version,
                                                  "p4t:sha256": self.policy.sha256 or None}),
-                     "datasets": subjects, "attrs": attributes(attrs)})
+                     "datasets": subjects, "role": role, "attrs": attributes(attrs)})
 
     @staticmethod
     def _subject(subject: str) -> str:

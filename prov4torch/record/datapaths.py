@@ -14,7 +14,11 @@ removed when the run ends. Two hooks, each gating before data reaches the caller
 A role comes from behaviour (the rule, also in docs/design-notes.md): a loader whose sampler shuffles —
 its sampler, its batch sampler's sampler, or a wrapper's (accelerate, Lightning, the HF Trainer wrap
 them) — is training data; else a torchvision-style ``train`` flag says training/testing; else a
-``split`` attribute (``validation``/``val``/``dev``, ``test``); else ``evaluation``.
+``split`` attribute (``validation``/``val``/``dev``, ``test``); else ``evaluation`` when its first batch is
+fetched with gradients off (``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the
+policy judges it by the run's purpose) when they are on. An inferred role that is not training becomes
+``training`` as soon as an optimizer steps between two of the loader's batches (an unshuffled or streaming
+training loader; a test split trained on): recorded, and checked by the policy before the next batch.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import functools
 import inspect
 import os
+import sys
 import threading
 import warnings
 import weakref
@@ -87,7 +92,7 @@ def _shuffles(sampler: Any, depth: int = 0) -> bool:
     return any(_shuffles(getattr(sampler, attr, None), depth + 1) for attr in ("sampler", "batch_sampler"))
 
 
-def infer_role(loader: Any) -> str:
+def infer_role(loader: Any, grad_enabled: bool = True) -> str:
     """The role of a DataLoader's data, from how the loader behaves (see the module docstring)."""
     if any(_shuffles(getattr(loader, attr, None)) for attr in ("sampler", "batch_sampler")):
         return "training"
@@ -102,7 +107,10 @@ def infer_role(loader: Any) -> str:
         return "testing"
     if split.startswith("train"):
         return "training"
-    return "evaluation"
+    return "input" if grad_enabled else "evaluation"
+
+
+TRAINING_ROLES = frozenset({"training", "fine-tuning"})
 
 
 def _warn(what: str, exc: BaseException) -> None:
@@ -114,10 +122,14 @@ def _warn(what: str, exc: BaseException) -> None:
 class _LoaderState:
     """Per-iterator bookkeeping: which dataset, how much of it went by."""
 
-    def __init__(self, owner: DataPaths, dataset_id: str | None, role: str) -> None:
+    def __init__(self, owner: DataPaths, dataset_id: str | None, role: str, loader: Any = None) -> None:
         self.owner = owner
         self.dataset_id = dataset_id
         self.role = role
+        # an inferred role that training would change: the loader, and the optimizer steps seen at its last batch
+        self.loader = loader if loader is not None and dataset_id is not None and role not in TRAINING_ROLES \
+            else None
+        self.steps = owner.steps
         self.samples = 0  # not yet counted in the run's totals
         self.batches = 0
         self.started = False
@@ -162,16 +174,20 @@ class DataPaths:
         self.state_of: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
         self.local = threading.local()
         self.stage: str | None = None  # a framework's stage (Lightning, the HF Trainer): the role of its data
+        self.steps = 0  # optimizer steps taken in this process while installed
+        self.trained_on: weakref.WeakSet[Any] = weakref.WeakSet()  # loaders an optimizer stepped between batches of
         self._undo: list[Callable[[], None]] = []
 
     # -- install / remove ------------------------------------------------------------------------------
     def install(self) -> DataPaths:
         if DataPaths.active is not None:
             return DataPaths.active
+        from torch.optim.optimizer import register_optimizer_step_post_hook
         from torch.utils.data import Dataset
         from torch.utils.data import dataloader as dl
 
         self._patch_loader(dl._BaseDataLoaderIter)
+        self._undo.append(register_optimizer_step_post_hook(self._stepped).remove)
         for cls in _subclasses(Dataset):
             self.wrap(cls)
         had = "__init_subclass__" in Dataset.__dict__
@@ -219,6 +235,8 @@ class DataPaths:
                 state = paths.state_of[it] = (paths.start(loader) if loader is not None
                                               else paths.start_unknown(getattr(it, "_dataset", None)))
             elif state.dataset_id is not None:
+                if state.loader is not None and state.steps != paths.steps:
+                    paths.trained(state)  # may raise PolicyViolation: this batch is not delivered
                 paths.run.gate(state.dataset_id)  # nothing more once the run is BLOCKED
             paths.local.depth = getattr(paths.local, "depth", 0) + 1  # items fetched here are this loader's
             try:
@@ -254,13 +272,34 @@ class DataPaths:
             self._undo.append(functools.partial(setattr, cls, name, orig))
 
     # -- what the hooks do -----------------------------------------------------------------------------
+    def _stepped(self, *_: Any) -> None:
+        self.steps += 1
+
+    def trained(self, state: _LoaderState) -> None:
+        """An optimizer stepped between two batches of a loader whose role was inferred as something else: its
+        data is training data from now on (attached again under that role: recorded, and checked)."""
+        loader, state.loader = state.loader, None
+        state.finish(epoch_done=False)  # what went by so far stays counted under the role it had
+        try:
+            dataset_id = self.run.log_dataset(loader, role="training")
+        except PolicyViolation:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            _warn("a DataLoader's data as training data", exc)
+            return
+        with contextlib.suppress(TypeError):
+            self.trained_on.add(loader)
+        state.dataset_id, state.role, state.done = dataset_id, "training", False
+
     def start(self, loader: Any) -> _LoaderState:
         run = self.run
         tracked = TRACKED.get(loader) if loader is not None and is_tracked(loader) else None
         if loader is None or run.ended or run.disabled or (tracked is not None and tracked.iterating):
             return _LoaderState(self, None, "")  # iterated through track(): it records itself
         # a tracked loader iterated directly (track(loader).loader) keeps the name, role and tags it was given
-        role = tracked.role if tracked is not None else self.stage or infer_role(loader)
+        inferred = tracked is None and self.stage is None
+        role = tracked.role if tracked is not None else self.stage or (
+            "training" if _trained_on(self.trained_on, loader) else infer_role(loader, _grad_enabled()))
         dataset_id = self.loader_ids.get(loader)
         if dataset_id is None:
             try:
@@ -276,7 +315,7 @@ class DataPaths:
             if dataset is not None:
                 self.seen[id(dataset)] = (dataset, dataset_id)
         run.gate(dataset_id)
-        return _LoaderState(self, dataset_id, role)
+        return _LoaderState(self, dataset_id, role, loader if inferred else None)
 
     def start_unknown(self, dataset: Any) -> _LoaderState:
         """An iterator whose loader was never seen (opened before the run): its dataset, role ``input``."""
@@ -334,6 +373,18 @@ def _iter_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
         return orig(self)
 
     return __iter__
+
+
+def _trained_on(trained: weakref.WeakSet[Any], loader: Any) -> bool:
+    try:
+        return loader in trained
+    except TypeError:
+        return False
+
+
+def _grad_enabled() -> bool:
+    torch = sys.modules.get("torch")
+    return bool(torch.is_grad_enabled()) if torch is not None else True
 
 
 def _subclasses(cls: type) -> list[type]:

@@ -129,6 +129,9 @@ class DatasetIdentifier:
 
     def _identify_object(self, data: Any, event: dict[str, Any], declared: Any) -> None:
         if estimated_bytes(data) <= SYNC_LIMIT:
+            prior = self.known(data)
+            if prior is not None and prior.startswith(f"{self.scope}/dataset/"):
+                event["id"] = prior  # this very object, attached before without a content id: the same id
             digest = self._digest(data)
             event.update(self._final(digest, declared, event))
             return

@@ -7,7 +7,7 @@ recovered file has the shape of a finished one, only marked INCOMPLETE.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -309,19 +309,33 @@ def _dataset_attrs(ds: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _enforced_denials(record: RunRecord) -> Iterator[tuple[str, str | None]]:
+    """(data or checkpoint id, the role whose use was checked, if one was) of each enforced deny."""
+    for dec in record.decisions:
+        attrs = dec.get("attrs") or {}
+        if attrs.get("p4t:verdict") == "deny" and attrs.get("p4t:mode") == "enforce":
+            for d in dec.get("datasets") or []:
+                yield record.resolve(d), dec.get("role")
+
+
 def blocked_uses(record: RunRecord) -> set[str]:
     """Data and checkpoints whose attachment an enforced policy denied, before any batch of it was read.
 
     They are recorded (with the decision that names them), never as ``used``: the block is what happened.
     """
-    denied = {record.resolve(d) for dec in record.decisions
-              if (dec.get("attrs") or {}).get("p4t:verdict") == "deny"
-              and (dec.get("attrs") or {}).get("p4t:mode") == "enforce" for d in dec.get("datasets") or []}
+    denied = {d for d, _ in _enforced_denials(record)}
     return {d for d in denied if not (record.datasets.get(d) or {}).get("usage")}
 
 
+def blocked_roles(record: RunRecord) -> set[tuple[str, str]]:
+    """(dataset, role): a use under that role denied before a batch of it was read under it (data allowed for
+    testing, say, then trained on: its training use was blocked, its testing use stands)."""
+    return {(d, role) for d, role in _enforced_denials(record)
+            if role and not ((record.datasets.get(d) or {}).get("usage") or {}).get(role)}
+
+
 def _datasets(b: DocumentBuilder, record: RunRecord, act: str) -> None:
-    blocked = blocked_uses(record)
+    blocked, blocked_role = blocked_uses(record), blocked_roles(record)
     for did, ds in record.datasets.items():
         b.entity(did, _dataset_attrs(ds))
         b.update("entity", did, ds.get("tags") or {})
@@ -329,6 +343,8 @@ def _datasets(b: DocumentBuilder, record: RunRecord, act: str) -> None:
             continue
         usage = ds.get("usage") or {}
         for role in ds.get("roles") or ["training"]:
+            if (did, role) in blocked_role:
+                continue
             b.used(act, did, _role(role), ds.get("time"), **{
                 "p4t:name": ds.get("name"), "p4t:sourceUri": ds.get("source"), "p4t:datasetClass": ds.get("cls"),
                 "p4t:tagsFrom": ds.get("tags_from"),

@@ -9,7 +9,8 @@
   digest of their tensors, independent of the file format and name: for each tensor in name
   order, ``name NUL dtype NUL shape NUL`` then its bytes (C order, little-endian).
 * **In-memory datasets** are hashed completely from what they hold: tensors, arrays, lists of
-  numbers or strings, and the files they name. Never through ``__getitem__`` (which may draw
+  numbers or strings, and the files they name (settings alone -- a length, a seed, a split name -- are not
+  data). Never through ``__getitem__`` (which may draw
   random numbers or decode images), never through ``repr``. ``None`` when nothing
   content-like can be reached: the caller then says so in the record.
 """
@@ -317,11 +318,13 @@ class _Hasher:
         self.cache = cache
         self.files: list[FileDigest] = []
         self._seen: set[int] = set()
+        self.data = 0  # how many values of data (not settings: a lone number or string) were fed
 
-    def feed(self, tag: str, data: bytes | memoryview) -> None:
+    def feed(self, tag: str, data: bytes | memoryview, setting: bool = False) -> None:
         self.h.update(f"{tag}\0{len(data)}\0".encode())
         self.h.update(data)
         self.size += len(data)
+        self.data += not setting
 
     def value(self, path: str, v: Any, depth: int) -> bool:
         """Hash ``v`` if it is content; False (nothing fed) when it is not."""
@@ -348,7 +351,7 @@ class _Hasher:
             self.feed(f"{path}:range", f"{v.start},{v.stop},{v.step}".encode())
             return True
         if isinstance(v, _SCALARS):
-            self.feed(f"{path}:scalar", json.dumps(v).encode())
+            self.feed(f"{path}:scalar", json.dumps(v).encode(), setting=True)
             return True
         if isinstance(v, str) and len(v) < 4096 and os.path.isfile(v):
             f = file_digest(Path(v), self.cache)
@@ -446,8 +449,8 @@ def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
             if n.startswith("__") or callable(attrs[n]) or attrs[n] is None:
                 continue
             (covered if hasher.value(f".{n}", attrs[n], 1) else skipped).append(n)
-    if not covered:
-        return None
+    if not covered or not hasher.data:  # settings alone (a length, a seed, a split name) are not its data:
+        return None  # two generators with n=2000 would share an id
     return Digest(hasher.h.hexdigest(), hasher.size, "sha256-content", tuple(hasher.files), tuple(covered),
                   tuple(skipped))
 

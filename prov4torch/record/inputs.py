@@ -102,7 +102,8 @@ class Inputs:
 
     def _check(self, event: dict[str, Any], trigger: str) -> None:
         if self.policy is not None:
-            self.policy.check(self.view(), trigger, [event["id"]])
+            roles = event.get("roles") if event.get("t") == "dataset" else None
+            self.policy.check(self.view(), trigger, [event["id"]], role=roles[0] if roles else None)
 
     def finish(self) -> None:
         """At the end of the run: the policy's after-the-fact findings, recorded (never raised); the sidecars
