@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -135,3 +136,34 @@ print(run.status)
     assert "total,training,0,", "from_worker" not in csv
     assert "from_worker" not in csv
     assert status_of(tmp_path)["p4t:status"] == "FINISHED"
+
+
+def test_an_exception_a_signal_handler_raises_inside_recording_code_reaches_the_script(
+        recwarn: pytest.WarningsRecorder):
+    """Python runs a signal handler wherever the main thread is -- inside prov4torch's own hooks too. What the
+    handler raises (PyTorch's SIGCHLD handler when a DataLoader worker dies) is the script's, never swallowed
+    as a recording failure; a failure of the recording itself still only warns."""
+    from prov4torch.autolog.scope import record_inside
+
+    class WorkerDied(RuntimeError):
+        pass
+
+    def handler(signum, frame):
+        raise WorkerDied("DataLoader worker (pid 1) is killed by signal")
+
+    def recording_interrupted():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)  # the handler runs here, inside the recording
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(WorkerDied):
+            record_inside(recording_interrupted, "a checkpoint")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+    def recording_fails():
+        raise RuntimeError("disk full")
+
+    record_inside(recording_fails, "a checkpoint")  # warns, returns
+    assert any("could not record a checkpoint: RuntimeError: disk full" in str(w.message) for w in recwarn)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import PolicyViolation
+from ..record.signals import from_signal_handler
 
 _STATE = threading.local()
 
@@ -44,7 +45,10 @@ def file_path(f: Any) -> str | None:
 
 
 def warn_unrecorded(what: str, exc: BaseException) -> None:
-    """One warning for something that could not be recorded (warnings-as-errors must not break the script)."""
+    """One warning for something that could not be recorded (warnings-as-errors must not break the script).
+    Called in an ``except`` block: an exception a signal handler raised there is the script's, and goes on."""
+    if from_signal_handler(exc):
+        raise exc
     with contextlib.suppress(Exception):
         warnings.warn(f"prov4torch autolog could not record {what}: {type(exc).__name__}: {exc}",
                       RuntimeWarning, stacklevel=4)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ..errors import PolicyViolation
+from .signals import from_signal_handler
 
 
 class Run(Protocol):
@@ -114,6 +115,9 @@ TRAINING_ROLES = frozenset({"training", "fine-tuning"})
 
 
 def _warn(what: str, exc: BaseException) -> None:
+    """In an ``except`` block: one warning; an exception a signal handler raised there is the script's."""
+    if from_signal_handler(exc):
+        raise exc
     with contextlib.suppress(Exception):
         warnings.warn(f"prov4torch could not record {what}: {type(exc).__name__}: {exc}", RuntimeWarning,
                       stacklevel=4)

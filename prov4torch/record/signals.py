@@ -51,6 +51,28 @@ def ending(exc: BaseException, pending_signal: int | None) -> tuple[str, dict[st
     return "FAILED", {"exception": exc}
 
 
+def from_signal_handler(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a signal handler of the script's or a library's (PyTorch's SIGCHLD handler
+    raises when a DataLoader worker dies), which Python runs wherever the main thread happens to be -- inside
+    prov4torch's own recording code, too. Such an exception belongs to the script: it is re-raised, never
+    swallowed as a recording failure."""
+    handlers = set()
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+        code = getattr(handler, "__code__", None)
+        if code is not None:
+            handlers.add(code)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in handlers:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class SignalExit(BaseException):
     """Raised in the main thread by a deferred SIGTERM/SIGINT (``prov4torch run``): the runner ends the run
     KILLED, merges and summarises, then exits as the signal would."""
