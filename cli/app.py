@@ -321,7 +321,7 @@ def _content_digests(text: str) -> list[str]:
     from prov4torch.record.checkpoints import checkpoint_digest
 
     path = Path(text)
-    if not path.exists():
+    if not text.strip() or not path.exists():  # Path("") is the working directory
         return []
     try:
         ident = checkpoint_digest(path)

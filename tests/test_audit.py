@@ -221,6 +221,8 @@ def test_lineage_from_a_checkpoint_file_or_directory_by_its_path(tmp_path: Path)
     other.write_bytes(b"not recorded")
     missing = runner.invoke(app, ["lineage", str(run.prov_path), str(other)])
     assert missing.exit_code == 2 and "other.pt (sha256 " in missing.output and "is not in these files" in missing.output
+    empty = runner.invoke(app, ["lineage", str(run.prov_path), ""])  # not the working directory's digest
+    assert empty.exit_code == 2 and "'' is not in these files" in empty.output
 
 
 def test_lineage_across_runs_and_through_cycles(tmp_path: Path):
