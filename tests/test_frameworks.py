@@ -171,6 +171,53 @@ def _generations(doc: dict) -> dict[str, int]:
     return out
 
 
+EXPORTS = """
+import sys, torch
+from torch.utils.data import DataLoader, TensorDataset
+torch.manual_seed(0)
+x = torch.randn(32, 3); y = x.sum(1, keepdim=True)
+model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+opt = torch.optim.Adam(model.parameters(), 0.01)
+for xb, yb in DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.mse_loss(model(xb), yb).backward(); opt.step()
+torch.save(model, "whole.pt")                                     # the pickled module
+torch.jit.save(torch.jit.script(model), "scripted.pt")            # TorchScript, for serving
+torch.save({"epoch": 1, "model_state_dict": model.state_dict(), "optimizer_state_dict": opt.state_dict()},
+           "checkpoint.tar")                                      # the tutorial's training checkpoint
+print("DONE")
+"""
+
+SERVE = """
+import torch
+served = torch.jit.load("scripted.pt")
+print("SERVED", served(torch.ones(1, 3)).shape)
+"""
+
+
+def test_a_scripted_export_and_a_full_checkpoint_of_the_same_weights_are_one_model_found_by_path(tmp_path: Path):
+    proc = run_cli(tmp_path, EXPORTS)
+    assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr[-3000:]
+    run_dir, doc = the_run(tmp_path)
+    (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
+    data = training_dataset(doc)
+    for name in ("whole.pt", "scripted.pt", "checkpoint.tar"):
+        assert (tmp_path / f"{name}.lineage.json").is_file(), name
+        by_path = subprocess.run([*CLI, "lineage", str(run_dir), str(tmp_path / name), "--type", "dataset", "--json"],
+                                 capture_output=True, text=True)
+        assert by_path.returncode == 0, by_path.stderr
+        found = json.loads(by_path.stdout)
+        assert found["focus"]["iri"].endswith(model.split(":", 1)[1]) and data in {r["id"] for r in found["results"]}
+    (gen,) = [g for g in doc["wasGeneratedBy"].values() if g["prov:entity"] == model]
+    assert sorted(gen["p4t:savedAgainSha256"]) == sorted([sha256(tmp_path / "scripted.pt"),
+                                                         sha256(tmp_path / "checkpoint.tar")])
+    # a later run that serves the TorchScript file uses that model
+    (tmp_path / "runs").rename(tmp_path / "first")
+    proc = run_cli(tmp_path, SERVE)
+    assert proc.returncode == 0 and "SERVED" in proc.stdout, proc.stderr[-3000:]
+    _, served = the_run(tmp_path)
+    assert (model, "p4t:baseModel") in {(u["prov:entity"], role(u)) for u in served["used"].values()}
+
+
 ACCELERATE = """
 import torch
 from accelerate import Accelerator

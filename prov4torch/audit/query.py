@@ -78,6 +78,7 @@ def resolve(graph: Graph, text: str, locate: Callable[[str], list[str]] | None =
 
 
 DIGEST_ATTRS = tuple(NAMESPACE + a for a in ("sha256", "weightsSha256", "rootSha256"))
+FILE_DIGEST_ATTRS = (NAMESPACE + "sha256", NAMESPACE + "savedAgainSha256")  # of the files a use or generation names
 
 
 def digest_matches(graph: Graph, digest: str) -> set[str]:
@@ -89,7 +90,7 @@ def digest_matches(graph: Graph, digest: str) -> set[str]:
              or any(str(v).split(" ")[-1].startswith(digest) for v in n.values(NAMESPACE + "fileSha256"))}
     for e in graph.edges:
         if e.relation in ("used", "wasGeneratedBy") and any(
-                str(v).startswith(digest) for v in e.attrs.get(NAMESPACE + "sha256", [])):
+                str(v).startswith(digest) for a in FILE_DIGEST_ATTRS for v in e.attrs.get(a, [])):
             found.add(e.up if e.relation == "used" else e.down)
     return found
 

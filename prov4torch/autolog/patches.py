@@ -7,7 +7,8 @@ What is captured from an unmodified script:
 * optimizers: class and hyperparameters at their first step, and the step count
   (torch's own global step hook, no patching);
 * ``torch.save(obj, path)`` outputs as checkpoints, ``torch.load(path)`` inputs as used
-  checkpoints (by sha256, so lineage joins across runs).
+  checkpoints (by sha256, so lineage joins across runs); TorchScript's ``torch.jit.save``/``torch.jit.load``
+  the same way (a scripted model holds the weights it was scripted from: the same model id).
 
 Patched functions return what the originals return and raise what they raise: a failure
 to *record* is a warning; only a policy violation stops the script, on purpose.
@@ -73,9 +74,16 @@ class Autolog:
         while self._undo:
             self._undo.pop()()
 
-    # -- torch.save / torch.load -----------------------------------------------------------------
+    # -- torch.save / torch.load, torch.jit.save / torch.jit.load ----------------------------------------
     def _patch_save_load(self, torch: Any) -> None:
-        orig_save, orig_load = torch.save, torch.load
+        """``torch.save``/``torch.load``, and TorchScript's ``torch.jit.save``/``torch.jit.load`` (a scripted
+        model exported for serving holds the same weights: the same model id, its lineage found by path)."""
+        for owner in (torch, torch.jit):
+            orig_save, orig_load = owner.save, owner.load
+            owner.save, owner.load = self._saver(orig_save), self._loader(orig_load)
+            self._undo.append(functools.partial(_put_back, owner, orig_save, orig_load))
+
+    def _saver(self, orig_save: Callable[..., Any]) -> Callable[..., Any]:
         run = self.run
 
         @functools.wraps(orig_save)
@@ -99,6 +107,11 @@ class Autolog:
                         warn_unrecorded("a checkpoint saved to a buffer", exc)
             return result
 
+        return save
+
+    def _loader(self, orig_load: Callable[..., Any]) -> Callable[..., Any]:
+        run = self.run
+
         @functools.wraps(orig_load)
         def load(f: Any, *a: Any, **k: Any) -> Any:
             result = as_user(orig_load, f, *a, **k)  # loaded first: what it holds says what it is
@@ -115,12 +128,7 @@ class Autolog:
                 OpenWatch.active.loaded_from_buffer(f, result)  # warns itself; a policy violation propagates
             return result
 
-        torch.save, torch.load = save, load
-
-        def undo() -> None:
-            torch.save, torch.load = orig_save, orig_load
-
-        self._undo.append(undo)
+        return load
 
     # -- optimizers --------------------------------------------------------------------------------
     def _hook_optimizers(self, torch: Any) -> None:
@@ -148,3 +156,7 @@ class Autolog:
     def _summarise(self) -> None:
         if self.optimizers:
             self.run.add_run_attributes({"p4t:optimizerSteps": sum(i["steps"] for i in self.optimizers.values())})
+
+
+def _put_back(owner: Any, save: Callable[..., Any], load: Callable[..., Any]) -> None:
+    owner.save, owner.load = save, load

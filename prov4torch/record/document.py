@@ -400,7 +400,7 @@ def _models(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> Non
             gen = b.usage_of(act, mid)  # this run used these weights before saving them: not a new model
         if gen is not None:  # identical content saved again: recorded on its one generation (or usage)
             saved = attributes({"p4t:savedAgain": [_dt_value(m.get("time"))], "p4t:savedAgainPath": m.get("path"),
-                                "p4t:lineageSidecar": m.get("sidecar")})
+                                "p4t:savedAgainSha256": m.get("sha256"), "p4t:lineageSidecar": m.get("sidecar")})
             for key, value in saved.items():
                 gen[key] = value if key not in gen else _as_list(gen[key]) + _as_list(value)
             continue
