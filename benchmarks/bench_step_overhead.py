@@ -21,9 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -75,12 +77,21 @@ def main() -> None:
                          "'floor': a function appending a (name, value, step, time_ns()) tuple (issue 15's floor)")
     ap.add_argument("--threads", action="store_true", help="print each thread's CPU seconds before end_run")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (each block ends with a synchronize on cuda)")
+    ap.add_argument("--model", choices=("mlp", "mnist"), default="mlp",
+                    help="mlp: a 1 ms-class CPU step (784-256-10, batch 64); mnist: the MNIST example's own Net "
+                         "(examples/mnist/train.py), at its default batch size")
     args = ap.parse_args()
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)).to(dev)
+    if args.model == "mnist":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples" / "mnist"))
+        from train import Net  # the example's model, unchanged
+
+        model: nn.Module = Net().to(dev)
+    else:
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
     x, y = torch.randn(16, 64, 1, 28, 28).to(dev), torch.randint(0, 10, (16, 64)).to(dev)
