@@ -191,6 +191,14 @@ def test_test_only_data_used_as_the_test_set_of_a_training_run_is_allowed(tmp_pa
     with pytest.raises(prov4torch.PolicyViolation, match="purpose-within-consent"):
         with prov4torch.start_run(region="eu-west-1", purpose="training", policy="default"):
             prov4torch.log_dataset(test, role="training", consent_scope=["testing"], **tags)
+    # allowed for testing, then refused for training in the same run: the record holds the testing use only
+    with pytest.raises(prov4torch.PolicyViolation, match="purpose-within-consent"):
+        with prov4torch.start_run(region="eu-west-1", purpose="training", policy="default") as both:
+            prov4torch.log_dataset(test, role="testing", consent_scope=["testing"], **tags)
+            prov4torch.log_dataset(test, role="training", consent_scope=["testing"], **tags)
+    assert {role(u) for u in load(both.prov_path)["used"].values() if "dataset" in u["prov:entity"]} == {
+        "p4t:testing"}
+    assert check([both.prov_path], "default").verdict == "allow"
 
 
 class Stream(torch.utils.data.IterableDataset):
@@ -262,11 +270,12 @@ def test_a_loader_an_optimizer_steps_between_batches_of_is_training_data(tmp_pat
     assert recorded == plain
     doc = load(run.prov_path)
     roles = {tuple(sorted(r)) for r in roles_of(doc).values()}
-    # the unshuffled loader: input for its first batch, training after the first step (and from then on)
-    assert roles == {("p4t:input", "p4t:training"), ("p4t:evaluation",), ("p4t:input",)}, roles
+    # the unshuffled loader and the stream: training, their first batch included (it was stepped on); the
+    # loader read under no_grad: evaluation; the one read with gradients on but never trained on: input
+    assert roles == {("p4t:training",), ("p4t:evaluation",), ("p4t:input",)}, roles
     usage = {(u["p4t:name"], role(u)): int(u["p4t:batches"]["$"]) for u in doc["used"].values()
-             if u.get("p4t:name") in ("Stream", "TensorDataset")}
-    assert usage[("Stream", "p4t:training")] == 5 and usage[("Stream", "p4t:input")] == 1
+             if u.get("p4t:name") == "Stream"}
+    assert usage == {("Stream", "p4t:training"): 6}
     (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
     sources = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model}
     trained = {u["prov:entity"] for u in doc["used"].values() if role(u) == "p4t:training"}
@@ -291,9 +300,12 @@ def test_a_test_split_trained_on_is_checked_as_training_data_before_its_next_bat
                 opt.step()  # ... until it is trained on
     assert seen == 1 and run.status == "BLOCKED"
     doc = load(run.prov_path)
-    assert {role(u) for u in doc["used"].values() if u.get("p4t:name") == "Split"} == {"p4t:testing"}
+    # the one batch before the step was trained on, and the record says so: check denies the finished file
+    (used,) = [u for u in doc["used"].values() if u.get("p4t:name") == "Split"]
+    assert role(used) == "p4t:training" and used["p4t:batches"]["$"] == "1" and used["p4t:samples"]["$"] == "4"
     checked = {d["p4t:verdict"]: d["p4t:checkedRole"]["$"] for d in decisions(doc)}
     assert checked == {"allow": "p4t:testing", "deny": "p4t:training"}
+    assert check([run.prov_path], "default").verdict == "deny"
 
 
 def test_a_tracked_loader_reused_in_a_second_run_is_checked_again():

@@ -136,6 +136,7 @@ class _LoaderState:
         self.steps = owner.steps
         self.samples = 0  # not yet counted in the run's totals
         self.batches = 0
+        self.reported = (0, 0)  # (samples, batches) of this iterator already counted under its role
         self.started = False
         self.done = False
 
@@ -161,7 +162,17 @@ class _LoaderState:
         run = self.owner.run
         if self.dataset_id is not None and not run.ended:
             run.count_usage(self.dataset_id, self.role, self.samples, self.batches, epochs)
+            self.reported = (self.reported[0] + self.samples, self.reported[1] + self.batches)
         self.samples = self.batches = 0
+
+    def retract(self) -> None:
+        """What this iterator delivered so far, taken back from its role's totals and pending again (it is
+        counted under the role it turns out to have had)."""
+        samples, batches = self.reported
+        run = self.owner.run
+        if self.dataset_id is not None and batches and not run.ended:
+            run.count_usage(self.dataset_id, self.role, -samples, -batches, 0)
+        self.samples, self.batches, self.reported = self.samples + samples, self.batches + batches, (0, 0)
 
 
 class DataPaths:
@@ -283,17 +294,21 @@ class DataPaths:
         """An optimizer stepped between two batches of a loader whose role was inferred as something else: its
         data is training data from now on (attached again under that role: recorded, and checked)."""
         loader, state.loader = state.loader, None
-        state.finish(epoch_done=False)  # what went by so far stays counted under the role it had
+        state.retract()  # the batches before the step were trained on: counted as training, not as guessed
         try:
             dataset_id = self.run.log_dataset(loader, role="training")
         except PolicyViolation:
+            state.dataset_id, state.role = state.dataset_id, "training"
+            state.finish(epoch_done=False)  # the record says what was trained on before the block
             raise
         except Exception as exc:  # noqa: BLE001
+            state.finish(epoch_done=False)
             _warn("a DataLoader's data as training data", exc)
             return
         with contextlib.suppress(TypeError):
             self.trained_on.add(loader)
-        state.dataset_id, state.role, state.done = dataset_id, "training", False
+        state.dataset_id, state.role = dataset_id, "training"
+        state._report(0)
 
     def start(self, loader: Any) -> _LoaderState:
         run = self.run

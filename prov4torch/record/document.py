@@ -323,7 +323,7 @@ def blocked_uses(record: RunRecord) -> set[str]:
 
     They are recorded (with the decision that names them), never as ``used``: the block is what happened.
     """
-    denied = {d for d, _ in _enforced_denials(record)}
+    denied = {d for d, role in _enforced_denials(record) if not role}  # a denied role: ``blocked_roles``
     return {d for d in denied if not (record.datasets.get(d) or {}).get("usage")}
 
 
@@ -343,8 +343,8 @@ def _datasets(b: DocumentBuilder, record: RunRecord, act: str) -> None:
             continue
         usage = ds.get("usage") or {}
         for role in ds.get("roles") or ["training"]:
-            if (did, role) in blocked_role:
-                continue
+            if (did, role) in blocked_role or (role in usage and not any(usage[role].values())):
+                continue  # denied before any of it was read, or its batches turned out to be another role's
             b.used(act, did, _role(role), ds.get("time"), **{
                 "p4t:name": ds.get("name"), "p4t:sourceUri": ds.get("source"), "p4t:datasetClass": ds.get("cls"),
                 "p4t:tagsFrom": ds.get("tags_from"),
