@@ -150,15 +150,15 @@ class _LoaderState:
             self.samples += 1
         if not self.started:  # data was delivered: the record says so from the first batch on
             self.started = True
-            self._report(0)
+            self.report(0)
 
     def finish(self, epoch_done: bool) -> None:
         if self.dataset_id is None or self.done:
             return
         self.done = True
-        self._report(int(epoch_done))
+        self.report(int(epoch_done))
 
-    def _report(self, epochs: int) -> None:
+    def report(self, epochs: int) -> None:
         run = self.owner.run
         if self.dataset_id is not None and not run.ended:
             run.count_usage(self.dataset_id, self.role, self.samples, self.batches, epochs)
@@ -298,7 +298,7 @@ class DataPaths:
         try:
             dataset_id = self.run.log_dataset(loader, role="training")
         except PolicyViolation:
-            state.dataset_id, state.role = state.dataset_id, "training"
+            state.role = "training"
             state.finish(epoch_done=False)  # the record says what was trained on before the block
             raise
         except Exception as exc:  # noqa: BLE001
@@ -308,7 +308,7 @@ class DataPaths:
         with contextlib.suppress(TypeError):
             self.trained_on.add(loader)
         state.dataset_id, state.role = dataset_id, "training"
-        state._report(0)
+        state.report(0)
 
     def start(self, loader: Any) -> _LoaderState:
         run = self.run
