@@ -116,8 +116,13 @@ def test_a_copy_gets_its_own_sidecar_and_a_deleted_checkpoint_leaves_none(tmp_pa
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
     mine = tmp_path / "user.pt.lineage.json"  # a file of the same name the recorder did not write
+    with prov4torch.start_run(out_dir=tmp_path / "store-a", region="eu-west-1", purpose="training"):
+        torch.save({"w": torch.zeros(2)}, ckpts / "earlier.pt")  # an earlier run's checkpoint and sidecar
+        prov4torch.log_model(ckpts / "earlier.pt", name="earlier")
+    assert (ckpts / "earlier.pt.lineage.json").is_file()
     with prov4torch.start_run(out_dir=tmp_path / "store-a", region="eu-west-1", purpose="training") as run:
         prov4torch.log_dataset(data, name="patients", **EU_TAGS)
+        (ckpts / "earlier.pt").unlink()  # a resumed trainer rotates the earlier run's checkpoint away
         for step in (1, 2, 3):
             torch.save({"w": torch.full((2,), float(step))}, ckpts / f"step-{step}.pt")
             prov4torch.log_model(ckpts / f"step-{step}.pt", name="ckpt", step=step)

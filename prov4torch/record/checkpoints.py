@@ -164,6 +164,9 @@ def checkpoint_digest(path: Path, obj: Any = None, cache: DigestCache = NO_CACHE
     return out
 
 
+MAX_TIDY = 10_000  # sidecars looked at per folder at the end of a run
+
+
 class Checkpoints:
     """The models one run produced and used; every event goes through ``record``."""
 
@@ -320,19 +323,35 @@ class Checkpoints:
         self.written[lineage.sidecar_path(checkpoint)] = str(event["id"])
 
     def tidy(self) -> None:
-        """At the end of the run: the sidecars of checkpoints deleted since they were written (a trainer's
-        rotation of old checkpoints) are removed, so none describes a file that is not there. Only a sidecar
-        that still names the model it was written for; never raises."""
+        """At the end of the run: lineage sidecars whose checkpoint is gone are removed, so none describes a file
+        that is not there -- those this run wrote for checkpoints deleted since (a trainer's rotation), and, in
+        the folders it wrote sidecars to, those an earlier run left for checkpoints this one's trainer rotated
+        away (Lightning's ModelCheckpoint removes the previous run's best on resume). Only a file that is a
+        prov4torch sidecar (and, for this run's own, still names the model it was written for); never raises."""
+        folders: dict[Path, None] = {}
         for sidecar, mid in self.written.items():
-            checkpoint = sidecar.with_name(sidecar.name.removesuffix(lineage.SIDECAR_SUFFIX))
-            if os.path.lexists(checkpoint):
-                continue
+            folders[sidecar.parent] = None
+            self._remove_orphan(sidecar, mid)
+        for folder in folders:
             try:
-                if json.loads(sidecar.read_text(encoding="utf-8")).get("model") == mid:
-                    sidecar.unlink()
-            except (OSError, ValueError, AttributeError) as exc:
-                if not isinstance(exc, FileNotFoundError):
-                    _warn(f"cannot remove the lineage sidecar of the deleted checkpoint {checkpoint}: {exc}")
+                found = [p for _, p in zip(range(MAX_TIDY), folder.glob(f"*{lineage.SIDECAR_SUFFIX}"), strict=False)]
+            except OSError:
+                continue
+            for sidecar in found:
+                if sidecar not in self.written:
+                    self._remove_orphan(sidecar, None)
+
+    def _remove_orphan(self, sidecar: Path, mid: str | None) -> None:
+        checkpoint = sidecar.with_name(sidecar.name.removesuffix(lineage.SIDECAR_SUFFIX))
+        if os.path.lexists(checkpoint):
+            return
+        try:
+            card = json.loads(sidecar.read_text(encoding="utf-8"))
+            if isinstance(card, dict) and card.get("prov4torch-lineage") and (mid is None or card.get("model") == mid):
+                sidecar.unlink()
+        except (OSError, ValueError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                _warn(f"cannot remove the lineage sidecar of the deleted checkpoint {checkpoint}: {exc}")
 
     def _bring_lineage(self, event: dict[str, Any]) -> None:
         """A loaded checkpoint brings the lineage recorded when it was produced: from its sidecar, the
