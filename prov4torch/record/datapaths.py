@@ -130,7 +130,8 @@ class _LoaderState:
         self.owner = owner
         self.dataset_id = dataset_id
         self.role = role
-        # an inferred role that training would change: the loader, and the optimizer steps seen at its last batch
+        # an inferred role that training would change: the loader, and the optimizer steps counted at its first
+        # batch (any step since came between two of its batches)
         self.loader = loader if loader is not None and dataset_id is not None and role not in TRAINING_ROLES \
             else None
         self.steps = owner.steps
