@@ -324,13 +324,12 @@ class _Writer:
                 continue
             else:
                 report.records += count
-                signature += hash((section, "_" if rid.startswith('"_:') else rid, text))
+                signature += _record_hash(section, rid, text)
             body.record(section, f'"_:{tag}-{rid[3:]}' if rid.startswith('"_:') else rid, text)
         if unit.bid is not None and unit.bid not in self.signatures:
             self.signatures[unit.bid] = (str(path), signature & _MASK)
         if body.close(skip_empty=repeat or bool(unit.given and unit.given.startswith("p4t:input/"))):
             self.bundle_ids.append((unit.run_id, bid))
-
 
     def _same(self, unit: Unit, is_shared: Callable[[str, str], bool], signature: int) -> bool:
         """Whether ``unit`` holds the records of the one written with ``signature``: its own records sum to it
@@ -338,13 +337,18 @@ class _Writer:
         mine = 0
         for _, section, rid, text in unit.records(close=False):
             if not is_shared(section, rid):
-                mine += hash((section, "_" if rid.startswith('"_:') else rid, text))
+                mine += _record_hash(section, rid, text)
             elif self.shared[section].get(rid, (text,))[0] != text:
                 return False
         return mine & _MASK == signature
 
 
 _MASK = (1 << 64) - 1  # a signature: the sum of salted hashes of a unit's own records, compared in this process
+
+
+def _record_hash(section: str, rid: str, text: str) -> int:
+    """One record's part of a signature: blank-node ids aside (a merged run renames them)."""
+    return hash((section, "_" if rid.startswith('"_:') else rid, text))
 
 
 class _Body:
