@@ -18,7 +18,9 @@ them) — is training data; else a torchvision-style ``train`` flag says trainin
 fetched with gradients off (``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the
 policy judges it by the run's purpose) when they are on. An inferred role that is not training becomes
 ``training`` as soon as an optimizer steps between two of the loader's batches (an unshuffled or streaming
-training loader; a test split trained on): recorded, and checked by the policy before the next batch.
+training loader; a test split trained on): recorded, and checked by the policy before the next batch. An
+``input`` loader read to its end without a step is ``evaluation`` (evaluated with gradients on); either way
+the batches already delivered count under the role found.
 """
 
 from __future__ import annotations
@@ -258,6 +260,8 @@ class DataPaths:
             try:
                 batch = orig_next(it)
             except StopIteration:
+                if state.loader is not None:
+                    paths.settle(state)  # its role, now that all of it went by; may raise PolicyViolation
                 state.finish(epoch_done=True)
                 raise
             finally:
@@ -293,22 +297,37 @@ class DataPaths:
 
     def trained(self, state: _LoaderState) -> None:
         """An optimizer stepped between two batches of a loader whose role was inferred as something else: its
-        data is training data from now on (attached again under that role: recorded, and checked)."""
+        data is training data from now on, the batches before the step included (they were stepped on)."""
+        self._reclassify(state, "training")
+
+    def settle(self, state: _LoaderState) -> None:
+        """A loader whose role was inferred, read to its end: stepped on after its last batch, it was training
+        data; read with gradients on (``input``) but never stepped on, it was evaluation data."""
+        if state.steps != self.steps:
+            self._reclassify(state, "training")
+        elif state.role == "input":
+            self._reclassify(state, "evaluation")
+
+    def _reclassify(self, state: _LoaderState, role: str) -> None:
+        """What the iterator delivered so far (and delivers from now on) counted under ``role`` instead: the
+        dataset attached again under it (recorded, and checked by the policy: a deny raises here, after the
+        record says what went by)."""
         loader, state.loader = state.loader, None
-        state.retract()  # the batches before the step were trained on: counted as training, not as guessed
+        state.retract()
         try:
-            dataset_id = self.run.log_dataset(loader, role="training")
+            dataset_id = self.run.log_dataset(loader, role=role)
         except PolicyViolation:
-            state.role = "training"
-            state.finish(epoch_done=False)  # the record says what was trained on before the block
+            state.role = role
+            state.finish(epoch_done=False)  # the record says what was used so before the block
             raise
         except Exception as exc:  # noqa: BLE001
             state.finish(epoch_done=False)
-            _warn("a DataLoader's data as training data", exc)
+            _warn(f"a DataLoader's data as {role} data", exc)
             return
-        with contextlib.suppress(TypeError):
-            self.trained_on.add(loader)
-        state.dataset_id, state.role = dataset_id, "training"
+        if role == "training":
+            with contextlib.suppress(TypeError):
+                self.trained_on.add(loader)
+        state.dataset_id, state.role = dataset_id, role
         state.report(0)
 
     def start(self, loader: Any) -> _LoaderState:

@@ -93,8 +93,13 @@ class Inputs:
         """What a model this run produces is derived from: its training datasets, then its base models."""
         blocked = self.policy.blocked_datasets if self.policy is not None else set()
         training = [self.aliases.get(d, d) for d, roles in self.roles.items()
-                    if roles & MODEL_ROLES and d not in blocked]
+                    if any(r in MODEL_ROLES and self._delivered(d, r) for r in roles) and d not in blocked]
         return training + [m for m in self.checkpoints.base_models if m not in training and m not in blocked]
+
+    def _delivered(self, did: str, role: str) -> bool:
+        """Not a role whose batches all turned out to be another's (counted, then taken back to zero)."""
+        t = self.totals.get((self.aliases.get(did, did), role))
+        return t is None or any(t.values())
 
     def view(self) -> RunView:
         """The run so far as the policy gate sees it."""
