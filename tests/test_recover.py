@@ -76,6 +76,43 @@ def test_sigkill_then_recover_keeps_every_metric_older_than_two_seconds(tmp_path
     assert doc.get_records()
 
 
+LOADER_SCRIPT = """
+import time, torch
+from torch.utils.data import DataLoader, TensorDataset
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for i, (x,) in enumerate(DataLoader(TensorDataset(torch.randn(100000, 2)), batch_size=4, shuffle=True)):
+    opt.zero_grad(); model(x).sum().backward(); opt.step()
+    print(i + 1, time.time(), flush=True)  # batches delivered so far, and when
+    time.sleep(0.005)
+"""
+
+
+def test_a_killed_run_records_the_batches_read_up_to_a_second_before(tmp_path: Path):
+    """The usage of a loader still being read goes to the journal about once a second, not only when its epoch
+    ends: kill -9 in the middle of an epoch, and the recovered record names what went by."""
+    (tmp_path / "train.py").write_text(LOADER_SCRIPT)
+    proc = subprocess.Popen([sys.executable, "-m", "prov4torch_cli.app", "run", "--out", "runs", "--experiment", "k",
+                             "--run-id", "killed", "train.py"], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout is not None
+    delivered: list[tuple[int, float]] = []
+    for line in proc.stdout:
+        if line[:1].isdigit():
+            n, ts = line.split()
+            delivered.append((int(n), float(ts)))
+            if time.time() - delivered[0][1] > 4:  # four seconds into the epoch
+                break
+    kill_time = time.time()
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    run_dir = tmp_path / "runs" / "k" / "killed"
+    prov4torch.recover(run_dir)
+    (used,) = [u for u in load(run_dir / "rank-0.prov.json")["used"].values() if "dataset" in u["prov:entity"]]
+    older = max(n for n, ts in delivered if ts < kill_time - 1.5)
+    assert used["prov:role"]["$"] == "p4t:training" and older > 20
+    assert int(used["p4t:batches"]["$"]) >= older, (used["p4t:batches"], older, delivered[-1])
+
+
 def test_recover_is_idempotent(tmp_path: Path):
     run_dir, _, _ = killed_run(tmp_path, seconds=1.5)
     prov4torch.recover(run_dir)

@@ -31,6 +31,7 @@ import inspect
 import os
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -114,6 +115,7 @@ def infer_role(loader: Any, grad_enabled: bool = True) -> str:
 
 
 TRAINING_ROLES = frozenset({"training", "fine-tuning"})
+REPORT_S = 1.0  # how often a loader's usage so far goes to the journal while it is read (the journal's own pace)
 
 
 def _warn(what: str, exc: BaseException) -> None:
@@ -140,6 +142,7 @@ class _LoaderState:
         self.samples = 0  # not yet counted in the run's totals
         self.batches = 0
         self.reported = (0, 0)  # (samples, batches) of this iterator already counted under its role
+        self.due = 0.0  # when the counts are next reported
         self.started = False
         self.done = False
 
@@ -154,6 +157,8 @@ class _LoaderState:
         if not self.started:  # data was delivered: the record says so from the first batch on
             self.started = True
             self.report(0)
+        elif time.monotonic() >= self.due:  # and about once a second after: a killed run's record is not stale
+            self.report(0)
 
     def finish(self, epoch_done: bool) -> None:
         if self.dataset_id is None or self.done:
@@ -162,6 +167,7 @@ class _LoaderState:
         self.report(int(epoch_done))
 
     def report(self, epochs: int) -> None:
+        self.due = time.monotonic() + REPORT_S
         run = self.owner.run
         if self.dataset_id is not None and not run.ended:
             run.count_usage(self.dataset_id, self.role, self.samples, self.batches, epochs)
