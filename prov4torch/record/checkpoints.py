@@ -234,7 +234,7 @@ class Checkpoints:
         }
         if not resaved:
             self._inherit(event)
-        elif event["path"] is not None and mid in self.cards:  # a copy elsewhere (a final save): its own sidecar
+        elif mid in self.cards:  # a copy elsewhere (a final save): its own sidecar
             self._sidecar(event, self.cards[mid])
         mv = ModelVersion(mid, name, version, "" if save_error else str(path), ident["sha256"] or "")
         versions.append(mv)

@@ -81,8 +81,13 @@ TRACKED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def is_tracked(loader: Any) -> bool:
+    return _weakly_in(TRACKED, loader)
+
+
+def _weakly_in(collection: Any, obj: Any) -> bool:
+    """``obj in`` a weak-keyed collection; False for an object that cannot be weakly referenced."""
     try:
-        return loader in TRACKED
+        return obj in collection
     except TypeError:
         return False
 
@@ -344,7 +349,7 @@ class DataPaths:
         # a tracked loader iterated directly (track(loader).loader) keeps the name, role and tags it was given
         inferred = tracked is None and self.stage is None
         role = tracked.role if tracked is not None else self.stage or (
-            "training" if _trained_on(self.trained_on, loader) else infer_role(loader, _grad_enabled()))
+            "training" if _weakly_in(self.trained_on, loader) else infer_role(loader, _grad_enabled()))
         dataset_id = self.loader_ids.get(loader)
         if dataset_id is None:
             try:
@@ -418,13 +423,6 @@ def _iter_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
         return orig(self)
 
     return __iter__
-
-
-def _trained_on(trained: weakref.WeakSet[Any], loader: Any) -> bool:
-    try:
-        return loader in trained
-    except TypeError:
-        return False
 
 
 def _grad_enabled() -> bool:
