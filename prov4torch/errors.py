@@ -34,6 +34,15 @@ class InvalidValueError(Prov4TorchError, ValueError):
         self.value = value
 
 
+class UnreadableContentError(InvalidValueError):
+    """Data whose content cannot be read to identify it (special files, loops, dangling links, permissions);
+    ``problems`` names each entry. The data is then recorded as unidentified, with the reason."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message, value=list(problems))
+        self.problems = list(problems)
+
+
 class ConfigError(Prov4TorchError):
     """A configuration problem: output directory, environment variable, policy file."""
 

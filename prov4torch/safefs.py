@@ -112,3 +112,54 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+# -- reading: regular files only, bounded, never blocking -------------------------------------------------
+
+class NotRegularFile(OSError):
+    """A path that is a FIFO, socket, device or directory where a regular file is expected (never read)."""
+
+
+class FileTooLarge(OSError):
+    """A file larger than the cap its reader sets (read whole, so bounded)."""
+
+
+def file_kind(mode: int) -> str:
+    """A file type in words (``stat.S_IFMT`` of ``mode``)."""
+    import stat
+
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """``path`` open for reading bytes, if it is a regular file (links followed). A FIFO, socket or device is
+    never waited on: the open does not block (``O_NONBLOCK``) and its type is checked before any read;
+    ``NotRegularFile`` (an ``OSError``) says what it is."""
+    import fcntl
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{path} is {file_kind(st.st_mode)}, not a regular file: not read")
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike[str], cap: int) -> bytes:
+    """The bytes of a regular file of at most ``cap`` bytes (``FileTooLarge`` past it, ``NotRegularFile`` for
+    special files); at most ``cap + 1`` bytes are ever read, whatever the file claims to be."""
+    with open_regular(path) as fh:
+        data = fh.read(cap + 1)
+    if len(data) > cap:
+        raise FileTooLarge(f"{path} is larger than {cap} bytes: not read")
+    return data

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import InvalidValueError
+from ..safefs import NotRegularFile, open_regular
 
 MAX_INT_DIGITS = 4000
 
@@ -67,10 +68,12 @@ def loads(text: str, source: str) -> Parsed:
 def open_file(path: Path) -> BinaryIO:
     """``path`` open for reading bytes, or one ``ProvInputError`` saying why it cannot be."""
     try:
-        return path.open("rb")
+        return open_regular(path)
+    except NotRegularFile as exc:
+        raise ProvInputError(f"{exc}; give PROV-JSON files", value=str(path)) from None
     except FileNotFoundError:
         raise ProvInputError(f"{path}: no such file", value=str(path)) from None
-    except IsADirectoryError:
+    except IsADirectoryError:  # pragma: no cover - open_regular says 'a directory' itself
         raise ProvInputError(f"{path}: is a directory; give PROV-JSON files", value=str(path)) from None
     except OSError as exc:
         raise ProvInputError(f"{path}: cannot read: {exc.strerror or exc}", value=str(path)) from exc

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..safefs import open_regular
 from . import stream
 from .graph import ELEMENTS
 from .jsonread import ProvInputError, loads
@@ -367,7 +368,7 @@ def validate_file(path: str | Path, lenient: bool = False) -> Result:
     """One file, read a record at a time (``stream``): memory does not grow with the file."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
+        with open_regular(p) as fh:
             fh.read(1)
     except OSError as exc:
         result = Result(str(p), unreadable=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import env
+from ..safefs import open_regular
 from ..record.run import Run
 
 CHILD_SCRIPT = "PROV4TORCH_CHILD_SCRIPT"
@@ -125,7 +126,7 @@ def await_children(run_dir: Path, timeout_s: float = 60.0) -> list[str]:
     for journal in journals(run_dir):
         prov = journal.with_name(journal.name[: -len(JOURNAL_SUFFIX)] + ".prov.json")
         try:
-            with journal.open("rb") as fh:
+            with open_regular(journal) as fh:
                 start = json.loads(fh.readline(65536) or b"{}")
         except (OSError, ValueError):
             continue
@@ -149,7 +150,7 @@ def nested_jobs(run_dir: Path, parent_activity: str) -> list[Path]:
         if journal.parent == run_dir:
             continue
         try:
-            with journal.open("rb") as fh:
+            with open_regular(journal) as fh:
                 start = json.loads(fh.readline(65536) or b"{}")
         except (OSError, ValueError):
             continue

@@ -16,6 +16,9 @@ from typing import Any
 
 from ..audit.graph import DEFAULT_LINEAGE, UPSTREAM
 from ..errors import ConfigError
+from ..safefs import read_regular
+
+MAX_POLICY_BYTES = 4 << 20  # a policy file is read whole: larger is refused
 from ..provjson import PREFIXES, expand_qname
 
 # prov4torch's structural activities: a policy check reads tags, the job activity links ranks;
@@ -112,7 +115,7 @@ def load_policy(spec: str | Path | Policy) -> Policy:
             raise ConfigError(f"policy {spec!r}: no such file and no built-in policy of that name (try 'default')")
         path = builtin
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_POLICY_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{path}: policy file not found") from None
     except OSError as exc:

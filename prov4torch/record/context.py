@@ -19,7 +19,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ..safefs import open_new
+from ..safefs import open_new, read_regular
+
+MAX_SCRIPT_BYTES = 64 << 20  # a script larger than this is not hashed
 from .secrets import redact_command
 
 
@@ -52,7 +54,7 @@ def code_info(script: Path | None = None) -> dict[str, Any]:
     if script is not None:
         info["script"] = str(script)
         with contextlib.suppress(OSError):
-            info["script_sha256"] = hashlib.sha256(script.read_bytes()).hexdigest()
+            info["script_sha256"] = hashlib.sha256(read_regular(script, MAX_SCRIPT_BYTES)).hexdigest()
     top = _git(["rev-parse", "--show-toplevel"], where)
     if not top:
         return info

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import provjson
-from ..errors import InvalidValueError
+from ..errors import InvalidValueError, UnreadableContentError
+from ..warn import warn
 from ..governance.declared import DECLARED
 from ..governance.tags import ROLE, governance_attributes
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
@@ -98,11 +99,16 @@ class DatasetIdentifier:
         data = unwrap(data)
         event: dict[str, Any] = {"t": "dataset", "roles": [role]}
         if isinstance(data, (str, os.PathLike)):
-            p = Path(data).resolve()
-            local = [str(p)]
-            event.update(_digest_fields(digest_path(p, self.cache)), source=source or p.as_uri(),
-                         name=name or p.name)
-            event["id"] = content_id("dataset", event["sha256"])
+            p = Path(os.path.abspath(data))
+            local = [str(p), str(p.resolve())] if p.resolve() != p else [str(p)]
+            event.update(source=source or p.as_uri(), name=name or p.name)
+            try:
+                event.update(_digest_fields(digest_path(p, self.cache)))
+                event["id"] = content_id("dataset", event["sha256"])
+            except UnreadableContentError as exc:  # closed, not skipped: recorded, tagged by path, and gated
+                event.update(id=self._run_scoped(), identity="unidentified", unidentified_reason=str(exc)[:2000])
+                warn(f"prov4torch: {exc}; the dataset is recorded as unidentified and the policy judges it "
+                           "as such")
         else:
             local = dataset_paths(data)
             event.update(cls=f"{type(data).__module__}.{type(data).__qualname__}", name=name or type(data).__name__,

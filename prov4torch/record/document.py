@@ -306,6 +306,7 @@ def _dataset_attrs(ds: Mapping[str, Any]) -> dict[str, Any]:
         "p4t:fileSha256": [f"{name} {sha}" for name, sha, _size in files] or None,
         "p4t:digestCovers": ds.get("covers"),
         "p4t:digestSkipped": ds.get("skipped"),
+        "p4t:unidentifiedReason": ds.get("unidentified_reason"),
     }
 
 

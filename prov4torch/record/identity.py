@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidValueError, Prov4TorchError
-from ..safefs import safe_dir
+from ..errors import UnreadableContentError
+from ..safefs import file_kind, open_regular, safe_dir
 
 CHUNK = 1 << 20
 MANIFEST_METHOD = "sha256-manifest"  # OpenSSF model-signing root digest over per-file digests
@@ -122,7 +123,7 @@ NO_CACHE = DigestCache(None)
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:  # a FIFO or device is never read (it would block or never end)
         while block := fh.read(CHUNK):
             h.update(block)
     return h.hexdigest()
@@ -149,12 +150,58 @@ def root_digest(files: Iterable[FileDigest]) -> str:
 IGNORED_SUFFIXES = (".lineage.json",)  # prov4torch's own lineage sidecars are not part of the content
 
 
+MAX_PROBLEMS = 20  # unreadable entries named in an error (the count is always given)
+
+
+def _entry_problem(path: Path) -> str | None:
+    """Why a directory entry cannot be part of a content digest (None: a regular file, links followed)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        what = "a symbolic link that loops" if exc.errno == 40 else (
+            "a dangling symbolic link" if path.is_symlink() else "unreadable")
+        return f"{what} ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a link to a directory (not followed)" if path.is_symlink() else None
+    if not stat.S_ISREG(st.st_mode):
+        return file_kind(st.st_mode)
+    return None
+
+
 def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
+    """The regular files under ``root`` in name order; an entry that is not one (a FIFO, socket, device, a
+    dangling or looping link, a link to a directory, a file that cannot be read) makes the whole content
+    unidentifiable: ``UnreadableContentError`` names them, after the walk, so no entry is ever opened."""
+    problems: list[str] = []
+    found: list[Path] = []
+
+    def failed(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: unreadable directory ({exc.strerror or exc})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=failed):
+        for d in list(dirnames):
+            p = Path(dirpath) / d
+            if not d.startswith(".") and p.is_symlink():
+                problems.append(f"{p}: {_entry_problem(p) or 'a link to a directory (not followed)'}")
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith(".") and not name.endswith(IGNORED_SUFFIXES):
-                yield Path(dirpath) / name
+                p = Path(dirpath) / name
+                problem = _entry_problem(p)
+                if problem is None and not os.access(p, os.R_OK):
+                    problem = "permission denied"
+                if problem is not None:
+                    problems.append(f"{p}: {problem}")
+                else:
+                    found.append(p)
+    if problems:
+        shown = "; ".join(problems[:MAX_PROBLEMS])
+        more = f" (and {len(problems) - MAX_PROBLEMS} more)" if len(problems) > MAX_PROBLEMS else ""
+        raise UnreadableContentError(f"{root}: {len(problems)} entr{'y' if len(problems) == 1 else 'ies'} cannot "
+                                     f"be read as data: {shown}{more}", problems)
+    yield from found
 
 
 def digest_files(paths: Iterable[Path], base: Path, cache: DigestCache = NO_CACHE) -> Digest:
@@ -168,13 +215,19 @@ def digest_path(path: str | os.PathLike[str], cache: DigestCache = NO_CACHE) -> 
     """A file (its SHA-256) or a directory tree (per-file digests and their root digest)."""
     p = Path(path)
     try:
-        if p.is_file():
+        if p.is_dir():
+            return digest_files(list(_walk(p)), p, cache)
+        if os.path.lexists(p):
+            problem = _entry_problem(p)
+            if problem is not None:
+                raise UnreadableContentError(f"{p}: {problem}: it cannot be read as data", [f"{p}: {problem}"])
             f = file_digest(p, cache)
             return Digest(f.sha256, f.size, "sha256-file", (f,))
-        if p.is_dir():
-            return digest_files(_walk(p), p, cache)
+    except UnreadableContentError:
+        raise
     except OSError as exc:
-        raise InvalidValueError(f"cannot read {p}: {exc.strerror or exc}", value=str(p)) from exc
+        raise UnreadableContentError(f"cannot read {p}: {exc.strerror or exc}", [f"{p}: {exc.strerror or exc}"]) \
+            from exc
     raise InvalidValueError(f"{p} does not exist: give an existing file or directory", value=str(p))
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import JournalError
-from ..safefs import open_new
+from ..safefs import open_new, open_regular
 from .identity import sha256_file
 from .values import DeviceValue
 
@@ -379,7 +380,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
     events: list[dict[str, Any]] = []
     bad = 0
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with io.TextIOWrapper(open_regular(path), encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 line = line.strip()
                 if not line:
@@ -400,7 +401,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def iter_metrics(path: Path) -> Iterator[tuple[str, str, int, float, float]]:
     """Rows of a metrics CSV (timestamps back in seconds); torn or malformed lines are skipped."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    with io.TextIOWrapper(open_regular(path), encoding="utf-8", errors="replace") as fh:
         header = fh.readline()
         if header != METRICS_HEADER:
             return
