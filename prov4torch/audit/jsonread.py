@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ..errors import InvalidValueError
 from ..safefs import NotRegularFile, open_regular
@@ -68,7 +68,7 @@ def loads(text: str, source: str) -> Parsed:
 def open_file(path: Path) -> BinaryIO:
     """``path`` open for reading bytes, or one ``ProvInputError`` saying why it cannot be."""
     try:
-        return open_regular(path)
+        return cast(BinaryIO, open_regular(path))
     except NotRegularFile as exc:
         raise ProvInputError(f"{exc}; give PROV-JSON files", value=str(path)) from None
     except FileNotFoundError:

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import env
-from ..safefs import open_regular
 from ..record.run import Run
+from ..safefs import open_regular
 
 CHILD_SCRIPT = "PROV4TORCH_CHILD_SCRIPT"
 

@@ -141,14 +141,40 @@ def front_matter(text: str, path: Path) -> dict[str, Any]:
     try:
         import yaml
 
-        data = yaml.safe_load(m.group(1))
+        data = yaml.load(m.group(1), Loader=_no_alias_loader(yaml))  # noqa: S506 - a SafeLoader without aliases
     except ImportError:
         data = _simple_yaml(m.group(1))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - PyYAML's errors: one line naming the file
-        raise ConfigError(f"{path}: the front matter is not YAML: {str(exc)[:200]}") from None
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: the front matter is not YAML{at}: {str(problem)[:200]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the front matter is not a mapping of keys")
     return data
+
+
+MAX_YAML_NODES = 10_000  # nodes a card's front matter may hold (a card has tens)
+
+
+def _no_alias_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader refusing aliases (a "billion laughs" card expands aliases exponentially) and
+    front matter of more than ``MAX_YAML_NODES`` nodes."""
+
+    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+        nodes = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise ConfigError("the front matter uses a YAML alias (*name): not allowed in a dataset card")
+            NoAliasLoader.nodes += 1
+            if NoAliasLoader.nodes > MAX_YAML_NODES:
+                raise ConfigError(f"the front matter has more than {MAX_YAML_NODES} nodes")
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def _simple_yaml(text: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidValueError
+from ..safefs import FileTooLarge, NotRegularFile, read_regular
 from .tags import DATASET_TAGS, governance_attributes
 
 MATCH_KEYS = ("path", "name", "id", "sha256")
@@ -129,11 +130,21 @@ def _norm(v: Any) -> Any:
     return sorted(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)
 
 
-def file_source(path: Path) -> Source:
+MAX_TAGS_BYTES = 16 << 20  # a tags file, Croissant file or dataset card is read whole: larger is refused
+
+
+def read_tags_bytes(path: Path) -> bytes:
+    """A tags file's bytes: a regular file under the size cap, or one ``ConfigError`` naming it."""
     try:
-        raw = path.read_bytes()
+        return read_regular(path, MAX_TAGS_BYTES)
+    except (NotRegularFile, FileTooLarge) as exc:
+        raise ConfigError(f"{exc}; give a TOML tags file, a Croissant file or a dataset card") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def file_source(path: Path, raw: bytes | None = None) -> Source:
+    raw = read_tags_bytes(path) if raw is None else raw
     return Source(str(path.resolve()), hashlib.sha256(raw).hexdigest())
 
 
@@ -161,8 +172,9 @@ def parse_tags_file(path: Path) -> list[Rule]:
     """The rules of a TOML tags file, a Croissant JSON-LD file or a Hugging Face dataset card."""
     from . import cards
 
-    source = file_source(path)
-    text = Path(path).read_bytes().decode("utf-8", "replace")
+    raw = read_tags_bytes(path)
+    source = file_source(path, raw)
+    text = raw.decode("utf-8", "replace")
     if path.suffix == ".md" or text.startswith("---"):
         return [_rule("dataset", entry, f"{path}", source, path.parent) for entry in cards.hf_card(text, path)]
     if path.suffix in (".json", ".jsonld"):
@@ -193,7 +205,7 @@ def load_tags(path: str | os.PathLike[str]) -> int:
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidValueError(f"load_tags takes a file path, got {type(path).__name__}", value=path)
     p = Path(path)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise ConfigError(f"{p}: no such tags file")
     key = str(p.resolve())
     if key in DECLARED.loaded:

@@ -16,10 +16,10 @@ from typing import Any
 
 from ..audit.graph import DEFAULT_LINEAGE, UPSTREAM
 from ..errors import ConfigError
+from ..provjson import PREFIXES, expand_qname
 from ..safefs import read_regular
 
 MAX_POLICY_BYTES = 4 << 20  # a policy file is read whole: larger is refused
-from ..provjson import PREFIXES, expand_qname
 
 # prov4torch's structural activities: a policy check reads tags, the job activity links ranks;
 # neither processes data, so rules judge the rank activities instead

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..safefs import open_new, read_regular
+from .secrets import redact_command
 
 MAX_SCRIPT_BYTES = 64 << 20  # a script larger than this is not hashed
-from .secrets import redact_command
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

@@ -30,9 +30,9 @@ from typing import Any
 
 from .. import provjson
 from ..errors import InvalidValueError, UnreadableContentError
-from ..warn import warn
 from ..governance.declared import DECLARED
 from ..governance.tags import ROLE, governance_attributes
+from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
 from .ids import local as local_name

@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidValueError, Prov4TorchError
-from ..errors import UnreadableContentError
+from ..errors import InvalidValueError, Prov4TorchError, UnreadableContentError
 from ..safefs import file_kind, open_regular, safe_dir
 
 CHUNK = 1 << 20

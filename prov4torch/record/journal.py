@@ -173,7 +173,10 @@ class JournalWriter:
         self.points = 0
         self._next_step: dict[tuple[str, str], int] = {}
         self._csv_hash = hashlib.sha256()
-        self._lock = threading.Lock()
+        # reentrant: a signal handler runs on the main thread wherever it is, inside flush() too, and records the
+        # signal (a flush) and may end the run (close) there; with a plain lock it waited on itself forever
+        self._lock = threading.RLock()
+        self._owner: int | None = None  # the thread inside flush/close, so close never joins a writer it blocks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: str | None = None  # the first write error (the journal is incomplete after it)
@@ -241,35 +244,46 @@ class JournalWriter:
         self.flush()
 
     def flush(self) -> None:
-        """Drain both queues to disk and fsync. Safe from any thread; never raises."""
+        """Drain both queues to disk and fsync. Safe from any thread, and from a signal handler that interrupted
+        a flush on the same thread (it writes what the interrupted one had not taken yet); never raises."""
         with self._lock:
-            if self._journal.closed:
-                return
+            outer, self._owner = self._owner, threading.get_ident()
             try:
-                self._drain_events()
-                self._drain_metrics()
-                self._journal.flush()
-                os.fsync(self._journal.fileno())
-                self._csv.flush()
-                os.fsync(self._csv.fileno())
-                if os.fstat(self._journal.fileno()).st_nlink == 0:
-                    raise FileNotFoundError(f"{self.journal_path} was deleted (the run directory was removed?)")
-            except Exception as exc:  # noqa: BLE001 - telemetry never kills training
-                if self.failure is None:
-                    self.failure = f"{type(exc).__name__}: {exc}"
-                    with contextlib.suppress(Exception):  # warnings-as-errors must not kill the writer
-                        warnings.warn(
-                            f"prov4torch could not write {self.journal_path.parent}: {self.failure}; "
-                            "provenance for this run may be incomplete (training goes on)",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
+                self._flush_locked()
+            finally:
+                self._owner = outer
+
+    def _flush_locked(self) -> None:
+        if self._journal.closed:
+            return
+        try:
+            self._drain_events()
+            self._drain_metrics()
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._csv.flush()
+            os.fsync(self._csv.fileno())
+            if os.fstat(self._journal.fileno()).st_nlink == 0:
+                raise FileNotFoundError(f"{self.journal_path} was deleted (the run directory was removed?)")
+        except Exception as exc:  # noqa: BLE001 - telemetry never kills training
+            if self._journal.closed:
+                return  # a signal handler closed the files while this flush was interrupted: it wrote them
+            if self.failure is None:
+                self.failure = f"{type(exc).__name__}: {exc}"
+                with contextlib.suppress(Exception):  # warnings-as-errors must not kill the writer
+                    warnings.warn(
+                        f"prov4torch could not write {self.journal_path.parent}: {self.failure}; "
+                        "provenance for this run may be incomplete (training goes on)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
 
     def close(self) -> None:
         """Stop the thread, write everything left, close the files."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+        me = threading.get_ident()
+        if self._thread is not None and self._thread is not threading.current_thread() and self._owner != me:
+            self._thread.join(timeout=30)  # (not while this thread holds the lock the writer may be waiting on)
         self.flush()
         with self._lock:
             for fh in (self._journal, self._csv):

@@ -38,7 +38,7 @@ from .ids import run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
 from .journal import JournalWriter
 from .paths import RunFiles
-from .secrets import redact
+from .secrets import redact, redact_text
 from .signals import Hooks, ending
 from .values import (
     CONTEXT,
@@ -297,6 +297,8 @@ class Run(AttachMixin):
         self._require_open("log_param")
         check_name("parameter name", key, PARAM)
         v = param_value(key, redact(key, value))
+        if isinstance(v, str):
+            v = redact_text(v)  # an object's own text form (a config's repr) may show what redact could not see
         if key in self._params:
             old = self._params[key]
             same = old == v or (isinstance(old, float) and isinstance(v, float) and math.isnan(old) and math.isnan(v))
@@ -320,7 +322,8 @@ class Run(AttachMixin):
         """A free-form run tag (may be overwritten)."""
         self._require_open("set_tag")
         check_name("tag name", key, PARAM)
-        self.record_event({"t": "tag", "key": key, "value": provjson.value(param_value(key, redact(key, value)))})
+        self.record_event({"t": "tag", "key": key, "value": provjson.value(
+            _text_redacted(param_value(key, redact(key, value))))})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
@@ -414,50 +417,62 @@ class Run(AttachMixin):
             if self.ended:
                 return
             self.ended = True
-            if self._pending_signal is not None and status in ("FINISHED", "FAILED"):
-                status, signal_number = "KILLED", self._pending_signal
-            elif self._policy is not None and self._policy.blocked and status in ("FINISHED", "FAILED"):
-                status = "BLOCKED"
-            for callback in self._end_callbacks:  # samplers: final reading, summaries (run still open)
-                try:
-                    callback(self)
-                except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
-                    warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
-            self.inputs.datasets.wait(HASH_WAIT_S)
-            self.inputs.datasets.close()
+            self.closing = True
             try:
-                self.inputs.finish()
-            except Exception as exc:  # noqa: BLE001 - never lose the record over the final policy check
-                with contextlib.suppress(Exception):
-                    warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
-            self._open = False
-            self._context_thread.join(timeout=30)
-            self.appenders.clear()  # the hot paths now reach _new_series, which refuses
-            self._system_series = {}
-            self.status = status
-            ident = identity()  # a process group initialised after start_run knows the real world size
-            if (ident.rank, ident.world_size) != (self.rank, self.world_size) and self.files.stem != "launcher":
-                self.record_event({"t": "identity", "world_size": ident.world_size})
-            end: dict[str, Any] = {"t": "end", "time": self.clock(), "status": status,
-                                   "torch_seed": context.torch_seed()}
-            if exit_code is not None:
-                end["exit_code"] = exit_code
-            if signal_number is not None:
-                end["signal_name"] = _signal.Signals(signal_number).name
-                end["exit_code"] = 128 + int(signal_number)
-            if exception is not None:
-                end["exception"] = {"type": f"{type(exception).__module__}.{type(exception).__qualname__}",
-                                    "message": str(exception)[:2000]}
-            self.record_event(end, now=True)
-            self._writer.close()
-            self.write_document()
-            if self._datapaths is not None:
-                self._datapaths.remove()
+                self._close(status, exit_code=exit_code, signal_number=signal_number, exception=exception)
+            finally:
+                self.closing = False
             if self._hooks is not None:
-                self._hooks.uninstall()
-            with ACTIVE.lock:
-                if ACTIVE.run is self:
-                    ACTIVE.run = None
+                self._hooks.after_close()
+
+    closing = False  # inside close(): a signal arriving now waits for the record to be written
+
+    def _close(self, status: str, *, exit_code: int | None, signal_number: int | None,
+               exception: BaseException | None) -> None:
+        if self._pending_signal is not None and status in ("FINISHED", "FAILED"):
+            status, signal_number = "KILLED", self._pending_signal
+        elif self._policy is not None and self._policy.blocked and status in ("FINISHED", "FAILED"):
+            status = "BLOCKED"
+        for callback in self._end_callbacks:  # samplers: final reading, summaries (run still open)
+            try:
+                callback(self)
+            except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
+                warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
+        self.inputs.datasets.wait(HASH_WAIT_S)
+        self.inputs.datasets.close()
+        try:
+            self.inputs.finish()
+        except Exception as exc:  # noqa: BLE001 - never lose the record over the final policy check
+            with contextlib.suppress(Exception):
+                warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
+        self._open = False
+        self._context_thread.join(timeout=30)
+        self.appenders.clear()  # the hot paths now reach _new_series, which refuses
+        self._system_series = {}
+        self.status = status
+        ident = identity()  # a process group initialised after start_run knows the real world size
+        if (ident.rank, ident.world_size) != (self.rank, self.world_size) and self.files.stem != "launcher":
+            self.record_event({"t": "identity", "world_size": ident.world_size})
+        end: dict[str, Any] = {"t": "end", "time": self.clock(), "status": status,
+                               "torch_seed": context.torch_seed()}
+        if exit_code is not None:
+            end["exit_code"] = exit_code
+        if signal_number is not None:
+            end["signal_name"] = _signal.Signals(signal_number).name
+            end["exit_code"] = 128 + int(signal_number)
+        if exception is not None:
+            end["exception"] = {"type": f"{type(exception).__module__}.{type(exception).__qualname__}",
+                                "message": redact_text(str(exception))[:2000]}
+        self.record_event(end, now=True)
+        self._writer.close()
+        self.write_document()
+        if self._datapaths is not None:
+            self._datapaths.remove()
+        if self._hooks is not None:
+            self._hooks.uninstall()
+        with ACTIVE.lock:
+            if ACTIVE.run is self:
+                ACTIVE.run = None
 
     record_error: str | None = None  # why the document is incomplete or missing, if it is
 
@@ -472,3 +487,7 @@ class Run(AttachMixin):
             with contextlib.suppress(Exception):  # warnings-as-errors must not lose the run either
                 warnings.warn(f"prov4torch: {self.record_error}", RuntimeWarning, stacklevel=3)
         return doc
+
+
+def _text_redacted(v: Any) -> Any:
+    return redact_text(v) if isinstance(v, str) else v

@@ -1,14 +1,18 @@
-"""Secrets never reach a record: parameters, tags and the command line are redacted before they are written.
+"""Secrets never reach a record: parameters, tags, the command line and exception messages are redacted
+before they are written.
 
 A value is written as ``<redacted>`` when its name says secret (token, key, secret, password, credential,
 auth) or when it looks like an API token (``hf_…``, ``sk-…``, ``ghp_…``, ``AKIA…``, ``xox…-``, a JWT),
-and the ``user:password`` of a URL.
+and the ``user:password`` of a URL. Nested values -- dicts, lists, tuples, sets, dataclasses, namespaces,
+any object with a ``__dict__`` -- are redacted at every level by the same rules before they are turned into
+text (``redact``); free text (an exception's message, a ``repr``) has token shapes, URL passwords and
+``name=value`` / ``"name": "value"`` pairs with a secret name replaced in place (``redact_text``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -24,11 +28,63 @@ def secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name))
 
 
-def redact(name: str, value: Any) -> Any:
-    """``value``, or ``<redacted>`` when the name or the value says it is a secret."""
-    if secret_name(name) or (isinstance(value, str) and SECRET_VALUE.search(value)):
+# name=value, name: value, 'name': 'value' pairs in free text whose name says secret
+SECRET_PAIR = re.compile(r"""(?P<key>['"]?[A-Za-z0-9_.\-]*(?:token|secret|password|passwd|pwd|credentials?|auth|"""
+                         r"""api[_\-]?key|access[_\-]?key|private[_\-]?key)['"]?\s*[:=]\s*)"""
+                         r"""(?P<q>['"]?)(?P<value>[^'"\s,;}\])]+)(?P=q)""", re.IGNORECASE)
+MAX_DEPTH = 32  # nesting followed when redacting; deeper values are replaced whole
+
+
+def redact_text(text: str) -> str:
+    """Free text with every secret it shows replaced: token shapes, URL passwords, secret-named pairs."""
+    text = SECRET_VALUE.sub(REDACTED, text)
+    return SECRET_PAIR.sub(lambda m: f"{m.group('key')}{m.group('q')}{REDACTED}{m.group('q')}"
+                           if m.group("value") != REDACTED else m.group(0), text)
+
+
+def redact(name: str, value: Any, _depth: int = 0) -> Any:
+    """``value`` with every secret in it replaced by ``<redacted>``, at any depth (see the module docstring).
+
+    A scalar is replaced whole when its name or its shape says secret; a container keeps its shape (a dict
+    stays a dict, a dataclass or namespace becomes a dict of its fields) with each member redacted by its own
+    name; a string that merely contains a secret is replaced whole, as parameters always were.
+    """
+    if secret_name(str(name)):
         return REDACTED
+    if isinstance(value, str):
+        return REDACTED if SECRET_VALUE.search(value) or SECRET_PAIR.search(value) else value
+    if value is None or isinstance(value, (bool, int, float, bytes)):
+        return value
+    if _depth >= MAX_DEPTH:
+        return REDACTED
+    fields = _fields(value)
+    if fields is not None:
+        return {str(k): redact(str(k), v, _depth + 1) for k, v in fields.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [redact(str(name), v, _depth + 1) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else type(value)(items) \
+            if isinstance(value, list) else tuple(items)
     return value
+
+
+def _fields(value: Any) -> Mapping[Any, Any] | None:
+    """The named members of a mapping, a dataclass, a namespace or a plain object; None for anything else
+    (tensors, arrays and other values with their own text form are left to it)."""
+    import dataclasses
+
+    if isinstance(value, Mapping):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    if type(value).__module__ in ("builtins", "torch", "numpy") or isinstance(value, type):
+        return None
+    attrs = getattr(value, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return None
+    plain = getattr(type(value), "__repr__", None) is object.__repr__
+    if plain or type(value).__name__ in ("Namespace", "SimpleNamespace"):
+        return dict(attrs)
+    return None  # an object with its own text form: that text is redacted (redact_text)
 
 
 def redact_command(argv: Sequence[str]) -> list[str]:

@@ -29,6 +29,9 @@ class Finisher(Protocol):
     @property
     def ended(self) -> bool: ...
 
+    @property
+    def closing(self) -> bool: ...
+
     def note_signal(self, signum: int) -> None: ...
 
     def close(self, status: str, *, signal_number: int | None = None) -> None: ...
@@ -99,6 +102,7 @@ class Hooks:
         self._prev_excepthook = sys.excepthook
         self._signal: Any = None
         self._getsignal: Any = None
+        self.deferred: tuple[int, Any] | None = None  # a signal that arrived while the run was being closed
 
     def install(self) -> None:
         sys.excepthook = self._excepthook
@@ -147,10 +151,24 @@ class Hooks:
         prev = self.previous.get(signum, signal.SIG_DFL)
         if prev == signal.SIG_IGN:
             return  # the script chose to ignore it after the run started
+        if os.getpid() == self.pid and self.run.closing:
+            # the run is being closed on this thread right now (end_run, atexit, an exception): interrupting it
+            # would lose the record; it finishes, then ``after_close`` does what the signal asks
+            self.deferred = (signum, prev)
+            return
         if self._mine():
             self.run.note_signal(signum)
             if not callable(prev) and not self.defer_exit:
                 self.run.close("KILLED", signal_number=signum)
+        self._act(signum, frame, prev)
+
+    def after_close(self) -> None:
+        """Called by the run once it is closed: a signal deferred meanwhile now takes effect."""
+        deferred, self.deferred = self.deferred, None
+        if deferred is not None:
+            self._act(deferred[0], None, deferred[1])
+
+    def _act(self, signum: int, frame: FrameType | None, prev: Any) -> None:
         if callable(prev):
             prev(signum, frame)  # the user's handler, or Python's KeyboardInterrupt
             return

@@ -1,0 +1,203 @@
+"""Hostile input, round two (issue 24): special files never hang a reader, secrets at any depth never reach a
+file, a signal at any moment of a slow flush never deadlocks, unreadable data never opens the gate."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import load, rank_activity
+
+import prov4torch
+from prov4torch.governance.declared import DECLARED
+
+CLI = [sys.executable, "-m", "prov4torch_cli.app"]
+
+
+@pytest.fixture(autouse=True)
+def no_declared_tags():
+    DECLARED.clear()
+    yield
+    DECLARED.clear()
+
+
+def cli(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=timeout)
+
+
+def special(path: Path, kind: str) -> None:
+    """Make ``path`` a special entry of ``kind``."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(path))
+        s.close()
+    elif kind == "loop":
+        path.symlink_to(path.name)
+    elif kind == "dangling":
+        path.symlink_to("nowhere")
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        raise AssertionError(kind)
+
+
+SPECIAL = ["fifo", "socket", "loop", "dangling", "zero"]
+
+READS_DATA = """
+import csv
+rows = [r for r in csv.reader(open("data/a.csv"))]
+print("read", len(rows))
+"""
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_an_unreadable_entry_in_a_tagged_data_folder_never_opens_the_gate(tmp_path: Path, kind: str):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("1,2\n3,4\n")
+    special(tmp_path / "data" / "x", kind)
+    (tmp_path / "tags.toml").write_text(textwrap.dedent("""
+        [[dataset]]
+        path = "data"
+        origin_country = "DE"
+        jurisdiction = "EU"
+        personal_data = true
+        license = "CC-BY-4.0"
+        consent_scope = ["training"]
+    """))
+    (tmp_path / "train.py").write_text(READS_DATA)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "us-east-1", "--purpose", "training",
+            "--data", "data", "--data-tags", "tags.toml", "train.py", timeout=90)
+    assert r.returncode == 1, r.stderr
+    assert "read" not in r.stdout and "eu-personal-data-stays-in-eu" in r.stderr
+    (rank0,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    doc = load(rank0)
+    assert rank_activity(doc)["p4t:status"] == "BLOCKED"
+    (ds,) = [e for e in doc["entity"].values() if e.get("p4t:unidentifiedReason")]
+    assert ds["p4t:identity"] == "unidentified" and "/data/x" in ds["p4t:unidentifiedReason"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "zero"])
+def test_special_files_given_to_readers_are_refused_at_once(tmp_path: Path, kind: str):
+    target = tmp_path / "thing.prov.json"
+    special(target, kind)
+    for args in (["check", str(target), "--policy", "default"], ["validate", str(target)], ["show", str(target)],
+                 ["lineage", str(target), "p4t:x"]):
+        r = cli(tmp_path, *args, timeout=30)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "not a regular file" in r.stderr or "cannot read" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    tags = tmp_path / "tags.toml"
+    special(tags, kind)
+    with pytest.raises(prov4torch.ConfigError, match="not a regular file|cannot read"):
+        prov4torch.load_tags(tags)
+
+
+def test_recover_refuses_a_journal_that_is_a_fifo(tmp_path: Path):
+    run_dir = tmp_path / "runs" / "x" / "r1"
+    run_dir.mkdir(parents=True)
+    special(run_dir / "rank-0.journal.jsonl", "fifo")
+    r = cli(tmp_path, "recover", str(run_dir), timeout=30)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+# -- secrets at any depth ----------------------------------------------------------------------------------
+
+PLANTED = ["wandb-key-7f3a9c1e5b", "hunter2-in-a-url", "s3cr3t-in-a-dataclass", "ns-token-value-42", "repr-pw-77"]
+
+SECRETS_SCRIPT = """
+import argparse, dataclasses, prov4torch
+
+@dataclasses.dataclass
+class Db:
+    host: str
+    password: str
+
+class Opaque:
+    def __repr__(self):
+        return "Opaque(api_key=repr-pw-77, user=me)"
+
+prov4torch.log_params({
+    "config": {"wandb": {"api_key": "wandb-key-7f3a9c1e5b", "project": "demo"}, "layers": [1, 2]},
+    "db": Db("localhost", "s3cr3t-in-a-dataclass"),
+    "ns": argparse.Namespace(lr=0.1, hf_token="ns-token-value-42"),
+    "opaque": Opaque(),
+})
+prov4torch.set_tag("deep", [{"auth": {"secret": "wandb-key-7f3a9c1e5b"}}])
+raise RuntimeError("cannot reach https://alice:hunter2-in-a-url@db.example/x")
+"""
+
+
+def test_secrets_at_any_depth_never_reach_any_file_a_run_writes(tmp_path: Path):
+    (tmp_path / "train.py").write_text(SECRETS_SCRIPT)
+    r = cli(tmp_path, "run", "--out", "runs", "train.py")
+    assert r.returncode == 1 and "RuntimeError" in r.stderr
+    (run_dir,) = (tmp_path / "runs").glob("*/*/")
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"rank-0.journal.jsonl", "rank-0.prov.json", "run.prov.json"}
+    for p in files:
+        text = p.read_bytes().decode("utf-8", "replace")
+        for secret in PLANTED:
+            assert secret not in text, f"{secret} written in clear to {p.name}"
+    act = rank_activity(load(run_dir / "rank-0.prov.json"))
+    assert act["p4t:status"] == "FAILED" and "<redacted>@db.example" in act["p4t:exceptionMessage"]
+    params = [e for e in load(run_dir / "rank-0.prov.json")["entity"].values() if "param:config" in e]
+    assert params and "demo" in params[0]["param:config"] and "localhost" in params[0]["param:db"]  # what is not secret is kept
+
+
+# -- a signal at any moment of a slow flush --------------------------------------------------------------
+
+SLOW_FLUSH = """
+import os, sys, threading, time, signal
+import prov4torch
+real_fsync = os.fsync
+def slow_fsync(fd):  # a slow file system (the hardware boundary)
+    time.sleep(0.3)
+    real_fsync(fd)
+os.fsync = slow_fsync
+run = prov4torch.start_run(out_dir=sys.argv[2])
+delay = float(sys.argv[1])
+threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+for i in range(200):
+    prov4torch.log_metric("loss", 1.0 / (i + 1), step=i)
+    prov4torch.flush()
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.25, 0.45, 0.8])
+def test_sigterm_inside_a_slow_flush_never_deadlocks_and_ends_killed(tmp_path: Path, delay: float):
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_FLUSH)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(script), str(delay), str(out)], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert r.returncode == -signal.SIGTERM, (r.returncode, r.stderr)
+    assert "not killed" not in r.stdout
+    (prov,) = out.glob("*/*/rank-0.prov.json")
+    act = rank_activity(load(prov))
+    assert act["p4t:status"] == "KILLED" and act["p4t:exitSignal"] == "SIGTERM" if "p4t:exitSignal" in act \
+        else act["p4t:status"] == "KILLED"
+
+
+def test_a_yaml_alias_bomb_in_a_dataset_card_is_refused_at_once(tmp_path: Path):
+    pytest.importorskip("yaml")
+    bomb = "---\nlicense: &a [x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 12):
+        bomb += f"l{i}: &{chr(97 + i)} [*{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, " \
+                f"*{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}, *{chr(96 + i)}]\n"
+    bomb += "source_datasets: *l\n---\n# card\n"
+    (tmp_path / "README.md").write_text(bomb)
+    with pytest.raises(prov4torch.ConfigError, match=r"README.md: .*alias"):
+        prov4torch.load_tags(tmp_path / "README.md")
+    (tmp_path / "README.md").write_text("---\nlicense: [unclosed\n---\n")
+    with pytest.raises(prov4torch.ConfigError, match=r"README.md: the front matter is not YAML \(line \d+") as info:
+        prov4torch.load_tags(tmp_path / "README.md")
+    assert "\n" not in str(info.value)
