@@ -72,9 +72,24 @@ def check(
     files: Annotated[list[Path], typer.Argument(help="PROV-JSON files or run directories (checked together).")],
     policy: Annotated[str, typer.Option("--policy", "-p", help="Policy TOML file, or 'default'.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    require_signed: Annotated[bool, typer.Option(
+        "--require-signed", help="Refuse documents no verified attestation beside them names (exit 1).")] = False,
+    key: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        "--key", help="A trusted PEM public key (repeatable; also PROV4TORCH_TRUSTED_KEYS).")] = None,
 ) -> None:
     """Check PROV-JSON files against a policy: exit 0 allow, 1 deny, 2 bad input."""
+    from prov4torch.audit.load import expand_dirs
+    from prov4torch.evidence import attest, keys
+
     try:
+        if require_signed:
+            trusted = keys.trusted_keys(key or [])
+            unsigned = [f for f in (attest.document_signed(p, trusted) for p in expand_dirs(files)) if not f.ok]
+            if unsigned:
+                for f in unsigned:
+                    typer.echo(f"UNSIGNED {f.path}: {f.detail}")
+                typer.echo(f"DENY: {len(unsigned)} document(s) not signed by a trusted key (--require-signed)")
+                raise typer.Exit(EXIT_DENIED)
         report = prov4torch.check(files, policy)
     except Prov4TorchError as exc:
         fail(str(exc))
@@ -84,10 +99,40 @@ def check(
         for v in report.violations:
             typer.echo(f"DENY {v.rule}: {v.subject}: {v.reason}")
             typer.echo(f"     datasets: {', '.join(v.datasets)}; attribute: {v.attribute}")
+        for p in report.prevented:
+            typer.echo(f"PREVENTED at runtime {p['rule']}: {p['reason']}")
+            typer.echo(f"     datasets: {', '.join(p['datasets'])}; run: {p['activity']}")
         n = len(report.violations)
+        extra = f"; {len(report.prevented)} use(s) prevented at runtime" if report.prevented else ""
         typer.echo(f"{report.verdict.upper()}: policy {report.policy.name!r}, {len(report.files)} file(s), "
-                   f"{n} violation{'s' if n != 1 else ''}")
+                   f"{n} violation{'s' if n != 1 else ''}{extra}")
     raise typer.Exit(EXIT_DENIED if report.violations else EXIT_OK)
+
+
+@app.command()
+def verify(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV documents or checkpoints.")],
+    key: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        "--key", help="A trusted PEM public key (repeatable; also PROV4TORCH_TRUSTED_KEYS).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Verify signed evidence: attestations and lineage cards against trusted keys and the bytes on disk.
+
+    Exit 0 verified, 1 not verified, 2 unreadable."""
+    from prov4torch.evidence import attest, keys
+
+    try:
+        findings = attest.verify(paths, keys.trusted_keys(key or []))
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        for f in findings:
+            typer.echo(f.line())
+    if any(f.unreadable for f in findings):
+        raise typer.Exit(EXIT_INPUT)
+    raise typer.Exit(EXIT_OK if findings and all(f.ok for f in findings) else EXIT_DENIED)
 
 
 def _summary(message: str) -> None:
@@ -126,10 +171,7 @@ def run(
     literal one.
     """
     from prov4torch import env as p4t_env
-    from prov4torch.audit.merge import merge as merge_files
-    from prov4torch.autolog.children import nested_jobs
-    from prov4torch.autolog.runner import launch, resolve_target, run_script
-    from prov4torch.record.recover import recover as recover_dir
+    from prov4torch.autolog.runner import finish, launch, resolve_target, run_script
 
     args = list(ctx.args)
     if args[:1] == ["--"]:
@@ -147,8 +189,6 @@ def run(
         from prov4torch.governance.declared import parse_tags_file
 
         for f in data_tags:
-            if not f.is_file():
-                fail(f"{f}: no such tags file (--data-tags)")
             try:
                 parse_tags_file(f)  # checked now: a bad file is one line before the script starts
             except Prov4TorchError as exc:
@@ -159,51 +199,28 @@ def run(
     try:
         resolve_target(script, module)
         if nproc_per_node == 1:
-            code = run_script(script, args, module=module, out_dir=out, **options)
-            from prov4torch.record.run import ACTIVE
-
-            run_dir = ACTIVE.last_dir
+            outcome = run_script(script, args, module=module, out_dir=out, **options)
         else:
             if policy is not None and Path(policy).exists():
                 policy = str(Path(policy).resolve())
             names = {"run_name": p4t_env.RUN_NAME, "policy": p4t_env.POLICY, "mode": p4t_env.POLICY_MODE,
                      "region": p4t_env.REGION, "purpose": p4t_env.PURPOSE, "intended_use": p4t_env.INTENDED_USE}
             extra = {names[k]: str(v) for k, v in {**options, "policy": policy}.items() if k in names and v}
-            code, run_dir = launch(script, args, nproc=nproc_per_node, module=module, out_dir=out,
-                                   experiment=experiment, run_id=run_id, extra_env=extra)
-            if run_dir.is_dir():
-                recover_dir(run_dir)  # ranks that died before end_run: INCOMPLETE, not lost
+            outcome = launch(script, args, nproc=nproc_per_node, module=module, out_dir=out,
+                             experiment=experiment, run_id=run_id, extra_env=extra)
     except Prov4TorchError as exc:
         fail(str(exc))
-    if run_dir is not None and Path(run_dir).is_dir():
-        try:
-            report = merge_files([run_dir], Path(run_dir) / "run.prov.json")
-            missing = report.missing()
-            note = f"; ranks missing: {missing}" if missing else ""
-            _summary(f"exit code {code}; provenance in {run_dir}/run.prov.json{note}")
-            for job in nested_jobs(Path(run_dir), f"p4t:run/{Path(run_dir).name}/rank/0"):
-                merge_files([job], job / "run.prov.json")
-                _summary(f"a distributed job the script started: provenance in {job}/run.prov.json")
-            if render_svg:
-                from prov4torch.audit.render import render as render_graph
-                from prov4torch.governance.evaluate import judge
-
-                render_graph([Path(run_dir) / "run.prov.json"], Path(run_dir) / "run.svg",
-                             judge=judge(policy) if policy else None)
-                _summary(f"audit graph in {run_dir}/run.svg")
-        except Prov4TorchError as exc:
-            _summary(f"could not merge or draw the rank files of {run_dir}: {exc}")
-    from prov4torch.record.run import ACTIVE as _active
-
-    if _active.last_signal is not None:  # merged and summarised: now exit as the signal would
+    for note in finish(outcome, render_svg=render_svg, policy=policy).notes:
+        _summary(note)
+    if outcome.signal is not None:  # merged and summarised: now exit as the signal would
         import os
         import signal
 
         sys.stdout.flush()
         sys.stderr.flush()
-        signal.signal(_active.last_signal, signal.SIG_DFL)
-        os.kill(os.getpid(), _active.last_signal)
-    raise typer.Exit(code)
+        signal.signal(outcome.signal, signal.SIG_DFL)
+        os.kill(os.getpid(), outcome.signal)
+    raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
@@ -443,6 +460,25 @@ def render(
 index_app = typer.Typer(help="The lineage index of a store (checkpoints' lineage by digest).",
                         no_args_is_help=True)
 app.add_typer(index_app, name="index")
+keys_app = typer.Typer(help="Signing keys for attestations and lineage cards.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("init")
+def keys_init(
+    path: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--path", help="Where to write the private key (default: $XDG_CONFIG_HOME/prov4torch/signing-key.pem)."
+    )] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
+) -> None:
+    """Make an ed25519 signing key (mode 0600) and its public half beside it, to hand to others."""
+    from prov4torch.evidence import keys
+
+    try:
+        private, public, keyid = keys.init_key(path, force=force)
+    except (Prov4TorchError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"private key: {private}\npublic key:  {public}\nkey id:      {keyid}")
 
 
 @index_app.command("rebuild")

@@ -21,7 +21,7 @@ def main(argv: list[str]) -> int:
         print("Error: prov4torch worker: no script given", file=sys.stderr)
         return 2
     try:
-        return run_script(argv[0], argv[1:], module=module)
+        return run_script(argv[0], argv[1:], module=module).exit_code
     except Prov4TorchError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2

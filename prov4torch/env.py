@@ -29,6 +29,8 @@ PARENT = "PROV4TORCH_PARENT"  # the recording activity whose Python children may
 PARENT_DIST = "PROV4TORCH_PARENT_DIST"  # that process's own distributed settings (RANK, MASTER_PORT, ...)
 DATA_DIRS = "PROV4TORCH_DATA_DIRS"  # files opened under these directories are datasets (prov4torch run --data)
 DATA_TAGS = "PROV4TORCH_DATA_TAGS"  # tags files loaded at start_run (os.pathsep), as --data-tags does
+SIGNING_KEY = "PROV4TORCH_SIGNING_KEY"  # the PEM private key runs and lineage cards are signed with
+TRUSTED_KEYS = "PROV4TORCH_TRUSTED_KEYS"  # PEM public keys whose signatures are trusted (os.pathsep)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

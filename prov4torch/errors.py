@@ -7,6 +7,7 @@
     ├── JournalError         an unreadable journal / run directory
     ├── MergeConflictError   two files declare one id differently
     ├── PolicyViolation      a policy denied this use of data (carries .violations)
+    ├── EvidenceError        a signature, envelope, attestation or lineage card that is malformed or fails
     └── MissingExtraError    an optional tool (Graphviz, NVML) is not installed
 
 Every message says what went wrong, with which value, and what to do.
@@ -61,6 +62,10 @@ class PolicyViolation(Prov4TorchError):
     def __init__(self, message: str, violations: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.violations = list(violations)
+
+
+class EvidenceError(Prov4TorchError):
+    """A signature, envelope, attestation or lineage card that is malformed or does not verify."""
 
 
 class MissingExtraError(Prov4TorchError):

@@ -45,6 +45,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         if name.startswith("PROV4TORCH_") or name in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"}:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROV4TORCH_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # signing keys: none unless a test makes one
     monkeypatch.setenv("PROV4TORCH_FLUSH_INTERVAL", "0.2")
     # samplers are tested in test_samplers.py; elsewhere they would only add seconds
     monkeypatch.setenv("PROV4TORCH_SYSTEM_METRICS", "0")

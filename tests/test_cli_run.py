@@ -196,8 +196,8 @@ def test_patches_are_removed_and_behave_like_the_originals(tmp_path: Path):
         except Exception as exc:
             print("load raised", type(exc).__name__)
     """)
-    code = run_script(str(tmp_path / "probe.py"), [])
-    assert code == 0
+    outcome = run_script(str(tmp_path / "probe.py"), [])
+    assert outcome.exit_code == 0 and outcome.run_dir is not None and outcome.status == "FINISHED"
     assert (torch.save, torch.load, dl._BaseDataLoaderIter.__next__, dl._BaseDataLoaderIter.__init__) == originals
     try:
         torch.save({"a": 1}, "/nonexistent-dir/x.pt")

@@ -19,12 +19,14 @@ import signal
 import subprocess
 import sys
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .. import env
 from ..errors import ConfigError, PolicyViolation, Prov4TorchError
+from ..record.attestation import sign_documents
 from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
@@ -90,10 +92,25 @@ def _chain(te: traceback.TracebackException) -> list[traceback.TracebackExceptio
     return out
 
 
-def run_script(target: str, args: list[str], *, module: bool = False, **run_options: Any) -> int:
+@dataclass
+class Outcome:
+    """What ``prov4torch run`` did: the script's exit code and where its record is (nothing in globals)."""
+
+    exit_code: int
+    run_dir: Path | None = None
+    status: str | None = None
+    signal: int | None = None  # the signal that ended it, if one did (exit as it would, once reported)
+    rank_files: list[Path] = field(default_factory=list)
+    merged: Path | None = None
+    svg: Path | None = None
+    attestation: Path | None = None
+    notes: list[str] = field(default_factory=list)  # one line each, for the person at the terminal
+
+
+def run_script(target: str, args: list[str], *, module: bool = False, **run_options: Any) -> Outcome:
     """Run ``target`` (a script path, or a module with ``module=True``) under a managed run.
 
-    Returns the exit code the script itself would have had, except that:
+    The outcome's exit code is the one the script itself would have had, except that:
 
     * a script that called ``end_run("FAILED")`` (or KILLED/BLOCKED) and then exited 0 is recorded with
       that status and exits 1;
@@ -109,12 +126,10 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
             raise ConfigError(f"{env.DISABLED}=1 would switch off the policy {policy!r}: unset {env.DISABLED} "
                               "to enforce it, or drop --policy to run unrecorded")
         ACTIVE.run = DisabledRun()
-        ACTIVE.last_dir = None
-        return _execute(script, target, args, module, None)[1]
+        return Outcome(_execute(script, target, args, module, None)[1])
     run = Run(script=script, managed=True, **run_options)
     ACTIVE.run = run
     undo_children = prepare_children(run, script)  # Python children running the script again record as ranks
-    ACTIVE.last_dir = run.dir
     try:
         status, code, signal_number, error = _execute(script, target, args, module, run)
     finally:
@@ -123,15 +138,14 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         status, code = str(run.requested_status), code or 1
     if not run.ended:
         run.close(status, exit_code=code, signal_number=signal_number, exception=error)
-    ACTIVE.last_signal = signal_number
     await_children(run.dir)  # child ranks finishing their record are merged with it
     if run.record_error:
         print(f"prov4torch: error: {run.record_error}", file=sys.stderr)
         code = code or RECORD_ERROR_EXIT
     if code == 0 and HELP_FLAGS & set(args) and not run.recorded_work():
         shutil.rmtree(run.dir, ignore_errors=True)  # the script only printed its help: no run happened
-        ACTIVE.last_dir = None
-    return code
+        return Outcome(code, status=run.status)
+    return Outcome(code, run.dir, run.status, signal_number, attestation=run.attestation)
 
 
 def _execute(
@@ -199,11 +213,8 @@ def launch(
     experiment: str | None = None,
     run_id: str | None = None,
     extra_env: dict[str, str] | None = None,
-) -> tuple[int, Path]:
-    """Run ``target`` on ``nproc`` local ranks through torch.distributed.run; merge the rank files.
-
-    Returns (exit code, run directory).
-    """
+) -> Outcome:
+    """Run ``target`` on ``nproc`` local ranks through torch.distributed.run (``finish`` merges the rank files)."""
     resolve_target(target, module)
     run_id = run_id or uuid7()
     root = (out_dir or default_root()).expanduser().resolve()
@@ -226,7 +237,52 @@ def launch(
         for s, h in previous.items():
             signal.signal(s, h)
     run_dir = root / experiment / run_id
-    ACTIVE.last_signal = received[0] if received else None
+    if run_dir.is_dir():
+        from ..record.recover import recover
+
+        recover(run_dir)  # ranks that died before end_run: INCOMPLETE, not lost
     if received:
-        return 128 + received[0], run_dir
-    return (code if code >= 0 else 128 - code), run_dir
+        return Outcome(128 + received[0], run_dir, signal=received[0])
+    return Outcome(code if code >= 0 else 128 - code, run_dir)
+
+
+def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = None) -> Outcome:
+    """After the script: merge the rank files into ``run.prov.json`` (and any job the script started itself),
+    draw ``run.svg`` when asked, and sign the merged document when a key is configured. Never raises: what
+    could not be done is a note."""
+    from ..audit.merge import merge
+    from ..evidence.keys import load_signer, signing_key_path
+    from .children import nested_jobs
+
+    run_dir = outcome.run_dir
+    if run_dir is None or not run_dir.is_dir():
+        return outcome
+    merged = run_dir / "run.prov.json"
+    try:
+        report = merge([run_dir], merged)
+        outcome.merged = merged
+        outcome.rank_files = sorted(run_dir.glob("*.prov.json"))
+        missing = report.missing()
+        note = f"; ranks missing: {missing}" if missing else ""
+        outcome.notes.append(f"exit code {outcome.exit_code}; provenance in {merged}{note}")
+        for job in nested_jobs(run_dir, f"p4t:run/{run_dir.name}/rank/0"):
+            merge([job], job / "run.prov.json")
+            outcome.notes.append(f"a distributed job the script started: provenance in {job}/run.prov.json")
+        if render_svg:
+            from ..audit.render import render
+            from ..governance.evaluate import judge
+
+            render([merged], run_dir / "run.svg", judge=judge(policy) if policy else None)
+            outcome.svg = run_dir / "run.svg"
+            outcome.notes.append(f"audit graph in {outcome.svg}")
+    except Prov4TorchError as exc:
+        outcome.notes.append(f"could not merge or draw the rank files of {run_dir}: {exc}")
+        return outcome
+    key = signing_key_path()
+    if key is not None:
+        try:
+            outcome.attestation = sign_documents(run_dir, [merged], load_signer(key), run_dir.name)
+            outcome.notes.append(f"signed: {outcome.attestation} (check it: prov4torch verify {run_dir})")
+        except (OSError, Prov4TorchError) as exc:
+            outcome.notes.append(f"could not sign {merged}: {exc}")
+    return outcome

@@ -163,7 +163,7 @@ def _no_alias_loader(yaml: Any) -> Any:
     """PyYAML's SafeLoader refusing aliases (a "billion laughs" card expands aliases exponentially) and
     front matter of more than ``MAX_YAML_NODES`` nodes."""
 
-    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc,name-defined]
+    class NoAliasLoader(yaml.SafeLoader):  # type: ignore[misc]
         nodes = 0
 
         def compose_node(self, parent: Any, index: Any) -> Any:

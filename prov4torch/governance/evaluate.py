@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +210,19 @@ class Evaluator:
         attr = rule.params["attribute"]
         out = []
         for e in self.used_by(subject.id):
-            if e.up in self.model_ids and any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
+            if e.up not in self.model_ids:
+                continue
+            if any(v is False or str(v).lower() == "false" for v in e.attrs.get(attr, [])):
                 out.append(self._v(rule, subject, [e.up], attr, f"checkpoint {self.graph.short(e.up)} was used "
                                    "without known lineage (the data it was trained on is unknown); declare its "
                                    "origin: prov4torch.declare_checkpoint(path, ...) or a [[checkpoint]] entry in "
                                    "a tags file (prov4torch run --data-tags FILE)"))
+            elif self.policy.require_verified_lineage and not any(
+                    v is True or str(v).lower() == "true" for v in e.attrs.get(P4T + "lineageVerified", [])):
+                out.append(self._v(rule, subject, [e.up], P4T + "lineageVerified", f"checkpoint "
+                                   f"{self.graph.short(e.up)} was used with lineage no trusted signature or index "
+                                   "vouches for (the policy requires verified lineage); sign its card with a "
+                                   "trusted key (prov4torch keys init) or list the signer in trusted_keys"))
         return out
 
     def _check_model_has_data(self, rule: Rule, subject: Node) -> list[Violation]:
@@ -318,6 +326,7 @@ class Report:
     policy: Policy
     files: list[str]
     violations: list[Violation]
+    prevented: list[dict[str, Any]] = field(default_factory=list)  # uses an enforced policy stopped at runtime
 
     @property
     def verdict(self) -> str:
@@ -325,7 +334,8 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.name, "version": self.policy.version, "verdict": self.verdict,
-                "files": self.files, "violations": [v.as_dict() for v in self.violations]}
+                "files": self.files, "violations": [v.as_dict() for v in self.violations],
+                "prevented": self.prevented}
 
 
 def judge(policy: str | Path | Policy) -> Callable[[Graph], list[Violation]]:
@@ -339,5 +349,24 @@ def check(paths: Iterable[str | Path], policy: str | Path | Policy) -> Report:
     pol = load_policy(policy)
     files = [str(p) for p in expand_dirs(paths)]
     with no_cycle_collection():  # the graph lives and dies inside: never traversed by the cycle collector
-        return Report(pol, files, evaluate(pol, load_graph(files)))
+        graph = load_graph(files)
+        return Report(pol, files, evaluate(pol, graph), prevented(graph))
+
+
+def prevented(graph: Graph) -> list[dict[str, Any]]:
+    """The denied decisions an enforced policy acted on while a run went on (the use did not happen): rule,
+    reason, data, and the run that was stopped."""
+    out = []
+    for node in graph.of_type([P4T + "PolicyDecision"]):
+        verdict = {str(v).lower() for v in node.values(P4T + "verdict")}
+        mode = {str(v).lower() for v in node.values(P4T + "mode")}
+        if "deny" not in verdict or "enforce" not in mode:
+            continue
+        acts = [graph.short(a) for a in graph.walk(node.id, ("wasGeneratedBy", "wasInformedBy"), "up")
+                if "activity" in graph.nodes[a].kinds and not graph.nodes[a].types() & NOT_PROCESSING]
+        out.append({"decision": graph.short(node.id), "rule": ", ".join(map(str, node.values(P4T + "rule"))),
+                    "reason": "; ".join(map(str, node.values(P4T + "reason"))),
+                    "datasets": [graph.short(str(d)) for d in node.values(P4T + "offendingDataset")],
+                    "activity": ", ".join(sorted(acts)[:3])})
+    return sorted(out, key=lambda p: (p["activity"], p["decision"]))
 

@@ -11,9 +11,14 @@ inherited governance. When a run records a checkpoint, its card is stored
   digest of the checkpoint (file, weights, root), rebuildable from the PROV files
   (``prov4torch index rebuild STORE``).
 
-When a run uses a checkpoint, the card is looked for in that order: its sidecar (trusted only if it
-names one of the checkpoint's digests), the local index, then every store or PROV document listed in
-``PROV4TORCH_LINEAGE_PATH`` (``os.pathsep``-separated).
+When a run uses a checkpoint, every source is read and trusted in this order (DESIGN §8): this store's own
+index; a sidecar signed by a trusted key (a DSSE envelope over an in-toto statement whose subject is the
+checkpoint's digest); an unsigned sidecar, or a store or PROV document listed in ``PROV4TORCH_LINEAGE_PATH``
+(``os.pathsep``-separated). The strongest source names the lineage; governance is combined restrictively over
+all of them, so a lower source never relaxes a higher one, and where they differ the conflict is recorded. A
+sidecar is read only if it is a regular file under a size cap, parsed against a strict schema, and must name
+the checkpoint's own digest; one that fails any of this (or whose signature does not verify) is an error
+recorded on the load, never a reason to relax the verdict.
 """
 
 from __future__ import annotations
@@ -22,16 +27,20 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..audit import jsonread
 from ..audit.graph import DEFAULT_LINEAGE, Graph, Node
 from ..audit.load import expand_dirs, load_graph
-from ..errors import ConfigError, Prov4TorchError
+from ..errors import ConfigError, EvidenceError, Prov4TorchError
+from ..evidence import dsse
 from ..provjson import MLS_NAMESPACE, NAMESPACE, value
-from ..safefs import safe_dir, write_atomic
+from ..safefs import FileTooLarge, NotRegularFile, read_regular, safe_dir, write_atomic
 from .tags import DATASET_TAGS, inherit
 
 CARD_DIR = ".lineage"
@@ -61,17 +70,25 @@ class LineageIndex:
             safe_dir(self.root, CARD_DIR)
         if self.path.is_symlink():
             raise ConfigError(f"{self.path} is a link: prov4torch does not write through links")
-        con = sqlite3.connect(self.path, timeout=10)
-        con.execute("CREATE TABLE IF NOT EXISTS cards (digest TEXT PRIMARY KEY, model TEXT, card TEXT)")
+        con = sqlite3.connect(self.path, timeout=30)
+        if create:
+            with contextlib.suppress(sqlite3.Error):  # WAL: readers never block the writers of other ranks
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("CREATE TABLE IF NOT EXISTS cards (digest TEXT PRIMARY KEY, model TEXT, card TEXT)")
+            columns = {row[1] for row in con.execute("PRAGMA table_info(cards)")}
+            if "envelope" not in columns:  # an index written before cards were signed
+                con.execute("ALTER TABLE cards ADD COLUMN envelope TEXT")
         return con
 
-    def put(self, card: Mapping[str, Any]) -> None:
+    def put(self, card: Mapping[str, Any], envelope: Mapping[str, Any] | None = None) -> None:
+        """Store a card under each of its digests, with the signed envelope it was written in (if any)."""
         text = json.dumps(card, sort_keys=True)
+        env_text = json.dumps(envelope, sort_keys=True) if envelope is not None else None
         con = self._connect(create=True)
         assert con is not None
         with contextlib.closing(con), con:
-            con.executemany("INSERT OR REPLACE INTO cards VALUES (?, ?, ?)",
-                            [(k, str(card.get("model")), text) for k in card_keys(card)])
+            con.executemany("INSERT OR REPLACE INTO cards (digest, model, card, envelope) VALUES (?, ?, ?, ?)",
+                            [(k, str(card.get("model")), text, env_text) for k in card_keys(card)])
 
     def get(self, *digests: str | None) -> dict[str, Any] | None:
         try:
@@ -113,30 +130,171 @@ def rebuild_index(store: str | os.PathLike[str]) -> tuple[int, int]:
     return len(files), LineageIndex(root).rebuild(files)
 
 
-# -- sidecars ---------------------------------------------------------------------------------------
+# -- sidecars: a DSSE envelope over a lineage statement ---------------------------------------------------
+
+CARD_PREDICATE = "https://w3id.org/prov4torch/lineage-card/v1"
+MAX_SIDECAR_BYTES = 16 << 20
+MAX_UPSTREAM = 10_000
+MAX_DERIVATIONS = 100_000
+MAX_TEXT = 4096
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
 
 def sidecar_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + SIDECAR_SUFFIX)
 
 
-def write_sidecar(checkpoint: Path, card: Mapping[str, Any]) -> Path:
+def card_statement(checkpoint: Path, card: Mapping[str, Any]) -> dict[str, Any]:
+    """The in-toto statement a sidecar carries: the checkpoint's digests as subject, the card as predicate."""
+    subj = dsse.subject(checkpoint.name, str(card.get("sha256") or ""),
+                        {"p4t:weightsSha256": next((k for k in card.get("keys", []) if k != card.get("sha256")), None),
+                         "p4t:model": card.get("model")})
+    return dsse.statement([subj], CARD_PREDICATE, card)
+
+
+def write_sidecar(checkpoint: Path, card: Mapping[str, Any], signer: Any = None) -> Path:
+    """The card beside the checkpoint, as a DSSE envelope (signed when ``signer`` is given)."""
     path = sidecar_path(checkpoint)
-    write_atomic(path, json.dumps({"prov4torch-lineage": 1, **card}, sort_keys=True, indent=1))
+    write_atomic(path, json.dumps(dsse.envelope(card_statement(checkpoint, card), signer), sort_keys=True, indent=1))
     return path
 
 
-def read_sidecar(checkpoint: Path, digests: Iterable[str | None]) -> dict[str, Any] | None:
-    """The sidecar's card, if there is one and it names one of ``digests`` (a stale one is ignored)."""
+def sidecar_model(data: Any) -> str | None:
+    """The model a parsed sidecar describes, if it is one prov4torch wrote (an envelope of a lineage card, or
+    the older plain card); None for anything else."""
+    if not isinstance(data, dict):
+        return None
+    if data.get("prov4torch-lineage"):
+        return str(data.get("model"))
     try:
-        card = json.loads(sidecar_path(checkpoint).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(card, dict) or not set(card_keys(card)) & {d for d in digests if d}:
-        return None
+        raw, _, _ = dsse.parse(data, "sidecar")
+        stmt = json.loads(raw)
+        if isinstance(stmt, dict) and stmt.get("predicateType") == CARD_PREDICATE:
+            return str((stmt.get("predicate") or {}).get("model"))
+    except (EvidenceError, ValueError, AttributeError, RecursionError):
+        pass
+    return None
+
+
+def read_json_file(path: Path, cap: int) -> Any:
+    """A JSON file that must be regular and at most ``cap`` bytes (EvidenceError naming it otherwise)."""
+    try:
+        raw = read_regular(path, cap)
+    except (NotRegularFile, FileTooLarge) as exc:
+        raise EvidenceError(str(exc)) from None
+    except OSError as exc:
+        raise EvidenceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return jsonread.loads(raw.decode("utf-8"), str(path)).value
+    except (UnicodeDecodeError, Prov4TorchError) as exc:
+        raise EvidenceError(f"{path}: not JSON: {exc}") from None
+
+
+def _check_governance(gov: Any, where: str) -> dict[str, Any]:
+    if not isinstance(gov, dict) or len(gov) > len(GOVERNANCE_ATTRS):
+        raise EvidenceError(f"{where}: governance must be an object of governance attributes")
+    for attr, v in gov.items():
+        if attr not in GOVERNANCE_ATTRS:
+            raise EvidenceError(f"{where}: governance has unknown attribute {str(attr)[:80]!r}")
+        items = v if isinstance(v, list) else [v]
+        if len(items) > 256 or not all(isinstance(x, (str, bool)) and len(str(x)) <= MAX_TEXT for x in items):
+            raise EvidenceError(f"{where}: governance {attr} must be a string, a boolean or a list of them")
+        if attr == "p4t:personalData" and not all(isinstance(x, bool) for x in items):
+            raise EvidenceError(f"{where}: governance p4t:personalData must be true or false")
+        if attr == "p4t:consentExpires":
+            try:
+                t = _dt.datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+            except ValueError:
+                raise EvidenceError(f"{where}: governance p4t:consentExpires {str(v)[:40]!r} is not a date-time") \
+                    from None
+            if t.tzinfo is None:
+                raise EvidenceError(f"{where}: governance p4t:consentExpires has no timezone")
+    return gov
+
+
+def _text(v: Any, where: str, optional: bool = True) -> None:
+    if v is None and optional:
+        return
+    if not isinstance(v, str) or len(v) > MAX_TEXT:
+        raise EvidenceError(f"{where} must be a string of at most {MAX_TEXT} characters")
+
+
+def validate_card(card: Any, source: str) -> dict[str, Any]:
+    """A lineage card checked against its schema (types, sizes, counts): EvidenceError naming the field."""
+    if not isinstance(card, dict):
+        raise EvidenceError(f"{source}: a lineage card is a JSON object")
+    _text(card.get("model"), f"{source}: model", optional=False)
+    if card.get("sha256") is not None and not (isinstance(card["sha256"], str) and _HEX64.match(card["sha256"])):
+        raise EvidenceError(f"{source}: sha256 must be 64 lower-case hex digits")
+    keys = card.get("keys", [])
+    if not isinstance(keys, list) or len(keys) > 16 or not all(isinstance(k, str) and _HEX64.match(k) for k in keys):
+        raise EvidenceError(f"{source}: keys must be a list of at most 16 sha256 digests")
+    for name in ("name", "activity", "declared"):
+        _text(card.get(name), f"{source}: {name}")
+    _check_governance(card.get("governance", {}), source)
+    upstream = card.get("upstream", {})
+    if not isinstance(upstream, dict) or len(upstream) > MAX_UPSTREAM:
+        raise EvidenceError(f"{source}: upstream must be an object of at most {MAX_UPSTREAM} datasets")
+    for did, up in upstream.items():
+        where = f"{source}: upstream {str(did)[:80]!r}"
+        _text(did, where, optional=False)
+        if not isinstance(up, dict) or set(up) - {"name", "sha256", "tags", "governance", "identity"}:
+            raise EvidenceError(f"{where} must be an object of name, sha256, tags, governance, identity")
+        for name in ("name", "sha256", "identity"):
+            _text(up.get(name), f"{where}: {name}")
+        _check_governance(up.get("governance", {}), where)
+        tags = up.get("tags", {})
+        if not isinstance(tags, dict) or set(tags) - set(GOVERNANCE_ATTRS):
+            raise EvidenceError(f"{where}: tags must be an object of governance attributes")
+    derivations = card.get("derivations", [])
+    if not isinstance(derivations, list) or len(derivations) > MAX_DERIVATIONS or not all(
+            isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) and len(x) <= MAX_TEXT for x in d)
+            for d in derivations):
+        raise EvidenceError(f"{source}: derivations must be a list of [generated, used] id pairs")
     return card
 
 
-# -- finding a card -----------------------------------------------------------------------------------
+@dataclass
+class Claim:
+    """A card found for a checkpoint, with how far it is trusted (``TRUST``: lower is stronger)."""
+
+    card: dict[str, Any]
+    where: str
+    level: int
+    signer: str | None = None
+
+
+TRUST = {0: "index", 1: "signed", 2: "unsigned"}
+
+
+def read_sidecar(checkpoint: Path, digests: Iterable[str | None], keys: Iterable[Any] = ()) -> Claim | None:
+    """The sidecar's card, if there is one for this content: a ``Claim`` at level 1 (signed by a trusted key) or
+    2 (unsigned, an older plain card, or a signature that does not verify -- then ``EvidenceError`` is raised
+    instead, so the caller records it). A card for other content (stale, or replayed from another checkpoint)
+    is an error too. No sidecar: None."""
+    path = sidecar_path(checkpoint)
+    if not os.path.lexists(path):
+        return None
+    data = read_json_file(path, MAX_SIDECAR_BYTES)
+    wanted = {d for d in digests if d}
+    if isinstance(data, dict) and data.get("prov4torch-lineage"):  # the unsigned card of earlier versions
+        card = validate_card({k: v for k, v in data.items() if k != "prov4torch-lineage"}, str(path))
+        if not set(card_keys(card)) & wanted:
+            raise EvidenceError(f"{path}: the card names other content than {checkpoint.name} (stale or replayed)")
+        return Claim(card, str(path), 2)
+    opened = dsse.open_envelope(data, keys, str(path))
+    if opened.statement.get("predicateType") != CARD_PREDICATE:
+        raise EvidenceError(f"{path}: not a lineage card (predicateType {opened.statement['predicateType'][:80]!r})")
+    card = validate_card(opened.statement["predicate"], str(path))
+    named = set(dsse.subject_digests(opened.statement).values()) | set(card_keys(card))
+    if not named & wanted or not set(dsse.subject_digests(opened.statement).values()) & wanted:
+        raise EvidenceError(f"{path}: the card names other content than {checkpoint.name} (stale or replayed)")
+    if opened.signed and not opened.verified:
+        raise EvidenceError(f"{path}: {opened.problem}: the card may have been altered")
+    return Claim(card, str(path), 1 if opened.verified else 2, ",".join(opened.verified_by) or None)
+
+
+# -- finding a card: every source, trusted in order -----------------------------------------------------
 
 def search_path() -> list[Path]:
     from .. import env
@@ -145,30 +303,96 @@ def search_path() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
-def find_card(checkpoint: Path, digests: list[str | None], root: Path) -> tuple[dict[str, Any] | None, str]:
-    """(card, where it was found) for a checkpoint: sidecar, local index, then PROV4TORCH_LINEAGE_PATH."""
-    card = read_sidecar(checkpoint, digests)
-    if card is not None:
-        return card, str(sidecar_path(checkpoint))
-    card = LineageIndex(root).get(*digests)
-    if card is not None:
-        return card, str(LineageIndex(root).path)
+@dataclass
+class Found:
+    """The lineage of a checkpoint as every source tells it, combined by trust (``find_lineage``)."""
+
+    card: dict[str, Any] | None = None
+    where: str = ""
+    level: int | None = None  # the strongest source's TRUST level
+    claims: list[Claim] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # sources that could not be read or verified
+    conflicts: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return self.level is not None and self.level <= 1
+
+    @property
+    def source(self) -> str:
+        return TRUST[self.level] if self.level is not None else "none"
+
+
+def _other_stores(digests: list[str | None]) -> Iterator[Claim]:
     wanted = {d for d in digests if d}
     for entry in search_path():
         if (entry / CARD_DIR / INDEX).is_file():
             card = LineageIndex(entry).get(*digests)
             if card is not None:
-                return card, str(entry / CARD_DIR / INDEX)
+                yield Claim(card, str(entry / CARD_DIR / INDEX), 2)
         elif entry.exists():
             try:
-                files = list(expand_dirs([entry]))
-                for f in files:
+                for f in expand_dirs([entry]):
                     for card in cards_from_graph(load_graph([f])):
                         if set(card_keys(card)) & wanted:
-                            return card, str(f)
+                            yield Claim(card, str(f), 2)
+                            break
             except Prov4TorchError:
                 continue
-    return None, ""
+
+
+def find_lineage(checkpoint: Path, digests: list[str | None], root: Path, keys: Iterable[Any] = ()) -> Found:
+    """Every card of a checkpoint: this store's index (level 0), its sidecar (1 when signed by a trusted key,
+    else 2), the stores of PROV4TORCH_LINEAGE_PATH (2). The strongest names the source; governance is combined
+    restrictively over all of them (a lower source never relaxes a higher one, and may only add
+    restrictions); differing governance is a conflict, recorded. A source that cannot be read or verified is
+    an error, recorded; it never relaxes anything."""
+    found = Found()
+    try:
+        card = LineageIndex(root).get(*digests)
+        if card is not None:
+            found.claims.append(Claim(validate_card(card, str(LineageIndex(root).path)), str(LineageIndex(root).path),
+                                      0))
+    except EvidenceError as exc:
+        found.errors.append(str(exc))
+    try:
+        claim = read_sidecar(checkpoint, digests, keys)
+        if claim is not None:
+            found.claims.append(claim)
+    except EvidenceError as exc:
+        found.errors.append(str(exc))
+    if not found.claims:
+        for claim in _other_stores(digests):
+            try:
+                validate_card(claim.card, claim.where)
+                found.claims.append(claim)
+                break
+            except EvidenceError as exc:
+                found.errors.append(str(exc))
+    if found.claims:
+        _combine(found)
+    return found
+
+
+def _combine(found: Found) -> None:
+    claims = sorted(found.claims, key=lambda c: c.level)
+    best = claims[0]
+    card = json.loads(json.dumps(best.card))  # a copy
+    for other in claims[1:]:
+        if _norm_gov(other.card.get("governance", {})) != _norm_gov(best.card.get("governance", {})):
+            found.conflicts.append(
+                f"{other.where} ({TRUST[other.level]}) says {_norm_gov(other.card.get('governance', {}))} where "
+                f"{best.where} ({TRUST[best.level]}) says {_norm_gov(best.card.get('governance', {}))}")
+        for did, up in (other.card.get("upstream") or {}).items():
+            card["upstream"].setdefault(did, up)
+        card["derivations"] = sorted({tuple(d) for d in [*card.get("derivations", []),
+                                                        *other.card.get("derivations", [])]})
+    card["governance"] = inherit([c.card.get("governance", {}) for c in claims])
+    found.card, found.where, found.level = card, best.where, best.level
+
+
+def _norm_gov(gov: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: sorted(map(str, v)) if isinstance(v, list) else v for k, v in sorted(gov.items())}
 
 
 # -- cards --------------------------------------------------------------------------------------------

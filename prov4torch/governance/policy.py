@@ -24,7 +24,8 @@ MAX_POLICY_BYTES = 4 << 20  # a policy file is read whole: larger is refused
 # prov4torch's structural activities: a policy check reads tags, the job activity links ranks;
 # neither processes data, so rules judge the rank activities instead
 NOT_PROCESSING = {"https://w3id.org/prov4torch/ns#PolicyCheck", "https://w3id.org/prov4torch/ns#DistributedJob"}
-TOP_LEVEL = {"policy", "version", "description", "prefixes", "classes", "lineage", "rules"}
+TOP_LEVEL = {"policy", "version", "description", "prefixes", "classes", "lineage", "rules", "trusted_keys",
+             "require_verified_lineage"}
 RULE_COMMON = {"id", "description", "effect", "target", "scope", "check", "maps_to"}
 TARGETS = ("model", "dataset", "activity")
 SCOPES = ("direct", "lineage")
@@ -88,6 +89,8 @@ class Policy:
     lineage: tuple[str, ...]
     source: str = "<policy>"
     sha256: str = ""
+    trusted_keys: list[str] = field(default_factory=list)  # PEM public keys (paths, relative to the policy file)
+    require_verified_lineage: bool = False  # lineage below a trusted signature counts as unknown
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -179,9 +182,19 @@ def parse_policy(data: Mapping[str, Any], source: str = "<policy>") -> Policy:
     seen: set[str] = set()
     for i, r in enumerate(rules_raw, 1):
         rules.append(_parse_rule(r, i, source, seen, expand))
+    keys = data.get("trusted_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
+        raise _err(source, "field 'trusted_keys'", "expected a list of PEM public key file paths")
+    base = Path(source).parent if source != "<policy>" else Path.cwd()
+    verified = data.get("require_verified_lineage", False)
+    if not isinstance(verified, bool):
+        raise _err(source, "field 'require_verified_lineage'", f"expected true or false, got {verified!r}")
     return Policy(name=name, version=str(version), rules=rules, prefixes=prefixes,
                   dataset_classes=class_set("dataset", "mls:Dataset"),
-                  model_classes=class_set("model", "mls:Model"), lineage=tuple(lineage), source=source)
+                  model_classes=class_set("model", "mls:Model"), lineage=tuple(lineage), source=source,
+                  trusted_keys=[str((base / Path(k).expanduser()) if not Path(k).expanduser().is_absolute()
+                                    else Path(k).expanduser()) for k in keys],
+                  require_verified_lineage=verified)
 
 
 def _parse_rule(r: Mapping[str, Any], index: int, source: str, seen: set[str], expand: Any) -> Rule:

@@ -23,10 +23,12 @@ from typing import Any
 
 from .. import provjson
 from ..errors import InvalidValueError, Prov4TorchError
+from ..evidence import dsse
 from ..governance import lineage
 from ..governance.declared import DECLARED
 from ..governance.tags import governance_attributes, inherit
 from ..safefs import open_new
+from ..warn import warn
 from .events import RunRecord
 from .identity import (
     MANIFEST_METHOD,
@@ -182,6 +184,8 @@ class Checkpoints:
         warn_unknown_lineage: bool,
         cache: DigestCache = NO_CACHE,
         sidecars: bool = True,
+        signer: Callable[[], Any] = lambda: None,
+        trusted_keys: Callable[[], list[Any]] = list,
     ) -> None:
         self.root = root
         self.files = files
@@ -192,6 +196,8 @@ class Checkpoints:
         self.warn_unknown_lineage = warn_unknown_lineage
         self.cache = cache
         self.sidecars = sidecars
+        self.signer = signer  # the run's signing key (a securesystemslib Signer), or None: cards go unsigned
+        self.trusted_keys = trusted_keys  # public keys whose signed cards are trusted
         self.versions: dict[str, list[ModelVersion]] = {}
         self.base_models: list[str] = []
         self.produced_ids: set[str] = set()
@@ -303,8 +309,12 @@ class Checkpoints:
         extra = {"p4t:intendedUse": self.intended_use} if self.intended_use else {}
         event["tags"] = governance_tags(governance, extra)
         card = lineage.model_card(event, record.datasets, record.loads, self.activity)
+        envelope = None
+        signer = self.signer()
+        if signer is not None and event.get("path"):
+            envelope = dsse.envelope(lineage.card_statement(Path(event["path"]), card), signer)
         try:
-            lineage.LineageIndex(self.root).put(card)
+            lineage.LineageIndex(self.root).put(card, envelope)
         except (OSError, sqlite3.Error, Prov4TorchError) as exc:
             _warn(f"cannot store the lineage card of {event['id']} in {self.root}: {exc}")
         self.cards[event["id"]] = card
@@ -316,7 +326,8 @@ class Checkpoints:
             return
         checkpoint = Path(event["path"])
         try:
-            event["sidecar"] = str(lineage.write_sidecar(checkpoint, card))
+            event["sidecar"] = str(lineage.write_sidecar(checkpoint, card, self.signer()))
+            event["sidecar_signed"] = self.signer() is not None
         except (OSError, Prov4TorchError) as exc:
             _warn(f"cannot write the lineage sidecar of {checkpoint}: {exc}")
             return
@@ -346,11 +357,12 @@ class Checkpoints:
         if os.path.lexists(checkpoint):
             return
         try:
-            card = json.loads(sidecar.read_text(encoding="utf-8"))
-            if isinstance(card, dict) and card.get("prov4torch-lineage") and (mid is None or card.get("model") == mid):
+            data = lineage.read_json_file(sidecar, lineage.MAX_SIDECAR_BYTES)
+            model = lineage.sidecar_model(data)
+            if model is not None and (mid is None or model == mid):
                 sidecar.unlink()
-        except (OSError, ValueError) as exc:
-            if not isinstance(exc, FileNotFoundError):
+        except (OSError, Prov4TorchError) as exc:
+            if not isinstance(exc, FileNotFoundError) and os.path.lexists(sidecar):
                 _warn(f"cannot remove the lineage sidecar of the deleted checkpoint {checkpoint}: {exc}")
 
     def _bring_lineage(self, event: dict[str, Any]) -> None:
@@ -358,7 +370,22 @@ class Checkpoints:
         lineage index, PROV4TORCH_LINEAGE_PATH, or an origin declared for it (a tags file, declare_checkpoint)."""
         digests = [event.get("weights_sha256"), event.get("root_sha256"), event.get("sha256")]
         path = Path(event["path"])
-        card, where = lineage.find_card(path, digests, self.root)
+        try:
+            keys = self.trusted_keys()
+        except Prov4TorchError as exc:  # a listed key that cannot be read: nothing verifies, and it is said
+            keys = []
+            event.setdefault("lineage_errors", []).append(str(exc))
+        found = lineage.find_lineage(path, digests, self.root, keys)
+        card, where = found.card, found.where
+        event["lineage_source"] = found.source
+        event["lineage_verified"] = found.verified
+        if found.errors:
+            event.setdefault("lineage_errors", []).extend(e[:1000] for e in found.errors)
+            _warn(f"lineage of {path}: " + "; ".join(found.errors)[:500])
+        if found.conflicts:
+            event["lineage_conflicts"] = [c[:1000] for c in found.conflicts]
+            _warn(f"lineage sources of {path} disagree; the more restrictive governance is used: "
+                  + "; ".join(found.conflicts)[:500])
         if card is None:
             rule = DECLARED.for_checkpoint(paths=[str(path)], digests=[d for d in digests if d])
             if rule is not None:
@@ -369,6 +396,7 @@ class Checkpoints:
                 card = lineage.declared_card(event["id"], digests, dataset, governance, provjson.attributes(attrs),
                                              rule.source.describe())
                 where = rule.source.describe()
+                event["lineage_source"] = "declared"
         event["lineage_known"] = card is not None
         if card is None:
             if self.warn_unknown_lineage:
@@ -384,5 +412,4 @@ class Checkpoints:
 
 
 def _warn(message: str) -> None:
-    with contextlib.suppress(Exception):  # a warning never stops training
-        warnings.warn(f"prov4torch: {message}", RuntimeWarning, stacklevel=5)
+    warn(f"prov4torch: {message}")

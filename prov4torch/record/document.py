@@ -380,7 +380,10 @@ def _loads(b: DocumentBuilder, record: RunRecord, act: str) -> None:
         b.update("entity", mid, ld.get("tags") or {})
         if mid not in blocked:
             b.used(act, mid, "p4t:baseModel", ld.get("time"), **_file_attrs(ld),
-                   **{"p4t:lineageKnown": ld.get("lineage_known"), "p4t:lineageFrom": ld.get("lineage_from")})
+                   **{"p4t:lineageKnown": ld.get("lineage_known"), "p4t:lineageFrom": ld.get("lineage_from"),
+                      "p4t:lineageSource": ld.get("lineage_source"), "p4t:lineageVerified": ld.get("lineage_verified"),
+                      "p4t:lineageConflict": ld.get("lineage_conflicts") or None,
+                      "p4t:lineageError": ld.get("lineage_errors") or None})
         for did, up in sorted((ld.get("upstream") or {}).items()):
             b.entity(did, {"prov:type": QName("mls:Dataset"), "p4t:sha256": up.get("sha256"),
                            "p4t:identity": up.get("identity", "content")})

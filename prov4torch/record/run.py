@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import env, provjson
-from ..errors import ConfigError, InvalidValueError, RunStateError
+from ..errors import ConfigError, InvalidValueError, Prov4TorchError, RunStateError
+from ..evidence import keys
 from ..governance.declared import load_from_env as load_tags_from_env
 from ..governance.gate import RuntimePolicy
+from ..warn import warn
 from . import config, context
 from .attach import AttachMixin
+from .attestation import sign_rank
 from .checkpoints import Checkpoints, ModelVersion
 from .config import default_root
 from .datapaths import DataPaths
@@ -66,8 +69,6 @@ class _Active:
         self._run: Run | None = None
         # the active run's ``appenders`` (the same dict, emptied when it ends): prov4torch.log_metric's fast path
         self.appenders: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
-        self.last_dir: Path | None = None  # the directory of the last run `prov4torch run` managed
-        self.last_signal: int | None = None  # the signal that ended it, if one did
         self.lock = threading.RLock()
 
     @property
@@ -142,7 +143,7 @@ class Run(AttachMixin):
             checkpoints=Checkpoints(root=self.root, files=self.files, activity=self.activity,
                                     intended_use=self.intended_use, replay=self.replay, clock=clock,
                                     warn_unknown_lineage=self._policy is not None, cache=cache,
-                                    sidecars=settings.sidecar),
+                                    sidecars=settings.sidecar, signer=self.signer, trusted_keys=self.trusted_keys),
             policy=self._policy, record=self.record_event, clock=clock,
             document=lambda: build(self.replay(), [], {}), activity=self.activity, intended_use=self.intended_use)
         self._pending_signal: int | None = None
@@ -370,6 +371,28 @@ class Run(AttachMixin):
         """Add facts to the environment entity (e.g. GPU models found by NVML)."""
         self.record_event({"t": "env", "info": dict(info)})
 
+    _signer: Any = None
+    _signer_loaded = False
+
+    def signer(self) -> Any:
+        """The key this run signs with (PROV4TORCH_SIGNING_KEY, else the user's default key), loaded once; None
+        when there is none. A key that cannot be loaded is one warning, and nothing is signed."""
+        if not self._signer_loaded:
+            self._signer_loaded = True
+            path = keys.signing_key_path()
+            if path is not None:
+                try:
+                    self._signer = keys.load_signer(path)
+                except Prov4TorchError as exc:
+                    warn(f"prov4torch: {exc}; this run's attestation and lineage cards are not signed")
+        return self._signer
+
+    def trusted_keys(self) -> list[Any]:
+        """Public keys whose signatures this run trusts: the policy's trusted_keys, PROV4TORCH_TRUSTED_KEYS and
+        the user's own key."""
+        listed = self._policy.policy.trusted_keys if self._policy is not None else []
+        return keys.trusted_keys(listed)
+
     def on_end(self, callback: Callable[[Run], None]) -> None:
         """Call ``callback(run)`` at the start of ``end_run`` (samplers stop and summarise here)."""
         self._end_callbacks.append(callback)
@@ -466,6 +489,7 @@ class Run(AttachMixin):
         self.record_event(end, now=True)
         self._writer.close()
         self.write_document()
+        self.attest()
         if self._datapaths is not None:
             self._datapaths.remove()
         if self._hooks is not None:
@@ -475,6 +499,18 @@ class Run(AttachMixin):
                 ACTIVE.run = None
 
     record_error: str | None = None  # why the document is incomplete or missing, if it is
+    attestation: Path | None = None  # the run's signed attestation, when it has a key
+
+    def attest(self) -> Path | None:
+        """Sign this rank's checkpoints and PROV document (with the run's key; nothing without one); never raises."""
+        signer = self.signer()
+        if signer is None or not self.prov_path.is_file():
+            return None
+        try:
+            self.attestation = sign_rank(self.replay(), self.dir, [self.prov_path], signer)
+        except (OSError, Prov4TorchError) as exc:
+            warn(f"prov4torch: could not sign the run in {self.dir}: {exc}")
+        return self.attestation
 
     def write_document(self) -> dict[str, Any] | None:
         """Build this rank's PROV-JSON and write it atomically; never raises (see ``document.write_rank``)."""
