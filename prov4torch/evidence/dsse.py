@@ -100,19 +100,30 @@ def open_envelope(data: Any, keys: Iterable[Any], source: str) -> Opened:
     if not sigs:
         return opened
     from securesystemslib.dsse import Envelope
-    from securesystemslib.exceptions import VerificationError
+    from securesystemslib.signer import Signature  # type: ignore[attr-defined]
 
     keys = list(keys)
     if not keys:
         opened.problem = "signed, but no trusted key is configured (PROV4TORCH_TRUSTED_KEYS, --key, trusted_keys)"
         return opened
-    env = Envelope.from_dict({"payload": data["payload"], "payloadType": ptype, "signatures": sigs})
-    try:
-        opened.verified_by = sorted(env.verify(keys, 1))
-    except VerificationError as exc:
-        opened.problem = f"no signature verifies with a trusted key ({str(exc)[:120]})"
-    except Exception as exc:  # noqa: BLE001 - a malformed signature value: not verified, said
-        opened.problem = f"a signature cannot be checked ({type(exc).__name__})"
+    pae = Envelope(raw, ptype, {}).pae()
+    verified = set()
+    for sig in sigs:
+        # a signature's keyid is only a hint (DSSE): every trusted key is tried, so envelopes made by other
+        # implementations (another keyid scheme, or none) verify too
+        try:
+            value = base64.b64decode(sig["sig"], validate=True).hex()  # securesystemslib holds signatures as hex
+        except (binascii.Error, ValueError):
+            continue
+        for key in keys:
+            try:
+                key.verify_signature(Signature(key.keyid, value), pae)
+            except Exception:  # noqa: BLE001 - not this key's signature, or a malformed one: try the next
+                continue
+            verified.add(key.keyid)
+    opened.verified_by = sorted(verified)
+    if not verified:
+        opened.problem = "no signature verifies with a trusted key"
     return opened
 
 

@@ -381,7 +381,8 @@ class Checkpoints:
         event["lineage_verified"] = found.verified
         if found.errors:
             event.setdefault("lineage_errors", []).extend(e[:1000] for e in found.errors)
-            _warn(f"lineage of {path}: " + "; ".join(found.errors)[:500])
+            if found.card is not None or not self.warn_unknown_lineage:
+                _warn(f"lineage of {path}: " + "; ".join(found.errors)[:500])
         if found.conflicts:
             event["lineage_conflicts"] = [c[:1000] for c in found.conflicts]
             _warn(f"lineage sources of {path} disagree; the more restrictive governance is used: "
@@ -400,8 +401,9 @@ class Checkpoints:
         event["lineage_known"] = card is not None
         if card is None:
             if self.warn_unknown_lineage:
+                why = ("; ".join(found.errors)[:500] + "; nothing else") if found.errors else "no sidecar, nothing"
                 _warn(f"no lineage is known for checkpoint {event['path']} (sha256 {str(event.get('sha256'))[:12]}...):"
-                      f" no sidecar, nothing in {self.root} or PROV4TORCH_LINEAGE_PATH; declare its origin with "
+                      f" {why} in {self.root} or PROV4TORCH_LINEAGE_PATH; declare its origin with "
                       "prov4torch.declare_checkpoint(path, ...) or a [[checkpoint]] entry in a tags file")
             return
         event["lineage_from"] = where
