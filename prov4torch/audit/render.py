@@ -142,82 +142,17 @@ def build_dot(graph: Graph, *, violations: Iterable[Finding] = (), focus: str | 
             iri = _iri(graph, target)
             if iri:
                 bad_subjects.setdefault(iri, set()).add(v.rule)
-
-    # -- what each node is drawn as (folding) -----------------------------------------------------
-    rep: dict[str, str] = {}  # node -> the node it is drawn as
-    folded: Counter[str] = Counter()
-    notes: dict[str, Counter[str]] = {}
-    job_of: dict[str, str] = {}
-    if not detail:
-        for node in graph.nodes.values():
-            if "activity" in node.kinds and MLS_NAMESPACE + "Run" in node.types():
-                world = node.values(P + "worldSize")
-                run_ids = node.values(P + "runId")
-                if world and run_ids and int(world[0]) > 1:
-                    job_of[node.id] = f"{P}run/{run_ids[0]}#ranks"
-    for node in graph.nodes.values():
-        if keep is not None and node.id not in keep:
-            continue
-        if not detail and node.types() & FOLDED_TYPES and node.id not in bad_subjects:
-            owner = _owner(graph, node.id)
-            for _ in range(5):  # a decision belongs to a check, which belongs to the run: go up
-                if owner is None or not graph.nodes[owner].types() & FOLDED_TYPES:
-                    break
-                owner = _owner(graph, owner)
-            if owner is not None:
-                owner = job_of.get(owner, owner)
-                notes.setdefault(owner, Counter())[_type_name(node)] += 1
-            folded[_type_name(node)] += 1
-            continue
-        rep[node.id] = job_of.get(node.id, node.id)
-
-    # -- shared agents -------------------------------------------------------------------------------------
-    assoc = Counter(up for rel in ("wasAssociatedWith", "wasAttributedTo", "actedOnBehalfOf")
-                    for ups in graph.up[rel].values() for up in ups)
-    crowded = {a for a, n in assoc.items() if n > SHARED_AGENT_LIMIT} if not detail else set()
-
-    # -- nodes ----------------------------------------------------------------------------------------------
-    ids: dict[str, str] = {}
+    fold = _Folding(graph, keep, bad_subjects, detail)
     lines = ["digraph prov {", '  graph [rankdir=RL fontname="Helvetica" fontsize=10 overlap=false '
              'outputorder=edgesfirst];', '  node [fontname="Helvetica" fontsize=9];',
              '  edge [fontname="Helvetica" fontsize=7 color="#777777" fontcolor="#777777"];']
-    ranks: Counter[str] = Counter(job_of[n] for n in job_of if keep is None or n in keep)
-    for target in dict.fromkeys(rep.values()):
-        ids[target] = f"n{len(ids)}"
-        if target in graph.nodes:
-            node = graph.nodes[target]
-            kind = kind_of(node)
-            extra = [f"{n} {t}" for t, n in sorted(notes.get(target, Counter()).items())]
-            if target in crowded:
-                extra.append(f"linked to {assoc[target]} records (edges omitted)")
-            if not node.kinds:  # named by a relation but never declared: drawn, marked as implied
-                kind = "implied"
-                extra = [*extra, "(not declared)"]
-            label = _label(graph, node, kind if kind in STYLE else "entity", extra)
-            style = STYLE.get(kind, STYLE["entity"])
-        else:  # a folded multi-rank job
-            run_id = target[len(P) + 4: -len("#ranks")]
-            members = [graph.nodes[n] for n, j in job_of.items() if j == target]
-            statuses = Counter(str(m.values(P + "status")[0]) for m in members if m.values(P + "status"))
-            extra = [f"{n} {t}" for t, n in sorted(notes.get(target, Counter()).items())]
-            label = "\n".join([f"run {run_id}", f"{ranks[target]} ranks",
-                               ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())), *extra])
-            style = STYLE["activity"]
-        rules = bad_subjects.get(target) or set().union(*(bad_subjects.get(n, set()) for n, j in job_of.items()
-                                                            if j == target))
-        if rules:
-            label += "\n✖ " + ", ".join(sorted(rules))
-            style += f' color="{RED}" fontcolor="{RED}" penwidth=2.5 class="violation"'
-        sid = re.sub(r"[^A-Za-z0-9_.:/-]+", "_", graph.short(target) if target in graph.nodes else target)
-        lines.append(f'  {ids[target]} [{style} label="{_esc(label)}" tooltip="{sid}" id="{sid}"];')  # sid: safe chars
-
-    # -- edges ------------------------------------------------------------------------------------------------
+    ids = fold.node_lines(lines)
     seen: dict[tuple[str, str, str], None] = {}
     for edge in graph.edges:
-        a, b = rep.get(edge.down), rep.get(edge.up)
+        a, b = fold.rep.get(edge.down), fold.rep.get(edge.up)
         if a is None or b is None or a == b or edge.relation not in EDGES:
             continue
-        if edge.up not in crowded and edge.down not in crowded:
+        if edge.up not in fold.crowded and edge.down not in fold.crowded:
             seen.setdefault((a, b, edge.relation), None)
     labelled = len(seen) <= EDGE_LABEL_LIMIT  # beyond that, labels are noise and slow the layout
     for a, b, relation in seen:
@@ -226,7 +161,82 @@ def build_dot(graph: Graph, *, violations: Iterable[Finding] = (), focus: str | 
     lines.append("}")
     n_nodes, n_edges = len(ids), len(seen)
     engine = "dot" if n_nodes + n_edges <= DOT_LIMIT else "sfdp"
-    return Drawing("\n".join(lines) + "\n", n_nodes, n_edges, engine, folded)
+    return Drawing("\n".join(lines) + "\n", n_nodes, n_edges, engine, fold.folded)
+
+
+class _Folding:
+    """What each node is drawn as: metric series, decisions and checks folded into their run, the ranks of a
+    job into one node, agents linked to very many records drawn without their edges."""
+
+    def __init__(self, graph: Graph, keep: set[str] | None, bad_subjects: dict[str, set[str]],
+                 detail: bool) -> None:
+        self.graph, self.keep, self.bad_subjects = graph, keep, bad_subjects
+        self.rep: dict[str, str] = {}  # node -> the node it is drawn as
+        self.folded: Counter[str] = Counter()
+        self.notes: dict[str, Counter[str]] = {}
+        self.job_of: dict[str, str] = {}
+        if not detail:
+            for node in graph.nodes.values():
+                if "activity" in node.kinds and MLS_NAMESPACE + "Run" in node.types():
+                    world = node.values(P + "worldSize")
+                    run_ids = node.values(P + "runId")
+                    if world and run_ids and int(world[0]) > 1:
+                        self.job_of[node.id] = f"{P}run/{run_ids[0]}#ranks"
+        for node in graph.nodes.values():
+            if keep is not None and node.id not in keep:
+                continue
+            if not detail and node.types() & FOLDED_TYPES and node.id not in bad_subjects:
+                self._fold(node)
+                continue
+            self.rep[node.id] = self.job_of.get(node.id, node.id)
+        self.assoc = Counter(up for rel in ("wasAssociatedWith", "wasAttributedTo", "actedOnBehalfOf")
+                             for ups in graph.up[rel].values() for up in ups)
+        self.crowded = {a for a, n in self.assoc.items() if n > SHARED_AGENT_LIMIT} if not detail else set()
+
+    def _fold(self, node: Node) -> None:
+        owner = _owner(self.graph, node.id)
+        for _ in range(5):  # a decision belongs to a check, which belongs to the run: go up
+            if owner is None or not self.graph.nodes[owner].types() & FOLDED_TYPES:
+                break
+            owner = _owner(self.graph, owner)
+        if owner is not None:
+            owner = self.job_of.get(owner, owner)
+            self.notes.setdefault(owner, Counter())[_type_name(node)] += 1
+        self.folded[_type_name(node)] += 1
+
+    def node_lines(self, lines: list[str]) -> dict[str, str]:
+        """One DOT line per drawn node, appended to ``lines``; the DOT id of each."""
+        graph, job_of = self.graph, self.job_of
+        ids: dict[str, str] = {}
+        ranks: Counter[str] = Counter(job_of[n] for n in job_of if self.keep is None or n in self.keep)
+        for target in dict.fromkeys(self.rep.values()):
+            ids[target] = f"n{len(ids)}"
+            extra = [f"{n} {t}" for t, n in sorted(self.notes.get(target, Counter()).items())]
+            if target in graph.nodes:
+                node = graph.nodes[target]
+                kind = kind_of(node)
+                if target in self.crowded:
+                    extra.append(f"linked to {self.assoc[target]} records (edges omitted)")
+                if not node.kinds:  # named by a relation but never declared: drawn, marked as implied
+                    kind = "implied"
+                    extra = [*extra, "(not declared)"]
+                label = _label(graph, node, kind if kind in STYLE else "entity", extra)
+                style = STYLE.get(kind, STYLE["entity"])
+            else:  # a folded multi-rank job
+                run_id = target[len(P) + 4: -len("#ranks")]
+                members = [graph.nodes[n] for n, j in job_of.items() if j == target]
+                statuses = Counter(str(m.values(P + "status")[0]) for m in members if m.values(P + "status"))
+                label = "\n".join([f"run {run_id}", f"{ranks[target]} ranks",
+                                   ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())), *extra])
+                style = STYLE["activity"]
+            rules = self.bad_subjects.get(target) or set().union(
+                *(self.bad_subjects.get(n, set()) for n, j in job_of.items() if j == target))
+            if rules:
+                label += "\n✖ " + ", ".join(sorted(rules))
+                style += f' color="{RED}" fontcolor="{RED}" penwidth=2.5 class="violation"'
+            sid = re.sub(r"[^A-Za-z0-9_.:/-]+", "_", graph.short(target) if target in graph.nodes else target)
+            lines.append(f'  {ids[target]} [{style} label="{_esc(label)}" tooltip="{sid}" id="{sid}"];')
+        return ids
 
 
 def _iri(graph: Graph, label: str) -> str | None:

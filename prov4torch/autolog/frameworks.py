@@ -31,12 +31,27 @@ from .opens import OpenWatch
 from .scope import Patcher, busy, file_path, record_inside, record_once, recording
 
 
-def install_framework_hooks(run: Run) -> Callable[[], None]:
-    """Install every hook above for ``run``; the function that removes them all."""
-    hooks = ImportHooks()
-    p = Patcher()
+class FrameworkHooks:
+    """The hooks above for one run, each installed when its framework is imported (``ImportHooks``)."""
 
-    def lightning_io(module: ModuleType) -> None:
+    MODULES = (
+        (("lightning_fabric.plugins.io.torch_io", "lightning.fabric.plugins.io.torch_io"), "lightning_io"),
+        (("pytorch_lightning.trainer.trainer", "lightning.pytorch.trainer.trainer"), "lightning_trainer"),
+        (("transformers.modeling_utils",), "hf_models"),
+        (("transformers.trainer",), "hf_trainer"),
+        (("accelerate.accelerator",), "accelerate"),
+        (("safetensors.torch",), "safetensors_torch"),
+        (("safetensors",), "safetensors_root"),
+        (("numpy",), "numpy"),
+        (("datasets",), "hf_datasets"),
+    )
+
+    def __init__(self, run: Run, patcher: Patcher) -> None:
+        self.run = run
+        self.p = patcher
+
+    def lightning_io(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         io = module.TorchCheckpointIO
         p.after(io, "save_checkpoint", lambda _r, _self, checkpoint, path, *a, **k:
                 run.record_saved(str(path), checkpoint) if os.path.exists(str(path)) else None,
@@ -45,7 +60,8 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
                 run.record_loaded(str(path), result) if os.path.exists(str(path)) else None,
                 "a Lightning checkpoint it resumed from")
 
-    def lightning_trainer(module: ModuleType) -> None:
+    def lightning_trainer(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         def make(original: Any) -> Any:
             @functools.wraps(original)
             def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -55,7 +71,8 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
             return __init__
         p.replace(module.Trainer, "__init__", make)
 
-    def hf_models(module: ModuleType) -> None:
+    def hf_models(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         model = module.PreTrainedModel
 
         def saved(_r: Any, self: Any, save_directory: Any, *a: Any, **k: Any) -> None:
@@ -79,7 +96,8 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
 
         p.replace(model, "from_pretrained", make_from_pretrained)
 
-    def hf_trainer(module: ModuleType) -> None:
+    def hf_trainer(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         def make(original: Any) -> Any:
             @functools.wraps(original)
             def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -90,13 +108,15 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
             return __init__
         p.replace(module.Trainer, "__init__", make)
 
-    def accelerate(module: ModuleType) -> None:
+    def accelerate(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         acc = module.Accelerator
         p.after(acc, "save_model", lambda _r, _self, model, save_directory, *a, **k:
                 run.log_model(str(save_directory), name=Path(str(save_directory)).name or "model"),
                 "an accelerate model")
 
-    def safetensors_torch(module: ModuleType) -> None:
+    def safetensors_torch(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         p.after(module, "save_file", lambda _r, tensors, filename, *a, **k:
                 run.log_model(str(filename), saved=tensors) if isinstance(filename, (str, os.PathLike)) else None,
                 "a safetensors file")
@@ -104,7 +124,8 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
                 run.record_loaded(str(filename), result) if isinstance(filename, (str, os.PathLike)) else None,
                 "a safetensors file it loaded")
 
-    def safetensors_root(module: ModuleType) -> None:
+    def safetensors_root(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         def make(original: Any) -> Any:
             def safe_open(filename: Any, *a: Any, **k: Any) -> Any:
                 if isinstance(filename, (str, os.PathLike)) and os.path.isfile(filename):
@@ -113,7 +134,8 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
             return safe_open
         p.replace(module, "safe_open", make)
 
-    def numpy(module: ModuleType) -> None:
+    def numpy(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         def data_file(result: Any, fname: Any, *a: Any, **k: Any) -> None:
             path = file_path(fname)
             if path is not None and os.path.isfile(path):
@@ -122,7 +144,8 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
         for name in ("load", "loadtxt", "genfromtxt"):
             p.after(module, name, data_file, f"a file read with numpy.{name}")
 
-    def hf_datasets(module: ModuleType) -> None:
+    def hf_datasets(self, module: ModuleType) -> None:
+        run, p = self.run, self.p
         def loaded(result: Any, *a: Any, **k: Any) -> None:
             splits = result.items() if isinstance(result, dict) else [(getattr(result, "split", None), result)]
             for split, ds in splits:
@@ -132,17 +155,15 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
         for name in ("load_dataset", "load_from_disk"):
             p.after(module, name, loaded, f"a Hugging Face dataset from {name}")
 
-    for name in ("lightning_fabric.plugins.io.torch_io", "lightning.fabric.plugins.io.torch_io"):
-        hooks.when_imported(name, lightning_io)
-    for name in ("pytorch_lightning.trainer.trainer", "lightning.pytorch.trainer.trainer"):
-        hooks.when_imported(name, lightning_trainer)
-    hooks.when_imported("transformers.modeling_utils", hf_models)
-    hooks.when_imported("transformers.trainer", hf_trainer)
-    hooks.when_imported("accelerate.accelerator", accelerate)
-    hooks.when_imported("safetensors.torch", safetensors_torch)
-    hooks.when_imported("safetensors", safetensors_root)
-    hooks.when_imported("numpy", numpy)
-    hooks.when_imported("datasets", hf_datasets)
+
+def install_framework_hooks(run: Run) -> Callable[[], None]:
+    """Install every hook above for ``run``; the function that removes them all."""
+    hooks = ImportHooks()
+    p = Patcher()
+    installer = FrameworkHooks(run, p)
+    for names, method in FrameworkHooks.MODULES:
+        for name in names:
+            hooks.when_imported(name, getattr(installer, method))
     OpenWatch(run).install(p)
 
     def remove() -> None:

@@ -153,10 +153,24 @@ class Run(AttachMixin):
         # everything that can refuse the arguments, before anything is created on disk
         run_tags = {check_name("tag name", k, PARAM): provjson.value(param_value(k, v))
                     for k, v in (tags or {}).items()}
+        self._open_files(settings.flush_interval_s)
+        self._start(script, run_tags, settings)
+        self.managed = managed
+        # data on its way to the script is watched (and gated) under prov4torch run and whenever a policy is in
+        # force; without torch imported there is no DataLoader or Dataset to watch
+        watch = (managed or self._policy is not None) and "torch" in sys.modules
+        self._datapaths = DataPaths(self).install() if watch else None
+        self._hooks = Hooks(self, defer_exit=managed if defer_signals is None else defer_signals) \
+            if install_hooks else None
+        if self._hooks is not None:
+            self._hooks.install()
+
+    def _open_files(self, flush_interval_s: float) -> None:
+        """The run directory, its journal and metrics file (refusing a run id used before)."""
         self.files.create()
         self.journal_path, self.metrics_path, self.prov_path = self.files.journal, self.files.metrics, self.files.prov
         try:
-            self._writer = JournalWriter(self.journal_path, self.metrics_path, settings.flush_interval_s)
+            self._writer = JournalWriter(self.journal_path, self.metrics_path, flush_interval_s)
         except FileExistsError:
             self.files.discard()
             raise RunStateError(
@@ -168,8 +182,11 @@ class Run(AttachMixin):
             raise ConfigError(f"cannot write to output directory {self.dir}: {exc.strerror or exc}; "
                               f"choose a writable one with out_dir= or {env.DIR}") from exc
         self.appenders = self._writer.appenders  # the hot path calls what the writer lists (and throttles)
+
+    def _start(self, script: Path | None, run_tags: Mapping[str, Any], settings: Any) -> None:
+        """The start event, the writer, the context capture, the run's tags and the samplers."""
         start_event = context.start_event(
-            time=clock(), run_id=self.run_id, run_name=self.run_name, experiment=self.experiment, rank=self.rank,
+            time=self.clock(), run_id=self.run_id, run_name=self.run_name, experiment=self.experiment, rank=self.rank,
             world_size=self.world_size, local_rank=self.local_rank, attempt=self.attempt or None,
             previous_attempt=run_activity_id(self.run_id, self.rank, self.attempt - 1) if self.attempt else None,
             region=self.region, purpose=self.purpose, intended_use=self.intended_use,
@@ -188,15 +205,6 @@ class Run(AttachMixin):
 
             samplers.attach(self, system=settings.system_metrics, energy=settings.energy,
                             interval_s=settings.interval_s, country=settings.country)
-        self.managed = managed
-        # data on its way to the script is watched (and gated) under prov4torch run and whenever a policy is in
-        # force; without torch imported there is no DataLoader or Dataset to watch
-        watch = (managed or self._policy is not None) and "torch" in sys.modules
-        self._datapaths = DataPaths(self).install() if watch else None
-        self._hooks = Hooks(self, defer_exit=managed if defer_signals is None else defer_signals) \
-            if install_hooks else None
-        if self._hooks is not None:
-            self._hooks.install()
 
     def _capture_context(self, script: Path | None) -> None:
         """Record code, environment and installed packages (the packages list in a sidecar)."""
