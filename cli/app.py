@@ -529,7 +529,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
-        if os.environ.get("PROV4TORCH_DEBUG"):
+        from prov4torch import env
+
+        if env.flag(env.DEBUG, False):
             raise
         typer.echo(f"Error: internal error {type(exc).__name__}: {exc} (a bug in prov4torch: please report it; "
                    "PROV4TORCH_DEBUG=1 shows the traceback)", err=True)

@@ -51,7 +51,7 @@ def main() -> None:
         prov4torch.log_params({"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                                "optimizer": "SGD", "momentum": 0.9})
         tags = {"dataset_id": "synthetic-digits", "origin_country": "DE", "jurisdiction": "EU",
-                "personal_data": False, "consent_scope": ["training", "research"], "license": "CC0-1.0",
+                "personal_data": False, "consent_scope": ["training", "validation", "research"], "license": "CC0-1.0",
                 "consent_expires": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}
         prov4torch.log_dataset(train, name="synthetic-digits-train", **tags)
         prov4torch.log_dataset(val, name="synthetic-digits-val", role="validation", **tags)

@@ -31,6 +31,8 @@ DATA_DIRS = "PROV4TORCH_DATA_DIRS"  # files opened under these directories are d
 DATA_TAGS = "PROV4TORCH_DATA_TAGS"  # tags files loaded at start_run (os.pathsep), as --data-tags does
 SIGNING_KEY = "PROV4TORCH_SIGNING_KEY"  # the PEM private key runs and lineage cards are signed with
 TRUSTED_KEYS = "PROV4TORCH_TRUSTED_KEYS"  # PEM public keys whose signatures are trusted (os.pathsep)
+CHILD_SCRIPT = "PROV4TORCH_CHILD_SCRIPT"  # set for child processes: the script whose re-runs record as ranks
+DEBUG = "PROV4TORCH_DEBUG"  # "1": the CLI prints the traceback of an internal error
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

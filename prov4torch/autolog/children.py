@@ -33,7 +33,7 @@ from .. import env
 from ..record.run import Run
 from ..safefs import open_regular
 
-CHILD_SCRIPT = "PROV4TORCH_CHILD_SCRIPT"
+CHILD_SCRIPT = env.CHILD_SCRIPT
 
 SITECUSTOMIZE = '''"""Written by prov4torch: record this process as a rank of the run that started it,
 then run any other sitecustomize on sys.path."""

@@ -138,6 +138,8 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         status, code = str(run.requested_status), code or 1
     if not run.ended:
         run.close(status, exit_code=code, signal_number=signal_number, exception=error)
+    if run.status == "BLOCKED" and code == 0:
+        code = 1  # a policy stopped a use (in a thread, or a caught PolicyViolation): never a clean exit
     await_children(run.dir)  # child ranks finishing their record are merged with it
     if run.record_error:
         print(f"prov4torch: error: {run.record_error}", file=sys.stderr)

@@ -73,11 +73,33 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) and v.strip() else None
 
 
-def _purposes(rule: Any) -> list[str]:
+DUO_TERM = re.compile(r"DUO[:_](\d{7})", re.IGNORECASE)
+
+
+def duo_terms(value: Any, depth: int = 0) -> list[str]:
+    """Every DUO term named anywhere in a JSON-LD value (``"DUO:0000042"``, ``obo:DUO_0000042``, a
+    ``termCode``/``@id``/``code`` member, nested), as ``DUO:nnnnnnn``."""
+    if depth > 8:
+        return []
+    if isinstance(value, str):
+        return [f"DUO:{m}" for m in DUO_TERM.findall(value)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in duo_terms(v, depth + 1)]
+    if isinstance(value, list):
+        return [t for v in value[:1000] for t in duo_terms(v, depth + 1)]
+    return []
+
+
+def _purposes(rule: Any, permitted: bool = True) -> list[str]:
+    """The purposes an ODRL permission (or prohibition) constrains to: ODRL/DPV purpose names, or DUO terms
+    (mapped to the consent they give, or for a prohibition to what they forbid)."""
     out = []
     for c in _list(rule.get("constraint") or rule.get("odrl:constraint")) if isinstance(rule, dict) else []:
         if isinstance(c, dict) and str(c.get("leftOperand") or c.get("odrl:leftOperand", "")).endswith("purpose"):
             for v in _list(c.get("rightOperand") or c.get("odrl:rightOperand")):
+                for term in duo_terms(v):
+                    allowed, denied = DUO.get(term, ([], []))
+                    out += allowed if permitted else (denied or allowed)
                 p = (_text(v) or "").rsplit("/", 1)[-1].rsplit(":", 1)[-1].lower()
                 if p in ODRL_PURPOSES:
                     out.append(p)
@@ -97,16 +119,17 @@ def croissant(doc: Any, path: Path) -> list[dict[str, Any]]:
     prohibited: list[str] = []
     usage = _list(doc.get("usageInfo")) + _list(doc.get("rai:dataUseCases")) + _list(doc.get("odrl:hasPolicy"))
     for u in usage:
-        text = _text(u) or ""
-        for term, (allowed, denied) in DUO.items():
-            if term.lower() in text.lower() or term.replace(":", "_").lower() in text.lower():
-                scope += allowed
-                prohibited += denied
+        policy_parts = ("permission", "odrl:permission", "prohibition", "odrl:prohibition")
+        terms = duo_terms({k: v for k, v in u.items() if k not in policy_parts} if isinstance(u, dict) else u)
+        for term in terms:  # a DUO term however it is written: text, termCode, @id
+            allowed, denied = DUO.get(term, ([], []))
+            scope += allowed
+            prohibited += denied
         if isinstance(u, dict):
             for r in _list(u.get("permission") or u.get("odrl:permission")):
                 scope += _purposes(r)
             for r in _list(u.get("prohibition") or u.get("odrl:prohibition")):
-                prohibited += _purposes(r)
+                prohibited += _purposes(r, permitted=False)
     if scope:
         tags["consent_scope"] = sorted(set(scope))
     if prohibited:

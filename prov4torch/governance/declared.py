@@ -28,12 +28,12 @@ A tags file is TOML::
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,13 @@ class Rule:
     tags: dict[str, Any]  # snake_case keyword -> value, validated
     source: Source
     base: Path  # relative path globs are taken from here (the file's folder)
+    # the content a path rule names: the digests of the files it matched when it was loaded, so a copy of
+    # that content elsewhere (another name, another folder) carries the same tags
+    content: frozenset[str] = frozenset()
 
     def matches(self, *, paths: list[str], name: str | None, ids: list[str], digests: list[str]) -> bool:
+        if self.content and self.content.intersection(digests):
+            return True
         m = self.match
         if "path" in m:
             raw = m["path"]
@@ -98,23 +103,12 @@ class Declared:
         self.rules.clear()
         self.loaded.clear()
 
-    def for_dataset(self, *, paths: list[str], name: str | None, ids: list[str], digests: list[str],
-                    given: Mapping[str, Any]) -> tuple[dict[str, Any], list[Source]]:
-        """The tags declared for a dataset, merged with ``given`` (the code's); a disagreement is an error."""
-        merged = dict(given)
-        origin = dict.fromkeys(given, "the code")
-        sources: list[Source] = []
-        for rule in self.rules:
-            if rule.kind == "dataset" and rule.matches(paths=paths, name=name, ids=ids, digests=digests):
-                for key, value in rule.tags.items():
-                    if key in merged and _norm(merged[key]) != _norm(value):
-                        raise InvalidValueError(
-                            f"{rule.source.file}: tag {key!r} = {value!r} disagrees with {merged[key]!r} from "
-                            f"{origin[key]} for this dataset; make them agree", value=key)
-                    merged[key] = value
-                    origin.setdefault(key, rule.source.file)
-                sources.append(rule.source)
-        return merged, sources
+    def for_dataset(self, *, paths: list[str], name: str | None, ids: list[str],
+                    digests: list[str]) -> list[Rule]:
+        """The dataset rules that match this data: by path, name, id or digest, or by content (a file a path
+        rule named, found again under another name)."""
+        return [rule for rule in self.rules
+                if rule.kind == "dataset" and rule.matches(paths=paths, name=name, ids=ids, digests=digests)]
 
     def for_checkpoint(self, *, paths: list[str], digests: list[str]) -> Rule | None:
         for rule in self.rules:
@@ -124,10 +118,6 @@ class Declared:
 
 
 DECLARED = Declared()
-
-
-def _norm(v: Any) -> Any:
-    return sorted(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)
 
 
 MAX_TAGS_BYTES = 16 << 20  # a tags file, Croissant file or dataset card is read whole: larger is refused
@@ -210,10 +200,43 @@ def load_tags(path: str | os.PathLike[str]) -> int:
     key = str(p.resolve())
     if key in DECLARED.loaded:
         return 0
-    rules = parse_tags_file(p)
+    rules = [bind_content(rule) for rule in parse_tags_file(p)]
     DECLARED.rules.extend(rules)
     DECLARED.loaded.add(key)
     return len(rules)
+
+
+MAX_BOUND_FILES = 100_000  # files a path rule binds by content (beyond that: by path alone, and said)
+
+
+def bind_content(rule: Rule) -> Rule:
+    """A path rule bound to the content it names: the digest of every regular file it matches now (a
+    directory's files too), so the tags follow that content wherever it is copied. Special files, loops and
+    unreadable entries are skipped (the dataset that holds them is unidentified and judged as such)."""
+    if rule.kind != "dataset" or "path" not in rule.match:
+        return rule
+    import glob
+
+    from ..evidence.attest import file_sha256  # regular files only: a FIFO is never opened for reading
+
+    raw = rule.match["path"]
+    pattern = raw if os.path.isabs(raw) or raw.startswith("*") else str(rule.base / raw)
+    if raw.startswith("*"):
+        return rule  # matched anywhere by name: no one place to bind
+    digests: set[str] = set()
+    count = 0
+    for hit in sorted(glob.glob(pattern, recursive=True))[:MAX_BOUND_FILES]:
+        walk = [hit] if os.path.isfile(hit) else [os.path.join(d, f) for d, _dirs, files in os.walk(hit)
+                                                    for f in sorted(files)] if os.path.isdir(hit) else []
+        for f in walk:
+            count += 1
+            if count > MAX_BOUND_FILES:
+                break
+            try:
+                digests.add(file_sha256(Path(f)))
+            except OSError:
+                continue
+    return dataclasses.replace(rule, content=frozenset(digests))
 
 
 def load_from_env() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 from ..audit.graph import PROV, TYPE, Edge, Graph, Node
 from ..audit.load import expand_dirs, load_graph, no_cycle_collection
 from ..provjson import NAMESPACE as P4T
-from .policy import NOT_PROCESSING, Policy, Rule, load_policy
+from . import licences
+from .policy import NOT_PROCESSING, ROLE_AXIS, Policy, Rule, load_policy
+from .tags import NO_CONSENT
 
 # a model saved before its data was attached is not (yet) a model without data: judged when the run ends
 AFTER_THE_FACT = {"model_has_data"}
@@ -42,6 +45,10 @@ class Violation:
 
 
 def _matches(values: Iterable[Any], wanted: Any) -> bool:
+    """Whether any of ``values`` is ``wanted`` (or, for a list, any of its items)."""
+    if isinstance(wanted, list):
+        values = list(values)
+        return any(_matches(values, w) for w in wanted)
     for v in values:
         if isinstance(wanted, bool) or isinstance(v, bool):
             if _truthy(v) == _truthy(wanted):
@@ -90,9 +97,37 @@ class Evaluator:
         self._used: dict[str, list[Edge]] | None = None
 
     def upstream(self, nid: str) -> dict[str, int]:
+        """What ``nid`` comes from over the policy's lineage relations. From a model, with ``lineage_roles`` set,
+        a run's ``used`` edge counts only for those roles: a model was trained on its run's training and
+        validation data, not on the data the run only tested it with."""
         if nid not in self._upstream:
-            self._upstream[nid] = self.graph.walk(nid, self.policy.lineage, "up")
+            roles = self.policy.lineage_roles
+            if roles is not None and nid in self.model_ids:
+                self._upstream[nid] = self._trained_on(nid, roles)
+            else:
+                self._upstream[nid] = self.graph.walk(nid, self.policy.lineage, "up")
         return self._upstream[nid]
+
+    def _trained_on(self, start: str, roles: frozenset[str]) -> dict[str, int]:
+        """``Graph.walk`` upstream, but a ``used`` edge is followed only when one of its roles is in ``roles``
+        (or it has none). Iterative, each node once."""
+        graph = self.graph
+        relations = [r for r in self.policy.lineage if r in graph.up]
+        seen = {start: 0}
+        queue = deque([start])
+        while queue:
+            current = queue.popleft()
+            for rel in relations:
+                for nxt in graph.up[rel].get(current, ()):
+                    if nxt in seen:
+                        continue
+                    if rel == "used":
+                        used_roles = self.roles(current, nxt)
+                        if used_roles and not used_roles & roles:
+                            continue
+                    seen[nxt] = seen[current] + 1
+                    queue.append(nxt)
+        return seen
 
     def subjects(self, rule: Rule) -> list[Node]:
         if rule.target == "model":
@@ -105,9 +140,12 @@ class Evaluator:
                 and (rule.check == "lineage_known" or self.scope(rule, a))]
 
     def _direct(self, nid: str) -> list[str]:
+        """The data an activity used itself -- datasets, and checkpoints, which carry the governance inherited
+        from their lineage and are judged as data when used (a fine-tune, an evaluation, an export)."""
         node = self.graph.nodes[nid]
         if "activity" in node.kinds:
-            return sorted(self.datasets.intersection(self.graph.up["used"].get(nid, ())))
+            used = self.graph.up["used"].get(nid, ())
+            return sorted(self.datasets.intersection(used) | self.model_ids.intersection(used))
         if nid in self.datasets:
             return [nid]
         return sorted(self.datasets.intersection(self.graph.up["wasDerivedFrom"].get(nid, ())))
@@ -180,6 +218,9 @@ class Evaluator:
                 for e in self.used_by(activity) if e.up == dataset for r in e.attrs.get(PROV + "role", [])}
 
     def _check_purpose_in_consent(self, rule: Rule, subject: Node) -> list[Violation]:
+        """Two axes (DESIGN §5): a use's *role* (training, validation, testing) must be among the consent's
+        role values, when it names any; the activity's *purpose* must be among its purpose values (research,
+        commercial, ...), when it names any -- a consent that names only one axis leaves the other free."""
         a_attr, d_attr = rule.params["activity_attribute"], rule.params["dataset_attribute"]
         role_purposes: dict[str, str] = rule.params["role_purposes"]
         out = []
@@ -189,18 +230,41 @@ class Evaluator:
                 consent = _lower(self.graph.nodes[d].values(d_attr))
                 if not consent:
                     continue
-                # each use is for the purpose its role implies (a test set is used for testing), else the
-                # activity's own; data reached only through lineage is processed for the activity's purpose
-                roles = self.roles(act.id, d) or {""}
-                for role in sorted(roles):
-                    purposes = {role_purposes[role]} if role in role_purposes else declared
-                    how = f" (used as {role})" if role in role_purposes else ""
-                    if not purposes:
-                        out.append(self._v(rule, act, [d], a_attr, "the activity declares no purpose, "
-                                           f"but the data is consented only for {sorted(consent)}"))
-                    elif not purposes & consent:
-                        out.append(self._v(rule, act, [d], d_attr, f"purpose {sorted(purposes)}{how} is not "
-                                           f"within the consent scope {sorted(consent)}"))
+                role_consent, purpose_consent = consent & set(ROLE_AXIS), consent - set(ROLE_AXIS)
+                if consent == {NO_CONSENT}:
+                    out.append(self._v(rule, act, [d], d_attr, "the data's sources share no consented use "
+                                       "(consent scope 'none'): no processing is within it"))
+                    continue
+                for role in sorted(self.roles(act.id, d)):
+                    axis = role_purposes.get(role, role)
+                    if role_consent and axis not in role_consent:
+                        how = f"used as {role}" + (f" ({axis})" if axis != role else "")
+                        out.append(self._v(rule, act, [d], d_attr, f"{how}: not within the consent scope "
+                                           f"{sorted(consent)}"))
+                if not purpose_consent:
+                    continue
+                if not declared:
+                    out.append(self._v(rule, act, [d], a_attr, "the activity declares no purpose, "
+                                       f"but the data is consented only for {sorted(consent)}"))
+                elif not declared & consent:
+                    out.append(self._v(rule, act, [d], d_attr, f"purpose {sorted(declared)} is not "
+                                       f"within the consent scope {sorted(consent)}"))
+        return out
+
+    def _check_use_within_consent(self, rule: Rule, subject: Node) -> list[Violation]:
+        """A model's intended use (the purpose axis) is among the purposes every dataset in its lineage was
+        consented for (datasets whose consent names no purpose are skipped)."""
+        m_attr, d_attr = rule.params["model_attribute"], rule.params["dataset_attribute"]
+        uses = _lower(subject.values(m_attr)) - set(ROLE_AXIS)
+        if not uses:
+            return []
+        out = []
+        for d in self.scope(rule, subject):
+            consent = _lower(self.graph.nodes[d].values(d_attr))
+            purposes = consent - set(ROLE_AXIS)
+            if purposes and not uses <= purposes:
+                out.append(self._v(rule, subject, [d], d_attr, f"intended use {sorted(uses - purposes)} is not "
+                                   f"within the consent scope {sorted(consent)} of data it was trained on"))
         return out
 
     def _check_lineage_known(self, rule: Rule, subject: Node) -> list[Violation]:
@@ -267,18 +331,23 @@ class Evaluator:
         return [self._v(rule, subject, bad, d_attr, f"intended use {hit} is prohibited by the data")]
 
     def _check_license_compatible(self, rule: Rule, subject: Node) -> list[Violation]:
+        """Licences are SPDX expressions: every operand of an AND applies, an OR is satisfied by any operand;
+        an expression that cannot be parsed is reported (a violation when ``unknown_license = "violation"``)."""
         p = rule.params
         uses = _lower(subject.values(p["model_attribute"]))
         incompatible = {k.lower(): _lower(v) for k, v in p["incompatible"].items()}
         out = []
         for use in sorted(uses & set(incompatible)):
-            bad = [d for d in self.scope(rule, subject)
-                   if _lower(self.graph.nodes[d].values(p["dataset_attribute"])) & incompatible[use]]
-            if bad:
-                lic = sorted(set().union(*(_lower(self.graph.nodes[d].values(p["dataset_attribute"]))
-                                           for d in bad)) & incompatible[use])
-                out.append(self._v(rule, subject, bad, p["dataset_attribute"],
-                                   f"licence {lic} does not allow {use} use"))
+            for d in self.scope(rule, subject):
+                for text in map(str, self.graph.nodes[d].values(p["dataset_attribute"])):
+                    verdict = licences.allows(text, incompatible[use])
+                    if verdict is False:
+                        out.append(self._v(rule, subject, [d], p["dataset_attribute"],
+                                           f"licence {text!r} does not allow {use} use"))
+                    elif verdict is None and p["unknown_license"] == "violation":
+                        out.append(self._v(rule, subject, [d], p["dataset_attribute"],
+                                           f"licence {text!r} is not an SPDX expression: whether it allows {use} "
+                                           "use cannot be told"))
         return out
 
     def _check_required_attributes(self, rule: Rule, subject: Node) -> list[Violation]:

@@ -25,7 +25,7 @@ MAX_POLICY_BYTES = 4 << 20  # a policy file is read whole: larger is refused
 # neither processes data, so rules judge the rank activities instead
 NOT_PROCESSING = {"https://w3id.org/prov4torch/ns#PolicyCheck", "https://w3id.org/prov4torch/ns#DistributedJob"}
 TOP_LEVEL = {"policy", "version", "description", "prefixes", "classes", "lineage", "rules", "trusted_keys",
-             "require_verified_lineage"}
+             "require_verified_lineage", "lineage_roles"}
 RULE_COMMON = {"id", "description", "effect", "target", "scope", "check", "maps_to"}
 TARGETS = ("model", "dataset", "activity")
 SCOPES = ("direct", "lineage")
@@ -35,16 +35,23 @@ _STR = ("a string", lambda v: isinstance(v, str) and bool(v.strip()))
 _STRS = ("a list of strings", lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v))
 _GROUPS = ("a list of at least two lists of strings",
            lambda v: isinstance(v, list) and len(v) >= 2 and all(_STRS[1](g) for g in v))
-_TABLE = ("a table of attribute = value", lambda v: isinstance(v, dict) and bool(v)
-          and all(isinstance(x, (str, bool, int, float)) for x in v.values()))
+_TABLE = ("a table of attribute = value (or a list of values, any of which)", lambda v: isinstance(v, dict)
+          and bool(v) and all(isinstance(x, (str, bool, int, float)) or (isinstance(x, list) and x and all(
+              isinstance(y, (str, bool, int, float)) for y in x)) for x in v.values()))
 _INCOMPAT = ("a table of use = list of licence ids",
              lambda v: isinstance(v, dict) and bool(v) and all(_STRS[1](x) for x in v.values()))
 _MISSING = ('"violation" or "ignore"', lambda v: v in ("violation", "ignore"))
 
 _ROLE_PURPOSES = ("a table of role = purpose", lambda v: isinstance(v, dict) and all(
     isinstance(k, str) and isinstance(x, str) for k, x in v.items()))
-# how a use's role changes its purpose: the test set of a training run is used for testing
-DEFAULT_ROLE_PURPOSES = {"testing": "testing", "validation": "validation", "evaluation": "evaluation"}
+# the role axis (EU AI Act Art. 3(29)-(31)): what a use of data is in the ML lifecycle; every other consent value
+# (research, commercial, ...) is on the purpose axis, judged against the run's purpose
+ROLE_AXIS = ("training", "validation", "testing")
+# a recorded role -> its place on the role axis: an inferred evaluation is testing (unless the data drives a
+# training decision, when the recorder says validation), data of unknown role read with gradients on is
+# training, a base model fine-tuned is trained on
+DEFAULT_ROLE_PURPOSES = {"training": "training", "testing": "testing", "validation": "validation",
+                         "evaluation": "testing", "input": "training", "basemodel": "training"}
 
 CHECKS: dict[str, dict[str, tuple[str, Any, bool]]] = {
     "forbid_combination": {"attribute": (*_STR, True), "groups": (*_GROUPS, True)},
@@ -57,7 +64,9 @@ CHECKS: dict[str, dict[str, tuple[str, Any, bool]]] = {
     "use_not_prohibited": {"model_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
     "license_compatible": {
         "model_attribute": (*_STR, True), "dataset_attribute": (*_STR, True), "incompatible": (*_INCOMPAT, True),
+        "unknown_license": (*_MISSING, False),
     },
+    "use_within_consent": {"model_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
     "required_attributes": {"attributes": (*_STRS, True)},
     "before_expiry": {"activity_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
     "lineage_known": {"attribute": (*_STR, False)},
@@ -90,6 +99,9 @@ class Policy:
     source: str = "<policy>"
     sha256: str = ""
     trusted_keys: list[str] = field(default_factory=list)  # PEM public keys (paths, relative to the policy file)
+    # the uses (roles, local names) that make data part of what a model was trained on, when a lineage walk
+    # starts at a model; None: every use (data the producing run only tested on is judged as the run's use)
+    lineage_roles: frozenset[str] | None = None
     require_verified_lineage: bool = False  # lineage below a trusted signature counts as unknown
 
 
@@ -186,6 +198,9 @@ def parse_policy(data: Mapping[str, Any], source: str = "<policy>") -> Policy:
     if not isinstance(keys, list) or not all(isinstance(k, str) and k.strip() for k in keys):
         raise _err(source, "field 'trusted_keys'", "expected a list of PEM public key file paths")
     base = Path(source).parent if source != "<policy>" else Path.cwd()
+    roles = data.get("lineage_roles")
+    if roles is not None and not (isinstance(roles, list) and all(isinstance(r, str) and r for r in roles)):
+        raise _err(source, "field 'lineage_roles'", "expected a list of roles (training, validation, ...)")
     verified = data.get("require_verified_lineage", False)
     if not isinstance(verified, bool):
         raise _err(source, "field 'require_verified_lineage'", f"expected true or false, got {verified!r}")
@@ -194,7 +209,8 @@ def parse_policy(data: Mapping[str, Any], source: str = "<policy>") -> Policy:
                   model_classes=class_set("model", "mls:Model"), lineage=tuple(lineage), source=source,
                   trusted_keys=[str((base / Path(k).expanduser()) if not Path(k).expanduser().is_absolute()
                                     else Path(k).expanduser()) for k in keys],
-                  require_verified_lineage=verified)
+                  require_verified_lineage=verified,
+                  lineage_roles=frozenset(r.lower() for r in roles) if roles is not None else None)
 
 
 def _parse_rule(r: Mapping[str, Any], index: int, source: str, seen: set[str], expand: Any) -> Rule:
@@ -237,10 +253,12 @@ def _parse_rule(r: Mapping[str, Any], index: int, source: str, seen: set[str], e
     if check == "required_attributes":
         params["attributes"] = [expand(a) for a in params["attributes"]]
     if check == "purpose_in_consent":
-        params["role_purposes"] = {k.lower(): v.lower() for k, v in
-                                   params.get("role_purposes", DEFAULT_ROLE_PURPOSES).items()}
+        params["role_purposes"] = {**DEFAULT_ROLE_PURPOSES, **{k.lower(): v.lower() for k, v in
+                                                               params.get("role_purposes", {}).items()}}
     if check == "lineage_known":
         params["attribute"] = expand(params.get("attribute", "p4t:lineageKnown"))
+    if check == "license_compatible":
+        params.setdefault("unknown_license", "ignore")
     if check == "region_allowed":
         params["applies_if_dataset"] = {expand(k): v for k, v in params.get("applies_if_dataset", {}).items()}
         params.setdefault("missing_attribute", "violation")

@@ -31,7 +31,7 @@ from typing import Any
 from .. import provjson
 from ..errors import InvalidValueError, UnreadableContentError
 from ..governance.declared import DECLARED
-from ..governance.tags import ROLE, governance_attributes
+from ..governance.tags import ROLE, governance_attributes, inherit
 from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
@@ -79,6 +79,7 @@ class DatasetIdentifier:
         self.cache = cache
         self.on_digest = on_digest
         self._by_object: dict[int, tuple[Any, str]] = {}  # id(obj) -> (obj kept alive, dataset id)
+        self._governance: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(obj) -> (obj, its governance summary)
         self._count = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -115,23 +116,51 @@ class DatasetIdentifier:
                          source=source or (Path(local[0]).as_uri() if len(local) == 1 else None),
                          length=_length(data))
             self._identify_object(data, event, tags.get("dataset_id"))
-        # tags declared outside the code (a tags file, Croissant, a dataset card) for this data
+        # every tag set for this content: the code's, tags declared outside it (a tags file, Croissant, a dataset
+        # card) by path, name, id or content, and -- for a wrapper (Subset, ConcatDataset, random_split...) --
+        # those of the data it is made of; combined restrictively, a disagreement recorded
         files = event.get("files") or []
-        merged, sources = DECLARED.for_dataset(
+        rules = DECLARED.for_dataset(
             paths=[*local, *(str(Path(local[0]) / f[0]) for f in files if local)], name=event.get("name"),
             ids=[event["id"], *([str(tags["dataset_id"])] if tags.get("dataset_id") else [])],
-            digests=[event.get("sha256") or "", *(f[1] for f in files)], given=tags)
-        attrs = governance_attributes(merged)
-        if sources:
-            event["tags_from"] = sorted({src.describe() for src in sources})
-        if event.get("identity") == "unidentified" and attrs.get("p4t:datasetId"):
-            event.update(id=f"p4t:dataset/declared/{local_name(str(attrs['p4t:datasetId']))}", identity="declared")
-        event["tags"] = provjson.attributes(attrs)
-        event["governance"] = {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v)
-                               for k, v in attrs.items()}
+            digests=[event.get("sha256") or "", *(f[1] for f in files)])
+        sets: list[tuple[str, dict[str, Any]]] = [("the code", summary(governance_attributes(tags)))] if tags else []
+        sets += [(rule.source.describe(), summary(governance_attributes(rule.tags))) for rule in rules]
+        if not isinstance(data, (str, os.PathLike)):
+            sets += self._parts_governance(data)
+        governance = inherit(g for _, g in sets) if len(sets) > 1 else (sets[0][1] if sets else {})
+        conflicts = tag_conflicts(sets)
+        if conflicts:
+            event["tag_conflicts"] = conflicts
+            warn(f"prov4torch: {event.get('name')}: its tag sources disagree; the more restrictive tags hold: "
+                 + "; ".join(conflicts)[:400])
+        if len(sets) > 1 or rules:
+            event["tags_from"] = sorted({where for where, _ in sets if where != "the code"})
+        if event.get("identity") == "unidentified" and governance.get("p4t:datasetId"):
+            declared = governance["p4t:datasetId"]
+            declared = declared[0] if isinstance(declared, list) else declared
+            event.update(id=f"p4t:dataset/declared/{local_name(str(declared))}", identity="declared")
+        event["tags"] = provjson.attributes(attributes_of(governance))
+        event["governance"] = governance
         with self._lock:
             self._by_object[id(data)] = (data, event["id"])
+            self._governance[id(data)] = (data, governance)
         return event
+
+    def _parts_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The governance of the data a wrapper is made of: parts attached before (the same objects), and parts
+        that tags files name by path or name."""
+        out = []
+        for part in parts(data):
+            known = self._governance.get(id(part))
+            if known is not None and known[0] is part and known[1]:
+                out.append((f"part {type(part).__name__}", known[1]))
+                continue
+            local = dataset_paths(part)
+            for rule in DECLARED.for_dataset(paths=local, name=type(part).__name__, ids=[], digests=[]):
+                out.append((f"{rule.source.describe()} (part {type(part).__name__})",
+                            summary(governance_attributes(rule.tags))))
+        return out
 
     def _identify_object(self, data: Any, event: dict[str, Any], declared: Any) -> None:
         if estimated_bytes(data) <= SYNC_LIMIT:
@@ -190,6 +219,63 @@ class DatasetIdentifier:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+MAX_PARTS = 1000  # component datasets followed below one wrapper
+
+
+def parts(data: Any, depth: int = 0) -> list[Any]:
+    """The datasets a wrapper is made of, at any depth: ``Subset.dataset`` (``random_split`` too),
+    ``ConcatDataset.datasets``, ``ChainDataset.datasets``, and any object holding its data in a ``dataset`` or
+    ``datasets`` attribute (read from the instance's own attributes: no property is called)."""
+    found: list[Any] = []
+    stack = [(data, 0)]
+    seen = {id(data)}
+    while stack and len(found) < MAX_PARTS:
+        obj, level = stack.pop()
+        attrs = vars(obj) if hasattr(obj, "__dict__") else {}
+        children = []
+        if "dataset" in attrs:
+            children.append(attrs["dataset"])
+        if isinstance(attrs.get("datasets"), (list, tuple)):
+            children.extend(attrs["datasets"])
+        for child in children:
+            if child is None or isinstance(child, (str, bytes, int, float)) or id(child) in seen:
+                continue
+            seen.add(id(child))
+            found.append(child)
+            if level < 8:
+                stack.append((child, level + 1))
+    return found
+
+
+def summary(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated governance attributes as the run keeps them (an expiry as an ISO string in UTC)."""
+    return {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v) for k, v in attrs.items()}
+
+
+def attributes_of(governance: Mapping[str, Any]) -> dict[str, Any]:
+    """A governance summary back as attributes (an expiry as a datetime, typed in PROV)."""
+    out = dict(governance)
+    if isinstance(out.get("p4t:consentExpires"), str):
+        out["p4t:consentExpires"] = _dt.datetime.fromisoformat(out["p4t:consentExpires"])
+    return out
+
+
+def tag_conflicts(sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Where two tag sources say different things of one attribute (each once)."""
+    out = []
+    for i, (where_a, a) in enumerate(sets):
+        for where_b, b in sets[i + 1:]:
+            for attr in sorted(set(a) & set(b)):
+                va, vb = _norm(a[attr]), _norm(b[attr])
+                if va != vb:
+                    out.append(f"{attr}: {va} ({where_a}) vs {vb} ({where_b})")
+    return out
+
+
+def _norm(v: Any) -> Any:
+    return sorted(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)
 
 
 def _length(data: Any) -> int | None:

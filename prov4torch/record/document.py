@@ -307,6 +307,7 @@ def _dataset_attrs(ds: Mapping[str, Any]) -> dict[str, Any]:
         "p4t:digestCovers": ds.get("covers"),
         "p4t:digestSkipped": ds.get("skipped"),
         "p4t:unidentifiedReason": ds.get("unidentified_reason"),
+        "p4t:tagConflict": ds.get("tag_conflicts"),
     }
 
 

@@ -1,0 +1,262 @@
+"""Governance follows the data (issue 23): tags bound to content through wrappers and copies, consent judged
+through lineage on both axes, roles in a model's lineage, licences as SPDX expressions, Croissant DUO forms,
+UK GDPR residency, prevented uses in check -- on real runs under `prov4torch run` and the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import load, rank_activity
+
+import prov4torch
+from prov4torch.governance.declared import DECLARED
+from prov4torch.governance.evaluate import check
+
+CLI = [sys.executable, "-m", "prov4torch_cli.app"]
+TAGS = {"origin_country": "FR", "jurisdiction": "EU", "license": "CC-BY-4.0"}
+
+
+@pytest.fixture(autouse=True)
+def no_declared_tags():
+    DECLARED.clear()
+    yield
+    DECLARED.clear()
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=180)
+
+
+# -- wrappers: the tags of the data a wrapper is made of ---------------------------------------------------------
+
+WRAPPED = """
+import sys, torch
+from torch.utils.data import ChainDataset, ConcatDataset, DataLoader, Dataset, IterableDataset, Subset, random_split
+
+class Csv(Dataset):
+    def __init__(self, root):
+        self.root = root
+        self.rows = [[float(v) for v in line.split(",")] for line in open(root + "/rows.csv")]
+    def __len__(self):
+        return len(self.rows)
+    def __getitem__(self, i):
+        return torch.tensor(self.rows[i])
+
+base = Csv("data")
+kind = sys.argv[1]
+if kind == "subset":
+    train = Subset(base, list(range(8)))
+elif kind == "split":
+    train, _rest = random_split(base, [8, 8], generator=torch.Generator().manual_seed(0))
+elif kind == "concat":
+    train = ConcatDataset([Subset(base, [0, 1, 2]), torch.utils.data.TensorDataset(torch.zeros(4, 3))])
+else:
+    raise SystemExit("unknown kind")
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for batch in DataLoader(train, batch_size=4, shuffle=True):
+    x = batch[0] if isinstance(batch, list) else batch
+    opt.zero_grad(); model(x).sum().backward(); opt.step()
+print("trained")
+"""
+
+
+def testing_only_folder(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.csv").write_text("\n".join(f"{i},{i + 1},{i % 3}" for i in range(16)))
+    (tmp_path / "tags.toml").write_text(textwrap.dedent("""
+        [[dataset]]
+        path = "data"
+        origin_country = "FR"
+        jurisdiction = "EU"
+        license = "CC-BY-4.0"
+        consent_scope = ["testing"]
+    """))
+    (tmp_path / "train.py").write_text(WRAPPED)
+
+
+@pytest.mark.parametrize("kind", ["subset", "split", "concat"])
+def test_a_wrapper_of_testing_only_data_is_blocked_when_trained_on(tmp_path: Path, kind: str):
+    testing_only_folder(tmp_path)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data-tags", "tags.toml", "train.py", kind)
+    assert r.returncode == 1 and "trained" not in r.stdout, r.stderr
+    assert "purpose-within-consent" in r.stderr and "used as training" in r.stderr
+    (rank0,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    doc = load(rank0)
+    assert rank_activity(doc)["p4t:status"] == "BLOCKED"
+    wrapped = [e for e in doc["entity"].values() if e.get("p4t:consentScope") == "testing"]
+    assert wrapped, "the wrapper carries the testing-only consent of what it is made of"
+    assert check([rank0.parent], "default").prevented
+
+
+def test_the_api_tags_of_a_dataset_follow_it_into_a_subset(tmp_path: Path):
+    base = torch.utils.data.TensorDataset(torch.arange(20.0).reshape(10, 2))
+    with pytest.raises(prov4torch.PolicyViolation, match="used as training"):
+        with prov4torch.start_run(region="eu-west-1", purpose="research", policy="default"):
+            prov4torch.log_dataset(base, role="testing", consent_scope=["testing"], **TAGS)
+            prov4torch.log_dataset(torch.utils.data.Subset(base, [1, 2, 3]), role="training")
+
+
+# -- identical content, two tag sets ---------------------------------------------------------------------------------
+
+def test_two_copies_of_one_file_tagged_differently_combine_restrictively(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.csv").write_text("1,2,3\n")
+    shutil.copy(tmp_path / "a" / "x.csv", tmp_path / "b" / "x.csv")
+    (tmp_path / "tags.toml").write_text(textwrap.dedent("""
+        [[dataset]]
+        path = "a/x.csv"
+        origin_country = "FR"
+        jurisdiction = "EU"
+        license = "CC-BY-4.0"
+        consent_scope = ["training", "testing"]
+
+        [[dataset]]
+        path = "b/x.csv"
+        origin_country = "FR"
+        jurisdiction = "EU"
+        license = "CC-BY-4.0"
+        consent_scope = ["testing"]
+    """))
+    prov4torch.load_tags(tmp_path / "tags.toml")
+    with pytest.warns(RuntimeWarning, match="disagree"), \
+            pytest.raises(prov4torch.PolicyViolation, match="used as training"):
+        with prov4torch.start_run(region="eu-west-1", purpose="research", policy="default") as run:
+            prov4torch.log_dataset(tmp_path / "a" / "x.csv")  # the permissive copy: the content is the same
+    doc = load(run.prov_path)
+    (ds,) = [e for k, e in doc["entity"].items() if k.startswith("p4t:dataset/")]
+    assert ds["p4t:consentScope"] == "testing" and ds["p4t:tagConflict"]
+
+
+# -- consent judged through lineage ------------------------------------------------------------------------------
+
+def base_model(tmp_path: Path, **tags) -> Path:
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(64))
+    ckpt = tmp_path / "base.pt"
+    with prov4torch.start_run(out_dir=tmp_path / "store", region="eu-west-1", purpose="research"):
+        prov4torch.log_dataset(data, **{**TAGS, **tags})
+        torch.save(torch.nn.Linear(2, 2).state_dict(), ckpt)
+        prov4torch.log_model(ckpt, name="base")
+    return ckpt
+
+
+def test_a_fine_tune_after_the_inherited_consent_expired_is_denied(tmp_path: Path):
+    expiry = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    ckpt = base_model(tmp_path, consent_scope=["training", "research"], consent_expires=expiry)
+    import time
+
+    time.sleep(2.5)
+    with pytest.raises(prov4torch.PolicyViolation, match="consent-not-expired"):
+        with prov4torch.start_run(out_dir=tmp_path / "store", region="eu-west-1", purpose="research",
+                                  policy="default"):
+            prov4torch.load_model(ckpt)
+
+
+def test_a_purpose_outside_the_inherited_consent_is_denied_at_runtime_and_in_check(tmp_path: Path):
+    ckpt = base_model(tmp_path, consent_scope=["training", "research"])
+    with pytest.raises(prov4torch.PolicyViolation, match="purpose-within-consent.*commercial"):
+        with prov4torch.start_run(out_dir=tmp_path / "store", region="eu-west-1", purpose="commercial",
+                                  policy="default"):
+            prov4torch.load_model(ckpt)
+    # the model a research run produces for commercial use: its intended use is outside the consent
+    with pytest.raises(prov4torch.PolicyViolation, match="intended-use-within-consent"):
+        with prov4torch.start_run(out_dir=tmp_path / "store", region="eu-west-1", purpose="research",
+                                  intended_use="commercial", policy="default"):
+            prov4torch.load_model(ckpt)
+    with prov4torch.start_run(out_dir=tmp_path / "store", region="eu-west-1", purpose="research",
+                              intended_use="research") as ok:
+        prov4torch.load_model(ckpt)
+        prov4torch.log_model(torch.nn.Linear(2, 2), name="tuned")
+    assert check([ok.prov_path], "default").verdict == "allow"
+
+
+# -- roles in a model's lineage ----------------------------------------------------------------------------------
+
+def test_data_the_run_only_tested_on_is_not_in_the_models_training_lineage(tmp_path: Path):
+    train, test = tmp_path / "train.bin", tmp_path / "test.bin"
+    train.write_bytes(b"t" * 32)
+    test.write_bytes(b"s" * 32)
+    with prov4torch.start_run(region="eu-west-1", purpose="research", intended_use="commercial") as run:
+        prov4torch.log_dataset(train, consent_scope=["training", "commercial", "research"], **TAGS)
+        prov4torch.log_dataset(test, role="testing", consent_scope=["testing", "research"],
+                               **{**TAGS, "license": "CC-BY-NC-4.0"})
+        prov4torch.log_model(torch.nn.Linear(1, 1), name="m")
+    report = check([run.prov_path], "default")
+    rules = {v.rule for v in report.violations}
+    # the test set's non-commercial licence and research-only consent do not make the model non-commercial
+    assert "non-commercial-licences" not in rules and "intended-use-within-consent" not in rules, rules
+
+
+# -- licences as SPDX expressions -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("licence", "allowed"), [
+    ("CC-BY-4.0", True), ("CC-BY-4.0 AND CC-BY-NC-4.0", False), ("CC-BY-NC-4.0 OR MIT", True),
+    ("(CC-BY-NC-4.0 OR CC-BY-NC-SA-4.0)", False), ("LicenseRef-internal", False),
+])
+def test_licences_are_judged_as_spdx_expressions(tmp_path: Path, licence: str, allowed: bool):
+    data = tmp_path / "d.bin"
+    data.write_bytes(b"d" * 16)
+    with prov4torch.start_run(region="eu-west-1", purpose="commercial", intended_use="commercial") as run:
+        prov4torch.log_dataset(data, origin_country="FR", jurisdiction="EU", license=licence)
+        prov4torch.log_model(torch.nn.Linear(1, 1), name="m")
+    rules = {v.rule for v in check([run.prov_path], "default").violations}
+    assert ("non-commercial-licences" not in rules) is allowed, rules
+
+
+# -- Croissant DUO forms --------------------------------------------------------------------------------------------
+
+def test_croissant_duo_term_codes_and_odrl_duo_purposes(tmp_path: Path):
+    from prov4torch.governance.cards import croissant
+
+    base = {"@context": {"@vocab": "https://schema.org/"}, "conformsTo": "http://mlcommons.org/croissant/1.1",
+            "name": "toy"}
+    by_code = croissant({**base, "usageInfo": [{"@type": "DataUseTerm", "termCode": "DUO:0000046"},
+                                               {"termCode": "DUO:0000042"}]}, tmp_path / "c.json")
+    assert by_code[0]["prohibited_purpose"] == ["commercial"]
+    assert by_code[0]["consent_scope"] == ["research", "training"]
+    odrl = croissant({**base, "usageInfo": [{"permission": [{"constraint": [
+        {"leftOperand": "odrl:purpose", "rightOperand": "DUO:0000042"}]}]}]}, tmp_path / "c.json")
+    assert odrl[0]["consent_scope"] == ["research", "training"]
+
+
+# -- residency: the UK GDPR and the EEA -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("jurisdiction", "region", "blocked"), [
+    ("UK", "us-east-1", True), ("UK", "eu-west-2", False), ("EEA", "us-east-1", True), ("EU", "us-east-1", True),
+    ("US", "us-east-1", False),
+])
+def test_personal_data_residency_covers_the_uk_and_the_eea(tmp_path: Path, jurisdiction: str, region: str,
+                                                           blocked: bool):
+    data = tmp_path / "p.bin"
+    data.write_bytes(b"p" * 16)
+    tags = {"origin_country": "GB", "jurisdiction": jurisdiction, "license": "CC-BY-4.0", "personal_data": True}
+    try:
+        with prov4torch.start_run(region=region, purpose="research", policy="default"):
+            prov4torch.log_dataset(data, **tags)
+        assert not blocked
+    except prov4torch.PolicyViolation as exc:
+        assert blocked and "stays-in" in str(exc)
+
+
+# -- the quickstart runs under the default policy ------------------------------------------------------------------
+
+def test_the_quickstart_example_runs_and_its_record_is_allowed(tmp_path: Path):
+    example = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
+    r = subprocess.run([sys.executable, str(example), "--epochs", "1", "--out", str(tmp_path / "q")],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "status FINISHED" in r.stdout
+    (prov,) = (tmp_path / "q").glob("*/*/rank-0.prov.json")
+    assert check([prov], "default").verdict == "allow"
