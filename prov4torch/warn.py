@@ -10,8 +10,8 @@ recording never stops training.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
-import sys
 import warnings
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,10 +24,11 @@ def _ours(filename: str) -> bool:
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that names the first frame outside prov4torch, counted from the caller of ``warn``."""
-    frame = sys._getframe(2)  # the caller of warn()
+    here = inspect.currentframe()
+    frame = here.f_back.f_back if here is not None and here.f_back is not None else None  # warn()'s caller
     level = 2
     while frame is not None and _ours(frame.f_code.co_filename):
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
         level += 1
     return level
 

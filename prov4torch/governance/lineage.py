@@ -248,7 +248,7 @@ def validate_card(card: Any, source: str) -> dict[str, Any]:
             raise EvidenceError(f"{where}: tags must be an object of governance attributes")
     derivations = card.get("derivations", [])
     if not isinstance(derivations, list) or len(derivations) > MAX_DERIVATIONS or not all(
-            isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) and len(x) <= MAX_TEXT for x in d)
+            isinstance(d, (list, tuple)) and len(d) == 2 and all(isinstance(x, str) and len(x) <= MAX_TEXT for x in d)
             for d in derivations):
         raise EvidenceError(f"{source}: derivations must be a list of [generated, used] id pairs")
     return card

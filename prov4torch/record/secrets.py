@@ -81,8 +81,9 @@ def _fields(value: Any) -> Mapping[Any, Any] | None:
     attrs = getattr(value, "__dict__", None)
     if not isinstance(attrs, dict):
         return None
-    plain = getattr(type(value), "__repr__", None) is object.__repr__
-    if plain or type(value).__name__ in ("Namespace", "SimpleNamespace"):
+    cls = type(value)
+    plain = getattr(cls, "__repr__", None) is object.__repr__ and getattr(cls, "__str__", None) is object.__str__
+    if (plain and attrs) or cls.__name__ in ("Namespace", "SimpleNamespace"):
         return dict(attrs)
     return None  # an object with its own text form: that text is redacted (redact_text)
 
