@@ -514,7 +514,6 @@ def _run_fast(argv: list[str]) -> None:
 
 def main() -> None:
     """Console-script entry point: a user error is one line and exit 2, never a traceback."""
-    import os
 
     try:
         if len(sys.argv) > 2 and sys.argv[1] == "run":

@@ -5,7 +5,6 @@ UK GDPR residency, prevented uses in check -- on real runs under `prov4torch run
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import subprocess
