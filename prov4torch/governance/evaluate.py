@@ -84,6 +84,9 @@ def parse_time(v: Any) -> _dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
 
 
+_EMPTY: frozenset[str] = frozenset()
+
+
 class Evaluator:
     """Evaluates a policy over one graph; lineage walks are cached per subject."""
 
@@ -95,6 +98,11 @@ class Evaluator:
         self.model_ids = {n.id for n in self.models}
         self._upstream: dict[str, dict[str, int]] = {}
         self._used: dict[str, list[Edge]] | None = None
+        # the datasets upstream of each node, memoised over the whole graph (a long fine-tune chain is linear,
+        # not quadratic): one table following every use, one following a model's training uses only
+        self._data_all: dict[str, frozenset[str]] = {}
+        self._data_trained: dict[str, frozenset[str]] = {}
+        self._last_scope: tuple[tuple[str, bool] | None, list[str]] = (None, [])
 
     def upstream(self, nid: str) -> dict[str, int]:
         """What ``nid`` comes from over the policy's lineage relations. From a model, with ``lineage_roles`` set,
@@ -129,15 +137,18 @@ class Evaluator:
                     queue.append(nxt)
         return seen
 
-    def subjects(self, rule: Rule) -> list[Node]:
-        if rule.target == "model":
+    def candidates(self, target: str) -> list[Node]:
+        """The nodes rules of ``target`` may judge (an activity only when it processed data: ``applies``)."""
+        if target == "model":
             return self.models
-        if rule.target == "dataset":
+        if target == "dataset":
             return [self.graph.nodes[d] for d in sorted(self.datasets)]
-        # activities that processed data: directly, or (lineage scope) through what they used; a checkpoint
-        # of unknown lineage is judged by itself, data or not
-        return [a for a in self.graph.activities() if not a.types() & NOT_PROCESSING
-                and (rule.check == "lineage_known" or self.scope(rule, a))]
+        return [a for a in self.graph.activities() if not a.types() & NOT_PROCESSING]
+
+    def applies(self, rule: Rule, subject: Node) -> bool:
+        """Activities are judged when they processed data: directly, or (lineage scope) through what they used;
+        a checkpoint of unknown lineage is judged by itself, data or not."""
+        return rule.target != "activity" or rule.check == "lineage_known" or bool(self.scope(rule, subject))
 
     def _direct(self, nid: str) -> list[str]:
         """The data an activity used itself -- datasets, and checkpoints, which carry the governance inherited
@@ -153,10 +164,63 @@ class Evaluator:
     def scope(self, rule: Rule, subject: Node) -> list[str]:
         if rule.scope == "direct":
             return self._direct(subject.id)
-        found = set(self.upstream(subject.id)) & self.datasets
-        if subject.id in self.datasets:
-            found.add(subject.id)
-        return sorted(found)
+        key = (subject.id, self.policy.lineage_roles is not None and subject.id in self.model_ids)
+        if key != self._last_scope[0]:  # rules of one subject follow each other: kept for the next one
+            found = set(self.data_upstream(*key))
+            if subject.id in self.datasets:
+                found.add(subject.id)
+            self._last_scope = (key, sorted(found))
+        return self._last_scope[1]
+
+    def _parents(self, node: str, trained: bool) -> list[str]:
+        graph, roles = self.graph, self.policy.lineage_roles
+        out: list[str] = []
+        for rel in self.policy.lineage:
+            ups = list(graph.up[rel].get(node, ())) if rel in graph.up else []
+            if trained and rel == "used" and roles is not None:
+                ups = [u for u in ups if not (r := self.roles(node, u)) or r & roles]
+            out.extend(ups)
+        return out
+
+    def data_upstream(self, start: str, trained: bool = False) -> frozenset[str]:
+        """The datasets upstream of ``start`` over the policy's lineage relations (``trained``: a run's ``used``
+        counts only in the policy's ``lineage_roles``), excluding ``start`` itself. Memoised for every node
+        on the way, in one iterative post-order pass: a node with one parent that adds nothing shares its
+        parent's set, so a 10^6-model chain costs memory linear in its length. A cycle (not PROV, but
+        possible in a document from elsewhere) falls back to a plain walk for that start."""
+        memo = self._data_trained if trained else self._data_all
+        if start in memo:
+            return memo[start] - {start}
+        made: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, list[str] | None]] = [(start, None)]
+        while stack:
+            node, parents = stack.pop()
+            if node in memo:
+                continue
+            if parents is None:
+                on_path.add(node)
+                parents = self._parents(node, trained)
+                stack.append((node, parents))
+                for p in parents:
+                    if p in on_path:  # a cycle: no memo from this pass, walk instead
+                        for n in made:
+                            del memo[n]
+                        reached = self.graph.walk(start, self.policy.lineage, "up")
+                        return frozenset(reached) & frozenset(self.datasets) - {start}
+                    if p not in memo:
+                        stack.append((p, None))
+                continue
+            on_path.discard(node)
+            sets = list({id(s): s for s in (memo[p] for p in parents) if s}.values())
+            own = node in self.datasets
+            largest = max(sets, key=len) if sets else _EMPTY
+            if not own and all(s is largest or s <= largest for s in sets):
+                memo[node] = largest  # adds nothing: shared, not copied
+            else:
+                memo[node] = frozenset().union(*sets, {node} if own else ())
+            made.append(node)
+        return memo[start] - {start}
 
     def activities_for(self, rule: Rule, subject: Node) -> list[tuple[Node, list[str]]]:
         """(activity, datasets it used that are in scope) pairs a purpose/region/time rule judges."""
@@ -175,11 +239,15 @@ class Evaluator:
     def evaluate(self, runtime: bool = False) -> list[Violation]:
         """Every violation; ``runtime``: skip the checks that only mean something once a run is over."""
         out: list[Violation] = []
-        for rule in self.policy.rules:
-            if runtime and rule.check in AFTER_THE_FACT:
+        for target in ("model", "dataset", "activity"):  # subject by subject: a subject's scope is found once
+            rules = [r for r in self.policy.rules if r.target == target
+                     and not (runtime and r.check in AFTER_THE_FACT)]
+            if not rules:
                 continue
-            for subject in self.subjects(rule):
-                out.extend(getattr(self, f"_check_{rule.check}")(rule, subject))
+            for subject in self.candidates(target):
+                for rule in rules:
+                    if self.applies(rule, subject):
+                        out.extend(getattr(self, f"_check_{rule.check}")(rule, subject))
         return out
 
     def _v(self, rule: Rule, subject: Node, datasets: Iterable[str], attribute: str, reason: str) -> Violation:

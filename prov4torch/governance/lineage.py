@@ -114,10 +114,11 @@ class LineageIndex:
         cards = [c for doc in documents for c in cards_from_graph(load_graph([doc]))]
         con = self._connect(create=True)
         assert con is not None
-        with contextlib.closing(con), con:
+        with contextlib.closing(con), con:  # one transaction: a store of 20,000 models is one commit
             con.execute("DELETE FROM cards")
-        for card in cards:
-            self.put(card)
+            con.executemany("INSERT OR REPLACE INTO cards (digest, model, card, envelope) VALUES (?, ?, ?, NULL)",
+                            [(k, str(card.get("model")), json.dumps(card, sort_keys=True))
+                             for card in cards for k in card_keys(card)])
         return len(cards)
 
 
@@ -451,13 +452,16 @@ def cards_from_graph(graph: Graph) -> list[dict[str, Any]]:
     """A card for every model in a PROV graph (ours or merged), keyed by the digests it records."""
     cards = []
     datasets = {n.id for n in graph.of_type([MLS_NAMESPACE + "Dataset"])}
+    file_digests: dict[str, list[str]] = {}  # a file's own digest is on the run's generation or usage of a model
+    for e in graph.edges:  # one pass (a pass per model was quadratic in a store of many models)
+        if e.relation in ("wasGeneratedBy", "used"):
+            for end in (e.down, e.up):
+                file_digests.setdefault(end, []).extend(str(v) for v in e.attrs.get(NAMESPACE + "sha256", []))
     for model in graph.of_type([MLS_NAMESPACE + "Model"]):
         keys: list[str] = []
         for attr in ("weightsSha256", "sha256", "rootSha256"):
             keys += [str(v) for v in model.values(NAMESPACE + attr)]
-        for e in graph.edges:  # a file's own digest is on the run's generation or usage of the model
-            if model.id in (e.down, e.up) and e.relation in ("wasGeneratedBy", "used"):
-                keys += [str(v) for v in e.attrs.get(NAMESPACE + "sha256", [])]
+        keys += file_digests.get(model.id, [])
         if not keys:
             continue
         reached = graph.walk(model.id, DEFAULT_LINEAGE, "up")
@@ -468,8 +472,9 @@ def cards_from_graph(graph: Graph) -> list[dict[str, Any]]:
                                         "identity": str((graph.nodes[d].values(NAMESPACE + "identity") or
                                                          ["content"])[0])}
         members = {model.id, *reached}
-        derivations = sorted({(graph.short(e.down), graph.short(e.up)) for e in graph.edges
-                              if e.relation == "wasDerivedFrom" and e.down in members and e.up in members})
+        derived = graph.up["wasDerivedFrom"]
+        derivations = sorted({(graph.short(m), graph.short(u)) for m in members for u in derived.get(m, ())
+                              if u in members})
         short = graph.short(model.id)
         if not any(g == short for g, _ in derivations):  # a model derived only through its run's usage
             derivations += [(short, d) for d in upstream]
