@@ -326,6 +326,9 @@ def lineage(
                                "results": [h.as_dict() for h in hits]}, indent=2, default=str))
         return
     typer.echo(f"{'downstream of' if down else 'upstream of'} {focal.label} ({focal.kind}): {len(hits)} record(s)")
+    if str(focal.attrs.get("lineageGap")).lower() == "true":
+        typer.echo("  lineage gap: the run that made it recorded no identified training data (see p4t:lineageGap; "
+                   "record the data with prov4torch run --data DIR, log_dataset or track)")
     for h in hits:
         attrs = ", ".join(f"{k}={v}" for k, v in h.attrs.items() if k != "sha256")
         typer.echo(f"  {h.distance:>3}  {h.kind:<8} {h.label}" + (f"  [{attrs}]" if attrs else ""))

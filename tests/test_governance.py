@@ -425,11 +425,15 @@ def test_training_after_catching_the_violation_gets_no_more_data(tmp_path: Path)
 
 
 def test_a_plain_generator_is_not_gated_but_the_model_it_trained_is_a_finding(tmp_path: Path):
-    with pytest.warns(Warning, match="model-trained-on-declared-data"):
+    with pytest.warns(Warning) as caught:
         with prov4torch.start_run(region="eu-west-1", purpose="training", policy="default") as run:
             for _x in (torch.ones(2) for _ in range(3)):
                 pass
             prov4torch.log_model(torch.nn.Linear(2, 2), name="m")
+    said = " ".join(str(w.message) for w in caught)
+    assert "model-trained-on-declared-data" in said and "has no recorded training data" in said  # the gap, aloud
+    (model,) = [e for k, e in load(run.prov_path)["entity"].items() if k.startswith("p4t:model/")]
+    assert model["p4t:lineageGap"] is True
     report = check([run.prov_path], "default")
     assert report.verdict == "deny" and "model-trained-on-declared-data" in {v.rule for v in report.violations}
 

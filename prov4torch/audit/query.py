@@ -22,7 +22,8 @@ from .text import clean, clean_tree
 
 TYPES = {"dataset": MLS_NAMESPACE + "Dataset", "model": MLS_NAMESPACE + "Model"}
 SUMMARY_ATTRS = ("jurisdiction", "originCountry", "personalData", "consentScope", "license", "regulation",
-                 "prohibitedPurpose", "consentExpires", "status", "computeRegion", "purpose", "intendedUse", "sha256")
+                 "prohibitedPurpose", "consentExpires", "status", "computeRegion", "purpose", "intendedUse", "sha256",
+                 "lineageGap", "identity")
 _HEX = re.compile(r"^(sha256[:-])?([0-9a-f]{8,64})$")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -43,12 +44,15 @@ class FrameworkHooks:
         (("safetensors.torch",), "safetensors_torch"),
         (("safetensors",), "safetensors_root"),
         (("numpy",), "numpy"),
+        (("pandas",), "pandas"),
+        (("pyarrow.parquet",), "pyarrow_parquet"),
         (("datasets",), "hf_datasets"),
     )
 
     def __init__(self, run: Run, patcher: Patcher) -> None:
         self.run = run
         self.p = patcher
+        self.read: set[tuple[str, str]] = set()  # (file, role) already recorded by a reader
 
     def lightning_io(self, module: ModuleType) -> None:
         run, p = self.run, self.p
@@ -134,15 +138,38 @@ class FrameworkHooks:
             return safe_open
         p.replace(module, "safe_open", make)
 
-    def numpy(self, module: ModuleType) -> None:
-        run, p = self.run, self.p
-        def data_file(result: Any, fname: Any, *a: Any, **k: Any) -> None:
-            path = file_path(fname)
-            if path is not None and os.path.isfile(path):
-                run.log_dataset(path, role="input")
+    def data_read(self, result: Any, source: Any, *a: Any, **k: Any) -> None:
+        """A file read as data by a reader (numpy, pandas, pyarrow): recorded once per file and role, by
+        content. The role follows how it is read: with gradients on it is ``input`` (models derive from it),
+        under ``no_grad`` (an evaluation loop) ``evaluation``."""
+        path = file_path(source)
+        if path is None or not os.path.isfile(path):
+            return
+        torch = sys.modules.get("torch")
+        role = "input" if torch is None or torch.is_grad_enabled() else "evaluation"
+        key = (os.path.abspath(path), role)
+        if key in self.read:
+            return
+        self.read.add(key)
+        self.run.log_dataset(path, role=role)
 
-        for name in ("load", "loadtxt", "genfromtxt"):
-            p.after(module, name, data_file, f"a file read with numpy.{name}")
+    def numpy(self, module: ModuleType) -> None:
+        p = self.p
+        for name in ("load", "loadtxt", "genfromtxt", "fromfile"):
+            p.after(module, name, self.data_read, f"a file read with numpy.{name}")
+        # np.memmap(path, ...): a class; its __new__ is the reader (nanoGPT's token files)
+        p.after(module.memmap, "__new__", lambda result, _cls, filename, *a, **k: self.data_read(result, filename),
+                "a file mapped with numpy.memmap")
+
+    def pandas(self, module: ModuleType) -> None:
+        for name in ("read_csv", "read_parquet", "read_json", "read_feather", "read_table", "read_excel"):
+            if hasattr(module, name):
+                self.p.after(module, name, self.data_read, f"a file read with pandas.{name}")
+
+    def pyarrow_parquet(self, module: ModuleType) -> None:
+        for name in ("read_table", "read_pandas"):
+            if hasattr(module, name):
+                self.p.after(module, name, self.data_read, f"a file read with pyarrow.parquet.{name}")
 
     def hf_datasets(self, module: ModuleType) -> None:
         run, p = self.run, self.p

@@ -203,6 +203,7 @@ class Checkpoints:
         self.produced_ids: set[str] = set()
         self.cards: dict[str, dict[str, Any]] = {}  # model id -> its lineage card
         self.written: dict[Path, str] = {}  # sidecars written -> the model id each names
+        self.gaps: list[str] = []  # checkpoints saved with no identified training data
 
     def produced(
         self, model_or_path: Any, name: str, step: int | None, epoch: int | None, sources: list[str],
@@ -305,10 +306,17 @@ class Checkpoints:
         sources = [record.datasets[d].get("governance", {}) for d in derived if d in record.datasets]
         sources += [record.loads[m].get("governance", {}) for m in derived if m in record.loads]
         governance = inherit(sources)
+        identified = [d for d in derived if (d in record.datasets and record.datasets[d].get("identity") in
+                                             ("content", "declared")) or d in record.loads]
+        if not identified:  # said out loud: the model's record would otherwise just be short
+            event["lineage_gap"] = True
+            self.gaps.append(str(event.get("path") or event["id"]))
         event["governance"] = governance
         extra = {"p4t:intendedUse": self.intended_use} if self.intended_use else {}
         event["tags"] = governance_tags(governance, extra)
         card = lineage.model_card(event, record.datasets, record.loads, self.activity)
+        if event.get("lineage_gap"):
+            card["lineage_gap"] = True
         envelope = None
         signer = self.signer()
         if signer is not None and event.get("path"):
@@ -398,7 +406,7 @@ class Checkpoints:
                                              rule.source.describe())
                 where = rule.source.describe()
                 event["lineage_source"] = "declared"
-        event["lineage_known"] = card is not None
+        event["lineage_known"] = card is not None and not card.get("lineage_gap")
         if card is None:
             if self.warn_unknown_lineage:
                 why = ("; ".join(found.errors)[:500] + "; nothing else") if found.errors else "no sidecar, nothing"

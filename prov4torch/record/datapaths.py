@@ -58,6 +58,8 @@ class Run(Protocol):
     def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0,
                     epochs: int = 0) -> None: ...
 
+    def on_end(self, callback: Any) -> None: ...
+
 SHUFFLING = ("RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler")
 
 
@@ -150,6 +152,8 @@ class _LoaderState:
         self.due = 0.0  # when the counts are next reported
         self.started = False
         self.done = False
+        if dataset_id is not None:
+            owner.open_states[id(self)] = self  # until it finishes: its last counts are reported at the run's end
 
     def count(self, batch: Any) -> None:
         if self.dataset_id is None:
@@ -169,12 +173,14 @@ class _LoaderState:
         if self.dataset_id is None or self.done:
             return
         self.done = True
+        self.owner.open_states.pop(id(self), None)
         self.report(int(epoch_done))
 
-    def report(self, epochs: int) -> None:
+    def report(self, epochs: int, closing: bool = False) -> None:
+        """The counts since the last report, to the run (``closing``: from the run's own end, which has begun)."""
         self.due = time.monotonic() + REPORT_S
         run = self.owner.run
-        if self.dataset_id is not None and not run.ended:
+        if self.dataset_id is not None and (closing or not run.ended):
             run.count_usage(self.dataset_id, self.role, self.samples, self.batches, epochs)
             self.reported = (self.reported[0] + self.samples, self.reported[1] + self.batches)
         self.samples = self.batches = 0
@@ -205,6 +211,9 @@ class DataPaths:
         self.stage: str | None = None  # a framework's stage (Lightning, the HF Trainer): the role of its data
         self.steps = 0  # optimizer steps taken in this process while installed
         self.trained_on: weakref.WeakSet[Any] = weakref.WeakSet()  # loaders an optimizer stepped between batches of
+        # iterators not read to their end (a loop that breaks, an infinite sampler): their counts since the last
+        # periodic report go to the record when the run ends, so the usage is exact, not a second stale
+        self.open_states: dict[int, _LoaderState] = {}
         self._undo: list[Callable[[], None]] = []
 
     # -- install / remove ------------------------------------------------------------------------------
@@ -237,8 +246,15 @@ class DataPaths:
                     delattr(Dataset, "__init_subclass__")
 
         self._undo.append(undo)
+        self.run.on_end(lambda _run: self.report_open())
         DataPaths.active = self
         return self
+
+    def report_open(self) -> None:
+        """At the run's end: the counts of every iterator not read to its end, as of now."""
+        for state in list(self.open_states.values()):
+            if state.samples or state.batches:
+                state.report(0, closing=True)
 
     def remove(self) -> None:
         while self._undo:

@@ -22,7 +22,6 @@ import datetime as _dt
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +32,7 @@ from ..errors import InvalidValueError, UnreadableContentError
 from ..governance.declared import DECLARED
 from ..governance.tags import ROLE, governance_attributes, inherit
 from ..warn import warn
-from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
+from .identity import Digest, DigestCache, OverBudget, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
 from .ids import local as local_name
 
@@ -183,20 +182,28 @@ class DatasetIdentifier:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="prov4torch-hash")
             self._pending.append(self._pool.submit(work))
 
-    def _digest(self, data: Any) -> Digest | None:
+    def _digest(self, data: Any) -> Digest | str:
+        """The content digest, or why there is none."""
         try:
-            return dataset_digest(data, self.cache)
+            digest = dataset_digest(data, self.cache)
+        except OverBudget as exc:
+            return f"past the hashing budget: {exc}"
         except Exception as exc:  # noqa: BLE001 - a user object's failure: the dataset is unidentified
-            warnings.warn(f"prov4torch: cannot hash the content of {type(data).__name__}: {exc}; it is recorded "
-                          "as unidentified (give dataset_id= to name it)", RuntimeWarning, stacklevel=2)
-            return None
+            warn(f"prov4torch: cannot hash the content of {type(data).__name__}: {exc}; it is recorded as "
+                 "unidentified (give dataset_id= to name it)")
+            return f"its content could not be read: {type(exc).__name__}: {str(exc)[:200]}"
+        if digest is None:
+            return ("nothing content-like could be reached: no tensors, arrays, files or plain Python data (a "
+                    "generator, a callable, or settings alone)")
+        return digest
 
-    def _final(self, digest: Digest | None, declared: Any, event: Mapping[str, Any]) -> dict[str, Any]:
-        if digest is not None:
+    def _final(self, digest: Digest | str, declared: Any, event: Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(digest, str):
             return {**_digest_fields(digest), "id": content_id("dataset", digest.sha256)}
         if declared:
-            return {"id": f"p4t:dataset/declared/{local_name(str(declared))}", "identity": "declared"}
-        return {"id": event.get("id") or self._run_scoped(), "identity": "unidentified"}
+            return {"id": f"p4t:dataset/declared/{local_name(str(declared))}", "identity": "declared",
+                    "unidentified_reason": digest}
+        return {"id": event.get("id") or self._run_scoped(), "identity": "unidentified", "unidentified_reason": digest}
 
     def _run_scoped(self) -> str:
         with self._lock:

@@ -360,6 +360,7 @@ def _model_attrs(m: Mapping[str, Any]) -> dict[str, Any]:
     weights = m.get("weights_sha256")
     return {
         "prov:type": QName("mls:Model"),
+        "p4t:lineageGap": True if m.get("lineage_gap") else None,
         "p4t:identity": "weights" if weights and m["id"].endswith(weights) else "content",
         "p4t:weightsSha256": weights,
         "p4t:sha256": None if weights and m["id"].endswith(weights) else m.get("sha256"),

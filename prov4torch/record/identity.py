@@ -25,6 +25,7 @@ import sqlite3
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,6 +360,31 @@ def safetensors_weights_digest(paths: Iterable[Path]) -> str | None:
 # -- in-memory datasets ----------------------------------------------------------------------------
 
 _SCALARS = (str, int, float, bool, type(None))
+TEXT_IS_DATA = 256  # a str attribute this long (or with a newline) is data, not a setting
+# the budget for hashing Python objects (files, tensors and arrays are hashed whatever their size): past it the
+# dataset is unidentified, with the reason
+MAX_CONTENT_BYTES = 4 << 30
+HASH_BUDGET_S = 60.0
+MAX_OBJECTS = 5_000_000
+
+
+class OverBudget(Exception):
+    """Hashing a dataset's Python objects went past the budget."""
+
+
+def _members(obj: Any) -> dict[str, Any] | None:
+    """An object's data members: its ``__dict__`` and ``__slots__`` (None for what has neither: builtins)."""
+    out: dict[str, Any] = {}
+    d = getattr(obj, "__dict__", None)
+    if isinstance(d, dict):
+        out.update(d)
+    for cls in type(obj).__mro__:
+        for name in getattr(cls, "__slots__", ()) if isinstance(getattr(cls, "__slots__", ()), (tuple, list)) else ():
+            if name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                out[name] = getattr(obj, name)
+    if not out and not isinstance(d, dict):
+        return None
+    return out
 
 
 class _Hasher:
@@ -371,8 +397,11 @@ class _Hasher:
         self.files: list[FileDigest] = []
         self._seen: set[int] = set()
         self.data = 0  # how many values of data (not settings: a lone number or string) were fed
+        self.deadline = time.monotonic() + HASH_BUDGET_S
 
     def feed(self, tag: str, data: bytes | memoryview, setting: bool = False) -> None:
+        if self.size > MAX_CONTENT_BYTES or time.monotonic() > self.deadline:
+            raise OverBudget(f"more than {MAX_CONTENT_BYTES >> 30} GiB or {HASH_BUDGET_S:g} s of Python objects")
         self.h.update(f"{tag}\0{len(data)}\0".encode())
         self.h.update(data)
         self.size += len(data)
@@ -403,7 +432,11 @@ class _Hasher:
             self.feed(f"{path}:range", f"{v.start},{v.stop},{v.step}".encode())
             return True
         if isinstance(v, _SCALARS):
-            self.feed(f"{path}:scalar", json.dumps(v).encode(), setting=True)
+            # a lone number or short name on the dataset itself is a setting (a length, a seed, a split); a
+            # text (the char-level pattern: the corpus in one str) or a value inside a collection is data
+            setting = depth <= 1 and not (isinstance(v, str) and (len(v) >= TEXT_IS_DATA or "\n" in v))
+            self.feed(f"{path}:scalar", json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+                      setting=setting)
             return True
         if isinstance(v, str) and len(v) < 4096 and os.path.isfile(v):
             f = file_digest(Path(v), self.cache)
@@ -412,9 +445,14 @@ class _Hasher:
             return True
         if isinstance(v, (list, tuple)) and v:
             return self.sequence(path, v, depth)
-        if isinstance(v, Mapping) and v and all(isinstance(k, str) for k in v):
-            return all(self.value(f"{path}.{k}", v[k], depth + 1) for k in sorted(v))
-        if depth < MAX_DEPTH and hasattr(v, "__dict__") and not callable(v) and id(v) not in self._seen:
+        if isinstance(v, (set, frozenset)) and v and all(isinstance(x, _SCALARS) for x in v):
+            items = sorted(v, key=lambda x: (type(x).__name__, json.dumps(x)))  # one order in every process
+            self.feed(f"{path}:set", json.dumps(items, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            return True
+        if isinstance(v, Mapping) and v and all(isinstance(k, _SCALARS) for k in v):
+            keys = sorted(v, key=lambda k: (type(k).__name__, json.dumps(k)))
+            return all(self.value(f"{path}.{json.dumps(k)}", v[k], depth + 1) for k in keys)
+        if depth < MAX_DEPTH and not callable(v) and id(v) not in self._seen and _members(v) is not None:
             self._seen.add(id(v))
             return self.attributes(path, v, depth + 1) > 0
         return False
@@ -423,6 +461,9 @@ class _Hasher:
         if all(isinstance(x, _SCALARS) for x in v):
             self.feed(f"{path}:list", json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
             return True
+        if len(v) > MAX_OBJECTS:
+            raise OverBudget(f"{len(v):,} items in {path or 'the dataset'} (more than {MAX_OBJECTS:,} objects "
+                             "are not hashed one by one)")
         if all(isinstance(x, (list, tuple)) and all(isinstance(y, _SCALARS) for y in x) for x in v):
             self.feed(f"{path}:rows", json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
             # lists of (path, label) pairs (ImageFolder's samples): the files' content too
@@ -436,12 +477,14 @@ class _Hasher:
         return all(self.value(f"{path}[{i}]", x, depth + 1) for i, x in enumerate(v))
 
     def attributes(self, path: str, obj: Any, depth: int) -> int:
-        """Hash every content-like public attribute (and Subset/Concat members); how many."""
+        """Hash every content-like attribute (``__dict__`` and ``__slots__``; Subset/Concat members); how many."""
         hashed = 0
-        for name in sorted(vars(obj)):
+        members = _members(obj) or {}
+        self.feed(f"{path}:class", type(obj).__qualname__.encode(), setting=True)
+        for name in sorted(members):
             if name.startswith("__"):
                 continue
-            v = vars(obj)[name]
+            v = members[name]
             if callable(v) and not _is_tensor(v):
                 continue  # transforms, collate functions, loaders
             if self.value(f"{path}.{name}", v, depth):
@@ -496,7 +539,7 @@ def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
         if hasher.value("", obj, 0):
             covered.append("(value)")
     else:
-        attrs = getattr(obj, "__dict__", {})
+        attrs = _members(obj) or {}
         for n in sorted(attrs):
             if n.startswith("__") or callable(attrs[n]) or attrs[n] is None:
                 continue

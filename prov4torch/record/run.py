@@ -476,6 +476,13 @@ class Run(AttachMixin):
         except Exception as exc:  # noqa: BLE001 - never lose the record over the final policy check
             with contextlib.suppress(Exception):
                 warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
+        gaps = self.inputs.checkpoints.gaps
+        if gaps:
+            more = f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else ""
+            warn(f"prov4torch: checkpoint {gaps[0]}{more} has no recorded training data: no dataset the run read "
+                 "could be identified (data held in a generator, read with a reader prov4torch does not watch, or "
+                 "from a folder it was not told about); it is marked p4t:lineageGap. Record the data: prov4torch "
+                 "run --data DIR, prov4torch.log_dataset(...) or prov4torch.track(loader)")
         self._open = False
         self._context_thread.join(timeout=30)
         self.appenders.clear()  # the hot paths now reach _new_series, which refuses
