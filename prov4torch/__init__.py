@@ -24,13 +24,19 @@ from . import env as _env
 from ._version import __version__
 from .errors import (
     ConfigError,
+    EvidenceError,
+    GpuUnavailable,
     InvalidValueError,
     JournalError,
     MergeConflictError,
     MissingExtraError,
     PolicyViolation,
+    PolicyWarning,
     Prov4TorchError,
+    ProvInputError,
     RunStateError,
+    TelemetryWarning,
+    UnreadableContentError,
 )
 from .governance.declared import declare_checkpoint, load_tags
 from .governance.evaluate import check
@@ -45,15 +51,21 @@ from .record.values import TensorType as _TensorType
 __all__ = [
     "NAMESPACE",
     "ConfigError",
+    "EvidenceError",
+    "GpuUnavailable",
     "InvalidValueError",
     "JournalError",
     "MergeConflictError",
     "MissingExtraError",
     "ModelVersion",
     "PolicyViolation",
+    "PolicyWarning",
     "Prov4TorchError",
+    "ProvInputError",
     "Run",
     "RunStateError",
+    "TelemetryWarning",
+    "UnreadableContentError",
     "__version__",
     "active_run",
     "check",

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import ConfigError
+from .errors import ConfigError, FileTooLarge, NotRegularFile, Terminated
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -72,10 +72,6 @@ def check_output(path: Path) -> Path:
     return path
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived while a file was being written; cleanup runs, then the process exits as the signal would."""
-
-
 @contextlib.contextmanager
 def cleanup_on_signal() -> Iterator[None]:
     """Within the block, SIGTERM raises ``Terminated`` (SIGINT already raises KeyboardInterrupt), so the
@@ -115,14 +111,6 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 
 # -- reading: regular files only, bounded, never blocking -------------------------------------------------
-
-class NotRegularFile(OSError):
-    """A path that is a FIFO, socket, device or directory where a regular file is expected (never read)."""
-
-
-class FileTooLarge(OSError):
-    """A file larger than the cap its reader sets (read whole, so bounded)."""
-
 
 def file_kind(mode: int) -> str:
     """A file type in words (``stat.S_IFMT`` of ``mode``)."""

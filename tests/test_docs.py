@@ -64,3 +64,17 @@ def test_vocabulary_documents_every_term_the_writer_uses():
     assert not missing_metrics, f"docs/vocabulary.md lacks metric names: {missing_metrics}"
     missing = sorted(t for t in terms if f"`p4t:{t}`" not in vocab)
     assert not missing, f"docs/vocabulary.md lacks: {missing}"
+
+
+def test_every_environment_variable_is_named_in_env_py_and_the_readme():
+    """Issue 21: the PROV4TORCH_* names live in env.py alone, and the README lists every one of them."""
+    from prov4torch import env
+
+    names = {v for k, v in vars(env).items() if k.isupper() and isinstance(v, str) and v.startswith("PROV4TORCH_")}
+    readme = (ROOT / "README.md").read_text()
+    assert sorted(n for n in names if f"`{n}" not in readme) == []
+    used = set()
+    for path in list((ROOT / "prov4torch").rglob("*.py")) + list((ROOT / "cli").rglob("*.py")):
+        if path.name != "env.py":
+            used |= set(re.findall(r'"(PROV4TORCH_[A-Z_]+)"', path.read_text(encoding="utf-8")))
+    assert sorted(used - names) == [], "a PROV4TORCH_* name defined outside env.py"

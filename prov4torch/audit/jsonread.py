@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from ..errors import InvalidValueError
-from ..safefs import NotRegularFile, open_regular
+from ..errors import NotRegularFile
+from ..errors import ProvInputError as ProvInputError  # re-exported: readers raise it from here
+from ..safefs import open_regular
 
 MAX_INT_DIGITS = 4000
-
-
-class ProvInputError(InvalidValueError):
-    """A file that is not PROV-JSON we can read (the message names file and place)."""
 
 
 @dataclass

@@ -25,12 +25,11 @@ from types import TracebackType
 from typing import Any
 
 from .. import env
-from ..errors import ConfigError, PolicyViolation, Prov4TorchError
+from ..errors import ConfigError, PolicyViolation, Prov4TorchError, SignalExit
 from ..record.attestation import sign_documents
 from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
-from ..record.signals import SignalExit
 from .children import await_children, patch_spawn, prepare_children
 
 HELP_FLAGS = {"-h", "--help"}

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EvidenceError
-from ..safefs import CLOEXEC, NOFOLLOW, FileTooLarge, NotRegularFile, open_regular, read_regular
+from ..errors import EvidenceError, FileTooLarge, NotRegularFile
+from ..safefs import CLOEXEC, NOFOLLOW, open_regular, read_regular
 from . import dsse
 
 ATTESTATION = "attestation.intoto.jsonl"

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import env
-from ..errors import ConfigError
-from ..safefs import FileTooLarge, NotRegularFile, read_regular
+from ..errors import ConfigError, FileTooLarge, NotRegularFile
+from ..safefs import read_regular
 
 KEY_NAME = "signing-key.pem"
 PUB_NAME = "signing-key.pub.pem"

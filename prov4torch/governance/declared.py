@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InvalidValueError
-from ..safefs import FileTooLarge, NotRegularFile, read_regular
+from ..errors import ConfigError, FileTooLarge, InvalidValueError, NotRegularFile
+from ..safefs import read_regular
 from .tags import DATASET_TAGS, governance_attributes
 
 MATCH_KEYS = ("path", "name", "id", "sha256")

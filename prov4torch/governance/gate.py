@@ -19,7 +19,7 @@ from typing import Any
 
 from ..audit.graph import Graph
 from ..audit.load import add_document
-from ..errors import InvalidValueError, PolicyViolation
+from ..errors import InvalidValueError, PolicyViolation, PolicyWarning
 from ..provjson import QName, attributes
 from .evaluate import Violation, evaluate
 from .policy import Policy, load_policy
@@ -28,10 +28,6 @@ MODES = ("enforce", "audit")
 PROSPECTIVE = "prospective-model"
 
 Recorder = Callable[[dict[str, Any]], None]
-
-
-class PolicyWarning(UserWarning):
-    """An audit-mode policy violation: recorded, training goes on."""
 
 
 @dataclass

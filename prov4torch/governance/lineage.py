@@ -37,10 +37,10 @@ from typing import Any
 from ..audit import jsonread
 from ..audit.graph import DEFAULT_LINEAGE, Graph, Node
 from ..audit.load import expand_dirs, load_graph
-from ..errors import ConfigError, EvidenceError, Prov4TorchError
+from ..errors import ConfigError, EvidenceError, FileTooLarge, NotRegularFile, Prov4TorchError
 from ..evidence import dsse
 from ..provjson import MLS_NAMESPACE, NAMESPACE, value
-from ..safefs import FileTooLarge, NotRegularFile, read_regular, safe_dir, write_atomic
+from ..safefs import read_regular, safe_dir, write_atomic
 from .tags import DATASET_TAGS, inherit
 
 CARD_DIR = ".lineage"

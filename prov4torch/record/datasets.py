@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import provjson
-from ..errors import InvalidValueError, UnreadableContentError
+from ..errors import InvalidValueError, OverBudget, UnreadableContentError
 from ..governance.declared import DECLARED
 from ..governance.tags import ROLE, governance_attributes, inherit
 from ..warn import warn
-from .identity import Digest, DigestCache, OverBudget, dataset_digest, digest_path, estimated_bytes
+from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
 from .ids import local as local_name
 

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidValueError, Prov4TorchError, UnreadableContentError
+from ..errors import (
+    InvalidValueError,
+    OverBudget,
+    Prov4TorchError,
+    UnreadableContentError,
+)
 from ..safefs import file_kind, open_regular, safe_dir
 
 CHUNK = 1 << 20
@@ -366,10 +371,6 @@ TEXT_IS_DATA = 256  # a str attribute this long (or with a newline) is data, not
 MAX_CONTENT_BYTES = 4 << 30
 HASH_BUDGET_S = 60.0
 MAX_OBJECTS = 5_000_000
-
-
-class OverBudget(Exception):
-    """Hashing a dataset's Python objects went past the budget."""
 
 
 def _members(obj: Any) -> dict[str, Any] | None:

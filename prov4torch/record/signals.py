@@ -18,7 +18,10 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any, Protocol
 
-from ..errors import PolicyViolation
+from ..errors import (
+    PolicyViolation,
+    SignalExit,
+)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -74,15 +77,6 @@ def from_signal_handler(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
-
-
-class SignalExit(BaseException):
-    """Raised in the main thread by a deferred SIGTERM/SIGINT (``prov4torch run``): the runner ends the run
-    KILLED, merges and summarises, then exits as the signal would."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 class Hooks:

@@ -17,12 +17,10 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from ..errors import TelemetryWarning as TelemetryWarning  # re-exported
+
 Reader = Callable[[], Mapping[str, float]]
 Sink = Callable[[str, float, float], None]
-
-
-class TelemetryWarning(RuntimeWarning):
-    """A sampler could not read something; training goes on."""
 
 
 def warn(message: str) -> None:

@@ -16,11 +16,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..errors import GpuUnavailable
 from .base import Sampler, warn
-
-
-class GpuUnavailable(Exception):
-    """NVML or the devices cannot be used; the GPU sampler stops."""
 
 
 def _decode(v: Any) -> str:

@@ -1,0 +1,202 @@
+"""Fidelity on code in the styles nobody here wrote (issue 25): data held in plain Python, token files read with
+np.memmap, loops that never exhaust their loader, models whose training data went unrecorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import load
+
+CLI = [sys.executable, "-m", "prov4torch_cli.app"]
+
+
+def run(tmp_path: Path, script: str, *args: str, out: str = "runs") -> subprocess.CompletedProcess[str]:
+    (tmp_path / "train.py").write_text(textwrap.dedent(script))
+    return subprocess.run([*CLI, "run", "--out", out, "train.py", *args], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=180)
+
+
+def datasets(doc: dict) -> dict[str, dict]:
+    return {k: e for k, e in doc["entity"].items() if k.startswith("p4t:dataset/") or "/dataset/" in k}
+
+
+CHAR = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+class CharDataset(Dataset):  # the char-level GPT pattern: the corpus is one str
+    def __init__(self, text, block):
+        chars = sorted(set(text))
+        self.stoi = {c: i for i, c in enumerate(chars)}
+        self.data = text
+        self.block = block
+    def __len__(self):
+        return len(self.data) - self.block - 1
+    def __getitem__(self, i):
+        ix = torch.tensor([self.stoi[c] for c in self.data[i:i + self.block + 1]], dtype=torch.float32)
+        return ix[:-1], ix[1:]
+
+class Obj:
+    def __init__(self, i):
+        self.i = i
+
+class Objects(Dataset):  # a dataset of plain Python objects
+    def __init__(self):
+        self.items = [Obj(i) for i in range(100)]
+    def __len__(self):
+        return len(self.items)
+    def __getitem__(self, i):
+        return torch.tensor([float(self.items[i].i)])
+
+text = "to be or not to be, that is the question\\n" * 20
+model = torch.nn.Linear(8, 8)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for x, y in DataLoader(CharDataset(text, 8), batch_size=16, shuffle=True):
+    opt.zero_grad(); ((model(x) - y) ** 2).mean().backward(); opt.step()
+for v in DataLoader(Objects(), batch_size=10, shuffle=True):
+    opt.zero_grad(); model(v.repeat(1, 8)).sum().backward(); opt.step()
+torch.save(model.state_dict(), "model.pt")
+"""
+
+
+def test_plain_python_data_is_identified_by_content_the_same_in_every_process(tmp_path: Path):
+    ids = []
+    for out in ("a", "b"):
+        r = run(tmp_path, CHAR, out=out)
+        assert r.returncode == 0, r.stderr
+        (prov,) = (tmp_path / out).glob("*/*/rank-0.prov.json")
+        found = {e.get("p4t:name") or k: (k, e) for k, e in datasets(load(prov)).items()}
+        ids.append(sorted(k for k, _ in found.values()))
+        assert all(e["p4t:identity"] == "content" for _, e in found.values()), found
+    assert ids[0] == ids[1] and len(ids[0]) == 2
+    up = subprocess.run([*CLI, "lineage", "b", "model.pt", "--type", "dataset"], capture_output=True, text=True,
+                        cwd=tmp_path)
+    assert up.returncode == 0 and ids[0][0] in up.stdout and ids[0][1] in up.stdout, up.stdout
+
+
+MEMMAP = """
+import numpy as np, torch
+block, batch = 8, 4
+def get_batch(split):  # the nanoGPT pattern: a token file mapped every step
+    data = np.memmap(f"{split}.bin", dtype=np.uint16, mode="r")
+    ix = torch.randint(len(data) - block, (batch,))
+    x = torch.stack([torch.from_numpy(data[i:i + block].astype(np.int64)) for i in ix]).float()
+    return x, x.sum(1, keepdim=True)
+model = torch.nn.Linear(block, 1)
+opt = torch.optim.SGD(model.parameters(), lr=1e-9)
+@torch.no_grad()
+def estimate():
+    x, y = get_batch("val")
+    return ((model(x) - y) ** 2).mean()
+for it in range(30):
+    if it % 10 == 0:
+        estimate()
+    x, y = get_batch("train")
+    opt.zero_grad(); ((model(x) - y) ** 2).mean().backward(); opt.step()
+torch.save(model.state_dict(), "ckpt.pt")
+"""
+
+
+def test_memmap_token_files_are_data_with_roles_from_their_use(tmp_path: Path):
+    np.arange(5000, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    np.arange(1000, dtype=np.uint16).tofile(tmp_path / "val.bin")
+    r = run(tmp_path, MEMMAP)
+    assert r.returncode == 0, r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    doc = load(prov)
+    roles = {}
+    for u in doc["used"].values():
+        ent = doc["entity"].get(u["prov:entity"], {})
+        if "dataset/" in u["prov:entity"]:
+            roles[u.get("p4t:name")] = u["prov:role"]["$"]
+            assert ent["p4t:identity"] == "content"
+    assert roles == {"train.bin": "p4t:input", "val.bin": "p4t:evaluation"}, roles
+    (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
+    derived = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model}
+    names = {doc["entity"][d].get("p4t:name") or d for d in derived}
+    assert any("train.bin" in json.dumps(doc["entity"][d]) or d for d in derived) and len(derived) == 1, names
+
+
+BREAK = """
+import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+ds = TensorDataset(torch.randn(64, 3), torch.randn(64, 1))
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+loader = DataLoader(ds, batch_size=4, sampler=RandomSampler(ds, replacement=True, num_samples=10**9))
+for step, (x, y) in enumerate(loader):  # an infinite sampler: the loop breaks, the loader never ends
+    opt.zero_grad(); ((model(x) - y) ** 2).mean().backward(); opt.step()
+    if step == 29:
+        break
+"""
+
+
+def test_usage_counts_are_exact_for_a_loader_that_is_never_exhausted(tmp_path: Path):
+    r = run(tmp_path, BREAK)
+    assert r.returncode == 0, r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    (used,) = [u for u in load(prov)["used"].values() if "dataset/" in u["prov:entity"]]
+    assert (used["p4t:batches"]["$"], used["p4t:samples"]["$"]) == ("30", "120")
+
+
+GAP = """
+import torch
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x in (torch.randn(4, 2) for _ in range(5)):  # data from a generator: nothing to identify
+    opt.zero_grad(); model(x).sum().backward(); opt.step()
+torch.save(model.state_dict(), "model.pt")
+"""
+
+
+def test_a_model_with_no_recorded_training_data_is_a_lineage_gap_said_out_loud(tmp_path: Path):
+    r = run(tmp_path, GAP)
+    assert r.returncode == 0, r.stderr
+    assert "has no recorded training data" in r.stderr and "--data" in r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    (model,) = [e for k, e in load(prov)["entity"].items() if k.startswith("p4t:model/")]
+    assert model["p4t:lineageGap"] is True
+    up = subprocess.run([*CLI, "lineage", "runs", "model.pt"], capture_output=True, text=True, cwd=tmp_path)
+    assert "lineage gap" in up.stdout
+    # fine-tuning it later under the default policy: its lineage is unknown, which fails closed
+    fine = run(tmp_path, """
+        import torch
+        torch.load("model.pt")
+    """, out="later")
+    assert fine.returncode == 0
+    denied = subprocess.run([*CLI, "run", "--out", "third", "--policy", "default", "--region", "eu-west-1",
+                             "--purpose", "research", "train.py"], capture_output=True, text=True, cwd=tmp_path,
+                            timeout=120)
+    assert denied.returncode == 1 and "checkpoint-lineage-known" in denied.stderr, denied.stderr
+
+
+@pytest.mark.parametrize("n", [1])
+def test_hashing_budget_says_why_a_dataset_is_unidentified(tmp_path: Path, n: int, monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    import prov4torch
+    from prov4torch.record import identity
+
+    monkeypatch.setattr(identity, "MAX_OBJECTS", 10)
+
+    class Obj:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+    class Many(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            self.items = [Obj(i) for i in range(50)]
+
+        def __len__(self) -> int:
+            return 50
+
+    with prov4torch.start_run() as r:
+        did = prov4torch.log_dataset(Many(), name="many")
+    ent = load(r.prov_path)["entity"][did]
+    assert ent["p4t:identity"] == "unidentified" and "budget" in ent["p4t:unidentifiedReason"]
