@@ -22,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: metavars, not Python types; what a terminal and a pipe show alike
 )
 
 EXIT_OK, EXIT_DENIED, EXIT_INPUT = 0, 1, 2
@@ -515,13 +516,43 @@ def _run_fast(argv: list[str]) -> None:
     sys.exit(0)
 
 
+def plain_command() -> Any:
+    """The click command of ``app`` with help that shows metavars, not Python types: every positional is
+    PATH (one name across commands), every option taking a value its name in capitals."""
+    command = typer.main.get_command(app)
+    todo = [command]
+    while todo:
+        cmd = todo.pop()
+        todo.extend(getattr(cmd, "commands", {}).values())
+        for param in cmd.params:
+            if param.param_type_name == "argument":
+                param.metavar = "PATH" if param.name in ("files", "inputs", "paths") else str(param.name).upper()
+                param.display_type_rich = lambda ctx: None  # the name says it; no "<list[Path]>" beside it
+            elif not getattr(param, "is_flag", False) and param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+    return command
+
+
 def main() -> None:
     """Console-script entry point: a user error is one line and exit 2, never a traceback."""
 
     try:
         if len(sys.argv) > 2 and sys.argv[1] == "run":
             _run_fast(sys.argv[2:])  # returns only when typer must parse
-        app()  # usage errors are printed by typer itself, exit 2
+        result = plain_command()(standalone_mode=False)  # usage errors come back as exceptions: one line each
+        sys.exit(result if isinstance(result, int) else 0)
+    except typer.exceptions.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(1)
+    except typer.exceptions.TyperException as exc:  # a usage error: one line naming the command, exit 2
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "prov4torch"
+        message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is what was asked for
+            typer.echo(exc.format_message(), err=True)  # type: ignore[attr-defined]
+        else:
+            typer.echo(f"Error: {message} (see '{where} --help')", err=True)
+        sys.exit(getattr(exc, "exit_code", EXIT_INPUT) or EXIT_INPUT)
     except Prov4TorchError as exc:
         typer.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_INPUT)

@@ -101,7 +101,7 @@ def start_run(
     policy: str | os.PathLike[str] | None = None,
     mode: str | None = None,
     system_metrics: bool | None = None,
-    energy: bool | None = None,
+    energy: bool | str | None = None,
     interval_s: float | None = None,
     tags: Mapping[str, Any] | None = None,
     **options: Any,

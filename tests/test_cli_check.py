@@ -74,3 +74,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path):
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     missing_policy = runner.invoke(app, ["check", str(ok)])
     assert missing_policy.exit_code == 2 and "--policy" in missing_policy.output
+
+
+def test_every_usage_error_is_one_line_naming_the_command_exit_2(tmp_path):
+    """Issue 21: cli.md promises one-line usage errors; typer's own is a five-line box."""
+    import subprocess
+    import sys
+
+    for args in (["check"], ["check", "x.json"], ["lineage"], ["verify"], ["merge", "a", "--bogus"], ["show"],
+                 ["render"], ["validate"], ["keys", "init", "--nope"], ["index", "rebuild"]):
+        r = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", *args], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=60)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and "--help" in lines[0], (args, r.stderr)
+        assert "<list[" not in r.stderr and "╭" not in r.stderr
+    helped = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "check", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert helped.returncode == 0 and "<list[" not in helped.stdout and "{PATH}..." in helped.stdout

@@ -284,7 +284,7 @@ def test_real_nvml_reads_a_real_gpu():
 
 def test_real_codecarbon_offline_measures_energy_without_files_or_delay(tmp_path: Path):
     t0 = time.perf_counter()
-    run = prov4torch.start_run(system_metrics=False, energy=True, interval_s=1, energy_country="DEU")
+    run = prov4torch.start_run(system_metrics=False, energy="codecarbon", interval_s=1, energy_country="DEU")
     assert time.perf_counter() - t0 < 1.0  # codecarbon's ~1.5 s start is off the training thread
     deadline = time.time() + 9  # codecarbon starts after 3 s and takes 1-5 s to start
     a = torch.randn(128, 128)

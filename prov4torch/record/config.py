@@ -39,7 +39,7 @@ class Settings:
     policy: Any
     mode: str | None
     system_metrics: bool
-    energy: bool
+    energy: bool | str  # False, True (estimated, free) or "codecarbon" (its live tracker too)
     interval_s: float
     country: str | None
     flush_interval_s: float
@@ -60,6 +60,19 @@ def _text(name: str, value: Any) -> str | None:
         raise InvalidValueError(f"{name} must be a non-empty string, got {type(value).__name__} {value!r:.60}",
                                 value=value)
     return value
+
+
+def _energy(value: Any) -> bool | str:
+    """``energy=``: False, True (estimated from CPU time with codecarbon's tables: no wait at start or exit), or
+    "codecarbon" (its live tracker as well, started off the training thread); else PROV4TORCH_ENERGY."""
+    if value is None:
+        raw = (env.get(env.ENERGY) or "").strip().lower()
+        return "codecarbon" if raw == "codecarbon" else env.flag(env.ENERGY, True)
+    if isinstance(value, bool):
+        return value
+    if value == "codecarbon":
+        return "codecarbon"
+    raise InvalidValueError(f"energy must be True, False or 'codecarbon', got {value!r:.60}", value=value)
 
 
 def _flag(name: str, value: Any) -> bool | None:
@@ -95,7 +108,7 @@ def resolve(
     policy: Any = None,
     mode: str | None = None,
     system_metrics: bool | None = None,
-    energy: bool | None = None,
+    energy: bool | str | None = None,
     interval_s: float | None = None,
     energy_country: str | None = None,
     flush_interval_s: float | None = None,
@@ -103,7 +116,8 @@ def resolve(
 ) -> Settings:
     """The settings of a new run (see the module docstring for precedence)."""
     root = _out_dir(out_dir)
-    system_metrics, energy = _flag("system_metrics", system_metrics), _flag("energy", energy)
+    system_metrics = _flag("system_metrics", system_metrics)
+    energy = _energy(energy)
     sidecar = _flag("sidecar", sidecar)
     return Settings(
         experiment=check_segments("experiment", check_name(
@@ -116,7 +130,7 @@ def resolve(
         policy=_policy(policy) if policy is not None else env.get(env.POLICY),
         mode=_text("mode", mode) or env.get(env.POLICY_MODE),
         system_metrics=env.flag(env.SYSTEM_METRICS, True) if system_metrics is None else system_metrics,
-        energy=env.flag(env.ENERGY, True) if energy is None else energy,
+        energy=energy,
         interval_s=(_positive("interval_s", interval_s) if interval_s is not None
                     else env.number(env.SAMPLE_INTERVAL, DEFAULT_INTERVAL_S)),
         country=_text("energy_country", energy_country) or env.get(env.COUNTRY),

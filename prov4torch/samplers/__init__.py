@@ -30,7 +30,7 @@ class Host(Protocol):
     def on_end(self, callback: Callable[[Any], None]) -> None: ...
 
 
-def attach(run: Host, *, system: bool, energy: bool, interval_s: float, country: str | None) -> None:
+def attach(run: Host, *, system: bool, energy: bool | str, interval_s: float, country: str | None) -> None:
     """Start the samplers for ``run`` and register their stop on ``run.on_end``."""
 
     def sink(name: str, value: float, ts: float) -> None:
@@ -55,7 +55,8 @@ def attach(run: Host, *, system: bool, energy: bool, interval_s: float, country:
     if energy:
         from .energy import EnergyTracker
 
-        tracker = EnergyTracker(country, interval_s=interval_s, per_process=run.world_size > 1)
+        tracker = EnergyTracker(country, interval_s=interval_s, per_process=run.world_size > 1,
+                                live=energy == "codecarbon")
         tracker.start()
     for s in samplers:
         s.start()
