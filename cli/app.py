@@ -111,6 +111,22 @@ def check(
 
 
 @app.command()
+def export(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV-JSON files or an output root.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="cyclonedx, prov-o (TriG) or prov-o-jsonld.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (atomically).")],
+) -> None:
+    """Hand-over formats: a CycloneDX 1.6 ML-BOM (validated), or PROV-O as TriG or JSON-LD."""
+    from prov4torch.audit.export import export as export_files
+
+    try:
+        written = export_files(paths, fmt, out)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    typer.echo(f"{fmt}: {written}")
+
+
+@app.command()
 def verify(
     paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV documents or checkpoints.")],
     key: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -143,8 +144,8 @@ class FrameworkHooks:
         content. The role follows how it is read: with gradients on it is ``input`` (models derive from it),
         under ``no_grad`` (an evaluation loop) ``evaluation``."""
         path = file_path(source)
-        if path is None or not os.path.isfile(path):
-            return
+        if path is None or not os.path.isfile(path) or threading.current_thread().name.startswith("prov4torch"):
+            return  # (prov4torch's own threads read codecarbon's tables: not the script's data)
         torch = sys.modules.get("torch")
         role = "input" if torch is None or torch.is_grad_enabled() else "evaluation"
         key = (os.path.abspath(path), role)
