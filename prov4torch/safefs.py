@@ -143,6 +143,18 @@ def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
         raise
 
 
+def read_or_raise(path: str | os.PathLike[str], cap: int, error: type[Exception], what: str = "",
+                  hint: str = "") -> bytes:
+    """``read_regular``, with every failure one ``error`` naming the file: special or too large (with ``hint``,
+    what to give instead), or unreadable (``what`` it was read as)."""
+    try:
+        return read_regular(path, cap)
+    except (NotRegularFile, FileTooLarge) as exc:
+        raise error(f"{exc}{'; ' + hint if hint else ''}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read{' the ' + what if what else ''}: {exc.strerror or exc}") from None
+
+
 def read_regular(path: str | os.PathLike[str], cap: int) -> bytes:
     """The bytes of a regular file of at most ``cap`` bytes (``FileTooLarge`` past it, ``NotRegularFile`` for
     special files); at most ``cap + 1`` bytes are ever read, whatever the file claims to be."""

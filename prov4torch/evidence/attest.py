@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import EvidenceError, FileTooLarge, NotRegularFile
-from ..safefs import CLOEXEC, NOFOLLOW, open_regular, read_regular
+from ..errors import EvidenceError, NotRegularFile
+from ..safefs import CLOEXEC, NOFOLLOW, open_regular, read_or_raise, read_regular
 from . import dsse
 
 ATTESTATION = "attestation.intoto.jsonl"
@@ -70,12 +70,7 @@ def append(run_dir: Path, envelope: Mapping[str, Any]) -> Path:
 
 def read_envelopes(path: Path) -> list[Any]:
     """The envelopes of an attestation file (EvidenceError naming the file and line otherwise)."""
-    try:
-        raw = read_regular(path, MAX_ATTESTATION_BYTES)
-    except (NotRegularFile, FileTooLarge) as exc:
-        raise EvidenceError(str(exc)) from None
-    except OSError as exc:
-        raise EvidenceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = read_or_raise(path, MAX_ATTESTATION_BYTES, EvidenceError)
     out = []
     for n, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
         if line.strip():

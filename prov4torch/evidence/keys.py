@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import env
-from ..errors import ConfigError, FileTooLarge, NotRegularFile
-from ..safefs import read_regular
+from ..errors import ConfigError
+from ..safefs import read_or_raise
 
 KEY_NAME = "signing-key.pem"
 PUB_NAME = "signing-key.pub.pem"
@@ -64,12 +64,7 @@ def init_key(path: str | os.PathLike[str] | None = None, force: bool = False) ->
 
 
 def _pem(path: Path, what: str) -> bytes:
-    try:
-        return read_regular(path, MAX_KEY_BYTES)
-    except (NotRegularFile, FileTooLarge) as exc:
-        raise ConfigError(f"{exc}; give a PEM {what} file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
+    return read_or_raise(path, MAX_KEY_BYTES, ConfigError, what, f"give a PEM {what} file")
 
 
 def load_signer(path: str | os.PathLike[str]) -> Any:

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, FileTooLarge, InvalidValueError, NotRegularFile
-from ..safefs import read_regular
+from ..errors import ConfigError, InvalidValueError
+from ..safefs import read_or_raise
 from .tags import DATASET_TAGS, governance_attributes
 
 MATCH_KEYS = ("path", "name", "id", "sha256")
@@ -125,12 +125,8 @@ MAX_TAGS_BYTES = 16 << 20  # a tags file, Croissant file or dataset card is read
 
 def read_tags_bytes(path: Path) -> bytes:
     """A tags file's bytes: a regular file under the size cap, or one ``ConfigError`` naming it."""
-    try:
-        return read_regular(path, MAX_TAGS_BYTES)
-    except (NotRegularFile, FileTooLarge) as exc:
-        raise ConfigError(f"{exc}; give a TOML tags file, a Croissant file or a dataset card") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return read_or_raise(path, MAX_TAGS_BYTES, ConfigError, hint="give a TOML tags file, a Croissant file or a "
+                         "dataset card")
 
 
 def file_source(path: Path, raw: bytes | None = None) -> Source:

@@ -37,10 +37,10 @@ from typing import Any
 from ..audit import jsonread
 from ..audit.graph import DEFAULT_LINEAGE, Graph, Node
 from ..audit.load import expand_dirs, load_graph
-from ..errors import ConfigError, EvidenceError, FileTooLarge, NotRegularFile, Prov4TorchError
+from ..errors import ConfigError, EvidenceError, Prov4TorchError
 from ..evidence import dsse
 from ..provjson import MLS_NAMESPACE, NAMESPACE, value
-from ..safefs import read_regular, safe_dir, write_atomic
+from ..safefs import read_or_raise, safe_dir, write_atomic
 from .tags import DATASET_TAGS, inherit
 
 CARD_DIR = ".lineage"
@@ -179,12 +179,7 @@ def sidecar_model(data: Any) -> str | None:
 
 def read_json_file(path: Path, cap: int) -> Any:
     """A JSON file that must be regular and at most ``cap`` bytes (EvidenceError naming it otherwise)."""
-    try:
-        raw = read_regular(path, cap)
-    except (NotRegularFile, FileTooLarge) as exc:
-        raise EvidenceError(str(exc)) from None
-    except OSError as exc:
-        raise EvidenceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    raw = read_or_raise(path, cap, EvidenceError)
     try:
         return jsonread.loads(raw.decode("utf-8"), str(path)).value
     except (UnicodeDecodeError, Prov4TorchError) as exc:
