@@ -127,6 +127,27 @@ def export(
 
 
 @app.command()
+def attest(
+    paths: Annotated[list[Path], typer.Argument(help="Checkpoints (files or directories) to sign.")],
+    oms: Annotated[bool, typer.Option("--oms", help="Write an OpenSSF model-signing (OMS) signature.")] = False,
+    key: Annotated[Optional[Path], typer.Option(  # noqa: UP045
+        "--key", help="The EC private key (PEM) to sign with.")] = None,
+) -> None:
+    """Sign checkpoints in the OpenSSF model-signing format (<checkpoint>.sig), verifiable by `verify`."""
+    from prov4torch.evidence import oms as oms_format
+
+    if not oms:
+        fail("say which signature to write: --oms (runs are attested by themselves when a key is configured)")
+    if key is None:
+        fail("--oms needs --key EC_PRIVATE_KEY.pem (model-signing signs with an elliptic-curve key)")
+    try:
+        for p in paths:
+            typer.echo(f"signed {p}: {oms_format.sign(p, key)}")
+    except Prov4TorchError as exc:
+        fail(str(exc))
+
+
+@app.command()
 def verify(
     paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV documents or checkpoints.")],
     key: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
@@ -139,7 +160,7 @@ def verify(
     from prov4torch.evidence import attest, keys
 
     try:
-        findings = attest.verify(paths, keys.trusted_keys(key or []))
+        findings = attest.verify(paths, keys.trusted_keys(key or []), keys.trusted_key_paths(key or []))
     except Prov4TorchError as exc:
         fail(str(exc))
     if as_json:

@@ -327,3 +327,37 @@ def test_keys_init_writes_a_private_key_only_its_owner_reads(tmp_path: Path):
     assert mode == 0o600 and (tmp_path / "k" / "key.pub.pem").is_file()
     again = cli("keys", "init", "--path", str(tmp_path / "k" / "key.pem"))
     assert again.returncode == 2 and "refuses to overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+# -- OpenSSF model signing (OMS) ------------------------------------------------------------------------------
+
+def ec_keypair(tmp_path: Path, name: str = "ec") -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_an_oms_signature_is_written_and_verified_and_a_changed_byte_is_caught(tmp_path: Path):
+    pytest.importorskip("model_signing")
+    private, public = ec_keypair(tmp_path)
+    keymod.init_key()  # the lineage card beside it is signed too: verify checks both
+    ckpt = pretrain(tmp_path, tmp_path / "store")
+    r = cli("attest", str(ckpt), "--oms", "--key", str(private))
+    assert r.returncode == 0 and (ckpt.parent / "model.pt.sig").is_file(), r.stderr
+    bundle = json.loads((ckpt.parent / "model.pt.sig").read_text())
+    assert bundle["mediaType"].startswith("application/vnd.dev.sigstore.bundle")
+    ok = cli("verify", str(ckpt), "--key", str(public))
+    assert ok.returncode == 0 and "OMS signature verifies" in ok.stdout, ok.stdout
+    _, other_public = ec_keypair(tmp_path, "other")
+    untrusted = cli("verify", str(ckpt), "--key", str(other_public))
+    assert untrusted.returncode == 1 and "FAILED" in untrusted.stdout  # the OMS signer is not trusted
+    flip_byte(ckpt)
+    bad = cli("verify", str(ckpt), "--key", str(public))
+    assert bad.returncode == 1 and "FAILED" in bad.stdout
+    assert cli("attest", str(ckpt), "--oms").returncode == 2  # no key: one line, exit 2

@@ -58,6 +58,9 @@ def test_idx_reader_reads_what_it_wrote(tmp_path: Path):
 
 
 def test_single_process_run_leaves_the_full_record(tmp_path: Path, mnist_dir: Path):
+    from prov4torch.evidence import keys
+
+    keys.init_key()  # with a key, the main job signs its record and checkpoints (issue 22)
     proc = prov4torch_run(tmp_path, "--out", "runs", "--run-id", "one", "--experiment", "mnist",
                           "--policy", str(POLICY), "--region", "eu-west-1", "--purpose", "training", "--render",
                           str(EXAMPLE / "train.py"), "--data-dir", str(mnist_dir), "--epochs", "2", "--out", "ckpt")
@@ -85,6 +88,11 @@ def test_single_process_run_leaves_the_full_record(tmp_path: Path, mnist_dir: Pa
     check = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "check", str(run_dir), "--policy",
                             str(POLICY)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+    checkpoints = [m["p4t:path"] for m in models]
+    verify = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "verify", str(run_dir), *checkpoints],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and "FAILED" not in verify.stdout, verify.stdout
+    assert verify.stdout.count("subject") >= 4  # both checkpoints, the rank document, the merged document
 
 
 def test_blocked_variant_never_trains(tmp_path: Path, mnist_dir: Path):

@@ -120,6 +120,7 @@ def verify_run_dir(run_dir: Path, keys: list[Any]) -> list[Finding]:
     except EvidenceError as exc:
         return [Finding(str(path), "attestation", False, str(exc), unreadable=True)]
     findings: list[Finding] = []
+    hashed: dict[Path, str] = {}  # a subject named by several envelopes is read once
     for i, data in enumerate(envelopes, 1):
         try:
             opened = dsse.open_envelope(data, keys, f"{path}#{i}")
@@ -132,11 +133,11 @@ def verify_run_dir(run_dir: Path, keys: list[Any]) -> list[Finding]:
             continue
         findings.append(Finding(str(path), f"envelope {i} signature", True, f"key {', '.join(opened.verified_by)}"))
         for s in opened.statement.get("subject") or []:
-            findings.append(check_subject(run_dir, s))
+            findings.append(check_subject(run_dir, s, hashed))
     return findings
 
 
-def check_subject(base: Path, s: Any) -> Finding:
+def check_subject(base: Path, s: Any, hashed: dict[Path, str] | None = None) -> Finding:
     """A statement's subject against the file it names (relative to ``base``, or its annotated path)."""
     if not isinstance(s, dict) or not isinstance(s.get("name"), str):
         return Finding(str(base), "subject", False, "a subject without a name")
@@ -147,7 +148,9 @@ def check_subject(base: Path, s: Any) -> Finding:
         candidates.insert(0, Path(annotations["path"]))
     target = next((c for c in candidates if os.path.lexists(c)), candidates[-1])
     try:
-        got = file_sha256(target)
+        got = hashed[target] if hashed is not None and target in hashed else file_sha256(target)
+        if hashed is not None:
+            hashed[target] = got
     except (OSError, NotRegularFile) as exc:
         return Finding(str(target), f"subject {s['name']}", False, f"cannot read: {exc}", unreadable=True)
     if got != want:
@@ -195,12 +198,21 @@ def document_signed(doc: Path, keys: list[Any]) -> Finding:
     return Finding(str(doc), "signed document", False, f"{why}: unsigned, or changed since it was signed")
 
 
-def verify(paths: Iterable[str | os.PathLike[str]], keys: list[Any]) -> list[Finding]:
+def verify(paths: Iterable[str | os.PathLike[str]], keys: list[Any],
+           key_files: list[Path] | None = None) -> list[Finding]:
     """``prov4torch verify``: run directories (their attestation), PROV documents (signed by an attestation beside
-    them) and checkpoints (their signed lineage sidecar)."""
+    them) and checkpoints (their signed lineage sidecar, and an OMS signature beside them, checked against the
+    trusted ``key_files``)."""
     findings: list[Finding] = []
     for raw in paths:
         p = Path(raw)
+        if p.exists() and os.path.lexists(p.with_name(p.name + ".sig")):
+            from . import oms
+
+            ok, detail = oms.verify(p, key_files or [])
+            findings.append(Finding(str(p), "OMS signature", ok, detail))
+            if not os.path.lexists(p.with_name(p.name + ".lineage.json")):
+                continue
         if p.is_dir() and (p / ATTESTATION).exists():
             findings += verify_run_dir(p, keys)
         elif p.is_file() and p.name.endswith(".prov.json"):

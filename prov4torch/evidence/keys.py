@@ -106,16 +106,21 @@ def signing_key_path() -> Path | None:
     return default if default.is_file() else None
 
 
-def trusted_keys(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Any]:
-    """Public keys trusted here: ``extra`` (a policy's, the command line's), PROV4TORCH_TRUSTED_KEYS, and the
-    default key's public half. A listed file that cannot be read is an error naming it."""
+def trusted_key_paths(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+    """The PEM files of the trusted keys (see ``trusted_keys``), in that order, each once."""
     paths = [Path(p).expanduser() for p in extra]
     paths += [Path(p).expanduser() for p in (env.get(env.TRUSTED_KEYS) or "").split(os.pathsep) if p.strip()]
     own = public_path(default_key_path())
     if own.is_file():
         paths.append(own)
+    return list(dict.fromkeys(paths))
+
+
+def trusted_keys(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Any]:
+    """Public keys trusted here: ``extra`` (a policy's, the command line's), PROV4TORCH_TRUSTED_KEYS, and the
+    default key's public half. A listed file that cannot be read is an error naming it."""
     keys: dict[str, Any] = {}
-    for p in paths:
+    for p in trusted_key_paths(extra):
         key = load_public(p)
         keys.setdefault(key.keyid, key)
     return list(keys.values())
