@@ -200,3 +200,37 @@ def test_hashing_budget_says_why_a_dataset_is_unidentified(tmp_path: Path, n: in
         did = prov4torch.log_dataset(Many(), name="many")
     ent = load(r.prov_path)["entity"][did]
     assert ent["p4t:identity"] == "unidentified" and "budget" in ent["p4t:unidentifiedReason"]
+
+
+CONFIGURATOR = """
+import sys, torch
+learning_rate = 6e-4  # the configurator pattern: module-level literals, overridden from the command line
+warmup_iters = 4
+max_iters = 12
+batch_size = 8
+for arg in sys.argv[1:]:
+    key, val = arg.removeprefix("--").split("=")
+    globals()[key] = type(globals()[key])(val)
+model = torch.nn.Linear(4, 1)
+opt = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: min(1.0, (it + 1) / warmup_iters))
+x = torch.randn(batch_size, 4)
+for it in range(max_iters):
+    opt.zero_grad(); model(x).pow(2).mean().backward(); opt.step(); sched.step()
+"""
+
+
+def test_configurator_settings_and_the_scheduled_learning_rate_are_recorded(tmp_path: Path):
+    r = run(tmp_path, CONFIGURATOR, "--learning_rate=0.001", "--max_iters=10")
+    assert r.returncode == 0, r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    doc = load(prov)
+    params = next(e for k, e in doc["entity"].items() if k.endswith("/params"))
+    assert params["param:config.learning_rate"] == {"$": "0.001", "type": "xsd:double"}
+    assert params["param:config.max_iters"] == {"$": "10", "type": "xsd:int"}
+    assert params["param:config.warmup_iters"] == {"$": "4", "type": "xsd:int"}
+    act = next(a for a in doc["activity"].values() if "p4t:status" in a)
+    assert sorted(act["p4t:configOverridden"]) == ["learning_rate", "max_iters"]
+    (lr,) = [e for e in doc["entity"].values() if e.get("p4t:name") == "optimizer.lr"]
+    assert lr["p4t:count"]["$"] == "4"  # warm-up: 0.25, 0.5, 0.75, 1.0 of 0.001, then unchanged: 4 points, not 10
+    assert float(lr["p4t:max"]["$"]) == pytest.approx(0.001) and float(lr["p4t:first"]["$"]) == pytest.approx(0.00025)

@@ -80,7 +80,7 @@ train = DataLoader(TensorDataset(x[:48], y[:48]), batch_size=8, shuffle=True)
 val = DataLoader(TensorDataset(x[48:], y[48:]), batch_size=8)
 ckpt = pl.callbacks.ModelCheckpoint(dirpath="ckpts", save_last=True)
 trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt],
-                     enable_progress_bar=False, enable_model_summary=False)
+                     enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=0.25)
 trainer.fit(Net(), train, val, ckpt_path=sys.argv[1] if len(sys.argv) > 1 else None)
 print("BEST", ckpt.best_model_path)
 """
@@ -95,6 +95,10 @@ def test_lightning_checkpoints_hparams_and_stages(tmp_path: Path):
     assert act["p4t:status"] == "FINISHED" and act["p4t:globalSteps"]["$"] == "12"
     params = next(e for k, e in doc["entity"].items() if k.endswith("/params"))
     assert params["param:hparams.lr"] == {"$": "0.05", "type": "xsd:double"} and "param:lightning.max_epochs" in params
+    # every Trainer argument, defaults included, not a curated subset (issue 25)
+    assert params["param:lightning.trainer.gradient_clip_val"] == {"$": "0.25", "type": "xsd:double"}
+    assert params["param:lightning.trainer.check_val_every_n_epoch"] == {"$": "1", "type": "xsd:int"}
+    assert params["param:lightning.trainer.callbacks"] == "['ModelCheckpoint']"  # the script's own, as it gave them
     roles = {role(u) for u in doc["used"].values() if u["prov:entity"].startswith("p4t:dataset/")}
     assert roles == {"p4t:training", "p4t:validation"}
     # the final checkpoint: its bytes are in the record, and its lineage reaches the training data
@@ -102,7 +106,7 @@ def test_lightning_checkpoints_hparams_and_stages(tmp_path: Path):
     found = lineage_up(run_dir, sha256(best))
     assert training_dataset(doc) in {r["id"] for r in found["results"]}
     models = [k for k in doc["entity"] if k.startswith("p4t:model/")]
-    assert models and not [k for k in doc["entity"] if "optimizer" in k]
+    assert models and not [k for k in doc["entity"] if "optimizer" in k and "/metric/" not in k]
     # resuming from the checkpoint links the new run to the first: it used that checkpoint, lineage known
     resume = tmp_path / "resume"
     resume.mkdir()

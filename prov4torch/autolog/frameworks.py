@@ -18,6 +18,7 @@ A framework save records the checkpoint once: the files it writes inside are not
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -31,6 +32,7 @@ from ..record.run import Run
 from .imports import ImportHooks
 from .opens import OpenWatch
 from .scope import Patcher, busy, file_path, record_inside, record_once, recording
+from .settings import constructor_params
 
 
 class FrameworkHooks:
@@ -39,6 +41,7 @@ class FrameworkHooks:
     MODULES = (
         (("lightning_fabric.plugins.io.torch_io", "lightning.fabric.plugins.io.torch_io"), "lightning_io"),
         (("pytorch_lightning.trainer.trainer", "lightning.pytorch.trainer.trainer"), "lightning_trainer"),
+        (("lightning_fabric.fabric", "lightning.fabric.fabric"), "lightning_fabric"),
         (("transformers.modeling_utils",), "hf_models"),
         (("transformers.trainer",), "hf_trainer"),
         (("accelerate.accelerator",), "accelerate"),
@@ -65,16 +68,41 @@ class FrameworkHooks:
                 run.record_loaded(str(path), result) if os.path.exists(str(path)) else None,
                 "a Lightning checkpoint it resumed from")
 
+    def record_arguments(self, original: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                         prefix: str) -> None:
+        """Every argument a framework object was built with (``settings.constructor_params``)."""
+        for name, value in constructor_params(original, instance, args, kwargs, prefix).items():
+            with contextlib.suppress(Exception):  # a second object of the same kind: its first values stay
+                self.run.log_param(name, value)
+
     def lightning_trainer(self, module: ModuleType) -> None:
         run, p = self.run, self.p
+        hooks = self
+
         def make(original: Any) -> Any:
             @functools.wraps(original)
             def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
                 from .lightning import with_callback  # here: Lightning is fully imported by now
 
                 original(self, *args, **with_callback(kwargs, run))
+                hooks.record_arguments(original, self, args, kwargs, "lightning.trainer")
             return __init__
         p.replace(module.Trainer, "__init__", make)
+
+    def arguments_of(self, cls: Any, prefix: str) -> None:
+        """Record every argument ``cls`` is constructed with (Fabric, Accelerator)."""
+        hooks = self
+
+        def make(original: Any) -> Any:
+            @functools.wraps(original)
+            def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+                original(self, *args, **kwargs)
+                hooks.record_arguments(original, self, args, kwargs, prefix)
+            return __init__
+        self.p.replace(cls, "__init__", make)
+
+    def lightning_fabric(self, module: ModuleType) -> None:
+        self.arguments_of(module.Fabric, "lightning.fabric")
 
     def hf_models(self, module: ModuleType) -> None:
         run, p = self.run, self.p
@@ -116,6 +144,7 @@ class FrameworkHooks:
     def accelerate(self, module: ModuleType) -> None:
         run, p = self.run, self.p
         acc = module.Accelerator
+        self.arguments_of(acc, "accelerate")
         p.after(acc, "save_model", lambda _r, _self, model, save_directory, *a, **k:
                 run.log_model(str(save_directory), name=Path(str(save_directory)).name or "model"),
                 "an accelerate model")

@@ -19,13 +19,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
+from ..record.context import main_script
 from .argv import ArgparseCapture, parse_argv, redact
 from .opens import OpenWatch
 from .scope import as_user, busy, file_path, recording, warn_unrecorded
+from .settings import Scheduled, script_literals
 
 if TYPE_CHECKING:
     from ..record.run import Run
@@ -38,6 +41,8 @@ class Autolog:
         self.run = run
         self._undo: list[Callable[[], None]] = []
         self.optimizers: dict[int, dict[str, Any]] = {}
+        self.scheduled = Scheduled(lambda name, value, step: run.log_metric(name, value, step=step,
+                                                                             context="training"))
 
     def install(self, argv: Sequence[str],
                 extra: Sequence[tuple[Callable[[Run], Callable[[], None]], str]] = ()) -> None:
@@ -137,10 +142,12 @@ class Autolog:
         def after_step(opt: Any, args: Any, kwargs: Any) -> None:
             info = self.optimizers.get(id(opt))
             if info is None:
-                info = self.optimizers[id(opt)] = {"class": type(opt).__name__, "steps": 0}
+                if not self.optimizers:
+                    self._script_settings()  # the configurator pattern: the script's literals as they are now
+                index = len(self.optimizers)
+                prefix = "optimizer" if index == 0 else f"optimizer{index}"
+                info = self.optimizers[id(opt)] = {"class": type(opt).__name__, "steps": 0, "prefix": prefix}
                 try:
-                    index = len(self.optimizers) - 1
-                    prefix = "optimizer" if index == 0 else f"optimizer{index}"
                     self.run.log_param(prefix, type(opt).__name__)
                     group = opt.param_groups[0]
                     for key, value in sorted(group.items()):
@@ -149,9 +156,24 @@ class Autolog:
                 except Exception as exc:  # noqa: BLE001
                     warn_unrecorded("the optimizer's hyperparameters", exc)
             info["steps"] += 1
+            try:
+                self.scheduled.step(info["prefix"], opt, info["steps"])
+            except Exception as exc:  # noqa: BLE001 - a param group without numbers: nothing to follow
+                warn_unrecorded("the optimizer's scheduled hyperparameters", exc)
 
         handle = register_optimizer_step_post_hook(after_step)
         self._undo.append(handle.remove)
+
+    def _script_settings(self) -> None:
+        """The main script's module-level literals at the first optimizer step (``settings.script_literals``)."""
+        try:
+            main = sys.modules.get("__main__")
+            params, overridden = script_literals(main_script(), vars(main) if main is not None else {})
+            self.run.log_params(params)
+            if overridden:
+                self.run.add_run_attributes({"p4t:configOverridden": overridden})
+        except Exception as exc:  # noqa: BLE001 - telemetry never stops training
+            warn_unrecorded("the script's settings", exc)
 
     def _summarise(self) -> None:
         if self.optimizers:
