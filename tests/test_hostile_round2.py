@@ -3,6 +3,7 @@ file, a signal at any moment of a slow flush never deadlocks, unreadable data ne
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -201,3 +202,82 @@ def test_a_yaml_alias_bomb_in_a_dataset_card_is_refused_at_once(tmp_path: Path):
     with pytest.raises(prov4torch.ConfigError, match=r"README.md: the front matter is not YAML \(line \d+") as info:
         prov4torch.load_tags(tmp_path / "README.md")
     assert "\n" not in str(info.value)
+
+
+# -- index commands: one line naming the file, never "internal error" --------------------------------------------
+
+def small_store(tmp_path: Path) -> Path:
+    import torch
+
+    store = tmp_path / "store"
+    data = tmp_path / "d.bin"
+    data.write_bytes(b"d" * 32)
+    with prov4torch.start_run(out_dir=store):
+        prov4torch.log_dataset(data, consent_scope=["training"])
+        prov4torch.log_model(torch.nn.Linear(1, 1), name="m")
+    return store
+
+
+@pytest.mark.foreign_prov
+def test_index_rebuild_errors_are_one_line_naming_the_file(tmp_path: Path):
+    store = small_store(tmp_path)
+    index = store / ".lineage" / "index.sqlite"
+    (prov,) = store.glob("*/*/rank-0.prov.json")
+    original = prov.read_text()
+    for case in ("corrupt", "directory", "bad-expiry", "fifo"):
+        prov.write_text(original)
+        if index.is_dir():
+            index.rmdir()
+        elif os.path.lexists(index):
+            index.unlink()
+        if case == "corrupt":
+            index.write_text("not a database")
+        elif case == "directory":
+            index.mkdir()
+        elif case == "bad-expiry":
+            doc = json.loads(original)
+            for ent in doc["entity"].values():
+                if "p4t:consentScope" in ent:
+                    ent["p4t:consentExpires"] = "yesterday"
+            prov.write_text(json.dumps(doc))
+        else:
+            os.mkfifo(store / "x.prov.json")
+        r = cli(tmp_path, "index", "rebuild", str(store), timeout=30)
+        assert r.returncode == 2, (case, r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "internal error" not in r.stderr and "Traceback" not in r.stderr, (case, r.stderr)
+        named = {"corrupt": "index.sqlite", "directory": "index.sqlite", "bad-expiry": "rank-0.prov.json",
+                 "fifo": "x.prov.json"}[case]
+        assert named in lines[0], (case, lines[0])
+
+
+# -- the lineage index under concurrent writers (issue 29, item 1) ----------------------------------------------
+
+WRITER = """
+import sys
+from pathlib import Path
+from prov4torch.governance.lineage import LineageIndex
+root, me, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+index = LineageIndex(root)
+for i in range(n):
+    digest = f"{me:032x}{i:032x}"
+    index.put({"model": f"p4t:model/{me}-{i}", "sha256": digest, "keys": [digest], "governance": {},
+               "upstream": {}, "derivations": []})
+"""
+
+
+def test_sixteen_concurrent_writers_lose_no_index_row(tmp_path: Path):
+    (tmp_path / "writer.py").write_text(WRITER)
+    store = tmp_path / "store"
+    store.mkdir()
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(store), str(w), "100"],
+                              stderr=subprocess.PIPE, text=True) for w in range(16)]
+    errors = [p.communicate(timeout=240)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-500:] for e in errors if e]
+    import sqlite3
+
+    con = sqlite3.connect(store / ".lineage" / "index.sqlite")
+    try:
+        assert con.execute("SELECT COUNT(*) FROM cards").fetchone()[0] == 1600
+    finally:
+        con.close()

@@ -37,7 +37,7 @@ from typing import Any
 from ..audit import jsonread
 from ..audit.graph import DEFAULT_LINEAGE, Graph, Node
 from ..audit.load import expand_dirs, load_graph
-from ..errors import ConfigError, EvidenceError, Prov4TorchError
+from ..errors import ConfigError, EvidenceError, Prov4TorchError, ProvInputError
 from ..evidence import dsse
 from ..provjson import MLS_NAMESPACE, NAMESPACE, value
 from ..safefs import read_or_raise, safe_dir, write_atomic
@@ -74,10 +74,15 @@ class LineageIndex:
         if create:
             with contextlib.suppress(sqlite3.Error):  # WAL: readers never block the writers of other ranks
                 con.execute("PRAGMA journal_mode=WAL")
-            con.execute("CREATE TABLE IF NOT EXISTS cards (digest TEXT PRIMARY KEY, model TEXT, card TEXT)")
+            con.execute("CREATE TABLE IF NOT EXISTS cards (digest TEXT PRIMARY KEY, model TEXT, card TEXT, "
+                        "envelope TEXT)")
             columns = {row[1] for row in con.execute("PRAGMA table_info(cards)")}
             if "envelope" not in columns:  # an index written before cards were signed
-                con.execute("ALTER TABLE cards ADD COLUMN envelope TEXT")
+                try:
+                    con.execute("ALTER TABLE cards ADD COLUMN envelope TEXT")
+                except sqlite3.OperationalError as exc:  # another process migrated it a moment ago
+                    if "duplicate column" not in str(exc):
+                        raise
         return con
 
     def put(self, card: Mapping[str, Any], envelope: Mapping[str, Any] | None = None) -> None:
@@ -111,7 +116,22 @@ class LineageIndex:
 
     def rebuild(self, documents: Iterable[Path]) -> int:
         """Replace the index with the cards found in ``documents`` (PROV-JSON files); how many cards."""
-        cards = [c for doc in documents for c in cards_from_graph(load_graph([doc]))]
+        cards = []
+        for doc in documents:
+            try:
+                cards += cards_from_graph(load_graph([doc]))
+            except ProvInputError as exc:
+                raise ProvInputError(str(exc) if str(doc) in str(exc) else f"{doc}: {exc}", value=str(doc)) from None
+        try:
+            return self._replace(cards)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"{self.path}: {exc} (not a usable SQLite index); move it aside and run "
+                              "prov4torch index rebuild again") from None
+
+    def _replace(self, cards: list[dict[str, Any]]) -> int:
+        if os.path.lexists(self.path) and not self.path.is_file():
+            raise ConfigError(f"{self.path} is not a file (a directory or a special file): move it aside and run "
+                              "prov4torch index rebuild again")
         con = self._connect(create=True)
         assert con is not None
         with contextlib.closing(con), con:  # one transaction: a store of 20,000 models is one commit
@@ -434,7 +454,13 @@ def _encoded(node: Node) -> tuple[dict[str, Any], dict[str, Any]]:
         if not values:
             continue
         if attr == "p4t:consentExpires":
-            t = _dt.datetime.fromisoformat(str(values[0]).replace("Z", "+00:00"))
+            try:
+                t = _dt.datetime.fromisoformat(str(values[0]).replace("Z", "+00:00"))
+            except ValueError:  # dropping it would relax the lineage: the document is refused instead
+                raise ProvInputError(f"{node.id}: p4t:consentExpires {str(values[0])[:40]!r} is not a date-time "
+                                     "(ISO 8601 with a timezone); fix the document", value=str(values[0])) from None
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=_dt.UTC)
             tags[attr] = value(t)
             summary[attr] = t.astimezone(_dt.UTC).isoformat()
             continue
