@@ -371,6 +371,7 @@ TEXT_IS_DATA = 256  # a str attribute this long (or with a newline) is data, not
 MAX_CONTENT_BYTES = 4 << 30
 HASH_BUDGET_S = 60.0
 MAX_OBJECTS = 5_000_000
+OBJECT_COST = 1024  # what one Python object weighs in estimated_bytes (hashing time, not memory)
 
 
 def _members(obj: Any) -> dict[str, Any] | None:
@@ -571,5 +572,7 @@ def estimated_bytes(obj: Any, depth: int = 0) -> int:
                 return os.stat(obj).st_size
         return len(obj)
     if depth < MAX_DEPTH and hasattr(obj, "__dict__") and not callable(obj):
-        return sum(estimated_bytes(v, depth + 1) for v in vars(obj).values())
+        # a Python object costs ~10 us to hash, whatever its size: counted as 1 KiB, so a list of 64k+ of them
+        # is hashed on the background thread, not at the DataLoader's first batch
+        return (OBJECT_COST if depth else 0) + sum(estimated_bytes(v, depth + 1) for v in vars(obj).values())
     return 0
