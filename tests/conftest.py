@@ -62,6 +62,16 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         assert signal.getsignal(s) == h, f"a run left its {signal.Signals(s).name} handler installed"
 
 
+@pytest.fixture(autouse=True)
+def no_declared_tags():
+    """Tags declared by one test (load_tags, declare_checkpoint) never leak into the next."""
+    from prov4torch.governance.declared import DECLARED
+
+    DECLARED.clear()
+    yield
+    DECLARED.clear()
+
+
 def read_prov(path: Path):
     """Read a PROV-JSON file with the prov package, failing on any warning it raises."""
     from prov.model import ProvDocument

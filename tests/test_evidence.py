@@ -23,19 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import prov4torch
 from prov4torch.evidence import keys as keymod
-from prov4torch.governance.declared import DECLARED
 from prov4torch.governance.evaluate import check
 
 EU_TAGS = {"origin_country": "DE", "jurisdiction": "EU", "personal_data": True, "consent_scope": ["training"],
            "license": "CC-BY-4.0"}
 CLI = [sys.executable, "-m", "prov4torch_cli.app"]
-
-
-@pytest.fixture(autouse=True)
-def no_declared_tags():
-    DECLARED.clear()
-    yield
-    DECLARED.clear()
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

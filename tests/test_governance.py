@@ -18,19 +18,11 @@ from conftest import load, rank_activity, role
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import prov4torch
-from prov4torch.governance.declared import DECLARED
 from prov4torch.governance.evaluate import check
 
 EU_TAGS = {"origin_country": "DE", "jurisdiction": "EU", "personal_data": True, "consent_scope": ["training"],
            "license": "CC-BY-4.0"}
 CLI = [sys.executable, "-m", "prov4torch_cli.app"]
-
-
-@pytest.fixture(autouse=True)
-def no_declared_tags():
-    DECLARED.clear()
-    yield
-    DECLARED.clear()
 
 
 def pretrain(tmp_path: Path, out: Path) -> Path:

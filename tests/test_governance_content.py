@@ -17,18 +17,10 @@ import torch
 from conftest import load, rank_activity
 
 import prov4torch
-from prov4torch.governance.declared import DECLARED
 from prov4torch.governance.evaluate import check
 
 CLI = [sys.executable, "-m", "prov4torch_cli.app"]
 TAGS = {"origin_country": "FR", "jurisdiction": "EU", "license": "CC-BY-4.0"}
-
-
-@pytest.fixture(autouse=True)
-def no_declared_tags():
-    DECLARED.clear()
-    yield
-    DECLARED.clear()
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -259,3 +251,24 @@ def test_the_quickstart_example_runs_and_its_record_is_allowed(tmp_path: Path):
     assert "status FINISHED" in r.stdout
     (prov,) = (tmp_path / "q").glob("*/*/rank-0.prov.json")
     assert check([prov], "default").verdict == "allow"
+
+
+def test_a_policy_can_refuse_data_whose_tag_sources_disagree(tmp_path: Path):
+    data = tmp_path / "x.csv"
+    data.write_text("1,2\n")
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "x.csv"\nlicense = "MIT"\n')
+    prov4torch.load_tags(tmp_path / "tags.toml")
+    with pytest.warns(RuntimeWarning, match="disagree"):
+        with prov4torch.start_run(region="eu-west-1", purpose="research") as run:
+            prov4torch.log_dataset(data, license="CC-BY-4.0", **{k: v for k, v in TAGS.items() if k != "license"})
+    assert check([run.prov_path], "default").verdict == "allow"  # combined restrictively: both licences hold
+    strict = tmp_path / "strict.toml"
+    strict.write_text(textwrap.dedent("""
+        [[rules]]
+        id = "agreed-tags"
+        target = "dataset"
+        scope = "direct"
+        check = "no_tag_conflict"
+    """))
+    (v,) = check([run.prov_path], str(strict)).violations
+    assert v.rule == "agreed-tags" and "p4t:license" in v.reason

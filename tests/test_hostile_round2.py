@@ -16,16 +16,8 @@ import pytest
 from conftest import load, rank_activity
 
 import prov4torch
-from prov4torch.governance.declared import DECLARED
 
 CLI = [sys.executable, "-m", "prov4torch_cli.app"]
-
-
-@pytest.fixture(autouse=True)
-def no_declared_tags():
-    DECLARED.clear()
-    yield
-    DECLARED.clear()
 
 
 def cli(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -319,6 +319,17 @@ class Evaluator:
                                        f"within the consent scope {sorted(consent)}"))
         return out
 
+    def _check_no_tag_conflict(self, rule: Rule, subject: Node) -> list[Violation]:
+        """Data whose tag sources disagree (``p4t:tagConflict``): combined restrictively when recorded; a policy
+        with this rule refuses to use it until the sources agree."""
+        out = []
+        for d in self.scope(rule, subject):
+            conflicts = [str(c) for c in self.graph.nodes[d].values(P4T + "tagConflict")]
+            if conflicts:
+                out.append(self._v(rule, subject, [d], P4T + "tagConflict", "its tag sources disagree: "
+                                   + "; ".join(conflicts)[:300]))
+        return out
+
     def _check_use_within_consent(self, rule: Rule, subject: Node) -> list[Violation]:
         """A model's intended use (the purpose axis) is among the purposes every dataset in its lineage was
         consented for (datasets whose consent names no purpose are skipped)."""

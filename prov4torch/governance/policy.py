@@ -67,6 +67,7 @@ CHECKS: dict[str, dict[str, tuple[str, Any, bool]]] = {
         "unknown_license": (*_MISSING, False),
     },
     "use_within_consent": {"model_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
+    "no_tag_conflict": {},
     "required_attributes": {"attributes": (*_STRS, True)},
     "before_expiry": {"activity_attribute": (*_STR, True), "dataset_attribute": (*_STR, True)},
     "lineage_known": {"attribute": (*_STR, False)},
