@@ -206,9 +206,9 @@ def verify(paths: Iterable[str | os.PathLike[str]], keys: list[Any],
     findings: list[Finding] = []
     for raw in paths:
         p = Path(raw)
-        if p.exists() and os.path.lexists(p.with_name(p.name + ".sig")):
-            from . import oms
+        from . import oms
 
+        if p.exists() and os.path.lexists(oms.signature_path(p)):
             ok, detail = oms.verify(p, key_files or [])
             findings.append(Finding(str(p), "OMS signature", ok, detail))
             if not os.path.lexists(p.with_name(p.name + ".lineage.json")):

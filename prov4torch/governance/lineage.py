@@ -173,10 +173,15 @@ def card_statement(checkpoint: Path, card: Mapping[str, Any]) -> dict[str, Any]:
     return dsse.statement([subj], CARD_PREDICATE, card)
 
 
-def write_sidecar(checkpoint: Path, card: Mapping[str, Any], signer: Any = None) -> Path:
-    """The card beside the checkpoint, as a DSSE envelope (signed when ``signer`` is given)."""
+def card_envelope(checkpoint: Path, card: Mapping[str, Any], signer: Any = None) -> dict[str, Any]:
+    """The card as a DSSE envelope over its statement (signed when ``signer`` is given)."""
+    return dsse.envelope(card_statement(checkpoint, card), signer)
+
+
+def write_sidecar(checkpoint: Path, envelope: Mapping[str, Any]) -> Path:
+    """A card's envelope (``card_envelope``) beside the checkpoint."""
     path = sidecar_path(checkpoint)
-    write_atomic(path, json.dumps(dsse.envelope(card_statement(checkpoint, card), signer), sort_keys=True, indent=1))
+    write_atomic(path, json.dumps(envelope, sort_keys=True, indent=1))
     return path
 
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from .. import provjson
 from ..errors import InvalidValueError, Prov4TorchError
-from ..evidence import dsse
 from ..governance import lineage
 from ..governance.declared import DECLARED
 from ..governance.tags import governance_attributes, inherit
@@ -317,25 +316,26 @@ class Checkpoints:
         card = lineage.model_card(event, record.datasets, record.loads, self.activity)
         if event.get("lineage_gap"):
             card["lineage_gap"] = True
-        envelope = None
         signer = self.signer()
-        if signer is not None and event.get("path"):
-            envelope = dsse.envelope(lineage.card_statement(Path(event["path"]), card), signer)
-        try:
-            lineage.LineageIndex(self.root).put(card, envelope)
+        envelope = lineage.card_envelope(Path(event["path"]), card, signer) if event.get("path") else None
+        try:  # the index keeps the envelope when it is signed; the sidecar gets the same one (signed once)
+            lineage.LineageIndex(self.root).put(card, envelope if signer is not None else None)
         except (OSError, sqlite3.Error, Prov4TorchError) as exc:
             _warn(f"cannot store the lineage card of {event['id']} in {self.root}: {exc}")
         self.cards[event["id"]] = card
-        self._sidecar(event, card)
+        self._sidecar(event, card, envelope)
 
-    def _sidecar(self, event: dict[str, Any], card: dict[str, Any]) -> None:
-        """The card beside the checkpoint file or directory (unless switched off); its path in the event."""
+    def _sidecar(self, event: dict[str, Any], card: dict[str, Any], envelope: dict[str, Any] | None = None) -> None:
+        """The card beside the checkpoint file or directory (unless switched off); its path in the event. A copy
+        saved elsewhere gets an envelope of its own (its subject names that file)."""
         if not self.sidecars or not event.get("path"):
             return
         checkpoint = Path(event["path"])
         try:
-            event["sidecar"] = str(lineage.write_sidecar(checkpoint, card, self.signer()))
-            event["sidecar_signed"] = self.signer() is not None
+            if envelope is None:
+                envelope = lineage.card_envelope(checkpoint, card, self.signer())
+            event["sidecar"] = str(lineage.write_sidecar(checkpoint, envelope))
+            event["sidecar_signed"] = bool(envelope["signatures"])
         except (OSError, Prov4TorchError) as exc:
             _warn(f"cannot write the lineage sidecar of {checkpoint}: {exc}")
             return

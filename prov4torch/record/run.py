@@ -305,9 +305,8 @@ class Run(AttachMixin):
         """Record one hyperparameter; logging a different value for the same key is an error."""
         self._require_open("log_param")
         check_name("parameter name", key, PARAM)
-        v = param_value(key, redact(key, value))
-        if isinstance(v, str):
-            v = redact_text(v)  # an object's own text form (a config's repr) may show what redact could not see
+        # an object's own text form (a config's repr) may show what redact could not see
+        v = _text_redacted(param_value(key, redact(key, value)))
         if key in self._params:
             old = self._params[key]
             same = old == v or (isinstance(old, float) and isinstance(v, float) and math.isnan(old) and math.isnan(v))
