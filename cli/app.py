@@ -127,6 +127,34 @@ def export(
 
 
 @app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV-JSON files or an output root.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (atomically).")],
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Overlay the runs' metrics; diff parameters and data.")] = False,
+    policy: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--policy", "-p", help="Also check each run against this policy (TOML file or 'default').")] = None,
+    key: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
+        "--key", help="A trusted PEM public key for the signature status (repeatable).")] = None,
+    graph: Annotated[bool, typer.Option(help="Draw each run's lineage graph (needs Graphviz).")] = True,
+) -> None:
+    """One self-contained HTML page (opens offline): runs, metrics, data with tags, checkpoints, decisions."""
+    from prov4torch.audit.sections import write_report as write_page
+    from prov4torch.evidence import keys
+    from prov4torch.governance.evaluate import judge
+    from prov4torch.governance.policy import load_policy
+
+    try:
+        rules = load_policy(policy) if policy is not None else None
+        written = write_page(paths, out, compare=compare, judge=judge(rules) if rules else None,
+                             policy_name=rules.name if rules else "", keys=keys.trusted_keys(key or []), graph=graph)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    typer.echo(f"report: {written.path} ({written.runs} run(s), {written.size / 1e6:.2f} MB, "
+               f"{written.seconds:.1f} s)")
+
+
+@app.command()
 def attest(
     paths: Annotated[list[Path], typer.Argument(help="Checkpoints (files or directories) to sign.")],
     oms: Annotated[bool, typer.Option("--oms", help="Write an OpenSSF model-signing (OMS) signature.")] = False,
@@ -195,6 +223,8 @@ def run(
     nproc_per_node: Annotated[int, typer.Option(min=1, help="Ranks to launch through torch.distributed.run.")] = 1,
     module: Annotated[bool, typer.Option("-m", "--module", help="SCRIPT is a module name, as in python -m.")] = False,
     render_svg: Annotated[bool, typer.Option("--render", help="Also draw run.svg (needs Graphviz).")] = False,
+    write_report: Annotated[bool, typer.Option(
+        "--report", help="Also write report.html: the run as one self-contained page.")] = False,
     data_tags: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
         "--data-tags", help="Governance tags for data and third-party checkpoints, without code changes: a TOML "
                             "tags file, a Croissant JSON-LD file or a dataset card (repeatable).")] = None,
@@ -248,7 +278,7 @@ def run(
                              experiment=experiment, run_id=run_id, extra_env=extra)
     except Prov4TorchError as exc:
         fail(str(exc))
-    for note in finish(outcome, render_svg=render_svg, policy=policy).notes:
+    for note in finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report).notes:
         _summary(note)
     if outcome.signal is not None:  # merged and summarised: now exit as the signal would
         import os

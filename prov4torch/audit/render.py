@@ -43,6 +43,12 @@ class Finding(Protocol):
     @property
     def datasets(self) -> tuple[str, ...]: ...
 
+    @property
+    def attribute(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
 
 Judge = Callable[[Graph], Iterable[Finding]]
 
@@ -180,7 +186,7 @@ class _Folding:
                 if "activity" in node.kinds and MLS_NAMESPACE + "Run" in node.types():
                     world = node.values(P + "worldSize")
                     run_ids = node.values(P + "runId")
-                    if world and run_ids and int(world[0]) > 1:
+                    if world and run_ids and str(world[0]).isdigit() and int(world[0]) > 1:  # a claim: may be junk
                         self.job_of[node.id] = f"{P}run/{run_ids[0]}#ranks"
         for node in graph.nodes.values():
             if keep is not None and node.id not in keep:

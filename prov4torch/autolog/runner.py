@@ -103,6 +103,7 @@ class Outcome:
     merged: Path | None = None
     svg: Path | None = None
     attestation: Path | None = None
+    report: Path | None = None
     notes: list[str] = field(default_factory=list)  # one line each, for the person at the terminal
 
 
@@ -247,10 +248,11 @@ def launch(
     return Outcome(code if code >= 0 else 128 - code, run_dir)
 
 
-def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = None) -> Outcome:
+def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = None,
+           html_report: bool = False) -> Outcome:
     """After the script: merge the rank files into ``run.prov.json`` (and any job the script started itself),
-    draw ``run.svg`` when asked, and sign the merged document when a key is configured. Never raises: what
-    could not be done is a note."""
+    draw ``run.svg`` when asked, sign the merged document when a key is configured, and write ``report.html``
+    when asked. Never raises: what could not be done is a note."""
     from ..audit.merge import merge
     from ..evidence.keys import load_signer, signing_key_path
     from .children import nested_jobs
@@ -286,4 +288,21 @@ def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = N
             outcome.notes.append(f"signed: {outcome.attestation} (check it: prov4torch verify {run_dir})")
         except (OSError, Prov4TorchError) as exc:
             outcome.notes.append(f"could not sign {merged}: {exc}")
+    if html_report:
+        _write_report(outcome, run_dir, policy)
     return outcome
+
+
+def _write_report(outcome: Outcome, run_dir: Path, policy: str | None) -> None:
+    from ..audit.sections import write_report
+    from ..evidence.keys import trusted_keys
+    from ..governance.evaluate import judge
+    from ..governance.policy import load_policy
+
+    try:
+        rules = load_policy(policy) if policy else None
+        outcome.report = write_report([run_dir], run_dir / "report.html", judge=judge(rules) if rules else None,
+                                      policy_name=rules.name if rules else "", keys=trusted_keys()).path
+        outcome.notes.append(f"report in {outcome.report}")
+    except (OSError, Prov4TorchError) as exc:
+        outcome.notes.append(f"could not write the report of {run_dir}: {exc}")
