@@ -386,3 +386,28 @@ def test_a_metrics_sidecar_changed_after_the_run_is_not_plotted_as_the_runs(tmp_
     write_report([run.prov_path.parent], tmp_path / "r.html", graph=False)
     text = (tmp_path / "r.html").read_text()
     assert "changed after the run; not plotted" in text and "400" not in text
+
+
+def test_signature_status_of_the_run_and_its_checkpoint_and_a_changed_byte(tmp_path: Path):
+    import torch
+
+    import prov4torch
+    from prov4torch.evidence import keys
+
+    keys.init_key()
+    ckpt = tmp_path / "model.pt"
+    with prov4torch.start_run(experiment="e", run_name="signed") as run:
+        torch.save(torch.nn.Linear(2, 2).state_dict(), ckpt)
+        prov4torch.log_model(ckpt, name="m")
+    run_dir = run.prov_path.parent
+    write_report([run_dir], tmp_path / "ok.html", keys=keys.trusted_keys(), graph=False)
+    text = (tmp_path / "ok.html").read_text()
+    assert "NOT VERIFIED" not in text and text.count(">verified<") >= 2  # the attestation and the card
+    data = bytearray(ckpt.read_bytes())
+    data[-10] ^= 1
+    ckpt.write_bytes(bytes(data))
+    write_report([run_dir], tmp_path / "bad.html", keys=keys.trusted_keys(), graph=False)
+    bad = (tmp_path / "bad.html").read_text()
+    assert "NOT VERIFIED" in bad and "the file changed" in bad
+    write_report([run_dir], tmp_path / "untrusted.html", keys=[], graph=False)
+    assert "NOT VERIFIED" in (tmp_path / "untrusted.html").read_text()

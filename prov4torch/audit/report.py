@@ -84,6 +84,7 @@ class Checkpoint:
     revision_of: str
     flags: dict[str, list[str]] = field(default_factory=dict)
     tags: dict[str, list[str]] = field(default_factory=dict)
+    signature: str = ""  # its signed lineage card, verified against the bytes on disk (or why not)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from .page import (
 from .render import Judge
 from .report import RunReport, Series, collect, fmt_number
 
+CHECKPOINT_HASH_LIMIT = 2 << 30  # a checkpoint larger than this is not hashed for the page (verify does it)
 GRAPH_NODE_LIMIT = 1500  # a run's lineage is drawn up to this many nodes (beyond, `render --focus` draws a part)
 
 
@@ -204,9 +205,9 @@ def _checkpoints(r: RunReport) -> str:
     for c in r.checkpoints:
         flags = "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(c.flags.items()))
         rows.append((c.name, c.path, Raw(f"<code>{esc(c.sha256)}</code>"), Raw(f"<code>{esc(c.weights)}</code>"),
-                     c.version, c.revision_of, flags))
+                     c.version, c.revision_of, flags, c.signature))
     return "<h3>Checkpoints</h3>" + table(("name", "path", "file sha256", "weights sha256", "version",
-                                           "derived from model", "lineage"), rows)
+                                           "derived from model", "lineage", "signature"), rows)
 
 
 def _graph(r: RunReport) -> str:
@@ -279,13 +280,36 @@ def draw_lineage(graph: Graph, run: RunReport, timeout_s: float = 30.0) -> tuple
 
 
 def attach_evidence(runs: list[RunReport], keys: list[Any]) -> None:
+    """The signature status of each run's attestation and of each checkpoint's signed lineage card."""
     from ..evidence import attest
 
     for r in runs[:MAX_SECTIONS]:
+        for c in r.checkpoints:
+            c.signature = checkpoint_signature(c.path, keys)
         if r.directory is not None and (r.directory / attest.ATTESTATION).exists():
             r.evidence = [(f.ok, f.line()) for f in attest.verify_run_dir(r.directory, keys)]
         elif r.directory is not None:
             r.evidence = [(False, "no attestation beside the run: it was not signed (prov4torch keys init)")]
+
+
+def checkpoint_signature(path: str, keys: list[Any]) -> str:
+    """One line: the checkpoint's lineage card verified (signature and the file's bytes), or why not."""
+    from ..evidence import attest
+
+    if not path or "," in path:
+        return ""
+    ckpt = Path(path)
+    card = ckpt.with_name(ckpt.name + ".lineage.json")
+    try:
+        if not card.is_file() or not ckpt.is_file():
+            return "no lineage card beside the checkpoint" if ckpt.is_file() else "checkpoint not found here"
+        if ckpt.stat().st_size > CHECKPOINT_HASH_LIMIT:
+            return f"not checked here (over {CHECKPOINT_HASH_LIMIT >> 30} GiB): prov4torch verify {path}"
+    except OSError as exc:
+        return f"not readable: {exc}"
+    findings = attest.verify_sidecar(ckpt, card, keys)
+    return "verified" if all(f.ok for f in findings) else "NOT VERIFIED: " + "; ".join(
+        f"{f.what}: {f.detail}" for f in findings if not f.ok)
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path, *, compare: bool = False,
