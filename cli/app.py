@@ -229,8 +229,8 @@ def run(
         "--data-tags", help="Governance tags for data and third-party checkpoints, without code changes: a TOML "
                             "tags file, a Croissant JSON-LD file or a dataset card (repeatable).")] = None,
     data: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
-        "--data", help="A data directory the script reads with plain open(): recorded as a dataset (identified by "
-                       "its content) the first time the script opens a file in it (repeatable).")] = None,
+        "--data", help="A data directory the script reads with plain open(): each file it reads there is a dataset "
+                       "(by content) in the role its use shows (repeatable).")] = None,
 ) -> None:
     """Run a training script unchanged, recording its provenance; exits with the script's exit code.
 

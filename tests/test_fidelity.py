@@ -22,6 +22,13 @@ def run(tmp_path: Path, script: str, *args: str, out: str = "runs") -> subproces
                           cwd=tmp_path, timeout=180)
 
 
+def run_with(tmp_path: Path, script: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """``prov4torch run --out runs OPTIONS train.py``."""
+    (tmp_path / "train.py").write_text(textwrap.dedent(script))
+    return subprocess.run([*CLI, "run", "--out", "runs", *options, "train.py"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+
+
 def datasets(doc: dict) -> dict[str, dict]:
     return {k: e for k, e in doc["entity"].items() if k.startswith("p4t:dataset/") or "/dataset/" in k}
 
@@ -110,13 +117,17 @@ def test_memmap_token_files_are_data_with_roles_from_their_use(tmp_path: Path):
     assert r.returncode == 0, r.stderr
     (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
     doc = load(prov)
-    roles = {}
+    roles, reads = [], {}
     for u in doc["used"].values():
         ent = doc["entity"].get(u["prov:entity"], {})
         if "dataset/" in u["prov:entity"]:
-            roles[u.get("p4t:name")] = u["prov:role"]["$"]
+            roles.append((u.get("p4t:name"), u["prov:role"]["$"]))
+            reads[u.get("p4t:name")] = u["p4t:reads"]["$"]
             assert ent["p4t:identity"] == "content"
-    assert roles == {"train.bin": "p4t:input", "val.bin": "p4t:evaluation"}, roles
+    # the token file an optimizer stepped after is training data (read first with gradients on: `input` until
+    # the step, then counted under training, and `input` is not written); the one read under no_grad evaluation
+    assert sorted(roles) == [("train.bin", "p4t:training"), ("val.bin", "p4t:evaluation")], roles
+    assert reads == {"train.bin": "30", "val.bin": "3"}
     (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
     derived = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model}
     names = {doc["entity"][d].get("p4t:name") or d for d in derived}
@@ -234,3 +245,93 @@ def test_configurator_settings_and_the_scheduled_learning_rate_are_recorded(tmp_
     (lr,) = [e for e in doc["entity"].values() if e.get("p4t:name") == "optimizer.lr"]
     assert lr["p4t:count"]["$"] == "4"  # warm-up: 0.25, 0.5, 0.75, 1.0 of 0.001, then unchanged: 4 points, not 10
     assert float(lr["p4t:max"]["$"]) == pytest.approx(0.001) and float(lr["p4t:first"]["$"]) == pytest.approx(0.00025)
+
+
+OPEN_FILES = """
+import sys, torch
+def load(name):
+    with open(f"data/{name}") as fh:
+        return torch.tensor([[float(v) for v in line.split(",")] for line in fh])
+model = torch.nn.Linear(2, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+train = load("train.csv")  # read with gradients on, then stepped on: training
+for _ in range(5):
+    opt.zero_grad(); ((model(train[:, :2]) - train[:, 2:]) ** 2).mean().backward(); opt.step()
+with torch.no_grad():
+    val = load("val.csv")  # read under no_grad: evaluation
+    model(val[:, :2])
+torch.save(model.state_dict(), "model.pt")
+extra = load("extra.csv")  # read with gradients on, no step after it: evaluated
+model(extra[:, :2]).sum()
+print("done")
+"""
+
+
+def files(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    for name, n in (("train", 12), ("val", 4), ("extra", 3)):
+        (tmp_path / "data" / f"{name}.csv").write_text("\n".join(f"{i},{i % 3},{n * i}" for i in range(n)))
+
+
+def test_files_opened_under_data_each_get_the_role_their_use_shows(tmp_path: Path):
+    files(tmp_path)
+    r = run_with(tmp_path, OPEN_FILES, "--data", "data")
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    doc = load(prov)
+    roles = sorted((u["p4t:sourceUri"].rsplit("/", 1)[-1], u["prov:role"]["$"]) for u in doc["used"].values()
+                   if "dataset/" in u["prov:entity"])
+    assert roles == [("extra.csv", "p4t:evaluation"), ("train.csv", "p4t:training"), ("val.csv", "p4t:evaluation")]
+    (model,) = [k for k in doc["entity"] if k.startswith("p4t:model/")]
+    derived = [d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model]
+    train_id = next(u["prov:entity"] for u in doc["used"].values() if u.get("p4t:sourceUri", "").endswith("train.csv"))
+    assert derived == [train_id]  # the model derives from what it was trained on, not what it was evaluated on
+
+
+def test_a_testing_only_file_read_with_gradients_on_is_blocked_before_the_script_gets_it(tmp_path: Path):
+    files(tmp_path)
+    (tmp_path / "tags.toml").write_text(textwrap.dedent("""
+        [[dataset]]
+        path = "data"
+        origin_country = "FR"
+        jurisdiction = "EU"
+        license = "CC-BY-4.0"
+        consent_scope = ["testing"]
+    """))
+    r = run_with(tmp_path, OPEN_FILES, "--data", "data", "--data-tags", "tags.toml", "--policy", "default",
+                 "--region", "eu-west-1", "--purpose", "training")
+    assert r.returncode == 1 and "done" not in r.stdout and not (tmp_path / "model.pt").exists(), r.stderr
+    # read with gradients on it may be trained on (`input` is judged as training): open() refuses it
+    assert "used as input (training)" in r.stderr and "not within the consent scope" in r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    assert rank_activity_status(load(prov)) == "BLOCKED"
+
+
+def rank_activity_status(doc: dict) -> str:
+    (act,) = [a for a in doc["activity"].values() if a.get("p4t:status")]
+    return act["p4t:status"]
+
+
+def test_a_data_folder_of_many_files_is_recorded_whole_past_the_limit(tmp_path: Path):
+    from prov4torch.autolog.reads import MAX_FILES_PER_DIR
+
+    (tmp_path / "data").mkdir()
+    n = MAX_FILES_PER_DIR + 20
+    for i in range(n):
+        (tmp_path / "data" / f"{i:04d}.txt").write_text(str(i))
+    script = f"""
+import torch
+model = torch.nn.Linear(1, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+for i in range({n}):
+    x = torch.tensor([[float(open(f"data/{{i:04d}}.txt").read())]])
+    opt.zero_grad(); model(x).sum().backward(); opt.step()
+"""
+    r = run_with(tmp_path, script, "--data", "data")
+    assert r.returncode == 0, r.stderr
+    assert f"more than {MAX_FILES_PER_DIR} files read" in r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    uses = [u for u in load(prov)["used"].values() if "dataset/" in u["prov:entity"]]
+    assert len(uses) == MAX_FILES_PER_DIR + 1  # each file up to the limit, then the folder
+    folder = [u for u in uses if u["p4t:sourceUri"].endswith("/data")]
+    assert len(folder) == 1 and folder[0]["p4t:reads"]["$"] == "20" and folder[0]["prov:role"]["$"] == "p4t:training"

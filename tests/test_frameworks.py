@@ -384,19 +384,22 @@ def test_data_read_with_plain_open_is_recorded_through_data(tmp_path: Path):
     assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr[-3000:]
     run_dir, doc = the_run(tmp_path)
     datasets = {k: e for k, e in doc["entity"].items() if "mls:Dataset" in types(e)}
-    (data_id,) = datasets  # the directory, once, however many files were opened
-    assert datasets[data_id]["p4t:identity"] == "content" and datasets[data_id]["p4t:fileCount"]["$"] == "3"
-    (used,) = [u for u in doc["used"].values() if u["prov:entity"] == data_id]
-    assert role(used) == "p4t:input" and used["p4t:sourceUri"] == (tmp_path / "data").resolve().as_uri()
-    found = lineage_up(run_dir, sha256(tmp_path / "model.pt"))
-    assert data_id in json.dumps(found)
-    # the same files, a byte changed: another dataset id
+    assert len(datasets) == 3  # each file opened, by its content
+    assert all(e["p4t:identity"] == "content" and e["p4t:sha256"] == sha256(tmp_path / "data" / f"part{k}.csv")
+               for k, e in enumerate(sorted(datasets.values(), key=lambda e: str(e.get("p4t:sourceUri")))))
+    uses = [u for u in doc["used"].values() if u["prov:entity"] in datasets]
+    assert sorted(role(u) for u in uses) == ["p4t:training"] * 3  # an optimizer stepped after they were read
+    assert {u["p4t:sourceUri"] for u in uses} == {(tmp_path / "data" / f"part{k}.csv").resolve().as_uri()
+                                                   for k in range(3)}
+    found = json.dumps(lineage_up(run_dir, sha256(tmp_path / "model.pt")))
+    assert all(d in found for d in datasets)
+    # the same files, a byte changed: that file is another dataset, the others are the same
     (tmp_path / "data" / "part1.csv").write_text("0,0,1")
     assert run_cli(tmp_path, PLAIN_FILES, options=("--data", "data")).returncode == 0
     ids = set()
     for prov in (tmp_path / "runs").glob("*/*/rank-0.prov.json"):
         ids |= {k for k, e in load(prov)["entity"].items() if "mls:Dataset" in types(e)}
-    assert len(ids) == 2
+    assert len(ids) == 4
 
 
 def test_data_option_refuses_a_missing_directory(tmp_path: Path):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 from ..record.run import Run
 from .imports import ImportHooks
 from .opens import OpenWatch
+from .reads import FileReads
 from .scope import Patcher, busy, file_path, record_inside, record_once, recording
 from .settings import constructor_params
 
@@ -56,7 +56,7 @@ class FrameworkHooks:
     def __init__(self, run: Run, patcher: Patcher) -> None:
         self.run = run
         self.p = patcher
-        self.read: set[tuple[str, str]] = set()  # (file, role) already recorded by a reader
+        self.reads = FileReads(run)  # files read as data, and the role their use shows
 
     def lightning_io(self, module: ModuleType) -> None:
         run, p = self.run, self.p
@@ -169,19 +169,12 @@ class FrameworkHooks:
         p.replace(module, "safe_open", make)
 
     def data_read(self, result: Any, source: Any, *a: Any, **k: Any) -> None:
-        """A file read as data by a reader (numpy, pandas, pyarrow): recorded once per file and role, by
-        content. The role follows how it is read: with gradients on it is ``input`` (models derive from it),
-        under ``no_grad`` (an evaluation loop) ``evaluation``."""
+        """A file read as data by a reader (numpy, pandas, pyarrow): recorded by content, in the role its use
+        shows (``autolog.reads``: training once an optimizer steps after it, evaluation under ``no_grad``)."""
         path = file_path(source)
         if path is None or not os.path.isfile(path) or threading.current_thread().name.startswith("prov4torch"):
             return  # (prov4torch's own threads read codecarbon's tables: not the script's data)
-        torch = sys.modules.get("torch")
-        role = "input" if torch is None or torch.is_grad_enabled() else "evaluation"
-        key = (os.path.abspath(path), role)
-        if key in self.read:
-            return
-        self.read.add(key)
-        self.run.log_dataset(path, role=role)
+        self.reads.read(os.path.abspath(path))
 
     def numpy(self, module: ModuleType) -> None:
         p = self.p
@@ -221,7 +214,13 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
     for names, method in FrameworkHooks.MODULES:
         for name in names:
             hooks.when_imported(name, getattr(installer, method))
-    OpenWatch(run).install(p)
+    OpenWatch(run, installer.reads).install(p)
+    from ..record.datapaths import DataPaths
+
+    if DataPaths.active is not None:
+        DataPaths.active.step_listeners.append(installer.reads.stepped)
+        p.undo.append(lambda: _discard(DataPaths.active, installer.reads.stepped))
+    run.on_end(lambda _run: installer.reads.settle())
 
     def remove() -> None:
         hooks.remove()
@@ -240,3 +239,8 @@ def role_of_split(split: Any) -> str:
     if s.startswith("test"):
         return "testing"
     return "input"
+
+
+def _discard(paths: Any, listener: Callable[[], None]) -> None:
+    if paths is not None and listener in paths.step_listeners:
+        paths.step_listeners.remove(listener)

@@ -1,8 +1,9 @@
 """Files the script opens itself: data directories named with ``--data``, and checkpoints that travel
 through an in-memory buffer.
 
-* ``prov4torch run --data DIR``: the first file the script opens under ``DIR`` (``open()``, ``Path.open()``,
-  fsspec's local files) makes ``DIR`` a dataset of the run (role ``input``, its content digest), recorded once.
+* ``prov4torch run --data DIR``: each file the script opens for reading under ``DIR`` (``open()``,
+  ``Path.open()``, fsspec's local files) is a dataset of the run, named by its content, in the role its use
+  shows (``autolog.reads``); past ``reads.MAX_FILES_PER_DIR`` files, ``DIR`` as one dataset.
 * ``torch.save(obj, io.BytesIO())`` followed by writing the bytes to a file (Lightning through fsspec, many
   scripts by hand): the buffer's digest and what it held are noted at the save; files the script then opens
   for binary writing are remembered, and when the run ends the one whose bytes are the buffer's is recorded
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import env
 from ..record.checkpoints import classify
+from .reads import FileReads, under
 from .scope import Patcher, busy, record_inside, record_once
 
 if TYPE_CHECKING:
@@ -63,11 +65,11 @@ class OpenWatch:
 
     active: OpenWatch | None = None
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, reads: FileReads) -> None:
         self.run = run
+        self.reads = reads
         dirs = [Path(d).resolve() for d in (env.get(env.DATA_DIRS) or "").split(os.pathsep) if d]
         self.prefixes = [(str(d) + os.sep, d) for d in dirs]
-        self.logged: set[Path] = set()
         self.pending: OrderedDict[str, tuple[int, str]] = OrderedDict()  # sha256 -> (size, kind) saved to a buffer
         self.written: OrderedDict[str, None] = OrderedDict()  # files opened for binary writing since
         self.read: OrderedDict[str, None] = OrderedDict()  # files opened for binary reading
@@ -80,7 +82,11 @@ class OpenWatch:
             def open_(file: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
                 result = original(file, mode, *a, **k)
                 if isinstance(file, (str, os.PathLike)) and isinstance(mode, str) and not busy():
-                    watch.opened(file, mode)
+                    try:
+                        watch.opened(file, mode)
+                    except BaseException:  # a policy refusing the data: the file is not handed over
+                        result.close()
+                        raise
                 return result
             return open_
 
@@ -103,12 +109,11 @@ class OpenWatch:
             if path in self.written:
                 self.sweep()  # written, now read back: its save comes first in the record
             _remember(self.read, path)
-        if self.prefixes and len(self.logged) < len(self.prefixes) and "r" in mode:
+        if self.prefixes and "r" in mode and not any(c in mode for c in "wxa+"):
             path = os.path.abspath(os.fspath(file))
-            for prefix, d in self.prefixes:
-                if d not in self.logged and path.startswith(prefix):
-                    self.logged.add(d)
-                    record_once(functools.partial(self.run.log_dataset, d, role="input"), f"the data directory {d}")
+            directory = under(path, self.prefixes)
+            if directory is not None:
+                record_once(functools.partial(self.reads.read_under, path, directory), f"the data file {path}")
 
     # -- checkpoints through buffers ---------------------------------------------------------------------
     def saved_to_buffer(self, buf: Any, obj: Any) -> None:

@@ -135,9 +135,11 @@ class AttachMixin:
         """Before a tracked DataLoader yields its first batch: refuse blocked data."""
         self.inputs.gate(dataset_id)
 
-    def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0, epochs: int = 0) -> None:
+    def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0, epochs: int = 0,
+                    reads: int = 0) -> None:
         """Add samples, batches and epochs consumed from a dataset under a role (totals per dataset and role, so
-        a DataLoader rebuilt every epoch, or several loaders over one dataset, add up)."""
+        a DataLoader rebuilt every epoch, or several loaders over one dataset, add up); ``reads``: reads of a
+        file the script read as data itself (``autolog.reads``)."""
         if self._open:
-            self.record_event({"t": "usage", "id": dataset_id,
-                               "usage": {role: self.inputs.count(dataset_id, role, samples, batches, epochs)}})
+            self.record_event({"t": "usage", "id": dataset_id, "usage": {
+                role: self.inputs.count(dataset_id, role, samples, batches, epochs, reads)}})

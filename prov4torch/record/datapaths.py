@@ -56,7 +56,7 @@ class Run(Protocol):
     def gate(self, dataset_id: str) -> None: ...
 
     def count_usage(self, dataset_id: str, role: str, samples: int = 0, batches: int = 0,
-                    epochs: int = 0) -> None: ...
+                    epochs: int = 0, reads: int = 0) -> None: ...
 
     def on_end(self, callback: Any) -> None: ...
 
@@ -214,6 +214,7 @@ class DataPaths:
         # iterators not read to their end (a loop that breaks, an infinite sampler): their counts since the last
         # periodic report go to the record when the run ends, so the usage is exact, not a second stale
         self.open_states: dict[int, _LoaderState] = {}
+        self.step_listeners: list[Callable[[], None]] = []
         self._undo: list[Callable[[], None]] = []
 
     # -- install / remove ------------------------------------------------------------------------------
@@ -321,6 +322,8 @@ class DataPaths:
     # -- what the hooks do -----------------------------------------------------------------------------
     def _stepped(self, *_: Any) -> None:
         self.steps += 1
+        for listener in self.step_listeners:  # files read as data (autolog.reads): a step makes them training
+            listener()
 
     def trained(self, state: _LoaderState) -> None:
         """An optimizer stepped between two batches of a loader whose role was inferred as something else: its

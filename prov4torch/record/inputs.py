@@ -62,12 +62,14 @@ class Inputs:
         """Already attached under this role, with these tags (or none): no new record, no new decision."""
         return role in self.roles.get(did, ()) and (not tags or self.tags_of.get((did, role)) == tags)
 
-    def count(self, did: str, role: str, samples: int, batches: int, epochs: int) -> dict[str, int]:
-        """Add to the usage totals of a dataset under a role; the totals."""
+    def count(self, did: str, role: str, samples: int, batches: int, epochs: int, reads: int = 0) -> dict[str, int]:
+        """Add to the usage totals of a dataset under a role; the totals (``reads`` only for data read as files)."""
         t = self.totals.setdefault((self.aliases.get(did, did), role), {"samples": 0, "batches": 0, "epochs": 0})
         t["samples"] += samples
         t["batches"] += batches
         t["epochs"] += epochs
+        if reads or "reads" in t:
+            t["reads"] = t.get("reads", 0) + reads
         return dict(t)
 
     def digest_done(self, event: dict[str, Any]) -> None:
