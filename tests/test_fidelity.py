@@ -335,3 +335,47 @@ for i in range({n}):
     assert len(uses) == MAX_FILES_PER_DIR + 1  # each file up to the limit, then the folder
     folder = [u for u in uses if u["p4t:sourceUri"].endswith("/data")]
     assert len(folder) == 1 and folder[0]["p4t:reads"]["$"] == "20" and folder[0]["prov:role"]["$"] == "p4t:training"
+
+
+IMAGES = """
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+class Folder(Dataset):  # opens its images in __getitem__: the dataset stands for them
+    def __init__(self, root):
+        self.root = root
+        self.names = ["a.png", "b.png"]
+    def __len__(self):
+        return 2
+    def __getitem__(self, i):
+        with Image.open(f"{self.root}/{self.names[i]}") as im:
+            return torch.tensor(list(im.getdata()), dtype=torch.float32).mean().reshape(1)
+
+model = torch.nn.Linear(1, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+with Image.open("direct/train.png") as im:  # an image the script opens itself, then trains on
+    x = torch.tensor(list(im.getdata()), dtype=torch.float32).mean().reshape(1, 1)
+opt.zero_grad(); model(x).sum().backward(); opt.step()
+for b in DataLoader(Folder("folder"), batch_size=2):
+    opt.zero_grad(); model(b).sum().backward(); opt.step()
+print("done")
+"""
+
+
+def test_images_opened_with_pil_are_data_and_a_datasets_own_images_are_not_counted_twice(tmp_path: Path):
+    from PIL import Image
+
+    for d, names in (("direct", ["train.png"]), ("folder", ["a.png", "b.png"])):
+        (tmp_path / d).mkdir()
+        for i, n in enumerate(names):
+            Image.new("L", (4, 4), color=40 * (i + 1)).save(tmp_path / d / n)
+    r = run_with(tmp_path, IMAGES)
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    doc = load(prov)
+    uses = [(u.get("p4t:sourceUri", "").rsplit("/", 2)[-2:], u["prov:role"]["$"]) for u in doc["used"].values()
+            if "dataset/" in u["prov:entity"]]
+    files = [tuple(p) for p, _ in uses if len(p) == 2 and p[1].endswith(".png")]
+    assert files == [("direct", "train.png")], uses  # the folder dataset's images are not separate datasets
+    assert (["direct", "train.png"], "p4t:training") in uses

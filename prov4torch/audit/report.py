@@ -69,6 +69,7 @@ class DataUse:
     roles: set[str] = field(default_factory=set)
     batches: int = 0
     samples: int = 0
+    reads: int = 0
     tags: dict[str, list[str]] = field(default_factory=dict)
     flags: dict[str, list[str]] = field(default_factory=dict)
 
@@ -280,6 +281,7 @@ class Collector:
                 use.roles |= roles
                 use.batches += sum(_int(v) for v in attrs.get(P + "batches", []))
                 use.samples += sum(_int(v) for v in attrs.get(P + "samples", []))
+                use.reads += sum(_int(v) for v in attrs.get(P + "reads", []))
 
     def _outputs(self, r: RunReport, act: Node) -> None:
         g = self.graph

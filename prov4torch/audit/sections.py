@@ -194,8 +194,9 @@ def _datasets(r: RunReport) -> str:
     if not r.data:
         return '<h3>Data</h3><p class="muted">No dataset recorded as used by this run.</p>'
     rows = [(d.name, Raw(f"<code>{esc(d.id)}</code>"), d.identity, ", ".join(sorted(d.roles)), d.batches or "",
-             d.samples or "", tags_text(d)) for d in r.data]
-    return "<h3>Data</h3>" + table(("name", "id", "identity", "roles", "batches", "samples", "tags"), rows)
+             d.samples or "", d.reads or "", tags_text(d)) for d in r.data]
+    return "<h3>Data</h3>" + table(("name", "id", "identity", "roles", "batches", "samples", "file reads", "tags"),
+                                   rows)
 
 
 def _checkpoints(r: RunReport) -> str:

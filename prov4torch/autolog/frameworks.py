@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..record.datapaths import DataPaths
 from ..record.run import Run
 from .imports import ImportHooks
 from .opens import OpenWatch
@@ -51,6 +52,7 @@ class FrameworkHooks:
         (("pandas",), "pandas"),
         (("pyarrow.parquet",), "pyarrow_parquet"),
         (("datasets",), "hf_datasets"),
+        (("PIL.Image",), "pil"),
     )
 
     def __init__(self, run: Run, patcher: Patcher) -> None:
@@ -176,6 +178,21 @@ class FrameworkHooks:
             return  # (prov4torch's own threads read codecarbon's tables: not the script's data)
         self.reads.read(os.path.abspath(path))
 
+    def image_read(self, result: Any, source: Any, *a: Any, **k: Any) -> None:
+        """An image opened with PIL outside a dataset's ``__getitem__`` (a dataset recorded as a whole, a
+        torchvision ``ImageFolder`` by its root's content, stands for the images it opens): by content, bounded
+        per directory (an image folder past ``reads.MAX_FILES_PER_DIR`` files is recorded as the folder)."""
+        path = file_path(source)
+        if path is None or not os.path.isfile(path) or threading.current_thread().name.startswith("prov4torch"):
+            return
+        if DataPaths.active is not None and DataPaths.active.inside_item():
+            return
+        path = os.path.abspath(path)
+        self.reads.read_under(path, os.path.dirname(path))
+
+    def pil(self, module: ModuleType) -> None:
+        self.p.after(module, "open", self.image_read, "an image opened with PIL.Image.open")
+
     def numpy(self, module: ModuleType) -> None:
         p = self.p
         for name in ("load", "loadtxt", "genfromtxt", "fromfile"):
@@ -215,8 +232,6 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
         for name in names:
             hooks.when_imported(name, getattr(installer, method))
     OpenWatch(run, installer.reads).install(p)
-    from ..record.datapaths import DataPaths
-
     if DataPaths.active is not None:
         DataPaths.active.step_listeners.append(installer.reads.stepped)
         p.undo.append(lambda: _discard(DataPaths.active, installer.reads.stepped))

@@ -14,6 +14,7 @@ million files does not record a million datasets.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ class FileReads:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.pid = os.getpid()
         self.lock = threading.RLock()
         self.ids: dict[tuple[str, str], str] = {}  # (path, role) -> dataset id
         self.reads: dict[tuple[str, str], int] = {}  # (path, role) -> reads counted under it
@@ -43,7 +45,7 @@ class FileReads:
 
     def read(self, path: str) -> None:
         """One read of ``path`` (a file, or a --data directory standing for its files)."""
-        if self.run.ended:
+        if self.run.ended or os.getpid() != self.pid:  # a DataLoader worker's reads: its dataset stands for them
             return
         torch = sys.modules.get("torch")
         grad = torch is None or torch.is_grad_enabled()
@@ -54,14 +56,14 @@ class FileReads:
                 self.pending.add(path)
 
     def read_under(self, path: str, directory: str) -> None:
-        """A read of ``path`` under the ``--data`` ``directory``: the file itself, or past the per-directory
-        limit the directory."""
+        """A read of ``path`` in ``directory`` (a ``--data`` directory, an image's folder): the file itself, or
+        past the per-directory limit the directory."""
         with self.lock:
             files = self.per_dir.setdefault(directory, set())
             if path not in files and len(files) >= MAX_FILES_PER_DIR:
                 if directory not in self.folded:
                     self.folded.add(directory)
-                    warn(f"--data {directory}: more than {MAX_FILES_PER_DIR} files read; the rest are recorded as "
+                    warn(f"{directory}: more than {MAX_FILES_PER_DIR} files read as data; the rest are recorded as "
                          "the directory (one dataset, its content digest)")
                 target = directory
             else:

@@ -396,6 +396,10 @@ class DataPaths:
         self.run.gate(did)
         return _LoaderState(self, did, "input")
 
+    def inside_item(self) -> bool:
+        """Whether this thread is inside a dataset's ``__getitem__`` (what it reads is that dataset's)."""
+        return bool(getattr(self.local, "depth", 0))
+
     def item(self, dataset: Any) -> None:
         """First access to a dataset outside a DataLoader: attach it (role ``input``), and gate."""
         if getattr(self.local, "depth", 0) or os.getpid() != self.pid or self.run.ended:
