@@ -225,6 +225,9 @@ def run(
     render_svg: Annotated[bool, typer.Option("--render", help="Also draw run.svg (needs Graphviz).")] = False,
     write_report: Annotated[bool, typer.Option(
         "--report", help="Also write report.html: the run as one self-contained page.")] = False,
+    openlineage: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        "--openlineage", metavar="URL", help="Send OpenLineage run events to this endpoint as the run starts and "
+                                             "ends (also OPENLINEAGE_URL); never slows or fails training.")] = None,
     data_tags: Annotated[Optional[list[Path]], typer.Option(  # noqa: UP045
         "--data-tags", help="Governance tags for data and third-party checkpoints, without code changes: a TOML "
                             "tags file, a Croissant JSON-LD file or a dataset card (repeatable).")] = None,
@@ -239,6 +242,7 @@ def run(
     literal one.
     """
     from prov4torch import env as p4t_env
+    from prov4torch.autolog.openlineage_live import LiveEmitter
     from prov4torch.autolog.runner import finish, launch, resolve_target, run_script
 
     args = list(ctx.args)
@@ -266,8 +270,10 @@ def run(
                "region": region, "purpose": purpose, "intended_use": intended_use}
     try:
         resolve_target(script, module)
+        url = openlineage or p4t_env.get(p4t_env.OPENLINEAGE_URL)
+        emitter = LiveEmitter(url) if url else None
         if nproc_per_node == 1:
-            outcome = run_script(script, args, module=module, out_dir=out, **options)
+            outcome = run_script(script, args, module=module, out_dir=out, emitter=emitter, **options)
         else:
             if policy is not None and Path(policy).exists():
                 policy = str(Path(policy).resolve())
@@ -275,10 +281,11 @@ def run(
                      "region": p4t_env.REGION, "purpose": p4t_env.PURPOSE, "intended_use": p4t_env.INTENDED_USE}
             extra = {names[k]: str(v) for k, v in {**options, "policy": policy}.items() if k in names and v}
             outcome = launch(script, args, nproc=nproc_per_node, module=module, out_dir=out,
-                             experiment=experiment, run_id=run_id, extra_env=extra)
+                             experiment=experiment, run_id=run_id, extra_env=extra, emitter=emitter)
     except Prov4TorchError as exc:
         fail(str(exc))
-    for note in finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report).notes:
+    for note in finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report,
+                       emitter=emitter).notes:
         _summary(note)
     if outcome.signal is not None:  # merged and summarised: now exit as the signal would
         import os

@@ -33,6 +33,7 @@ SIGNING_KEY = "PROV4TORCH_SIGNING_KEY"  # the PEM private key runs and lineage c
 TRUSTED_KEYS = "PROV4TORCH_TRUSTED_KEYS"  # PEM public keys whose signatures are trusted (os.pathsep)
 CHILD_SCRIPT = "PROV4TORCH_CHILD_SCRIPT"  # set for child processes: the script whose re-runs record as ranks
 DEBUG = "PROV4TORCH_DEBUG"  # "1": the CLI prints the traceback of an internal error
+OPENLINEAGE_URL = "OPENLINEAGE_URL"  # OpenLineage's own variable: where `prov4torch run` sends run events
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

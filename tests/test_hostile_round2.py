@@ -73,8 +73,17 @@ def test_an_unreadable_entry_in_a_tagged_data_folder_never_opens_the_gate(tmp_pa
     (rank0,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
     doc = load(rank0)
     assert rank_activity(doc)["p4t:status"] == "BLOCKED"
-    (ds,) = [e for e in doc["entity"].values() if e.get("p4t:unidentifiedReason")]
-    assert ds["p4t:identity"] == "unidentified" and "/data/x" in ds["p4t:unidentifiedReason"]
+    # the file the script opened is recorded by its own content (and carries the folder's tags)
+    (ds,) = [e for e in doc["entity"].values() if e.get("p4t:originCountry") == "DE"]
+    assert ds["p4t:identity"] == "content"
+    # the folder as a whole (past the per-file limit, or given to the API) is unidentified, and still gated
+    prov4torch.load_tags(tmp_path / "tags.toml")
+    with pytest.raises(prov4torch.PolicyViolation, match="eu-personal-data-stays-in-eu"):
+        with prov4torch.start_run(out_dir=tmp_path / "api", region="us-east-1", purpose="training",
+                                  policy="default") as run:
+            prov4torch.log_dataset(tmp_path / "data")
+    (folder,) = [e for e in load(run.prov_path)["entity"].values() if e.get("p4t:unidentifiedReason")]
+    assert folder["p4t:identity"] == "unidentified" and "/data/x" in folder["p4t:unidentifiedReason"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "zero"])

@@ -26,7 +26,7 @@ from ..safefs import check_output, write_atomic
 from .graph import Graph, Node
 from .load import expand_dirs, load_graph, no_cycle_collection
 
-FORMATS = ("cyclonedx", "prov-o", "prov-o-jsonld")
+FORMATS = ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-jsonld")
 PROPERTY_PREFIX = "prov4torch:"
 GOVERNANCE = ("datasetId", "originCountry", "jurisdiction", "regulation", "personalData", "consentScope",
               "consentExpires", "prohibitedPurpose", "license", "transferBasis", "sourceDataset", "intendedUse",
@@ -197,9 +197,16 @@ def export(paths: Iterable[str | Path], fmt: str, out: str | Path) -> Path:
         raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     target = check_output(Path(out))
     files = list(expand_dirs(paths))
-    if fmt == "cyclonedx":
+    if fmt in ("cyclonedx", "spdx", "openlineage"):
+        from .openlineage import events
+        from .spdx import spdx3
+
         with no_cycle_collection():
-            text = json.dumps(cyclonedx(load_graph(files)), indent=1, sort_keys=True)
+            graph = load_graph(files)
+            if fmt == "openlineage":  # JSON Lines: one event a line, as lineage servers and files take them
+                text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in events(graph))
+            else:
+                text = json.dumps(cyclonedx(graph) if fmt == "cyclonedx" else spdx3(graph), indent=1, sort_keys=True)
     else:
         text = prov_o(files, fmt)
     write_atomic(target, text)

@@ -25,12 +25,14 @@ from types import TracebackType
 from typing import Any
 
 from .. import env
+from ..audit.openlineage import start_event
 from ..errors import ConfigError, PolicyViolation, Prov4TorchError, SignalExit
 from ..record.attestation import sign_documents
 from ..record.disabled import DisabledRun
 from ..record.distributed import uuid7
 from ..record.run import ACTIVE, Run, default_root
 from .children import await_children, patch_spawn, prepare_children
+from .openlineage_live import LiveEmitter
 
 HELP_FLAGS = {"-h", "--help"}
 RECORD_ERROR_EXIT = 1  # the script succeeded but its provenance is incomplete (documented in docs/cli.md)
@@ -107,7 +109,8 @@ class Outcome:
     notes: list[str] = field(default_factory=list)  # one line each, for the person at the terminal
 
 
-def run_script(target: str, args: list[str], *, module: bool = False, **run_options: Any) -> Outcome:
+def run_script(target: str, args: list[str], *, module: bool = False, emitter: LiveEmitter | None = None,
+               **run_options: Any) -> Outcome:
     """Run ``target`` (a script path, or a module with ``module=True``) under a managed run.
 
     The outcome's exit code is the one the script itself would have had, except that:
@@ -118,7 +121,7 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
       error naming the journal is printed and a script that exited 0 exits ``RECORD_ERROR_EXIT`` (1).
     """
     script = resolve_target(target, module)
-    import torch  # noqa: F401 - the script will need it; importing it first keeps capture consistent
+    import torch  # the script will need it; importing it first keeps capture consistent
 
     if env.flag(env.DISABLED, False):  # the kill switch: run the script plainly, record nothing
         policy = run_options.get("policy") or env.get(env.POLICY)
@@ -129,6 +132,8 @@ def run_script(target: str, args: list[str], *, module: bool = False, **run_opti
         return Outcome(_execute(script, target, args, module, None)[1])
     run = Run(script=script, managed=True, **run_options)
     ACTIVE.run = run
+    if emitter is not None:
+        emitter.send(start_event(run.run_id, run.experiment, run.run_name, _now(), torch.__version__))
     undo_children = prepare_children(run, script)  # Python children running the script again record as ranks
     try:
         status, code, signal_number, error = _execute(script, target, args, module, run)
@@ -215,12 +220,17 @@ def launch(
     experiment: str | None = None,
     run_id: str | None = None,
     extra_env: dict[str, str] | None = None,
+    emitter: LiveEmitter | None = None,
 ) -> Outcome:
     """Run ``target`` on ``nproc`` local ranks through torch.distributed.run (``finish`` merges the rank files)."""
     resolve_target(target, module)
     run_id = run_id or uuid7()
     root = (out_dir or default_root()).expanduser().resolve()
     experiment = experiment or env.get(env.EXPERIMENT) or "default"
+    if emitter is not None:
+        import torch
+
+        emitter.send(start_event(run_id, experiment, Path(target).stem, _now(), torch.__version__))
     child_env = {**os.environ, **(extra_env or {}), env.RUN_ID: run_id, env.DIR: str(root), env.EXPERIMENT: experiment}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "prov4torch_cli.worker", *(["-m"] if module else []), target, *args]
@@ -249,7 +259,7 @@ def launch(
 
 
 def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = None,
-           html_report: bool = False) -> Outcome:
+           html_report: bool = False, emitter: LiveEmitter | None = None) -> Outcome:
     """After the script: merge the rank files into ``run.prov.json`` (and any job the script started itself),
     draw ``run.svg`` when asked, sign the merged document when a key is configured, and write ``report.html``
     when asked. Never raises: what could not be done is a note."""
@@ -290,7 +300,28 @@ def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = N
             outcome.notes.append(f"could not sign {merged}: {exc}")
     if html_report:
         _write_report(outcome, run_dir, policy)
+    if emitter is not None:
+        _send_final(outcome, run_dir, emitter)
     return outcome
+
+
+def _send_final(outcome: Outcome, run_dir: Path, emitter: LiveEmitter) -> None:
+    """The run's terminal OpenLineage event(s), from the merged document; then every event on disk too."""
+    from ..audit.load import load_graph
+    from ..audit.openlineage import Events, validate
+
+    try:
+        if outcome.merged is not None:
+            for event in Events(load_graph([outcome.merged])).all():
+                if event["eventType"] != "START":
+                    validate(event)
+                    emitter.send(event)
+    except (OSError, Prov4TorchError) as exc:
+        outcome.notes.append(f"openlineage: no terminal event ({exc})")
+    try:
+        outcome.notes.append(emitter.close(run_dir))
+    except OSError as exc:
+        outcome.notes.append(f"openlineage: events not written to {run_dir}: {exc}")
 
 
 def _write_report(outcome: Outcome, run_dir: Path, policy: str | None) -> None:
@@ -306,3 +337,9 @@ def _write_report(outcome: Outcome, run_dir: Path, policy: str | None) -> None:
         outcome.notes.append(f"report in {outcome.report}")
     except (OSError, Prov4TorchError) as exc:
         outcome.notes.append(f"could not write the report of {run_dir}: {exc}")
+
+
+def _now() -> str:
+    import datetime as _dt
+
+    return _dt.datetime.now(_dt.UTC).isoformat()
