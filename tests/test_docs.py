@@ -78,3 +78,14 @@ def test_every_environment_variable_is_named_in_env_py_and_the_readme():
         if path.name != "env.py":
             used |= set(re.findall(r'"(PROV4TORCH_[A-Z_]+)"', path.read_text(encoding="utf-8")))
     assert sorted(used - names) == [], "a PROV4TORCH_* name defined outside env.py"
+
+
+def test_the_openlineage_facet_schemas_in_the_docs_are_the_ones_the_package_checks_with():
+    import json
+    import re
+
+    text = (ROOT / "docs" / "openlineage.md").read_text()
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)\n```", text, re.S)]
+    folder = ROOT / "prov4torch" / "audit" / "schemas" / "openlineage"
+    kept = [json.loads((folder / f"Prov4torch{n}Facet.json").read_text()) for n in ("Governance", "Run")]
+    assert blocks == kept

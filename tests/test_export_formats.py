@@ -50,8 +50,8 @@ def mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "runs" / "mnist" / "ddp"
 
 
-def export(run_dir: Path, fmt: str, out: Path) -> subprocess.CompletedProcess[str]:
-    return cli(run_dir, "export", str(run_dir), "--format", fmt, "-o", str(out))
+def export(target: Path, fmt: str, out: Path) -> subprocess.CompletedProcess[str]:
+    return cli(out.parent, "export", str(target), "--format", fmt, "-o", str(out))
 
 
 def prov_entities(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -254,3 +254,79 @@ def test_a_closed_port_is_a_note_not_an_error(tmp_path: Path):
     (tmp_path / "train.py").write_text(TRAIN)
     r = cli(tmp_path, "run", "--out", "runs", "train.py", env={"OPENLINEAGE_URL": f"http://127.0.0.1:{port}"})
     assert r.returncode == 0 and "0 of 2 event(s) delivered" in r.stderr and "Refused" in r.stderr, r.stderr
+
+
+# -- the Annex IV pack ---------------------------------------------------------------------------------------------
+
+def test_the_annex_iv_pack_holds_the_evidence_maps_each_item_and_names_what_it_cannot(mnist: Path, tmp_path: Path):
+    out = tmp_path / "pack"
+    r = export(mnist, "annex-iv", out)
+    assert r.returncode == 0, r.stderr
+    names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert {"index.md", "SHA256SUMS", "report.html", "bom.cdx.json", "sbom.spdx.json", "openlineage.jsonl",
+            "decisions.json", "prov/mnist-ddp-run.prov.json"} <= names
+    assert any(n.startswith("logs/") and n.endswith(".metrics.csv") for n in names)
+    assert any(n.startswith("policies/") and n.endswith("policy.toml") for n in names)  # digest matched
+    sums = dict(reversed(line.split("  ", 1)) for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == names - {"SHA256SUMS"}
+    for name, digest in sums.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    index = (out / "index.md").read_text()
+    assert "| IV 2(d) |" in index and "| XI 2(e) |" in index
+    assert "Not evidenced by this pack: IV 2(e), IV 3, IV 7, IV 8, IV 9" in index
+    assert "no attestation" in index  # this run was not signed, and the pack says so
+    decisions = json.loads((out / "decisions.json").read_text())
+    assert decisions and all(d["verdict"] == "allow" for d in decisions)
+    zipped = tmp_path / "pack.zip"
+    assert export(mnist, "annex-iv", zipped).returncode == 0
+    import zipfile
+
+    with zipfile.ZipFile(zipped) as z:
+        assert set(z.namelist()) == names
+    again = export(mnist, "annex-iv", out)  # the directory exists: refused, left as it was
+    assert again.returncode == 2 and "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == names
+
+
+@pytest.mark.foreign_prov
+def test_a_failed_pack_leaves_nothing(tmp_path: Path):
+    (tmp_path / "bad.prov.json").write_text("{not json")
+    r = export(tmp_path / "bad.prov.json", "annex-iv", tmp_path / "pack")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert not (tmp_path / "pack").exists() and not list(tmp_path.glob(".pack*"))
+
+
+def test_the_fast_spdx_check_agrees_with_the_official_schema(mnist: Path, tmp_path: Path):
+    """spdx.validate checks each element against its own class with a short-circuited copy of the schema (for
+    speed); on a real document and on broken variants it must say what the unmodified schema says."""
+    import copy
+
+    import jsonschema
+
+    out = tmp_path / "s.json"
+    assert export(mnist, "spdx", out).returncode == 0
+    doc = json.loads(out.read_text())
+    official = jsonschema.Draft202012Validator(spdx.schema())
+
+    def first(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+        return next(o for o in d["@graph"] if o["type"] == kind)
+
+    variants = {"as written": lambda d: None,
+                "a size that is text": lambda d: first("dataset_DatasetPackage", d).update(dataset_datasetSize="big"),
+                "an unknown property": lambda d: first("ai_AIPackage", d).update(colour="red"),
+                "an energy in exponent form": lambda d: first("ai_AIPackage", d)["ai_energyConsumption"][
+                    "ai_trainingEnergyConsumption"][0].update(ai_energyQuantity="1e-05"),
+                "a relationship to a number": lambda d: first("Relationship", d).update(to=[5]),
+                "no spdxId": lambda d: first("Annotation", d).pop("spdxId", None)
+                if any(o["type"] == "Annotation" for o in d["@graph"]) else first("Relationship", d).pop("spdxId")}
+    for name, mutate in variants.items():
+        d = copy.deepcopy(doc)
+        mutate(d)
+        want = official.is_valid(d)
+        try:
+            spdx.validate(d)
+            got = True
+        except ConfigError:
+            got = False
+        assert got == want, name
+        assert want == (name == "as written"), name

@@ -26,7 +26,7 @@ from ..safefs import check_output, write_atomic
 from .graph import Graph, Node
 from .load import expand_dirs, load_graph, no_cycle_collection
 
-FORMATS = ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-jsonld")
+FORMATS = ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-jsonld", "annex-iv")
 PROPERTY_PREFIX = "prov4torch:"
 GOVERNANCE = ("datasetId", "originCountry", "jurisdiction", "regulation", "personalData", "consentScope",
               "consentExpires", "prohibitedPurpose", "license", "transferBasis", "sourceDataset", "intendedUse",
@@ -195,6 +195,10 @@ def export(paths: Iterable[str | Path], fmt: str, out: str | Path) -> Path:
     """Export PROV-JSON files (or run directories, an output root) as ``fmt``; atomically written to ``out``."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "annex-iv":
+        from .pack import write_pack
+
+        return write_pack(paths, out)
     target = check_output(Path(out))
     files = list(expand_dirs(paths))
     if fmt in ("cyclonedx", "spdx", "openlineage"):

@@ -68,26 +68,33 @@ def validate(event: dict[str, Any]) -> None:
     its facets does not match its schema."""
     try:
         import jsonschema
-        from referencing import Registry, Resource
     except ImportError as exc:
         raise MissingExtraError("the openlineage export checks its events with jsonschema: pip install "
                                 "'prov4torch[export]'") from exc
     schemas = _schemas()
-    registry: Registry[Any] = Registry().with_resources(
-        (s["$id"], Resource.from_contents(s)) for s in schemas.values())
-    checks = [({"$ref": f"{SPEC}#/$defs/RunEvent"}, event, "event")]
+    checks = [(f"{SPEC}#/$defs/RunEvent", event, "event")]
     for where, facets in _facets_of(event):
         for name, body in facets.items():
             if name in FACETS:
                 file, defs = FACETS[name]
-                checks.append(({"$ref": f"{schemas[file]['$id']}#/$defs/{defs}"}, body, f"{where} facet {name}"))
-    for schema, value, where in checks:
-        validator = jsonschema.Draft202012Validator(schema, registry=registry,
-                                                    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+                checks.append((f"{schemas[file]['$id']}#/$defs/{defs}", body, f"{where} facet {name}"))
+    for ref, value, where in checks:
+        error = jsonschema.exceptions.best_match(_validator(ref).iter_errors(value))
         if error is not None:
             raise ConfigError(f"an OpenLineage {where} is not valid: {'/'.join(map(str, error.path)) or 'top'}: "
                               f"{error.message[:300]}")
+
+
+@cache
+def _validator(ref: str) -> Any:
+    """One validator per schema reference, over a registry of the schemas kept here (made once)."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    registry: Registry[Any] = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s)) for s in _schemas().values())
+    return jsonschema.Draft202012Validator({"$ref": ref}, registry=registry,
+                                           format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
 
 
 def _facets_of(event: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
