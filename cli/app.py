@@ -114,7 +114,8 @@ def check(
 def export(
     paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV-JSON files or an output root.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="cyclonedx, spdx, openlineage, prov-o (TriG), "
-                                                            "prov-o-jsonld or annex-iv (a directory or .zip).")],
+                                                            "prov-o-turtle, prov-o-jsonld or annex-iv (a directory "
+                                                            "or .zip).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (atomically).")],
 ) -> None:
     """Hand-over formats: a CycloneDX 1.6 ML-BOM (validated), or PROV-O as TriG or JSON-LD."""

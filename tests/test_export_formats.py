@@ -330,3 +330,35 @@ def test_the_fast_spdx_check_agrees_with_the_official_schema(mnist: Path, tmp_pa
             got = False
         assert got == want, name
         assert want == (name == "as written"), name
+
+
+def test_cyclonedx_and_prov_o_of_the_merged_two_rank_run(mnist: Path, tmp_path: Path):
+    import rdflib
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    bom = tmp_path / "bom.json"
+    assert export(mnist, "cyclonedx", bom).returncode == 0
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom.read_text()) is None
+    models = [c for c in json.loads(bom.read_text())["components"] if c["type"] == "machine-learning-model"]
+    entities = prov_entities(mnist)
+    for m in models:
+        weights = next(p["value"] for p in m["properties"] if p["name"] == "prov4torch:weightsSha256")
+        assert weights == entities[m["bom-ref"].removeprefix("model:")]["p4t:weightsSha256"]
+    trig, ttl = tmp_path / "p.trig", tmp_path / "p.ttl"
+    assert export(mnist, "prov-o", trig).returncode == 0 and export(mnist, "prov-o-turtle", ttl).returncode == 0
+    import warnings
+
+    from rdflib.compare import isomorphic
+
+    with warnings.catch_warnings():  # rdflib's Dataset warns about its own internals
+        warnings.simplefilter("ignore", DeprecationWarning)
+        quads = rdflib.Dataset()
+        quads.parse(data=trig.read_text(), format="trig")
+        all_quads = list(quads.quads((None, None, None, None)))
+    flat, merged = rdflib.Graph(), rdflib.Graph()
+    flat.parse(data=ttl.read_text(), format="turtle")
+    for s, p, o, _g in all_quads:
+        merged.add((s, p, o))
+    assert len({g for *_, g in all_quads}) >= 3  # the default graph and the two ranks' bundles
+    assert len(flat) > 100 and isomorphic(merged, flat)

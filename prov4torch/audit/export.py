@@ -7,7 +7,8 @@
   licence as an SPDX expression, governance tags and roles as properties); a model depends on its datasets.
   Checked by the library's strict JSON-schema validator before it is written.
 * ``prov-o``: the same PROV as RDF (PROV-O) through the ``prov`` package and ``rdflib``: TriG (named graphs hold
-  the bundles of a merged job) or JSON-LD; both parse back to the same quads.
+  the bundles of a merged job), Turtle (one graph: bundles flattened) or JSON-LD; each parses back to the same
+  quads (Turtle: the same triples).
 
 Writes are atomic (temporary file, then rename): a failed export leaves nothing behind.
 """
@@ -26,7 +27,7 @@ from ..safefs import check_output, write_atomic
 from .graph import Graph, Node
 from .load import expand_dirs, load_graph, no_cycle_collection
 
-FORMATS = ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-jsonld", "annex-iv")
+FORMATS = ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-turtle", "prov-o-jsonld", "annex-iv")
 PROPERTY_PREFIX = "prov4torch:"
 GOVERNANCE = ("datasetId", "originCountry", "jurisdiction", "regulation", "personalData", "consentScope",
               "consentExpires", "prohibitedPurpose", "license", "transferBasis", "sourceDataset", "intendedUse",
@@ -186,6 +187,13 @@ def prov_o(files: list[Path], fmt: str) -> str:
         for f in files:
             doc = ProvDocument.deserialize(source=str(f), format="json")
             dataset.parse(data=doc.serialize(format="rdf", rdf_format="nquads"), format="nquads")
+        if fmt == "prov-o-turtle":  # one graph: a merged job's bundles (named graphs) are flattened into it
+            flat = rdflib.Graph()
+            for prefix, ns in dataset.namespaces():
+                flat.bind(prefix, ns)
+            for s, p, o, _g in dataset.quads((None, None, None, None)):
+                flat.add((s, p, o))
+            return str(flat.serialize(format="turtle"))
         return str(dataset.serialize(format="trig" if fmt == "prov-o" else "json-ld"))
     finally:
         term._PLAIN_LITERAL_TYPES = plain
