@@ -282,3 +282,17 @@ def test_sixteen_concurrent_writers_lose_no_index_row(tmp_path: Path):
         assert con.execute("SELECT COUNT(*) FROM cards").fetchone()[0] == 1600
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("name, text", [
+    ("tags.toml", "a = " + "[" * 100_000 + "]" * 100_000 + "\n"),
+    ("card.jsonld", '{"@context": {}, "x": ' + "[" * 200_000 + "]" * 200_000 + "}"),
+    ("big.toml", "\n".join(f"k{i} = {i}" for i in range(400_000))),
+])
+def test_a_tags_file_nested_too_deeply_or_too_large_is_one_line_before_the_script(tmp_path: Path, name: str,
+                                                                                  text: str):
+    (tmp_path / name).write_text(text)
+    (tmp_path / "train.py").write_text("print('ran')\n")
+    r = cli(tmp_path, "run", "--out", "runs", "--data-tags", name, "train.py", timeout=60)
+    assert r.returncode == 2 and "ran" not in r.stdout and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and name in r.stderr
