@@ -120,9 +120,10 @@ def export(
 ) -> None:
     """Hand-over formats: a CycloneDX 1.6 ML-BOM (validated), or PROV-O as TriG or JSON-LD."""
     from prov4torch.audit.export import export as export_files
+    from prov4torch.audit.pack import write_pack
 
     try:
-        written = export_files(paths, fmt, out)
+        written = write_pack(paths, out) if fmt == "annex-iv" else export_files(paths, fmt, out)
     except Prov4TorchError as exc:
         fail(str(exc))
     typer.echo(f"{fmt}: {written}")

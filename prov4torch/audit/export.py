@@ -203,10 +203,8 @@ def export(paths: Iterable[str | Path], fmt: str, out: str | Path) -> Path:
     """Export PROV-JSON files (or run directories, an output root) as ``fmt``; atomically written to ``out``."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
-    if fmt == "annex-iv":
-        from .pack import write_pack
-
-        return write_pack(paths, out)
+    if fmt == "annex-iv":  # a pack holds these exports: audit.pack builds it (the CLI calls it)
+        raise ConfigError("annex-iv is a pack of these exports: build it with prov4torch.audit.pack.write_pack")
     target = check_output(Path(out))
     files = list(expand_dirs(paths))
     if fmt in ("cyclonedx", "spdx", "openlineage"):

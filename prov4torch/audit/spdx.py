@@ -249,9 +249,9 @@ class Builder:
         for d in g.up["wasDerivedFrom"].get(node.id, ()):
             if d in self.elements and MLS_NAMESPACE + "Dataset" in g.nodes[d].types():
                 trained.append(self.elements[d])
-        self.relate(m, "trainedOn", sorted(trained, key=lambda e: e._id))
-        self.relate(m, "testedOn", sorted(tested, key=lambda e: e._id))
-        self.relate(m, "descendantOf", sorted(bases, key=lambda e: e._id))
+        self.relate(m, "trainedOn", sorted(trained, key=lambda e: str(e.spdxId)))
+        self.relate(m, "testedOn", sorted(tested, key=lambda e: str(e.spdxId)))
+        self.relate(m, "descendantOf", sorted(bases, key=lambda e: str(e.spdxId)))
 
     def energy(self, m: Any, act: Node, fine_tune: bool) -> None:
         s = self.s

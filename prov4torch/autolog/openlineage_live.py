@@ -39,7 +39,7 @@ def endpoint(url: str) -> urllib.parse.SplitResult:
         raise ConfigError(f"--openlineage {url!r}: give an http(s) URL of an OpenLineage endpoint, e.g. "
                           "http://localhost:5000")
     if parts.path in ("", "/"):
-        parts = parts._replace(path="/api/v1/lineage")
+        parts = urllib.parse.SplitResult(parts.scheme, parts.netloc, "/api/v1/lineage", parts.query, parts.fragment)
     return parts
 
 
