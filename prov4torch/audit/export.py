@@ -22,8 +22,9 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, MissingExtraError
-from ..provjson import MLS_NAMESPACE, NAMESPACE
+from ..provjson import MLS_NAMESPACE
 from ..safefs import check_output, write_atomic
+from .fields import first, licence_expression, role_name, values
 from .graph import Graph, Node
 from .load import expand_dirs, load_graph, no_cycle_collection
 
@@ -34,36 +35,24 @@ GOVERNANCE = ("datasetId", "originCountry", "jurisdiction", "regulation", "perso
               "identity", "lineageGap", "tagConflict")
 
 
-def _values(node: Node, local: str) -> list[str]:
-    return [str(v) for v in node.values(NAMESPACE + local)]
-
-
-def _first(node: Node, local: str) -> str | None:
-    vals = _values(node, local)
-    return vals[0] if vals else None
-
-
 def _properties(node: Node) -> list[Any]:
     from cyclonedx.model import Property
 
-    return [Property(name=f"{PROPERTY_PREFIX}{local}", value=v) for local in GOVERNANCE for v in _values(node, local)]
+    return [Property(name=f"{PROPERTY_PREFIX}{local}", value=v) for local in GOVERNANCE for v in values(node, local)]
 
 
 def _hashes(node: Node) -> list[Any]:
     from cyclonedx.model import HashAlgorithm, HashType
 
-    digest = _first(node, "sha256")
+    digest = first(node, "sha256")
     return [HashType(alg=HashAlgorithm.SHA_256, content=digest)] if digest and len(digest) == 64 else []
 
 
 def _licence(node: Node) -> list[Any]:
     from cyclonedx.model.license import LicenseExpression
 
-    vals = _values(node, "license")
-    if not vals:
-        return []
-    expression = " AND ".join(f"({v})" if " " in v else v for v in sorted(set(vals)))
-    return [LicenseExpression(expression)]
+    expression = licence_expression(values(node, "license"))
+    return [LicenseExpression(expression)] if expression else []
 
 
 def _roles_by_dataset(graph: Graph) -> dict[str, set[str]]:
@@ -71,7 +60,7 @@ def _roles_by_dataset(graph: Graph) -> dict[str, set[str]]:
     roles: dict[str, set[str]] = {}
     for e in graph.edges:
         if e.relation == "used":
-            roles.setdefault(e.up, set()).update(str(r).rsplit(":", 1)[-1].rsplit("#", 1)[-1] for r in e.attrs.get(
+            roles.setdefault(e.up, set()).update(role_name(r) for r in e.attrs.get(
                 "http://www.w3.org/ns/prov#role", []))
     return roles
 
@@ -104,7 +93,7 @@ def cyclonedx(graph: Graph) -> dict[str, Any]:
         ref = f"model:{graph.short(m.id)}"
         refs[m.id] = ref
         props = _properties(m)
-        weights = _first(m, "weightsSha256")
+        weights = first(m, "weightsSha256")
         if weights:
             props.append(Property(name=f"{PROPERTY_PREFIX}weightsSha256", value=weights))
         bom.components.add(Component(name=graph.name(m) or graph.short(m.id), type=ComponentType.MACHINE_LEARNING_MODEL,
@@ -133,15 +122,15 @@ def _model_card(graph: Graph, model: Node, refs: dict[str, str]) -> dict[str, An
     if trained:
         card["modelParameters"] = {"datasets": [{"ref": r} for r in sorted(trained)]}
     considerations: dict[str, Any] = {}
-    uses = _values(model, "intendedUse")
+    uses = values(model, "intendedUse")
     if uses:
         considerations["useCases"] = uses
     consumptions = []
     for act in (graph.nodes[a] for a in graph.up["wasGeneratedBy"].get(model.id, ()) if a in graph.nodes):
-        kwh = _number(_first(act, "energyKWh"))
+        kwh = _number(first(act, "energyKWh"))
         if kwh is None:
             continue
-        grid = f"electricity grid ({_first(act, 'energyCountry') or 'unknown'})"
+        grid = f"electricity grid ({first(act, 'energyCountry') or 'unknown'})"
         base = any(refs.get(u, "").startswith("model:") for u in graph.up["used"].get(act.id, ()))
         item: dict[str, Any] = {
             "activity": "fine-tuning" if base else "training",
@@ -149,7 +138,7 @@ def _model_card(graph: Graph, model: Node, refs: dict[str, str]) -> dict[str, An
                                  "energyProvided": {"value": kwh, "unit": "kWh"}}],
             "activityEnergyCost": {"value": kwh, "unit": "kWh"},
         }
-        kg = _number(_first(act, "emissionsKgCO2eq"))
+        kg = _number(first(act, "emissionsKgCO2eq"))
         if kg is not None:
             item["co2CostEquivalent"] = {"value": kg / 1000.0, "unit": "tCO2eq"}
         consumptions.append(item)

@@ -24,6 +24,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigError, MissingExtraError
 from ..provjson import MLS_NAMESPACE, NAMESPACE
+from .fields import role_name
 from .graph import PROV, Graph, Node
 from .query import kind_of
 
@@ -183,7 +184,7 @@ class Events:
         self.informed: dict[str, list[str]] = {}
         for e in graph.edges:
             if e.relation == "used":
-                roles = {str(r).rsplit("#", 1)[-1].rsplit(":", 1)[-1] for r in e.attrs.get(PROV + "role", [])}
+                roles = {role_name(r) for r in e.attrs.get(PROV + "role", [])}
                 self.used.setdefault(e.down, []).append((e.up, roles))
             elif e.relation == "wasGeneratedBy":
                 self.generated.setdefault(e.up, []).append(e.down)

@@ -26,7 +26,8 @@ from typing import Any
 
 from .._version import __version__
 from ..errors import ConfigError, MissingExtraError
-from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
+from ..provjson import MLS_NAMESPACE, PARAM_NAMESPACE
+from .fields import first, licence_expression, role_name, values
 from .graph import PROV, Graph, Node
 
 ANNOTATED = ("originCountry", "jurisdiction", "regulation", "prohibitedPurpose", "transferBasis", "datasetId",
@@ -35,25 +36,12 @@ TRAINING = {"training", "input", "fine-tuning"}
 EVALUATION = {"evaluation", "validation", "testing"}
 
 
-def _values(node: Node, local: str) -> list[str]:
-    return [str(v) for v in node.values(NAMESPACE + local)]
-
-
-def _first(node: Node, local: str) -> str | None:
-    vals = _values(node, local)
-    return vals[0] if vals else None
-
-
 def _time(text: str | None) -> _dt.datetime | None:
     try:
         t = _dt.datetime.fromisoformat(str(text))
     except (TypeError, ValueError):
         return None
     return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
-
-
-def _role(value: Any) -> str:
-    return str(value).rsplit("#", 1)[-1].rsplit(":", 1)[-1]
 
 
 @cache
@@ -139,7 +127,8 @@ class Builder:
         self.roles: dict[tuple[str, str], set[str]] = {}  # (activity, entity) -> roles of the use
         for e in graph.edges:
             if e.relation == "used":
-                self.roles.setdefault((e.down, e.up), set()).update(_role(r) for r in e.attrs.get(PROV + "role", []))
+                roles = self.roles.setdefault((e.down, e.up), set())
+                roles.update(role_name(r) for r in e.attrs.get(PROV + "role", []))
 
     def add(self, obj: Any) -> Any:
         self.objects.add(obj)
@@ -156,14 +145,14 @@ class Builder:
 
     def annotate(self, element: Any, node: Node) -> None:
         for local in ANNOTATED:
-            for v in _values(node, local):
+            for v in values(node, local):
                 self.add(self.s.Annotation(spdxId=self.next_id("annotation"), creationInfo=self.ci,
                                            annotationType=self.s.AnnotationType.other, subject=element,
                                            statement=f"prov4torch:{local}={v}"))
 
     def hashes(self, element: Any, node: Node) -> None:
         for local in ("sha256", "weightsSha256"):
-            digest = _first(node, local)
+            digest = first(node, local)
             if digest and len(digest) == 64:
                 h = self.s.Hash(algorithm=self.s.HashAlgorithm.sha256, hashValue=digest)
                 if local == "weightsSha256":
@@ -171,9 +160,8 @@ class Builder:
                 element.verifiedUsing.append(h)
 
     def licence(self, element: Any, node: Node) -> None:
-        vals = sorted(set(_values(node, "license")))
-        if vals:
-            expression = " AND ".join(f"({v})" if " " in v else v for v in vals)
+        expression = licence_expression(values(node, "license"))
+        if expression:
             lic = self.add(self.s.simplelicensing_LicenseExpression(
                 spdxId=self.next_id("license"), creationInfo=self.ci, simplelicensing_licenseExpression=expression))
             self.relate(element, "hasDeclaredLicense", [lic])
@@ -185,17 +173,17 @@ class Builder:
         d.software_primaryPurpose = s.software_SoftwarePurpose.data
         d.dataset_datasetType.append(s.dataset_DatasetType.other)
         self.hashes(d, node)
-        size = _first(node, "sizeBytes")
+        size = first(node, "sizeBytes")
         if size and size.isdigit():
             d.dataset_datasetSize = int(size)
-        personal = {v.lower() for v in _values(node, "personalData")}
+        personal = {v.lower() for v in values(node, "personalData")}
         d.dataset_hasSensitivePersonalInformation = (
             s.PresenceType.yes if "true" in personal else s.PresenceType.no if "false" in personal
             else s.PresenceType.noAssertion)
-        scope = _values(node, "consentScope")
+        scope = values(node, "consentScope")
         if scope:
             d.dataset_intendedUse = "consented purposes: " + ", ".join(sorted(set(scope)))
-        expiry = [t for t in map(_time, _values(node, "consentExpires")) if t is not None]
+        expiry = [t for t in map(_time, values(node, "consentExpires")) if t is not None]
         if expiry:
             d.validUntilTime = min(expiry)
         self.licence(d, node)
@@ -207,10 +195,10 @@ class Builder:
         m = self.add(s.ai_AIPackage(spdxId=node.id, creationInfo=self.ci, name=g.name(node) or g.short(node.id)))
         m.software_primaryPurpose = s.software_SoftwarePurpose.model
         self.hashes(m, node)
-        version = _first(node, "version")
+        version = first(node, "version")
         if version:
             m.software_packageVersion = version
-        uses = _values(node, "intendedUse")
+        uses = values(node, "intendedUse")
         if uses:
             m.software_additionalPurpose.append(s.software_SoftwarePurpose.other)
             m.description = "intended use: " + ", ".join(sorted(set(uses)))
@@ -256,7 +244,7 @@ class Builder:
     def energy(self, m: Any, act: Node, fine_tune: bool) -> None:
         s = self.s
         try:
-            kwh = float(_first(act, "energyKWh") or "")
+            kwh = float(first(act, "energyKWh") or "")
         except ValueError:
             return
         if m.ai_energyConsumption is None:
