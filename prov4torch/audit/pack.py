@@ -160,11 +160,6 @@ training; the pack says so rather than leaving them out silently.
 
 def write_pack(paths: Iterable[str | Path], out: str | Path, keys: list[Any] | None = None) -> Path:
     """Write the pack of ``paths`` to ``out`` (a directory that does not exist yet, or a ``.zip``)."""
-    from .export import cyclonedx
-    from .openlineage import events
-    from .sections import write_report
-    from .spdx import spdx3
-
     target = Path(out)
     as_zip = target.suffix.lower() == ".zip"
     check_output(target if as_zip else target / "index.md")
@@ -175,12 +170,13 @@ def write_pack(paths: Iterable[str | Path], out: str | Path, keys: list[Any] | N
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
         root = Path(tmp) / "pack"
         root.mkdir()
-        notes = _fill(root, files, keys, cyclonedx, spdx3, events, write_report)
-        manifest = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                    for p in sorted(root.rglob("*")) if p.is_file()}
-        with no_cycle_collection():
+        with no_cycle_collection():  # one graph serves every export in the pack and its index
             graph = load_graph(files)
+            notes = _fill(root, files, graph, keys)
+            manifest = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                        for p in sorted(root.rglob("*")) if p.is_file()}
             (root / "index.md").write_text(index(graph, manifest, notes), encoding="utf-8")
+            del graph
         manifest["index.md"] = hashlib.sha256((root / "index.md").read_bytes()).hexdigest()
         (root / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sorted(manifest.items())),
                                          encoding="utf-8")
@@ -196,10 +192,13 @@ def write_pack(paths: Iterable[str | Path], out: str | Path, keys: list[Any] | N
     return target
 
 
-def _fill(root: Path, files: list[Path], keys: list[Any] | None, cyclonedx: Any, spdx3: Any, events: Any,
-          write_report: Any) -> list[str]:
+def _fill(root: Path, files: list[Path], graph: Graph, keys: list[Any] | None) -> list[str]:
     """Everything but the index and the sums; notes on what could not be included."""
     from ..evidence.attest import ATTESTATION
+    from .export import cyclonedx
+    from .openlineage import events
+    from .sections import write_report
+    from .spdx import spdx3
 
     notes: list[str] = []
     for f in files:
@@ -212,14 +211,12 @@ def _fill(root: Path, files: list[Path], keys: list[Any] | None, cyclonedx: Any,
             _copy(d / ATTESTATION, root / "attestations" / f"{d.parent.name}-{d.name}.intoto.jsonl")
         else:
             notes.append(f"{clean(d, 300)}: no attestation (the run was not signed: prov4torch keys init)")
-    with no_cycle_collection():
-        graph = load_graph(files)
-        (root / "bom.cdx.json").write_text(json.dumps(cyclonedx(graph), indent=1, sort_keys=True), encoding="utf-8")
-        (root / "sbom.spdx.json").write_text(json.dumps(spdx3(graph), indent=1, sort_keys=True), encoding="utf-8")
-        (root / "openlineage.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events(graph)),
-                                                encoding="utf-8")
-        (root / "decisions.json").write_text(json.dumps(decisions(graph), indent=1), encoding="utf-8")
-        notes += policies(graph, files, root / "policies")
+    (root / "bom.cdx.json").write_text(json.dumps(cyclonedx(graph), indent=1, sort_keys=True), encoding="utf-8")
+    (root / "sbom.spdx.json").write_text(json.dumps(spdx3(graph), indent=1, sort_keys=True), encoding="utf-8")
+    (root / "openlineage.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in events(graph)),
+                                            encoding="utf-8")
+    (root / "decisions.json").write_text(json.dumps(decisions(graph), indent=1), encoding="utf-8")
+    notes += policies(graph, files, root / "policies")
     if keys is None:
         from ..evidence.keys import trusted_keys
 
