@@ -387,7 +387,7 @@ def test_a_metrics_sidecar_changed_after_the_run_is_not_plotted_as_the_runs(tmp_
     text = (tmp_path / "r.html").read_text()
     # ("400" alone can occur in a sha256 on the page: the edited value is "400.0", and nothing is plotted)
     assert "changed after the run; not plotted" in text and "400.0" not in text
-    assert "data-series" not in text and "<polyline" not in text
+    assert "<details data-series" not in text and "<polyline" not in text
 
 
 def test_signature_status_of_the_run_and_its_checkpoint_and_a_changed_byte(tmp_path: Path):
