@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 from prov4torch import provjson
+from prov4torch.events import decode
 from prov4torch.record.document import build
-from prov4torch.record.events import RunRecord, Sidecar
 from prov4torch.record.journal import SeriesStats
+from prov4torch.record.replay import RunRecord, Sidecar
 
 
 def rank_doc(run_id: str, rank: int, world: int, series: int, datasets: int) -> dict:
@@ -54,7 +55,7 @@ def rank_doc(run_id: str, rank: int, world: int, series: int, datasets: int) -> 
         st.add_many(list(range(1000)), [t0, t0 + 3600], [0.5 + 0.001 * i for i in range(1000)])
         stats.append(st)
     sidecars = {"metrics": Sidecar(f"rank-{rank}.metrics.csv", "12" * 32, {"points": 1000 * series})}
-    return build(RunRecord.replay(events), stats, sidecars)
+    return build(RunRecord.replay(decode(e) for e in events), stats, sidecars)
 
 
 def write_rank_files(out: Path, ranks: int, run_id: str = "bench-job", series: int = 40, datasets: int = 4) -> int:

@@ -7,6 +7,7 @@
     │   └── UnreadableContentError  data whose content cannot be read to identify it (keeps .problems)
     ├── ConfigError          a bad output directory, environment setting or policy file
     ├── JournalError         an unreadable journal / run directory
+    │   └── MalformedEventError     a journal line that is not an event of a known kind and shape
     ├── MergeConflictError   two files declare one id differently
     ├── PolicyViolation      a policy denied this use of data (carries .violations)
     ├── EvidenceError        a signature, envelope, attestation or lineage card that is malformed or fails
@@ -62,6 +63,11 @@ class ConfigError(Prov4TorchError):
 
 class JournalError(Prov4TorchError):
     """A run directory or journal that cannot be read."""
+
+
+class MalformedEventError(JournalError, ValueError):
+    """A journal line that is not an event this prov4torch reads (unknown kind, newer version, a missing field
+    or a value of the wrong type); readers count and report these, never skip them silently."""
 
 
 class MergeConflictError(Prov4TorchError):

@@ -5,6 +5,10 @@ the fluent API points at a different frame each time (often inside prov4torch or
 package's own helper, ``warn`` walks the stack to the first frame outside prov4torch and attributes the
 warning there. A warning filtered into an error (``-W error``) is swallowed unless ``fatal`` is set:
 recording never stops training.
+
+``as_user`` is the other half, for a function a patch calls on the user's behalf (torch.save, a
+DataLoader iterator's constructor): a warning it raises that would point into the patch points at the
+user's line instead; one that points at torch's own code keeps that place.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 import inspect
 import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _OWN = (_HERE + os.sep, os.path.join(os.path.dirname(_HERE), "cli") + os.sep)
@@ -41,3 +47,33 @@ def warn(message: str, category: type[Warning] = RuntimeWarning, *, fatal: bool 
         return
     with contextlib.suppress(Exception):
         warnings.warn(message, category, stacklevel=level)
+
+
+_REGISTRIES: dict[str, dict[Any, Any]] = {}  # "once per location" for warnings re-issued where they arose
+
+
+def as_user(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``original(*args, **kwargs)`` called from a patch, its warnings attributed as if the user had called it
+    (see the module docstring). Filters (``error`` included) apply as they would have."""
+    caller = inspect.currentframe()  # climb to the first frame outside prov4torch: the user's
+    while caller is not None and caller.f_back is not None and _ours(os.path.abspath(caller.f_code.co_filename)):
+        caller = caller.f_back
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return original(*args, **kwargs)
+    finally:
+        _reissue(caught, caller)  # outside the catcher: filters as the user set them
+
+
+def _reissue(caught: list[warnings.WarningMessage], caller: Any) -> None:
+    for w in caught:
+        if caller is not None and _ours(os.path.abspath(w.filename)):
+            g = caller.f_globals
+            warnings.warn_explicit(w.message, w.category, caller.f_code.co_filename, caller.f_lineno,
+                                   module=g.get("__name__"), registry=g.setdefault("__warningregistry__", {}),
+                                   module_globals=g)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                   registry=_REGISTRIES.setdefault(w.filename, {}))

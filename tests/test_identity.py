@@ -315,16 +315,17 @@ def test_large_data_is_hashed_in_the_background_and_the_run_ends_with_its_conten
 def test_a_digest_that_finishes_before_its_dataset_event_still_names_the_dataset():
     """The hashing thread can record its result before the training thread records the dataset (seen under
     load): replayed in either order, the journal gives the content id and its digest."""
-    from prov4torch.record.events import RunRecord
+    from prov4torch.events import decode
+    from prov4torch.record.replay import RunRecord
 
     dataset = {"t": "dataset", "id": "p4t:run/r/dataset/1", "identity": "pending", "name": "big", "roles": []}
     digest = {"t": "dataset_digest", "key": "p4t:run/r/dataset/1", "id": "p4t:dataset/sha256-ab", "sha256": "ab",
               "size": 3, "identity": "content"}
     for events in ([dataset, digest], [digest, dataset]):
-        rec = RunRecord.replay(events)
+        rec = RunRecord.replay(decode(e) for e in events)
         assert list(rec.datasets) == ["p4t:dataset/sha256-ab"], events
         got = rec.datasets["p4t:dataset/sha256-ab"]
-        assert (got["identity"], got["sha256"], got["name"]) == ("content", "ab", "big")
+        assert (got.identity, got.sha256, got.name) == ("content", "ab", "big")
 
 
 def test_file_digests_are_cached_by_path_size_and_mtime(tmp_path: Path):

@@ -8,7 +8,7 @@ import sys
 import prov4torch
 
 EXPECTED = [
-    "NAMESPACE", "ConfigError", "InvalidValueError", "JournalError", "MergeConflictError",
+    "NAMESPACE", "ConfigError", "InvalidValueError", "JournalError", "MalformedEventError", "MergeConflictError",
     "MissingExtraError", "ModelVersion", "PolicyViolation", "Prov4TorchError", "Run", "RunStateError",
     "EvidenceError", "GpuUnavailable", "PolicyWarning", "ProvInputError", "TelemetryWarning", "UnreadableContentError",
     "__version__", "active_run", "end_run", "flush", "load_model", "log_artifact", "log_dataset",

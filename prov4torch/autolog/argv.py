@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..patching import Patches
 from ..record.secrets import redact, redact_command, secret_name
 
 __all__ = ["ArgparseCapture", "parse_argv", "redact", "redact_command", "secret_name"]
@@ -82,17 +83,15 @@ class ArgparseCapture:
     def install(self) -> Callable[[], None]:
         import argparse
 
-        orig = argparse.ArgumentParser.parse_known_args
         capture = self
 
-        def parse_known_args(parser: Any, *a: Any, **k: Any) -> Any:
-            namespace, extras = orig(parser, *a, **k)
-            capture.log(dict(vars(namespace)))
-            return namespace, extras
+        def make(orig: Callable[..., Any]) -> Callable[..., Any]:
+            def parse_known_args(parser: Any, *a: Any, **k: Any) -> Any:
+                namespace, extras = orig(parser, *a, **k)
+                capture.log(dict(vars(namespace)))
+                return namespace, extras
+            return parse_known_args
 
-        setattr(argparse.ArgumentParser, "parse_known_args", parse_known_args)  # noqa: B010
-
-        def undo() -> None:
-            setattr(argparse.ArgumentParser, "parse_known_args", orig)  # noqa: B010
-
-        return undo
+        patches = Patches()
+        patches.replace(argparse.ArgumentParser, "parse_known_args", make)
+        return patches.restore

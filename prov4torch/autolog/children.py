@@ -20,18 +20,18 @@ one line, and the parent's record counts the ranks present when the job is merge
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import env
+from ..patching import Patches
 from ..record.run import Run
 from ..safefs import open_regular
+from ..warn import warn
 
 CHILD_SCRIPT = env.CHILD_SCRIPT
 
@@ -217,8 +217,7 @@ def _spawned(fn: Callable[..., Any], settings: dict[str, str], nprocs: int, inde
     try:
         run = _record_child(None, [])
     except Exception as exc:  # noqa: BLE001 - a child that cannot be recorded still trains
-        with contextlib.suppress(Exception):
-            warnings.warn(f"prov4torch: spawned process {index} is not recorded: {exc}", RuntimeWarning, stacklevel=2)
+        warn(f"prov4torch: spawned process {index} is not recorded: {exc}")
         return fn(index, *args)
     try:
         result = fn(index, *args)
@@ -250,11 +249,7 @@ def patch_spawn(run: Run) -> Callable[[], None]:
 
     owners = [spawn_module, *([torch.multiprocessing] if getattr(torch.multiprocessing, "start_processes", None)
                               is original else [])]
+    patches = Patches()
     for owner in owners:  # spawn() calls the module's; scripts may call torch.multiprocessing.start_processes
-        setattr(owner, "start_processes", start_processes)  # noqa: B010
-
-    def undo() -> None:
-        for owner in owners:
-            setattr(owner, "start_processes", original)  # noqa: B010
-
-    return undo
+        patches.replace(owner, "start_processes", lambda _original: start_processes)
+    return patches.restore

@@ -234,13 +234,12 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
     OpenWatch(run, installer.reads).install(p)
     if DataPaths.active is not None:
         DataPaths.active.step_listeners.append(installer.reads.stepped)
-        p.undo.append(lambda: _discard(DataPaths.active, installer.reads.stepped))
+        p.add(lambda: _discard(DataPaths.active, installer.reads.stepped))
     run.on_end(lambda _run: installer.reads.settle())
 
     def remove() -> None:
         hooks.remove()
-        while p.undo:
-            p.undo.pop()()
+        p.restore()
 
     return remove
 

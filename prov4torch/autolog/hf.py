@@ -20,6 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..patching import Patches
 from ..record.datapaths import DataPaths
 from ..record.run import ACTIVE, Run
 from .argv import redact
@@ -104,8 +105,9 @@ def with_callback(kwargs: dict[str, Any], run: Run) -> dict[str, Any]:
 
 def staged(trainer: Any) -> None:
     """While ``evaluate``/``predict`` run, the data they read gets the role validation/testing."""
+    patches = Patches()  # for the trainer's lifetime: never restored
     for method, stage in (("evaluate", "validation"), ("predict", "testing")):
-        setattr(trainer, method, _staged(getattr(trainer, method), stage))
+        patches.replace(trainer, method, functools.partial(_staged, stage=stage))
 
 
 def _staged(method: Callable[..., Any], stage: str) -> Callable[..., Any]:

@@ -12,10 +12,11 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
+
+from ..warn import warn
 
 Hook = Callable[[ModuleType], None]
 
@@ -60,9 +61,7 @@ def _run(hook: Hook, module: ModuleType) -> None:
     try:
         hook(module)
     except Exception as exc:  # noqa: BLE001 - an integration that cannot install is a warning, never a crash
-        with contextlib.suppress(Exception):
-            warnings.warn(f"prov4torch could not hook {module.__name__}: {type(exc).__name__}: {exc}",
-                          RuntimeWarning, stacklevel=2)
+        warn(f"prov4torch could not hook {module.__name__}: {type(exc).__name__}: {exc}")
 
 
 class ImportHooks:

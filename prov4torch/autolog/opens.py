@@ -93,7 +93,7 @@ class OpenWatch:
         p.replace(builtins, "open", make)
         p.replace(io, "open", make)  # Path.open() goes through io.open
         OpenWatch.active = self
-        p.undo.append(self._deactivate)
+        p.add(self._deactivate)
         self.run.on_end(lambda _run: self.sweep())
 
     def _deactivate(self) -> None:

@@ -24,10 +24,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
+from ..patching import Patches
 from ..record.context import main_script
+from ..warn import as_user
 from .argv import ArgparseCapture, parse_argv, redact
 from .opens import OpenWatch
-from .scope import as_user, busy, file_path, recording, warn_unrecorded
+from .scope import busy, file_path, recording, warn_unrecorded
 from .settings import Scheduled, script_literals
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ class Autolog:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self._undo: list[Callable[[], None]] = []
+        self.patches = Patches()
         self.optimizers: dict[int, dict[str, Any]] = {}
         self.scheduled = Scheduled(lambda name, value, step: run.log_metric(name, value, step=step,
                                                                              context="training"))
@@ -54,7 +56,7 @@ class Autolog:
                                      ((f"argv.{k}" if not k.startswith("argv.") else k, v) for k, v in params.items())})
         except Exception as exc:  # noqa: BLE001
             warn_unrecorded("the command-line arguments", exc)
-        self._undo.append(ArgparseCapture(self._log_namespace).install())
+        self.patches.add(ArgparseCapture(self._log_namespace).install())
         import torch
 
         self._patch_save_load(torch)
@@ -63,7 +65,7 @@ class Autolog:
 
         for install, what in ((install_framework_hooks, "the framework hooks"), *extra):
             try:
-                self._undo.append(install(self.run))
+                self.patches.add(install(self.run))
             except Exception as exc:  # noqa: BLE001 - capture that cannot install never stops the script
                 warn_unrecorded(what, exc)
         self.run.on_end(lambda _run: self._summarise())
@@ -76,17 +78,15 @@ class Autolog:
                 self.run.log_param(name, redact(name, value))
 
     def remove(self) -> None:
-        while self._undo:
-            self._undo.pop()()
+        self.patches.restore()
 
     # -- torch.save / torch.load, torch.jit.save / torch.jit.load ----------------------------------------
     def _patch_save_load(self, torch: Any) -> None:
         """``torch.save``/``torch.load``, and TorchScript's ``torch.jit.save``/``torch.jit.load`` (a scripted
         model exported for serving holds the same weights: the same model id, its lineage found by path)."""
         for owner in (torch, torch.jit):
-            orig_save, orig_load = owner.save, owner.load
-            owner.save, owner.load = self._saver(orig_save), self._loader(orig_load)
-            self._undo.append(functools.partial(_put_back, owner, orig_save, orig_load))
+            self.patches.replace(owner, "save", self._saver)
+            self.patches.replace(owner, "load", self._loader)
 
     def _saver(self, orig_save: Callable[..., Any]) -> Callable[..., Any]:
         run = self.run
@@ -162,7 +162,7 @@ class Autolog:
                 warn_unrecorded("the optimizer's scheduled hyperparameters", exc)
 
         handle = register_optimizer_step_post_hook(after_step)
-        self._undo.append(handle.remove)
+        self.patches.add(handle.remove)
 
     def _script_settings(self) -> None:
         """The main script's module-level literals at the first optimizer step (``settings.script_literals``)."""
@@ -178,7 +178,3 @@ class Autolog:
     def _summarise(self) -> None:
         if self.optimizers:
             self.run.add_run_attributes({"p4t:optimizerSteps": sum(i["steps"] for i in self.optimizers.values())})
-
-
-def _put_back(owner: Any, save: Callable[..., Any], load: Callable[..., Any]) -> None:
-    owner.save, owner.load = save, load

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import os
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import PolicyViolation
+from ..patching import Patches
 from ..record.signals import from_signal_handler
+from ..warn import as_user, warn
 
 _STATE = threading.local()
 
@@ -49,9 +49,7 @@ def warn_unrecorded(what: str, exc: BaseException) -> None:
     Called in an ``except`` block: an exception a signal handler raised there is the script's, and goes on."""
     if from_signal_handler(exc):
         raise exc
-    with contextlib.suppress(Exception):
-        warnings.warn(f"prov4torch autolog could not record {what}: {type(exc).__name__}: {exc}",
-                      RuntimeWarning, stacklevel=4)
+    warn(f"prov4torch autolog could not record {what}: {type(exc).__name__}: {exc}")
 
 
 def record_inside(action: Callable[[], Any], what: str) -> None:
@@ -71,20 +69,8 @@ def record_once(action: Callable[[], Any], what: str) -> None:
         record_inside(action, what)
 
 
-class Patcher:
-    """Replaces attributes and remembers how to put them back."""
-
-    def __init__(self) -> None:
-        self.undo: list[Callable[[], None]] = []
-
-    def replace(self, owner: Any, name: str, make: Callable[[Any], Any]) -> None:
-        original = getattr(owner, name, None)
-        if original is None or getattr(original, "__p4t_original__", None) is not None:
-            return
-        new = make(original)
-        new.__p4t_original__ = original
-        setattr(owner, name, new)
-        self.undo.append(functools.partial(setattr, owner, name, original))
+class Patcher(Patches):
+    """``Patches`` with the common shape of an autolog hook: record after the original ran."""
 
     def after(self, owner: Any, name: str, record: Callable[..., Any], what: str) -> None:
         """``owner.name`` runs as before; then ``record(result, *args, **kwargs)`` (inside its busy scope, so what
@@ -100,36 +86,3 @@ class Patcher:
                 return result
             return wrapper
         self.replace(owner, name, make)
-
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_REGISTRIES: dict[str, dict[Any, Any]] = {}  # "once per location" for warnings re-issued where they arose
-
-
-def as_user(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``original(*args, **kwargs)`` called from a patch, with its warnings attributed as if the user had called
-    it: a warning that would point at the patch points at the user's line instead; any other keeps its place.
-    Filters (``error`` included) apply as they would have."""
-    caller = inspect.currentframe()  # climb to the first frame outside the patches: the user's
-    while caller is not None and caller.f_back is not None and \
-            os.path.abspath(caller.f_code.co_filename).startswith(_HERE):
-        caller = caller.f_back
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            return original(*args, **kwargs)
-    finally:
-        _reissue(caught, caller)  # outside the catcher: filters as the user set them
-
-
-def _reissue(caught: list[warnings.WarningMessage], caller: Any) -> None:
-    for w in caught:
-        if caller is not None and os.path.abspath(w.filename).startswith(_HERE):
-            g = caller.f_globals
-            warnings.warn_explicit(w.message, w.category, caller.f_code.co_filename, caller.f_lineno,
-                                   module=g.get("__name__"), registry=g.setdefault("__warningregistry__", {}),
-                                   module_globals=g)
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
-                                   registry=_REGISTRIES.setdefault(w.filename, {}))

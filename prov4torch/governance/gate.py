@@ -11,8 +11,6 @@ that data, and the run ends BLOCKED; in ``audit`` mode it warns once.
 
 from __future__ import annotations
 
-import contextlib
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,14 +18,16 @@ from typing import Any
 from ..audit.graph import Graph
 from ..audit.load import add_document
 from ..errors import InvalidValueError, PolicyViolation, PolicyWarning
+from ..events import Decision
 from ..provjson import QName, attributes
+from ..warn import warn
 from .evaluate import Violation, evaluate
 from .policy import Policy, load_policy
 
 MODES = ("enforce", "audit")
 PROSPECTIVE = "prospective-model"
 
-Recorder = Callable[[dict[str, Any]], None]
+Recorder = Callable[[Decision], None]
 
 
 @dataclass
@@ -114,9 +114,9 @@ class RuntimePolicy:
         key = (v.rule, v.subject, v.datasets)
         if key not in self._warned:
             self._warned.add(key)
-            with contextlib.suppress(Exception):  # a warning (even an error-filtered one) never stops the run
-                warnings.warn(f"prov4torch policy {self.policy.name!r} ({kind}): {v.rule}: "
-                              f"{self._subject(v.subject)}: {v.reason}", PolicyWarning, stacklevel=5)
+            # at the user's line; a warning (even an error-filtered one) never stops the run
+            warn(f"prov4torch policy {self.policy.name!r} ({kind}): {v.rule}: {self._subject(v.subject)}: {v.reason}",
+                 PolicyWarning)
 
     def _record(self, violations: list[Violation], trigger: str, subjects: list[str], role: str | None = None) -> None:
         verdict = "deny" if violations else "allow"
@@ -129,11 +129,11 @@ class RuntimePolicy:
             "p4t:reason": [f"{v.rule}: {self._subject(v.subject)}: {v.reason}" for v in violations],
             "p4t:offendingDataset": sorted({d for v in violations for d in v.datasets}),
         }
-        self.record({"t": "decision", "time": self.clock(), "policy_id": self.id,
-                     "policy_attrs": attributes({"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
-                                                 "p4t:version": self.policy.version,
-                                                 "p4t:sha256": self.policy.sha256 or None}),
-                     "datasets": subjects, "role": role, "attrs": attributes(attrs)})
+        self.record(Decision(time=self.clock(), policy_id=self.id,
+                             policy_attrs=attributes({"prov:type": QName("p4t:Policy"), "prov:label": self.policy.name,
+                                                      "p4t:version": self.policy.version,
+                                                      "p4t:sha256": self.policy.sha256 or None}),
+                             datasets=list(subjects), role=role, attrs=attributes(attrs)))
 
     @staticmethod
     def _subject(subject: str) -> str:

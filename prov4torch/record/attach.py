@@ -7,36 +7,33 @@ policy) or records an event; the lifecycle and the metric hot path stay in ``run
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import events as ev
 from ..errors import InvalidValueError
 from .checkpoints import ModelVersion, classify, model_name
 from .identity import digest_path
 from .ids import content_id
 
 if TYPE_CHECKING:
-    from .events import RunRecord
     from .inputs import Inputs
     from .journal import JournalWriter
+    from .replay import RunRecord
 
 
 class AttachMixin:
     """``log_dataset``, ``log_model``, ``load_model``/``use_model``, ``log_artifact``, and what autolog records."""
 
+    # what it uses of the run it is part of (``Run`` defines them; declared, not stubbed)
     inputs: Inputs
     clock: Any
     _writer: JournalWriter
     _open: bool
-
-    def _require_open(self, what: str) -> None:
-        raise NotImplementedError
-
-    def record_event(self, event: dict[str, Any], now: bool = False) -> None:
-        raise NotImplementedError
-
-    def replay(self) -> RunRecord:
-        raise NotImplementedError
+    _require_open: Callable[[str], None]
+    record_event: Callable[..., None]
+    replay: Callable[[], RunRecord]
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None, *, kind: str = "artifact",
                      used: bool = False) -> str:
@@ -51,8 +48,8 @@ class AttachMixin:
         p = Path(path).resolve()
         d = digest_path(p, self.inputs.checkpoints.cache)
         aid = content_id("dataset" if kind == "data" else "artifact", d.sha256)
-        self.record_event({"t": "artifact", "id": aid, "name": name or p.name, "path": str(p), "kind": kind,
-                           "used": used, "sha256": d.sha256, "size": d.size, "time": self.clock()})
+        self.record_event(ev.Artifact(id=aid, name=name or p.name, path=str(p), kind=kind, used=used, sha256=d.sha256,
+                                      size=d.size, time=self.clock()))
         return aid
 
     def record_saved(self, path: str | os.PathLike[str], saved: Any = None, name: str | None = None) -> str:
@@ -141,5 +138,5 @@ class AttachMixin:
         a DataLoader rebuilt every epoch, or several loaders over one dataset, add up); ``reads``: reads of a
         file the script read as data itself (``autolog.reads``)."""
         if self._open:
-            self.record_event({"t": "usage", "id": dataset_id, "usage": {
-                role: self.inputs.count(dataset_id, role, samples, batches, epochs, reads)}})
+            self.record_event(ev.Usage(id=dataset_id, usage={
+                role: self.inputs.count(dataset_id, role, samples, batches, epochs, reads)}))

@@ -13,7 +13,7 @@ from typing import Any
 
 from .._version import __version__
 from ..evidence import attest, dsse
-from .events import RunRecord
+from .replay import RunRecord
 
 BUILDER = f"https://w3id.org/prov4torch/recorder@{__version__}"
 
@@ -30,29 +30,30 @@ def rank_statement(record: RunRecord, run_dir: Path, documents: Iterable[Path]) 
     """The statement of one rank: its produced checkpoints and ``documents`` as subjects."""
     subjects = []
     for m in record.models:
-        if m.get("sha256") and m.get("path"):
-            p = Path(m["path"])
+        if m.sha256 and m.path:
+            p = Path(m.path)
             name = p.relative_to(run_dir).as_posix() if p.is_relative_to(run_dir) else p.name
-            subjects.append(dsse.subject(name, m["sha256"], {"path": str(p), "p4t:model": m.get("id"),
-                                                              "p4t:weightsSha256": m.get("weights_sha256")}))
+            subjects.append(dsse.subject(name, m.sha256, {"path": str(p), "p4t:model": m.id,
+                                                           "p4t:weightsSha256": m.weights_sha256}))
     docs = [_document_subject(p) for p in documents if p.is_file()]
     deps = []
     for did, ds in sorted(record.datasets.items()):
-        gov = ds.get("governance") or {}
-        deps.append({"name": ds.get("name") or did, "uri": did,
-                     **({"digest": {"sha256": ds["sha256"]}} if ds.get("sha256") else {}),
-                     "annotations": {"kind": "dataset", "roles": sorted(ds.get("roles") or []),
-                                     "identity": ds.get("identity", "content"),
+        gov = ds.governance
+        deps.append({"name": ds.name or did, "uri": did,
+                     **({"digest": {"sha256": ds.sha256}} if ds.sha256 else {}),
+                     "annotations": {"kind": "dataset", "roles": sorted(ds.roles),
+                                     "identity": ds.identity,
                                      **({"license": gov["p4t:license"]} if gov.get("p4t:license") else {})}})
     for mid, ld in sorted(record.loads.items()):
-        deps.append({"name": Path(str(ld.get("path") or mid)).name, "uri": mid,
-                     **({"digest": {"sha256": ld["sha256"]}} if ld.get("sha256") else {}),
-                     "annotations": {"kind": "base-model", "lineageSource": ld.get("lineage_source")}})
-    start, end = record.start, record.end or {}
+        deps.append({"name": Path(ld.path or mid).name, "uri": mid,
+                     **({"digest": {"sha256": ld.sha256}} if ld.sha256 else {}),
+                     "annotations": {"kind": "base-model", "lineageSource": ld.lineage_source}})
+    start, end = record.start, record.end
     predicate = attest.provenance(
-        run_id=str(start.get("run_id")), builder=BUILDER, command=start.get("command_line"),
+        run_id=str(start.run_id if start else None), builder=BUILDER, command=start.command_line if start else None,
         params=record.params, dependencies=deps, byproducts=[{"name": d["name"], "digest": d["digest"]} for d in docs],
-        started=_iso(start.get("time")), finished=_iso(end.get("time")), status=end.get("status"))
+        started=_iso(start.time if start else None), finished=_iso(end.time if end else None),
+        status=end.status if end else None)
     return dsse.statement([*subjects, *docs], attest.SLSA_PROVENANCE, predicate)
 
 

@@ -15,12 +15,12 @@ import os
 import re
 import sqlite3
 import sys
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import events as ev
 from .. import provjson
 from ..errors import InvalidValueError, Prov4TorchError
 from ..governance import lineage
@@ -28,7 +28,6 @@ from ..governance.declared import DECLARED
 from ..governance.tags import governance_attributes, inherit
 from ..safefs import open_new
 from ..warn import warn
-from .events import RunRecord
 from .identity import (
     MANIFEST_METHOD,
     NO_CACHE,
@@ -41,6 +40,7 @@ from .identity import (
 )
 from .ids import content_id, local
 from .paths import RunFiles
+from .replay import RunRecord
 from .values import PARAM, check_name, check_step
 
 
@@ -207,7 +207,7 @@ class Checkpoints:
     def produced(
         self, model_or_path: Any, name: str, step: int | None, epoch: int | None, sources: list[str],
         obj: Any = None,
-    ) -> tuple[ModelVersion, dict[str, Any]]:
+    ) -> tuple[ModelVersion, ev.ModelSaved]:
         """A new version of model ``name`` (a file path, or a module/state dict saved under the run).
 
         ``obj`` is what was saved to the path, when known (its weights digest needs no re-read).
@@ -231,7 +231,7 @@ class Checkpoints:
         resaved = mid in self.produced_ids  # identical content again: no new version, no new derivation
         self.produced_ids.add(mid)
         event = {
-            "t": "model", **ident, "name": name, "version": version, "path": None if save_error else str(path),
+            **ident, "name": name, "version": version, "path": None if save_error else str(path),
             "save_error": save_error,
             "step": None if step is None else check_step(step),
             "epoch": None if epoch is None else check_step(epoch), "time": self.clock(),
@@ -244,7 +244,7 @@ class Checkpoints:
             self._sidecar(event, self.cards[mid])
         mv = ModelVersion(mid, name, version, "" if save_error else str(path), ident["sha256"] or "")
         versions.append(mv)
-        return mv, event
+        return mv, ev.ModelSaved(**event)
 
     def _save(self, model: Any, name: str, version: int) -> tuple[Path, Any, str | None]:
         """Save a module/state dict under the run directory: to a temporary name, then renamed, so a
@@ -266,8 +266,7 @@ class Checkpoints:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             error = f"could not save {path}: {getattr(exc, 'strerror', None) or exc}"
-            warnings.warn(f"prov4torch: {error}; the model is recorded by its weights digest", RuntimeWarning,
-                          stacklevel=4)
+            warn(f"prov4torch: {error}; the model is recorded by its weights digest")
             return path, state, error
         except BaseException:
             with contextlib.suppress(OSError):
@@ -282,7 +281,7 @@ class Checkpoints:
         return {"id": f"p4t:model/weights-sha256-{weights}" if weights else fallback_id, "sha256": None,
                 "size": None, "weights_sha256": weights}
 
-    def used(self, path: str | os.PathLike[str], obj: Any = None) -> dict[str, Any]:
+    def used(self, path: str | os.PathLike[str], obj: Any = None) -> ev.ModelLoaded:
         """The event of this run using a checkpoint file as its base model."""
         if not isinstance(path, (str, os.PathLike)):
             raise InvalidValueError(f"load_model takes a path, got {type(path).__name__}", value=path)
@@ -291,29 +290,31 @@ class Checkpoints:
             raise InvalidValueError(f"{p} does not exist: give an existing checkpoint file or directory", value=str(p))
         ident = checkpoint_digest(p, obj, self.cache)
         mid = ident["id"]
-        event = {"t": "load", **ident, "path": str(p), "time": self.clock()}
+        event = {**ident, "path": str(p), "time": self.clock()}
         self._bring_lineage(event)
         if mid not in self.base_models:
             self.base_models.append(mid)
-        return event
+        return ev.ModelLoaded(**event)
 
     def _inherit(self, event: dict[str, Any]) -> None:
         """A produced checkpoint inherits the governance of its whole lineage; its card is stored in the
         store's lineage index and (unless switched off) in a sidecar beside the file."""
         record = self.replay()
         derived = event["derived_from"]
-        sources = [record.datasets[d].get("governance", {}) for d in derived if d in record.datasets]
-        sources += [record.loads[m].get("governance", {}) for m in derived if m in record.loads]
-        governance = inherit(sources)
-        identified = [d for d in derived if (d in record.datasets and record.datasets[d].get("identity") in
-                                             ("content", "declared")) or d in record.loads]
+        datasets = {d: record.datasets[d] for d in derived if d in record.datasets}
+        loads = {m: record.loads[m] for m in derived if m in record.loads}
+        governance = inherit([d.governance for d in datasets.values()] + [m.governance for m in loads.values()])
+        identified = [d for d, x in datasets.items() if x.identity in ("content", "declared")] + list(loads)
         if not identified:  # said out loud: the model's record would otherwise just be short
             event["lineage_gap"] = True
             self.gaps.append(str(event.get("path") or event["id"]))
         event["governance"] = governance
         extra = {"p4t:intendedUse": self.intended_use} if self.intended_use else {}
         event["tags"] = governance_tags(governance, extra)
-        card = lineage.model_card(event, record.datasets, record.loads, self.activity)
+        card = lineage.model_card(
+            event, {d: {"name": x.name, "sha256": x.sha256, "tags": x.tags, "governance": x.governance,
+                        "identity": x.identity} for d, x in datasets.items()},
+            {m: {"upstream": x.upstream, "derivations": x.derivations} for m, x in loads.items()}, self.activity)
         if event.get("lineage_gap"):
             card["lineage_gap"] = True
         signer = self.signer()

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..events import Context, Start
 from ..safefs import open_new, read_regular
 from .secrets import redact_command
 
@@ -173,31 +174,30 @@ def environment() -> dict[str, Any]:
     return info
 
 
-def start_event(**fields: Any) -> dict[str, Any]:
-    """The ``start`` journal event: the run's identity (``fields``) and this process's."""
+def start_event(*, run_id: str, time: float, rank: int, world_size: int, local_rank: int, run_name: str | None,
+                experiment: str | None, attempt: int | None, previous_attempt: str | None, region: str | None,
+                purpose: str | None, intended_use: str | None, policy: dict[str, Any] | None) -> Start:
+    """The ``start`` journal event: the run's identity and this process's."""
     from .. import env
     from .._version import __version__
 
-    launched_by = env.get(env.LAUNCHER)
-    return {"t": "start", **fields, "launched_by": launched_by, "host": socket.gethostname(), "pid": os.getpid(),
-            "user": user(),
-            "command_line": " ".join(redact_command([sys.executable, *sys.argv])), "prov4torch": __version__,
-            "torch_seed": torch_seed()}
+    return Start(run_id=run_id, time=time, rank=rank, world_size=world_size, local_rank=local_rank, run_name=run_name,
+                 experiment=experiment, attempt=attempt, previous_attempt=previous_attempt, region=region,
+                 purpose=purpose, intended_use=intended_use, policy=policy, launched_by=env.get(env.LAUNCHER),
+                 host=socket.gethostname(), pid=os.getpid(), user=user(),
+                 command_line=" ".join(redact_command([sys.executable, *sys.argv])), prov4torch=__version__,
+                 torch_seed=torch_seed())
 
 
-def capture(script: Path | None, packages_path: Path) -> dict[str, Any]:
+def capture(script: Path | None, packages_path: Path) -> Context:
     """The ``context`` journal event: code, environment, and the package list (written to ``packages_path``)."""
     names = packages()
     text = "\n".join(names) + "\n"
     with open_new(packages_path) as fh:  # never through a link planted at its name
         fh.write(text)
-    return {
-        "t": "context",
-        "code": code_info(script),
-        "environment": environment(),
-        "packages": {"path": packages_path.name, "count": len(names),
-                     "sha256": hashlib.sha256(text.encode()).hexdigest()},
-    }
+    return Context(code=code_info(script), environment=environment(),
+                   packages={"path": packages_path.name, "count": len(names),
+                             "sha256": hashlib.sha256(text.encode()).hexdigest()})
 
 
 def user() -> str:

@@ -11,16 +11,7 @@ removed when the run ends. Two hooks, each gating before data reaches the caller
   the run and after it): the first access to a dataset that no DataLoader attached attaches it with
   role ``input``, so indexing or iterating ``loader.dataset`` directly is gated too.
 
-A role comes from behaviour (the rule, also in docs/design-notes.md): a loader whose sampler shuffles —
-its sampler, its batch sampler's sampler, or a wrapper's (accelerate, Lightning, the HF Trainer wrap
-them) — is training data; else a torchvision-style ``train`` flag says training/testing; else a
-``split`` attribute (``validation``/``val``/``dev``, ``test``); else ``evaluation`` when its first batch is
-fetched with gradients off (``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the
-policy judges it by the run's purpose) when they are on. An inferred role that is not training becomes
-``training`` as soon as an optimizer steps between two of the loader's batches (an unshuffled or streaming
-training loader; a test split trained on): recorded, and checked by the policy before the next batch. An
-``input`` loader read to its end without a step is ``evaluation`` (evaluated with gradients on); either way
-the batches already delivered count under the role found.
+The role a loader's data gets is decided by ``roles`` (pure rules, no torch); here it is only observed.
 """
 
 from __future__ import annotations
@@ -32,16 +23,18 @@ import os
 import sys
 import threading
 import time
-import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import PolicyViolation
+from ..patching import Patches
+from ..warn import as_user, warn
+from .roles import TRAINING_ROLES, batch_size, infer_role, settled
 from .signals import from_signal_handler
 
 
-class Run(Protocol):
+class DataRun(Protocol):
     """What the hooks need of a run: whether it is over, and where data goes."""
 
     @property
@@ -60,24 +53,6 @@ class Run(Protocol):
 
     def on_end(self, callback: Any) -> None: ...
 
-SHUFFLING = ("RandomSampler", "SubsetRandomSampler", "WeightedRandomSampler")
-
-
-def batch_size(batch: Any) -> int:
-    """Samples in a batch: the first dimension of its first tensor (or length of a list)."""
-    if hasattr(batch, "shape") and getattr(batch, "shape", None):
-        return int(batch.shape[0])
-    if isinstance(batch, Mapping):
-        for v in batch.values():
-            return batch_size(v)
-    if isinstance(batch, (list, tuple)) and batch:
-        first = batch[0]
-        if hasattr(first, "shape") and getattr(first, "shape", None):
-            return int(first.shape[0])
-        return len(batch) if not isinstance(first, (list, tuple)) else batch_size(first)
-    return 1
-
-
 # loader -> its TrackedLoader: zero-code capture leaves these to track(), which knows their name, role and tags
 TRACKED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
@@ -94,34 +69,6 @@ def _weakly_in(collection: Any, obj: Any) -> bool:
         return False
 
 
-def _shuffles(sampler: Any, depth: int = 0) -> bool:
-    if sampler is None or depth > 4:
-        return False
-    name = type(sampler).__name__
-    if name in SHUFFLING or ("Distributed" in name and getattr(sampler, "shuffle", False)):
-        return True
-    return any(_shuffles(getattr(sampler, attr, None), depth + 1) for attr in ("sampler", "batch_sampler"))
-
-
-def infer_role(loader: Any, grad_enabled: bool = True) -> str:
-    """The role of a DataLoader's data, from how the loader behaves (see the module docstring)."""
-    if any(_shuffles(getattr(loader, attr, None)) for attr in ("sampler", "batch_sampler")):
-        return "training"
-    dataset = getattr(loader, "dataset", None)
-    train = getattr(dataset, "train", None)
-    if isinstance(train, bool):
-        return "training" if train else "testing"
-    split = str(getattr(dataset, "split", "") or "").lower()
-    if split in ("validation", "val", "dev", "valid"):
-        return "validation"
-    if split.startswith("test"):
-        return "testing"
-    if split.startswith("train"):
-        return "training"
-    return "input" if grad_enabled else "evaluation"
-
-
-TRAINING_ROLES = frozenset({"training", "fine-tuning"})
 REPORT_S = 1.0  # how often a loader's usage so far goes to the journal while it is read (the journal's own pace)
 
 
@@ -129,9 +76,7 @@ def _warn(what: str, exc: BaseException) -> None:
     """In an ``except`` block: one warning; an exception a signal handler raised there is the script's."""
     if from_signal_handler(exc):
         raise exc
-    with contextlib.suppress(Exception):
-        warnings.warn(f"prov4torch could not record {what}: {type(exc).__name__}: {exc}", RuntimeWarning,
-                      stacklevel=4)
+    warn(f"prov4torch could not record {what}: {type(exc).__name__}: {exc}")
 
 
 class _LoaderState:
@@ -200,7 +145,7 @@ class DataPaths:
 
     active: DataPaths | None = None  # the installed one (one run per process)
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: DataRun) -> None:
         self.run = run
         self.pid = os.getpid()
         self.seen: dict[int, tuple[Any, str]] = {}  # id(dataset) -> (dataset kept alive, id)
@@ -215,7 +160,7 @@ class DataPaths:
         # periodic report go to the record when the run ends, so the usage is exact, not a second stale
         self.open_states: dict[int, _LoaderState] = {}
         self.step_listeners: list[Callable[[], None]] = []
-        self._undo: list[Callable[[], None]] = []
+        self.patches = Patches()
 
     # -- install / remove ------------------------------------------------------------------------------
     def install(self) -> DataPaths:
@@ -226,27 +171,18 @@ class DataPaths:
         from torch.utils.data import dataloader as dl
 
         self._patch_loader(dl._BaseDataLoaderIter)
-        self._undo.append(register_optimizer_step_post_hook(self._stepped).remove)
+        self.patches.add(register_optimizer_step_post_hook(self._stepped).remove)
         for cls in _subclasses(Dataset):
             self.wrap(cls)
-        had = "__init_subclass__" in Dataset.__dict__
-        original = Dataset.__dict__.get("__init_subclass__")
         paths = self
 
-        def __init_subclass__(cls: type, /, **kwargs: Any) -> None:
-            super(Dataset, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
-            paths.wrap(cls)
+        def make(_original: Any) -> Any:
+            def __init_subclass__(cls: type, /, **kwargs: Any) -> None:
+                super(Dataset, cls).__init_subclass__(**kwargs)  # type: ignore[misc]
+                paths.wrap(cls)
+            return classmethod(__init_subclass__)
 
-        setattr(Dataset, "__init_subclass__", classmethod(__init_subclass__))  # noqa: B010
-
-        def undo() -> None:
-            if had:
-                setattr(Dataset, "__init_subclass__", original)  # noqa: B010
-            else:
-                with contextlib.suppress(AttributeError):
-                    delattr(Dataset, "__init_subclass__")
-
-        self._undo.append(undo)
+        self.patches.replace(Dataset, "__init_subclass__", make)
         self.run.on_end(lambda _run: self.report_open())
         DataPaths.active = self
         return self
@@ -258,66 +194,30 @@ class DataPaths:
                 state.report(0, closing=True)
 
     def remove(self) -> None:
-        while self._undo:
-            self._undo.pop()()
+        self.patches.restore()
         if DataPaths.active is self:
             DataPaths.active = None
 
     def _patch_loader(self, base: Any) -> None:
-        orig_init, orig_next = base.__init__, base.__next__
         paths = self
 
-        @functools.wraps(orig_init)
-        def __init__(it: Any, loader: Any, *a: Any, **k: Any) -> None:
-            orig_init(it, loader, *a, **k)
-            paths.loader_of[it] = loader
+        def make_init(orig_init: Callable[..., None]) -> Callable[..., None]:
+            @functools.wraps(orig_init)
+            def __init__(it: Any, loader: Any, *a: Any, **k: Any) -> None:
+                as_user(orig_init, it, loader, *a, **k)  # torch's warnings (pin_memory...) keep their place
+                paths.loader_of[it] = loader
+            return __init__
 
-        @functools.wraps(orig_next)
-        def __next__(it: Any) -> Any:
-            state = paths.state_of.get(it)
-            if state is None:  # may raise PolicyViolation
-                loader = paths.loader_of.get(it)
-                # an iterator opened before the hooks were installed: its dataset is torch's attribute
-                state = paths.state_of[it] = (paths.start(loader) if loader is not None
-                                              else paths.start_unknown(getattr(it, "_dataset", None)))
-            elif state.dataset_id is not None:
-                if state.loader is not None and state.steps != paths.steps:
-                    paths.trained(state)  # may raise PolicyViolation: this batch is not delivered
-                paths.run.gate(state.dataset_id)  # nothing more once the run is BLOCKED
-            paths.local.depth = getattr(paths.local, "depth", 0) + 1  # items fetched here are this loader's
-            try:
-                batch = orig_next(it)
-            except StopIteration:
-                if state.loader is not None:
-                    paths.settle(state)  # its role, now that all of it went by; may raise PolicyViolation
-                state.finish(epoch_done=True)
-                raise
-            finally:
-                paths.local.depth -= 1
-            state.count(batch)
-            return batch
-
-        setattr(base, "__init__", __init__)  # noqa: B010 - mypy refuses assignments to methods
-        setattr(base, "__next__", __next__)  # noqa: B010
-
-        def undo() -> None:
-            setattr(base, "__init__", orig_init)  # noqa: B010
-            setattr(base, "__next__", orig_next)  # noqa: B010
-
-        self._undo.append(undo)
+        self.patches.replace(base, "__init__", make_init)
+        self.patches.replace(base, "__next__", lambda orig_next: _next_hook(paths, orig_next))
 
     def wrap(self, cls: type) -> None:
         """Hook the item access of a Dataset class (its own __getitem__/__iter__)."""
         if cls.__module__.startswith("torch.utils.data.datapipes"):
             return  # datapipes have their own __iter__ machinery
-        for name in ("__getitem__", "__iter__"):
-            orig = cls.__dict__.get(name)
-            if not inspect.isfunction(orig) or getattr(orig, "__p4t_original__", None) is not None:
-                continue  # not defined here, already wrapped, or a static/class method or a C slot
-            wrapped = _item_hook(orig) if name == "__getitem__" else _iter_hook(orig)
-            wrapped.__p4t_original__ = orig  # type: ignore[attr-defined]
-            setattr(cls, name, wrapped)
-            self._undo.append(functools.partial(setattr, cls, name, orig))
+        for name, hook in (("__getitem__", _item_hook), ("__iter__", _iter_hook)):
+            if inspect.isfunction(cls.__dict__.get(name)):  # not a static/class method, a C slot, or inherited
+                self.patches.replace(cls, name, hook, own=True)
 
     # -- what the hooks do -----------------------------------------------------------------------------
     def _stepped(self, *_: Any) -> None:
@@ -325,18 +225,31 @@ class DataPaths:
         for listener in self.step_listeners:  # files read as data (autolog.reads): a step makes them training
             listener()
 
+    def next_state(self, it: Any) -> _LoaderState:
+        """An iterator's state before its next batch: started (attached, gated) at its first, reclassified if an
+        optimizer stepped since its last, gated; may raise PolicyViolation (the batch is not delivered)."""
+        state = self.state_of.get(it)
+        if state is None:
+            loader = self.loader_of.get(it)
+            # an iterator opened before the hooks were installed: its dataset is torch's attribute
+            state = self.state_of[it] = (self.start(loader) if loader is not None
+                                         else self.start_unknown(getattr(it, "_dataset", None)))
+        elif state.dataset_id is not None:
+            if state.loader is not None and state.steps != self.steps:
+                self.trained(state)
+            self.run.gate(state.dataset_id)  # nothing more once the run is BLOCKED
+        return state
+
     def trained(self, state: _LoaderState) -> None:
         """An optimizer stepped between two batches of a loader whose role was inferred as something else: its
         data is training data from now on, the batches before the step included (they were stepped on)."""
         self._reclassify(state, "training")
 
     def settle(self, state: _LoaderState) -> None:
-        """A loader whose role was inferred, read to its end: stepped on after its last batch, it was training
-        data; read with gradients on (``input``) but never stepped on, it was evaluation data."""
-        if state.steps != self.steps:
-            self._reclassify(state, "training")
-        elif state.role == "input":
-            self._reclassify(state, "evaluation")
+        """A loader whose role was inferred, read to its end: its role now (``roles.settled``)."""
+        role = settled(state.role, stepped=state.steps != self.steps)
+        if role is not None:
+            self._reclassify(state, role)
 
     def _reclassify(self, state: _LoaderState, role: str) -> None:
         """What the iterator delivered so far (and delivers from now on) counted under ``role`` instead: the
@@ -419,6 +332,26 @@ class DataPaths:
             self.seen[id(dataset)] = (dataset, did)
             entry = self.seen[id(dataset)]
         self.run.gate(entry[1])
+
+
+def _next_hook(paths: DataPaths, orig_next: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @functools.wraps(orig_next)
+    def __next__(it: Any) -> Any:
+        state = paths.next_state(it)
+        paths.local.depth = getattr(paths.local, "depth", 0) + 1  # items fetched here are this loader's
+        try:
+            batch = orig_next(it)
+        except StopIteration:
+            if state.loader is not None:
+                paths.settle(state)  # its role, now that all of it went by; may raise PolicyViolation
+            state.finish(epoch_done=True)
+            raise
+        finally:
+            paths.local.depth -= 1
+        state.count(batch)
+        return batch
+
+    return __next__
 
 
 def _item_hook(orig: Callable[..., Any]) -> Callable[..., Any]:

@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from .. import events as ev
 from .. import provjson
 from ..errors import InvalidValueError, OverBudget, UnreadableContentError
 from ..governance.declared import DECLARED
@@ -73,7 +74,7 @@ def _digest_fields(d: Digest) -> dict[str, Any]:
 class DatasetIdentifier:
     """Names the datasets of one run; ``on_digest`` receives background results as events."""
 
-    def __init__(self, scope: str, cache: DigestCache, on_digest: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, scope: str, cache: DigestCache, on_digest: Callable[[ev.DatasetDigest], None]) -> None:
         self.scope = scope  # the run's activity id: run-scoped ids live under it
         self.cache = cache
         self.on_digest = on_digest
@@ -90,14 +91,14 @@ class DatasetIdentifier:
         return entry[1] if entry is not None and entry[0] is unwrap(data) else None
 
     def identify(self, data: Any, *, name: str | None, role: str, source: str | None,
-                 tags: Mapping[str, Any]) -> dict[str, Any]:
+                 tags: Mapping[str, Any], time: float | None = None) -> ev.Dataset:
         """The journal event of one dataset attachment (see the module docstring)."""
         if not isinstance(role, str) or not ROLE.match(role):
             raise InvalidValueError(
                 f"role must be a lower-case word such as training/validation/testing, got {role!r}", value=role)
         governance_attributes(tags)  # the code's own tags are checked first: their errors name them
         data = unwrap(data)
-        event: dict[str, Any] = {"t": "dataset", "roles": [role]}
+        event: dict[str, Any] = {"roles": [role], "time": time}
         if isinstance(data, (str, os.PathLike)):
             p = Path(os.path.abspath(data))
             local = [str(p), str(p.resolve())] if p.resolve() != p else [str(p)]
@@ -144,7 +145,7 @@ class DatasetIdentifier:
         with self._lock:
             self._by_object[id(data)] = (data, event["id"])
             self._governance[id(data)] = (data, governance)
-        return event
+        return ev.Dataset(**event)
 
     def _parts_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
         """The governance of the data a wrapper is made of: parts attached before (the same objects), and parts
@@ -174,8 +175,7 @@ class DatasetIdentifier:
         key = event["id"]
 
         def work() -> None:
-            final = {"t": "dataset_digest", "key": key, **self._final(self._digest(data), declared, event)}
-            self.on_digest(final)
+            self.on_digest(ev.DatasetDigest(key=key, **self._final(self._digest(data), declared, event)))
 
         with self._lock:
             if self._pool is None:

@@ -12,18 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..events import Context, Dataset, Decision, ModelLoaded, ModelSaved, Start, valid_time
 from ..provjson import QName, attributes, dumps
 from ..safefs import write_atomic
 from .builder import DocumentBuilder
-from .events import RunRecord, Sidecar, valid_time
 from .ids import content_id, job_id, local, run_activity_id
 from .journal import SeriesStats, series_sorted
+from .replay import RunRecord, Sidecar
 
 
-def _agent_ids(start: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    person = f"p4t:person/{local(start.get('user', 'unknown'))}"
-    recorder = f"p4t:software/prov4torch-{local(start.get('prov4torch', __version__))}"
-    torch_version = (start.get("environment") or {}).get("torch")
+def _agent_ids(start: Start, context: Context) -> tuple[str, str, str | None]:
+    person = f"p4t:person/{local(start.user or 'unknown')}"
+    recorder = f"p4t:software/prov4torch-{local(start.prov4torch or __version__)}"
+    torch_version = context.environment.get("torch")
     torch_agent = f"p4t:software/torch-{local(torch_version)}" if torch_version else None
     return person, recorder, torch_agent
 
@@ -40,16 +41,16 @@ def code_entity_id(run_prefix: str, code: Mapping[str, Any]) -> str:
 
 def fallback(record: RunRecord, error: str) -> dict[str, Any]:
     """The best valid document when ``build`` failed: the rank's activity, its status, and why."""
-    start = record.start or {}
-    run_id = str(start.get("run_id") or "unknown")
-    rank: int = start["rank"] if isinstance(start.get("rank"), int) else 0
-    act = run_activity_id(run_id, rank, start.get("attempt") if isinstance(start.get("attempt"), int) else None)
+    start, end = record.start, record.end
+    run_id = start.run_id if start is not None else "unknown"
+    rank = start.rank if start is not None else 0
+    act = run_activity_id(run_id, rank, start.attempt if start is not None else None)
     b = DocumentBuilder()
-    t0 = start.get("time")
-    end = record.end or {}
-    b.activity(act, t0 if valid_time(t0) else None, end.get("time") if valid_time(end.get("time")) else None, {
+    t0 = start.time if start is not None else None
+    t1 = end.time if end is not None else None
+    b.activity(act, t0 if valid_time(t0) else None, t1 if valid_time(t1) else None, {
         "prov:type": QName("mls:Run"), "p4t:runId": run_id, "p4t:rank": rank,
-        "p4t:status": str(end.get("status") or "INCOMPLETE"), "p4t:recordError": error[:2000],
+        "p4t:status": end.status if end is not None else "INCOMPLETE", "p4t:recordError": error[:2000],
     })
     return b.to_dict()
 
@@ -103,31 +104,29 @@ def build(
     generation of them, so merging runs that share data or models never conflicts.
     """
     start = record.start
-    if not start:
+    if start is None:
         raise ValueError("journal has no start event")
-    run_id = str(start["run_id"])
-    rank = int(start.get("rank", 0))
-    act = f"{job_id(run_id)}/launcher" if start.get("launcher") else run_activity_id(run_id, rank, start.get("attempt"))
-    end = record.end or {}
-    status = status_override or end.get("status") or "INCOMPLETE"
-    end_time = end.get("time") if record.end else record.last_time
+    run_id = start.run_id
+    act = f"{job_id(run_id)}/launcher" if record.launcher else run_activity_id(run_id, start.rank, start.attempt)
+    status = status_override or (record.end.status if record.end is not None else "INCOMPLETE")
+    end_time = record.end.time if record.end is not None else record.last_time
     b = DocumentBuilder()
-    _activity(b, record, act, status, end_time, extra_run_attrs)
-    person = _agents(b, start, act)
-    _context(b, record, act, person)
-    _metrics(b, act, series, sidecars, (start.get("time"), end_time))
+    _activity(b, record, start, act, status, end_time, extra_run_attrs)
+    person = _agents(b, start, record.context, act)
+    _context(b, record, start, act, person)
+    _metrics(b, act, series, sidecars, (start.time, end_time))
     _datasets(b, record, act)
     _loads(b, record, act)
     _models(b, record, act, person)
     for aid, art in record.artifacts.items():
-        kind = art.get("kind", "artifact")
-        b.entity(aid, {"prov:type": QName(ARTIFACT_TYPES.get(kind, "p4t:Artifact")), "p4t:sha256": art.get("sha256"),
-                       "p4t:sizeBytes": art.get("size"), "p4t:identity": "content"})
-        per_run = {"p4t:name": art.get("name"), "p4t:path": art.get("path")}
-        if art.get("used"):  # read, not written: a resumed optimizer or trainer state, say
-            b.used(act, aid, "p4t:runState" if kind == "run-state" else "p4t:input", art.get("time"), **per_run)
+        kind = art.kind
+        b.entity(aid, {"prov:type": QName(ARTIFACT_TYPES.get(kind, "p4t:Artifact")), "p4t:sha256": art.sha256,
+                       "p4t:sizeBytes": art.size, "p4t:identity": "content"})
+        per_run = {"p4t:name": art.name, "p4t:path": art.path}
+        if art.used:  # read, not written: a resumed optimizer or trainer state, say
+            b.used(act, aid, "p4t:runState" if kind == "run-state" else "p4t:input", art.time, **per_run)
             continue
-        b.generated(aid, act, art.get("time"), **per_run)
+        b.generated(aid, act, art.time, **per_run)
         b.attributed(aid, person)
     _decisions(b, record, act)
     if b.refused:
@@ -135,47 +134,47 @@ def build(
     return b.to_dict()
 
 
-def _activity(b: DocumentBuilder, record: RunRecord, act: str, status: str, end_time: Any,
+def _activity(b: DocumentBuilder, record: RunRecord, start: Start, act: str, status: str, end_time: Any,
               extra: Mapping[str, Any] | None) -> None:
-    start, end = record.start, record.end or {}
-    run_id = str(start["run_id"])
-    exc = end.get("exception") or {}
+    end = record.end
+    run_id = start.run_id
+    exc = (end.exception if end is not None else None) or {}
     attrs: dict[str, Any] = {
         # a launcher started the ranks and trained nothing itself
-        "prov:type": QName("p4t:Launcher") if start.get("launcher") else QName("mls:Run"),
-        "prov:label": start.get("run_name") or run_id,
+        "prov:type": QName("p4t:Launcher") if record.launcher else QName("mls:Run"),
+        "prov:label": start.run_name or run_id,
         "p4t:status": status,
         "p4t:runId": run_id,
-        "p4t:runName": start.get("run_name"),
-        "p4t:experiment": start.get("experiment"),
-        "p4t:rank": int(start.get("rank", 0)),
-        "p4t:attempt": start.get("attempt"),
-        "p4t:worldSize": int(start.get("world_size", 1)),
-        "p4t:localRank": int(start.get("local_rank", 0)),
-        "p4t:host": start.get("host"),
-        "p4t:pid": start.get("pid"),
-        "p4t:commandLine": start.get("command_line"),
-        "p4t:computeRegion": start.get("region"),
-        "p4t:purpose": start.get("purpose"),
-        "p4t:exitCode": end.get("exit_code"),
-        "p4t:signal": end.get("signal_name"),
+        "p4t:runName": start.run_name,
+        "p4t:experiment": start.experiment,
+        "p4t:rank": start.rank,
+        "p4t:attempt": start.attempt,
+        "p4t:worldSize": start.world_size,
+        "p4t:localRank": start.local_rank,
+        "p4t:host": start.host,
+        "p4t:pid": start.pid,
+        "p4t:commandLine": start.command_line,
+        "p4t:computeRegion": start.region,
+        "p4t:purpose": start.purpose,
+        "p4t:exitCode": end.exit_code if end is not None else None,
+        "p4t:signal": end.signal_name if end is not None else None,
         "p4t:exceptionType": exc.get("type"),
         "p4t:exceptionMessage": exc.get("message"),
-        "p4t:torchSeed": end.get("torch_seed", start.get("torch_seed")),
+        "p4t:torchSeed": end.torch_seed if end is not None else start.torch_seed,
         "p4t:journalSkippedEvents": record.skipped or None,
     }
     attrs.update({f"tag:{local(k)}": v for k, v in sorted(record.tags.items())})
-    b.activity(act, start.get("time"), end_time, attrs)
+    b.activity(act, start.time, end_time, attrs)
     b.update("activity", act, record.run_attrs)  # contributed by samplers etc., already encoded
     if extra:
         b.update("activity", act, extra)
-    if start.get("launched_by"):  # a rank started by a launcher process of the same job
-        b.activity(str(start["launched_by"]), None, None)  # described in launcher.prov.json
-        b.informed(act, str(start["launched_by"]))
-    if start.get("previous_attempt"):  # an elastic restart: this attempt follows the one before
-        b.activity(str(start["previous_attempt"]), None, None)  # described in its own rank file
-        b.informed(act, str(start["previous_attempt"]))
-    world = int(start.get("world_size", 1))
+    if start.launched_by:  # a rank started by a launcher process of the same job
+        b.activity(start.launched_by, None, None)  # described in launcher.prov.json
+        b.informed(act, start.launched_by)
+    if start.previous_attempt:  # an elastic restart: this attempt follows the one before
+        b.activity(start.previous_attempt, None, None)  # described in its own rank file
+        b.informed(act, start.previous_attempt)
+    world = start.world_size
     if world > 1:  # a distributed job: ranks exchange gradients, so each rank informs every other
         job = f"{job_id(run_id)}/job"
         b.activity(job, None, None, {"prov:type": QName("p4t:DistributedJob"), "p4t:runId": run_id,
@@ -184,24 +183,23 @@ def _activity(b: DocumentBuilder, record: RunRecord, act: str, status: str, end_
         b.informed(job, act)
 
 
-def _agents(b: DocumentBuilder, start: Mapping[str, Any], act: str) -> str:
-    person, recorder, torch_agent = _agent_ids(start)
-    b.agent(person, {"prov:type": QName("prov:Person"), "p4t:userName": start.get("user")})
+def _agents(b: DocumentBuilder, start: Start, context: Context, act: str) -> str:
+    person, recorder, torch_agent = _agent_ids(start, context)
+    b.agent(person, {"prov:type": QName("prov:Person"), "p4t:userName": start.user})
     b.agent(recorder, {"prov:type": QName("prov:SoftwareAgent"), "prov:label": "prov4torch",
-                       "p4t:version": start.get("prov4torch", __version__)})
+                       "p4t:version": start.prov4torch or __version__})
     b.associated(act, recorder, "p4t:recorder")
     b.delegated(recorder, person)
     if torch_agent:
         b.agent(torch_agent, {"prov:type": QName("prov:SoftwareAgent"), "prov:label": "torch",
-                              "p4t:version": start["environment"]["torch"]})
+                              "p4t:version": context.environment["torch"]})
         b.associated(act, torch_agent, "p4t:framework")
         b.delegated(torch_agent, person)
     return person
 
 
-def _context(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> None:
-    start = record.start
-    code = start.get("code") or {}
+def _context(b: DocumentBuilder, record: RunRecord, start: Start, act: str, person: str) -> None:
+    code = record.context.code
     code_id = code_entity_id(act, code)
     b.entity(code_id, {
         "prov:type": [QName("p4t:Code"), QName("prov:Plan")],
@@ -217,8 +215,8 @@ def _context(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> No
     })
     b.associated(act, person, "p4t:operator", plan=code_id)
 
-    envinfo = {**(start.get("environment") or {}), **record.env_extra}
-    pk = start.get("packages") or {}  # the package-list sidecar, recorded by the context capture
+    envinfo = {**record.context.environment, **record.env_extra}
+    pk = record.context.packages  # the package-list sidecar, recorded by the context capture
     env_id = f"{act}/environment"
     b.entity(env_id, {
         "prov:type": QName("p4t:Environment"),
@@ -241,7 +239,7 @@ def _context(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> No
     })
     b.used(act, env_id, "p4t:environment")
 
-    pol = start.get("policy")
+    pol = start.policy
     if pol:
         b.entity(pol["id"], {"prov:type": QName("p4t:Policy"), "prov:label": pol.get("name"),
                              "p4t:version": pol.get("version"), "p4t:sha256": pol.get("sha256") or None})
@@ -292,32 +290,34 @@ def _metrics(b: DocumentBuilder, act: str, series: Iterable[SeriesStats], sideca
         b.generated(sid, act, t if inside else None)
 
 
-def _dataset_attrs(ds: Mapping[str, Any]) -> dict[str, Any]:
+def _dataset_attrs(ds: Dataset) -> dict[str, Any]:
     """The content attributes of a dataset entity (shared across runs)."""
-    files = ds.get("files") or []
     return {
         "prov:type": QName("mls:Dataset"),
-        "p4t:identity": ds.get("identity", "content"),
-        "p4t:sha256": ds.get("sha256"),
-        "p4t:digestMethod": ds.get("digest_method"),
-        "p4t:sizeBytes": ds.get("size"),
-        "p4t:length": ds.get("length"),
-        "p4t:fileCount": ds.get("file_count"),
-        "p4t:fileSha256": [f"{name} {sha}" for name, sha, _size in files] or None,
-        "p4t:digestCovers": ds.get("covers"),
-        "p4t:digestSkipped": ds.get("skipped"),
-        "p4t:unidentifiedReason": ds.get("unidentified_reason"),
-        "p4t:tagConflict": ds.get("tag_conflicts"),
+        "p4t:identity": ds.identity,
+        "p4t:sha256": ds.sha256,
+        "p4t:digestMethod": ds.digest_method,
+        "p4t:sizeBytes": ds.size,
+        "p4t:length": ds.length,
+        "p4t:fileCount": ds.file_count,
+        "p4t:fileSha256": _file_digests(ds.files),
+        "p4t:digestCovers": ds.covers,
+        "p4t:digestSkipped": ds.skipped,
+        "p4t:unidentifiedReason": ds.unidentified_reason,
+        "p4t:tagConflict": ds.tag_conflicts,
     }
+
+
+def _file_digests(files: list[list[Any]] | None) -> list[str] | None:
+    return [f"{f[0]} {f[1]}" for f in files or []] or None
 
 
 def _enforced_denials(record: RunRecord) -> Iterator[tuple[str, str | None]]:
     """(data or checkpoint id, the role whose use was checked, if one was) of each enforced deny."""
     for dec in record.decisions:
-        attrs = dec.get("attrs") or {}
-        if attrs.get("p4t:verdict") == "deny" and attrs.get("p4t:mode") == "enforce":
-            for d in dec.get("datasets") or []:
-                yield record.resolve(d), dec.get("role")
+        if dec.attrs.get("p4t:verdict") == "deny" and dec.attrs.get("p4t:mode") == "enforce":
+            for d in dec.datasets:
+                yield record.resolve(d), dec.role
 
 
 def blocked_uses(record: RunRecord) -> set[str]:
@@ -326,52 +326,52 @@ def blocked_uses(record: RunRecord) -> set[str]:
     They are recorded (with the decision that names them), never as ``used``: the block is what happened.
     """
     denied = {d for d, role in _enforced_denials(record) if not role}  # a denied role: ``blocked_roles``
-    return {d for d in denied if not (record.datasets.get(d) or {}).get("usage")}
+    return {d for d in denied if not record.usage.get(d)}
 
 
 def blocked_roles(record: RunRecord) -> set[tuple[str, str]]:
     """(dataset, role): a use under that role denied before a batch of it was read under it (data allowed for
     testing, say, then trained on: its training use was blocked, its testing use stands)."""
     return {(d, role) for d, role in _enforced_denials(record)
-            if role and not ((record.datasets.get(d) or {}).get("usage") or {}).get(role)}
+            if role and not record.usage.get(d, {}).get(role)}
 
 
 def _datasets(b: DocumentBuilder, record: RunRecord, act: str) -> None:
     blocked, blocked_role = blocked_uses(record), blocked_roles(record)
     for did, ds in record.datasets.items():
         b.entity(did, _dataset_attrs(ds))
-        b.update("entity", did, ds.get("tags") or {})
+        b.update("entity", did, ds.tags)
         if did in blocked:
             continue
-        usage = ds.get("usage") or {}
-        for role in ds.get("roles") or ["training"]:
+        usage = record.usage.get(did, {})
+        for role in ds.roles or ["training"]:
             if (did, role) in blocked_role or (role in usage and not any(usage[role].values())):
                 continue  # denied before any of it was read, or its batches turned out to be another role's
-            b.used(act, did, _role(role), ds.get("time"), **{
-                "p4t:name": ds.get("name"), "p4t:sourceUri": ds.get("source"), "p4t:datasetClass": ds.get("cls"),
-                "p4t:tagsFrom": ds.get("tags_from"),
+            b.used(act, did, _role(role), ds.time, **{
+                "p4t:name": ds.name, "p4t:sourceUri": ds.source, "p4t:datasetClass": ds.cls,
+                "p4t:tagsFrom": ds.tags_from,
                 **{f"p4t:{k}": v for k, v in sorted(usage.get(role, {}).items())},
             })
 
 
-def _model_attrs(m: Mapping[str, Any]) -> dict[str, Any]:
+def _model_attrs(m: ModelSaved | ModelLoaded) -> dict[str, Any]:
     """The content attributes of a model entity (shared across runs)."""
-    files = m.get("files") or []
-    weights = m.get("weights_sha256")
+    weights = m.weights_sha256
+    by_weights = bool(weights) and m.id.endswith(str(weights))
     return {
         "prov:type": QName("mls:Model"),
-        "p4t:lineageGap": True if m.get("lineage_gap") else None,
-        "p4t:identity": "weights" if weights and m["id"].endswith(weights) else "content",
+        "p4t:lineageGap": True if isinstance(m, ModelSaved) and m.lineage_gap else None,
+        "p4t:identity": "weights" if by_weights else "content",
         "p4t:weightsSha256": weights,
-        "p4t:sha256": None if weights and m["id"].endswith(weights) else m.get("sha256"),
-        "p4t:rootSha256": m.get("root_sha256"),
-        "p4t:fileSha256": [f"{name} {sha}" for name, sha, _size in files] or None,
+        "p4t:sha256": None if by_weights else m.sha256,
+        "p4t:rootSha256": m.root_sha256,
+        "p4t:fileSha256": _file_digests(m.files),
     }
 
 
-def _file_attrs(m: Mapping[str, Any]) -> dict[str, Any]:
+def _file_attrs(m: ModelSaved | ModelLoaded) -> dict[str, Any]:
     """What is particular to one file of a model in one run: where it was, its bytes' digest."""
-    return {"p4t:path": m.get("path"), "p4t:sha256": m.get("sha256"), "p4t:sizeBytes": m.get("size")}
+    return {"p4t:path": m.path, "p4t:sha256": m.sha256, "p4t:sizeBytes": m.size}
 
 
 def _loads(b: DocumentBuilder, record: RunRecord, act: str) -> None:
@@ -379,18 +379,18 @@ def _loads(b: DocumentBuilder, record: RunRecord, act: str) -> None:
     blocked = blocked_uses(record)
     for mid, ld in record.loads.items():
         b.entity(mid, _model_attrs(ld))
-        b.update("entity", mid, ld.get("tags") or {})
+        b.update("entity", mid, ld.tags)
         if mid not in blocked:
-            b.used(act, mid, "p4t:baseModel", ld.get("time"), **_file_attrs(ld),
-                   **{"p4t:lineageKnown": ld.get("lineage_known"), "p4t:lineageFrom": ld.get("lineage_from"),
-                      "p4t:lineageSource": ld.get("lineage_source"), "p4t:lineageVerified": ld.get("lineage_verified"),
-                      "p4t:lineageConflict": ld.get("lineage_conflicts") or None,
-                      "p4t:lineageError": ld.get("lineage_errors") or None})
-        for did, up in sorted((ld.get("upstream") or {}).items()):
+            b.used(act, mid, "p4t:baseModel", ld.time, **_file_attrs(ld),
+                   **{"p4t:lineageKnown": ld.lineage_known, "p4t:lineageFrom": ld.lineage_from,
+                      "p4t:lineageSource": ld.lineage_source, "p4t:lineageVerified": ld.lineage_verified,
+                      "p4t:lineageConflict": ld.lineage_conflicts or None,
+                      "p4t:lineageError": ld.lineage_errors or None})
+        for did, up in sorted(ld.upstream.items()):
             b.entity(did, {"prov:type": QName("mls:Dataset"), "p4t:sha256": up.get("sha256"),
                            "p4t:identity": up.get("identity", "content")})
             b.update("entity", did, up.get("tags") or {})
-        for generated, used in ld.get("derivations") or []:
+        for generated, used in ld.derivations:
             if not b.has("entity", generated):
                 b.entity(generated, {"prov:type": QName("mls:Model")})
             b.derived(generated, used)
@@ -399,51 +399,54 @@ def _loads(b: DocumentBuilder, record: RunRecord, act: str) -> None:
 def _models(b: DocumentBuilder, record: RunRecord, act: str, person: str) -> None:
     """Checkpoints this run produced: one entity and one generation each, however often re-saved."""
     for m in record.models:
-        mid = m["id"]
+        mid = m.id
         gen = b.generation_of(mid)
         base = record.loads.get(mid)
-        if gen is None and base is not None and (base.get("time") or 0) <= (m.get("time") or 0):
+        if gen is None and base is not None and (base.time or 0) <= (m.time or 0):
             gen = b.usage_of(act, mid)  # this run used these weights before saving them: not a new model
         if gen is not None:  # identical content saved again: recorded on its one generation (or usage)
-            saved = attributes({"p4t:savedAgain": [_dt_value(m.get("time"))], "p4t:savedAgainPath": m.get("path"),
-                                "p4t:savedAgainSha256": m.get("sha256"), "p4t:lineageSidecar": m.get("sidecar")})
+            saved = attributes({"p4t:savedAgain": [_dt_value(m.time)], "p4t:savedAgainPath": m.path,
+                                "p4t:savedAgainSha256": m.sha256, "p4t:lineageSidecar": m.sidecar})
             for key, value in saved.items():
                 gen[key] = value if key not in gen else _as_list(gen[key]) + _as_list(value)
             continue
         b.entity(mid, _model_attrs(m))
-        b.update("entity", mid, m.get("tags") or {})
-        b.generated(mid, act, m.get("time"), **_file_attrs(m), **{
-            "p4t:name": m.get("name"), "p4t:version": m.get("version"), "p4t:step": m.get("step"),
-            "p4t:epoch": m.get("epoch"), "p4t:checkpointKind": m.get("kind"), "p4t:saveError": m.get("save_error"),
-            "p4t:lineageSidecar": m.get("sidecar"),
+        b.update("entity", mid, m.tags)
+        b.generated(mid, act, m.time, **_file_attrs(m), **{
+            "p4t:name": m.name, "p4t:version": m.version, "p4t:step": m.step,
+            "p4t:epoch": m.epoch, "p4t:saveError": m.save_error, "p4t:lineageSidecar": m.sidecar,
         })
         b.attributed(mid, person)
-        for src in m.get("derived_from", []):
+        for src in m.derived_from:
             b.derived(mid, record.resolve(src), activity=act)
-        if m.get("revision_of"):
-            b.derived(mid, m["revision_of"], kind="prov:Revision")
+        if m.revision_of:
+            b.derived(mid, m.revision_of, kind="prov:Revision")
 
 
 def _decisions(b: DocumentBuilder, record: RunRecord, act: str) -> None:
     for i, dec in enumerate(record.decisions, 1):
-        check_id = f"{act}/policy-check/{i}"
-        dec_id = f"{act}/decision/{i}"
-        b.activity(check_id, dec.get("time"), dec.get("time"), {"prov:type": QName("p4t:PolicyCheck")})
-        b.informed(check_id, act)
-        if dec.get("policy_id"):
-            b.entity(dec["policy_id"])
-            b.update("entity", dec["policy_id"], dec.get("policy_attrs") or {})
-            b.used(check_id, dec["policy_id"], "p4t:policy")
-        checked = [record.resolve(d) for d in dec.get("datasets") or []]
-        # the checked data is named and linked by influence, never `used`: a check reads tags, it does not
-        # process data, and a blocked use must not read as a use
-        b.entity(dec_id, {"prov:type": QName("p4t:PolicyDecision"),
-                          "p4t:checkedDataset": [QName(d) for d in checked] or None})
-        b.update("entity", dec_id, dec.get("attrs") or {})
-        b.generated(dec_id, check_id, dec.get("time"))
-        for d in checked:
-            if b.has("entity", d):
-                b.influenced(dec_id, d, **{"prov:type": QName("p4t:checked")})
+        _decision(b, record, act, i, dec)
+
+
+def _decision(b: DocumentBuilder, record: RunRecord, act: str, i: int, dec: Decision) -> None:
+    check_id = f"{act}/policy-check/{i}"
+    dec_id = f"{act}/decision/{i}"
+    b.activity(check_id, dec.time, dec.time, {"prov:type": QName("p4t:PolicyCheck")})
+    b.informed(check_id, act)
+    if dec.policy_id:
+        b.entity(dec.policy_id)
+        b.update("entity", dec.policy_id, dec.policy_attrs)
+        b.used(check_id, dec.policy_id, "p4t:policy")
+    checked = [record.resolve(d) for d in dec.datasets]
+    # the checked data is named and linked by influence, never `used`: a check reads tags, it does not
+    # process data, and a blocked use must not read as a use
+    b.entity(dec_id, {"prov:type": QName("p4t:PolicyDecision"),
+                      "p4t:checkedDataset": [QName(d) for d in checked] or None})
+    b.update("entity", dec_id, dec.attrs)
+    b.generated(dec_id, check_id, dec.time)
+    for d in checked:
+        if b.has("entity", d):
+            b.influenced(dec_id, d, **{"prov:type": QName("p4t:checked")})
 
 
 def _as_list(v: Any) -> list[Any]:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from .. import events as ev
 from ..governance.gate import RuntimePolicy, RunView
 from .checkpoints import Checkpoints, ModelVersion
 from .datasets import DatasetIdentifier
@@ -21,7 +22,7 @@ HASH_WAIT_S = 600.0
 # use could not be told; it counts, so a model is never silently without data)
 MODEL_ROLES = {"training", "fine-tuning", "input"}  # how long end_run / log_model wait for background dataset hashing
 
-Record = Callable[[dict[str, Any]], None]
+Record = Callable[[ev.Event], None]
 
 
 class Inputs:
@@ -47,9 +48,8 @@ class Inputs:
         known = self.datasets.known(data)
         if known is not None and self._attached(known, role, tags):
             return known
-        event = self.datasets.identify(data, name=name, role=role, source=source, tags=tags)
-        event["time"] = self.clock()
-        did = str(event["id"])
+        event = self.datasets.identify(data, name=name, role=role, source=source, tags=tags, time=self.clock())
+        did = event.id
         if self._attached(did, role, tags):  # the same data (new loader, new object, same content): decided
             return did
         self.roles.setdefault(did, set()).add(role)
@@ -72,9 +72,9 @@ class Inputs:
             t["reads"] = t.get("reads", 0) + reads
         return dict(t)
 
-    def digest_done(self, event: dict[str, Any]) -> None:
+    def digest_done(self, event: ev.DatasetDigest) -> None:
         """Background hashing named a dataset's content (called on the hashing thread)."""
-        self.aliases[str(event["key"])] = str(event["id"])
+        self.aliases[event.key] = event.id
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def produced(self, model_or_path: Any, name: str, step: int | None, epoch: int | None,
@@ -88,7 +88,7 @@ class Inputs:
         event = self.checkpoints.used(path, loaded)
         self.record(event)
         self._check(event, "load_model")
-        return str(event["id"])
+        return event.id
 
     # -- lineage and policy -----------------------------------------------------------------------------
     def model_sources(self) -> list[str]:
@@ -107,10 +107,10 @@ class Inputs:
         """The run so far as the policy gate sees it."""
         return RunView(self.document(), self.activity, self.model_sources(), self.intended_use)
 
-    def _check(self, event: dict[str, Any], trigger: str) -> None:
+    def _check(self, event: ev.Dataset | ev.ModelLoaded, trigger: str) -> None:
         if self.policy is not None:
-            roles = event.get("roles") if event.get("t") == "dataset" else None
-            self.policy.check(self.view(), trigger, [event["id"]], role=roles[0] if roles else None)
+            role = event.roles[0] if isinstance(event, ev.Dataset) and event.roles else None
+            self.policy.check(self.view(), trigger, [event.id], role=role)
 
     def finish(self) -> None:
         """At the end of the run: the policy's after-the-fact findings, recorded (never raised); the sidecars

@@ -1,6 +1,6 @@
 """The append-only journal, the metrics sidecar and the writer thread that fills them.
 
-The training thread only appends to two deques (metric tuples and event dicts);
+The training thread only appends to two deques (metric tuples and typed events, ``prov4torch.events``);
 a daemon thread drains them about once a second (and on ``flush``), appends the
 events to ``rank-K.journal.jsonl`` and the metric points to ``rank-K.metrics.csv``,
 fsyncs both, and keeps per-series summaries so ``end_run`` never rereads the CSV.
@@ -19,7 +19,6 @@ queued is ever dropped.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -28,15 +27,16 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import JournalError
+from ..errors import JournalError, MalformedEventError
+from ..events import Event, decode, encode
 from ..safefs import open_new, open_regular
+from ..warn import warn
 from .identity import sha256_file
 from .values import DeviceValue
 
@@ -168,7 +168,7 @@ class JournalWriter:
         self._shedding = False  # the writer stayed behind: new points are dropped until the next drain
         self._conversion_warned = False
         self.waits = 0  # times the hot path waited for the writer
-        self.events: deque[dict[str, Any]] = deque()
+        self.events: deque[Event] = deque()
         self.stats: dict[tuple[str, str], SeriesStats] = {}
         self.points = 0
         self._next_step: dict[tuple[str, str], int] = {}
@@ -231,14 +231,13 @@ class JournalWriter:
                     append(point)
                     return
                 self._shedding = True
-                with contextlib.suppress(Exception):
-                    warnings.warn(f"prov4torch: the metric writer is more than {MAX_WAIT_S:g} s behind; points are "
-                                  "dropped (and counted) until it catches up", RuntimeWarning, stacklevel=3)
+                warn(f"prov4torch: the metric writer is more than {MAX_WAIT_S:g} s behind; points are dropped (and "
+                     "counted) until it catches up")
             self.dropped += 1
 
         return append_bounded
 
-    def write_event_now(self, event: dict[str, Any]) -> None:
+    def write_event_now(self, event: Event) -> None:
         """Append one event and fsync, bypassing the queue (start/end/signal records)."""
         self.events.append(event)
         self.flush()
@@ -270,13 +269,8 @@ class JournalWriter:
                 return  # a signal handler closed the files while this flush was interrupted: it wrote them
             if self.failure is None:
                 self.failure = f"{type(exc).__name__}: {exc}"
-                with contextlib.suppress(Exception):  # warnings-as-errors must not kill the writer
-                    warnings.warn(
-                        f"prov4torch could not write {self.journal_path.parent}: {self.failure}; "
-                        "provenance for this run may be incomplete (training goes on)",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+                warn(f"prov4torch could not write {self.journal_path.parent}: {self.failure}; provenance for this "
+                     "run may be incomplete (training goes on)")  # never raises: the writer goes on
 
     def close(self) -> None:
         """Stop the thread, write everything left, close the files."""
@@ -301,7 +295,7 @@ class JournalWriter:
         events = self.events
         lines = []
         for _ in range(len(events)):
-            lines.append(json.dumps(events.popleft(), allow_nan=False, default=str))
+            lines.append(json.dumps(encode(events.popleft()), allow_nan=False, default=str))
         if lines:
             self._journal.write("\n".join(lines) + "\n")
 
@@ -319,10 +313,8 @@ class JournalWriter:
                     self.dropped += 1
                     if not self._conversion_warned:
                         self._conversion_warned = True
-                        with contextlib.suppress(Exception):
-                            warnings.warn(f"prov4torch: a metric value could not be read ({type(exc).__name__}: "
-                                          f"{exc}); such points are dropped and counted", RuntimeWarning,
-                                          stacklevel=2)
+                        warn(f"prov4torch: a metric value could not be read ({type(exc).__name__}: {exc}); such "
+                             "points are dropped and counted")
             return kept, [it[2] for it in kept]
         return [(it[0], it[1], v) for it, v in zip(items, floats, strict=True)], floats
 
@@ -385,13 +377,13 @@ class JournalWriter:
 
 # -- readers (recover, tests) ------------------------------------------------------
 
-def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The events of a journal and the number of unreadable lines skipped.
+def read_journal(path: Path) -> tuple[list[Event], int]:
+    """The events of a journal and the number of lines that are not one (``events.decode`` refused them).
 
-    A torn last line (the process died mid-write) is expected and skipped; so is any
-    other line that is not a JSON object, counted so the caller can report it.
+    A torn last line (the process died mid-write) is expected and counted like any other line that is not
+    a JSON object of a known kind and shape: the caller reports the count, nothing passes silently.
     """
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     bad = 0
     try:
         with io.TextIOWrapper(open_regular(path), encoding="utf-8", errors="replace") as fh:
@@ -400,13 +392,8 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], int]:
                 if not line:
                     continue
                 try:
-                    event = json.loads(line)
-                except (ValueError, RecursionError):
-                    bad += 1
-                    continue
-                if isinstance(event, dict) and isinstance(event.get("t"), str):
-                    events.append(event)
-                else:
+                    events.append(decode(json.loads(line)))
+                except (ValueError, RecursionError, MalformedEventError):
                     bad += 1
     except OSError as exc:
         raise JournalError(f"cannot read journal {path}: {exc.strerror or exc}") from exc

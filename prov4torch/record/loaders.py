@@ -7,7 +7,8 @@ import weakref
 from typing import Any
 
 from ..governance.tags import governance_attributes
-from .datapaths import TRACKED, batch_size
+from .datapaths import TRACKED
+from .roles import batch_size
 from .run import ACTIVE, Run
 
 

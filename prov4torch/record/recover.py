@@ -13,9 +13,10 @@ from pathlib import Path
 
 from .. import provjson
 from ..errors import JournalError
+from ..events import valid_time
 from .document import write_rank
-from .events import RunRecord, Sidecar, valid_time
 from .journal import read_journal, summarize_metrics
+from .replay import RunRecord, Sidecar
 
 JOURNAL_SUFFIX = ".journal.jsonl"
 
@@ -55,9 +56,9 @@ def _recover_rank(d: Path, journal: Path) -> Recovered:
     prov_path = d / f"{stem}.prov.json"
     events, bad = read_journal(journal)
     record = RunRecord.replay(events)
-    if not record.start:
+    if record.start is None:
         raise JournalError(f"{journal}: no start record; it is empty or not a prov4torch journal")
-    ended = str((record.end or {}).get("status") or "FINISHED")
+    ended = record.end.status if record.end is not None else "FINISHED"
     if record.end is not None and prov_path.exists():
         return Recovered(prov_path, "complete", ended, -1, bad)
     metrics_path = d / f"{stem}.metrics.csv"

@@ -15,12 +15,12 @@ import signal as _signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .. import env, provjson
+from .. import events as ev
 from ..errors import ConfigError, InvalidValueError, Prov4TorchError, RunStateError
 from ..evidence import keys
 from ..governance.declared import load_from_env as load_tags_from_env
@@ -35,12 +35,12 @@ from .datapaths import DataPaths
 from .datasets import DatasetIdentifier
 from .distributed import elastic_attempt, identity, rank_prefix, resolve_run_id
 from .document import build, write_rank
-from .events import RunRecord, Sidecar
 from .identity import DigestCache
 from .ids import run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
 from .journal import JournalWriter
 from .paths import RunFiles
+from .replay import RunRecord, Sidecar
 from .secrets import redact, redact_text
 from .signals import Hooks, ending
 from .values import (
@@ -136,7 +136,7 @@ class Run(AttachMixin):
         self.appenders: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
         self._system_series: dict[str, Callable[[tuple[Any, ...]], None]] = {}  # the samplers' own
         self._params: dict[str, Any] = {}
-        self._history: list[dict[str, Any]] = []
+        self._history: list[ev.Event] = []
         cache = DigestCache(self.root / ".cache" / "digests.sqlite", self.root)
         self.inputs = Inputs(
             datasets=DatasetIdentifier(self.activity, cache, self._digest_done),
@@ -199,7 +199,7 @@ class Run(AttachMixin):
         )
         self._context_thread.start()
         for key, value in run_tags.items():
-            self.record_event({"t": "tag", "key": key, "value": value})
+            self.record_event(ev.Tag(key=key, value=value))
         if settings.system_metrics or settings.energy:
             from .. import samplers
 
@@ -211,7 +211,7 @@ class Run(AttachMixin):
         try:
             self.record_event(context.capture(script, self.files.packages))
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
-            warnings.warn(f"prov4torch: could not capture the environment: {exc}", RuntimeWarning, stacklevel=1)
+            warn(f"prov4torch: could not capture the environment: {exc}")
 
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -290,10 +290,10 @@ class Run(AttachMixin):
         if not self._open:
             raise RunStateError(f"{what}: run {self.run_id} has ended ({self.status}): start a new run to log more")
 
-    def _record_now(self, event: dict[str, Any]) -> None:
+    def _record_now(self, event: ev.Event) -> None:
         self.record_event(event, now=True)
 
-    def record_event(self, event: dict[str, Any], now: bool = False) -> None:
+    def record_event(self, event: ev.Event, now: bool = False) -> None:
         """Append an event to the run's history and journal (``now``: written and fsync'd at once)."""
         self._history.append(event)
         if now:
@@ -318,7 +318,7 @@ class Run(AttachMixin):
                 )
             return
         self._params[key] = v
-        self.record_event({"t": "param", "key": key, "value": provjson.value(v)})
+        self.record_event(ev.Param(key=key, value=provjson.value(v)))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not isinstance(params, Mapping):
@@ -330,8 +330,7 @@ class Run(AttachMixin):
         """A free-form run tag (may be overwritten)."""
         self._require_open("set_tag")
         check_name("tag name", key, PARAM)
-        self.record_event({"t": "tag", "key": key, "value": provjson.value(
-            _text_redacted(param_value(key, redact(key, value))))})
+        self.record_event(ev.Tag(key=key, value=provjson.value(_text_redacted(param_value(key, redact(key, value))))))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
@@ -340,7 +339,7 @@ class Run(AttachMixin):
             self.set_tag(key, value)
 
     # -- lineage and policy --------------------------------------------------------------------
-    def _digest_done(self, event: dict[str, Any]) -> None:
+    def _digest_done(self, event: ev.DatasetDigest) -> None:
         self.inputs.digest_done(event)
         if self._open:
             self.record_event(event)
@@ -368,15 +367,15 @@ class Run(AttachMixin):
         self.files = RunFiles(self.root, self.experiment, self.run_id, "launcher")
         self.journal_path, self.metrics_path, self.prov_path = self.files.journal, self.files.metrics, self.files.prov
         self._writer.journal_path, self._writer.metrics_path = self.journal_path, self.metrics_path
-        self.record_event({"t": "launcher"}, now=True)
+        self.record_event(ev.Launcher(), now=True)
 
     def add_run_attributes(self, attrs: Mapping[str, Any]) -> None:
         """Attributes for the rank activity (qualified names -> values), e.g. sampler summaries."""
-        self.record_event({"t": "attrs", "attrs": provjson.attributes(attrs)})
+        self.record_event(ev.Attrs(attrs=provjson.attributes(attrs)))
 
     def update_environment(self, info: Mapping[str, Any]) -> None:
         """Add facts to the environment entity (e.g. GPU models found by NVML)."""
-        self.record_event({"t": "env", "info": dict(info)})
+        self.record_event(ev.EnvInfo(info=dict(info)))
 
     _signer: Any = None
     _signer_loaded = False
@@ -426,8 +425,8 @@ class Run(AttachMixin):
     def note_signal(self, signum: int) -> None:
         """A signal arrived: the run will end KILLED, whatever ends it."""
         self._pending_signal = signum
-        self.record_event({"t": "signal", "signal": signum, "signal_name": _signal.Signals(signum).name,
-                     "time": self.clock()}, now=True)
+        self.record_event(ev.Signal(signal=signum, signal_name=_signal.Signals(signum).name, time=self.clock()),
+                          now=True)
 
     def close_from_exception(self, exc: BaseException) -> None:
         """End the run with the status an escaping exception means (``signals.ending``)."""
@@ -467,14 +466,13 @@ class Run(AttachMixin):
             try:
                 callback(self)
             except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
-                warnings.warn(f"prov4torch: end-of-run hook failed: {exc}", RuntimeWarning, stacklevel=2)
+                warn(f"prov4torch: end-of-run hook failed: {exc}")
         self.inputs.datasets.wait(HASH_WAIT_S)
         self.inputs.datasets.close()
         try:
             self.inputs.finish()
         except Exception as exc:  # noqa: BLE001 - never lose the record over the final policy check
-            with contextlib.suppress(Exception):
-                warnings.warn(f"prov4torch: the final policy check failed: {exc}", RuntimeWarning, stacklevel=2)
+            warn(f"prov4torch: the final policy check failed: {exc}")
         gaps = self.inputs.checkpoints.gaps
         if gaps:
             more = f" (and {len(gaps) - 1} more)" if len(gaps) > 1 else ""
@@ -489,18 +487,14 @@ class Run(AttachMixin):
         self.status = status
         ident = identity()  # a process group initialised after start_run knows the real world size
         if (ident.rank, ident.world_size) != (self.rank, self.world_size) and self.files.stem != "launcher":
-            self.record_event({"t": "identity", "world_size": ident.world_size})
-        end: dict[str, Any] = {"t": "end", "time": self.clock(), "status": status,
-                               "torch_seed": context.torch_seed()}
-        if exit_code is not None:
-            end["exit_code"] = exit_code
-        if signal_number is not None:
-            end["signal_name"] = _signal.Signals(signal_number).name
-            end["exit_code"] = 128 + int(signal_number)
-        if exception is not None:
-            end["exception"] = {"type": f"{type(exception).__module__}.{type(exception).__qualname__}",
-                                "message": redact_text(str(exception))[:2000]}
-        self.record_event(end, now=True)
+            self.record_event(ev.Identity(world_size=ident.world_size))
+        self.record_event(ev.End(
+            time=self.clock(), status=status, torch_seed=context.torch_seed(),
+            exit_code=128 + int(signal_number) if signal_number is not None else exit_code,
+            signal_name=_signal.Signals(signal_number).name if signal_number is not None else None,
+            exception=None if exception is None else {
+                "type": f"{type(exception).__module__}.{type(exception).__qualname__}",
+                "message": redact_text(str(exception))[:2000]}), now=True)
         self._writer.close()
         self.write_document()
         self.attest()
@@ -534,8 +528,7 @@ class Run(AttachMixin):
         doc, self.record_error = write_rank(self.replay(), w.stats.values(), sidecars, self.prov_path,
                                             self.journal_path, w.failure)
         if self.record_error:
-            with contextlib.suppress(Exception):  # warnings-as-errors must not lose the run either
-                warnings.warn(f"prov4torch: {self.record_error}", RuntimeWarning, stacklevel=3)
+            warn(f"prov4torch: {self.record_error}")  # warnings-as-errors must not lose the run either
         return doc
 
 

@@ -18,10 +18,8 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any, Protocol
 
-from ..errors import (
-    PolicyViolation,
-    SignalExit,
-)
+from ..errors import PolicyViolation, SignalExit
+from ..patching import Patches
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -96,6 +94,7 @@ class Hooks:
         self._prev_excepthook = sys.excepthook
         self._signal: Any = None
         self._getsignal: Any = None
+        self._patches = Patches()
         self.deferred: tuple[int, Any] | None = None  # a signal that arrived while the run was being closed
 
     def install(self) -> None:
@@ -109,8 +108,8 @@ class Hooks:
                 self.previous[sig] = prev
                 signal.signal(sig, self._on_signal)
             self._signal, self._getsignal = signal.signal, signal.getsignal
-            setattr(signal, "signal", self._wrapped_signal)  # noqa: B010 - typed stubs refuse the assignment
-            setattr(signal, "getsignal", self._wrapped_getsignal)  # noqa: B010
+            self._patches.replace(signal, "signal", lambda _original: self._wrapped_signal)
+            self._patches.replace(signal, "getsignal", lambda _original: self._wrapped_getsignal)
 
     def _wrapped_signal(self, signum: Any, handler: Any) -> Any:
         if signum in self.previous and self._mine() and threading.current_thread() is threading.main_thread():
@@ -129,9 +128,7 @@ class Hooks:
         if sys.excepthook == self._excepthook:
             sys.excepthook = self._prev_excepthook
         atexit.unregister(self._atexit)
-        if self._signal is not None and signal.signal == self._wrapped_signal:
-            setattr(signal, "signal", self._signal)  # noqa: B010
-            setattr(signal, "getsignal", self._getsignal)  # noqa: B010
+        self._patches.restore()  # signal.signal/getsignal, unless replaced again since
         if threading.current_thread() is threading.main_thread():
             for sig, prev in self.previous.items():
                 if signal.getsignal(sig) == self._on_signal:

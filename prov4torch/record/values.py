@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import InvalidValueError
+from ..events import MAX_TIME, MIN_TIME
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ :]{0,249}$")  # metric names
 CONTEXT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")  # metric contexts
@@ -97,8 +98,8 @@ def check_step(step: Any) -> int:
         raise InvalidValueError(f"step must be an integer, got {type(step).__name__} {step!r}", value=step) from None
 
 
-MIN_TIMESTAMP = 0.0  # 1970-01-01
-MAX_TIMESTAMP = 7_258_118_400.0  # 2200-01-01: later is a unit slip (milliseconds), not a time
+# 1970-01-01 .. 2200-01-01: later is a unit slip (milliseconds), not a time (the journal accepts the same)
+MIN_TIMESTAMP, MAX_TIMESTAMP = MIN_TIME, MAX_TIME
 
 
 def check_timestamp(ts: Any) -> float:

@@ -9,15 +9,14 @@ bounded timeout: a reader that hangs cannot stall ``end_run``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..errors import TelemetryWarning as TelemetryWarning  # re-exported
+from ..warn import warn as _warn
 
 Reader = Callable[[], Mapping[str, float]]
 Sink = Callable[[str, float, float], None]
@@ -25,8 +24,7 @@ Sink = Callable[[str, float, float], None]
 
 def warn(message: str) -> None:
     """Emit a TelemetryWarning; never raise, even when warnings are errors."""
-    with contextlib.suppress(Exception):  # telemetry never kills training, even with warnings as errors
-        warnings.warn(message, TelemetryWarning, stacklevel=3)
+    _warn(message, TelemetryWarning)  # never raises: telemetry never kills training, even with warnings as errors
 
 
 @dataclass
