@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
 import prov4torch
+from prov4torch.audit.export import FORMATS as EXPORT_FORMATS
 from prov4torch.errors import MergeConflictError, Prov4TorchError
 
 app = typer.Typer(
@@ -26,6 +28,22 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_DENIED, EXIT_INPUT = 0, 1, 2
+
+
+class PolicyMode(StrEnum):
+    enforce = "enforce"
+    audit = "audit"
+
+
+class RecordKind(StrEnum):
+    dataset = "dataset"
+    model = "model"
+    activity = "activity"
+    entity = "entity"
+    agent = "agent"
+
+
+ExportFormat = StrEnum("ExportFormat", {f.replace("-", "_"): f for f in EXPORT_FORMATS})  # type: ignore[misc]
 
 
 def fail(message: str, code: int = EXIT_INPUT) -> NoReturn:
@@ -113,20 +131,19 @@ def check(
 @app.command()
 def export(
     paths: Annotated[list[Path], typer.Argument(help="Run directories, PROV-JSON files or an output root.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="cyclonedx, spdx, openlineage, prov-o (TriG), "
-                                                            "prov-o-turtle, prov-o-jsonld or annex-iv (a directory "
-                                                            "or .zip).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="prov-o is TriG; annex-iv is a directory "
+                                                                     "or a .zip.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (atomically).")],
 ) -> None:
-    """Hand-over formats: a CycloneDX 1.6 ML-BOM (validated), or PROV-O as TriG or JSON-LD."""
+    """Hand-over formats: CycloneDX 1.6 ML-BOM, SPDX 3, OpenLineage, PROV-O, an EU AI Act Annex IV pack."""
     from prov4torch.audit.export import export as export_files
     from prov4torch.audit.pack import write_pack
 
     try:
-        written = write_pack(paths, out) if fmt == "annex-iv" else export_files(paths, fmt, out)
+        written = write_pack(paths, out) if fmt.value == "annex-iv" else export_files(paths, fmt.value, out)
     except Prov4TorchError as exc:
         fail(str(exc))
-    typer.echo(f"{fmt}: {written}")
+    typer.echo(f"{fmt.value}: {written}")
 
 
 @app.command()
@@ -219,7 +236,7 @@ def run(
     run_name: Annotated[Optional[str], typer.Option(help="Run name (default: the script's name).")] = None,  # noqa: UP045
     run_id: Annotated[Optional[str], typer.Option(help="Run id (default: a new time-ordered id).")] = None,  # noqa: UP045
     policy: Annotated[Optional[str], typer.Option(help="Policy TOML file (or 'default') to enforce.")] = None,  # noqa: UP045
-    mode: Annotated[Optional[str], typer.Option(help="enforce (default with a policy) or audit.")] = None,  # noqa: UP045
+    mode: Annotated[Optional[PolicyMode], typer.Option(help="enforce (default with a policy) or audit.")] = None,  # noqa: UP045
     region: Annotated[Optional[str], typer.Option(help="Compute region, e.g. eu-west-1.")] = None,  # noqa: UP045
     purpose: Annotated[Optional[str], typer.Option(help="Purpose of the processing, e.g. training.")] = None,  # noqa: UP045
     intended_use: Annotated[Optional[str], typer.Option(help="Intended use of the models produced.")] = None,  # noqa: UP045
@@ -269,7 +286,8 @@ def run(
             except Prov4TorchError as exc:
                 fail(str(exc))
         os.environ[p4t_env.DATA_TAGS] = os.pathsep.join(str(f.resolve()) for f in data_tags)
-    options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy, "mode": mode,
+    options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy,
+               "mode": mode.value if mode is not None else None,
                "region": region, "purpose": purpose, "intended_use": intended_use}
     try:
         resolve_target(script, module)
@@ -383,7 +401,7 @@ def lineage(
     up: Annotated[bool, typer.Option("--up", help="Upstream: what it came from (the default).")] = False,
     down: Annotated[bool, typer.Option("--down", help="Downstream: what it reached.")] = False,
     depth: Annotated[Optional[int], typer.Option(min=1, help="Follow at most this many relations.")] = None,  # noqa: UP045
-    kind: Annotated[Optional[str], typer.Option("--type", help="dataset, model, activity, entity or agent.")] = None,  # noqa: UP045
+    kind: Annotated[Optional[RecordKind], typer.Option("--type", help="Only records of this kind.")] = None,  # noqa: UP045
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What data trained this model (--up), which models did this dataset reach (--down). ID last."""
@@ -395,8 +413,8 @@ def lineage(
         fail("choose --up or --down, not both")
     *paths, focus = inputs  # strings: a Path would turn https:// into https:/
     try:
-        focal, hits = query_lineage(paths, focus, direction="down" if down else "up", depth=depth, kind=kind,
-                                    locate=_content_digests)
+        focal, hits = query_lineage(paths, focus, direction="down" if down else "up", depth=depth,
+                                    kind=kind.value if kind else None, locate=_content_digests)
     except Prov4TorchError as exc:
         fail(str(exc))
     if as_json:
@@ -593,6 +611,11 @@ def _run_fast(argv: list[str]) -> None:
     sys.exit(0)
 
 
+def _is_choice(param: Any) -> bool:
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    return isinstance(annotation, type) and issubclass(annotation, Enum)
+
+
 def plain_command() -> Any:
     """The click command of ``app`` with help that shows metavars, not Python types: every positional is
     PATH (one name across commands), every option taking a value its name in capitals."""
@@ -605,7 +628,8 @@ def plain_command() -> Any:
             if param.param_type_name == "argument":
                 param.metavar = "PATH" if param.name in ("files", "inputs", "paths") else str(param.name).upper()
                 param.display_type_rich = lambda ctx: None  # the name says it; no "<list[Path]>" beside it
-            elif not getattr(param, "is_flag", False) and param.metavar is None and param.name:
+            elif not getattr(param, "is_flag", False) and param.metavar is None and param.name \
+                    and not _is_choice(param):  # a choice shows its values: [enforce|audit]
                 param.metavar = param.name.upper()
     return command
 

@@ -14,6 +14,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def parse(command: Callable[..., Any], argv: list[str]) -> tuple[dict[str, Any],
             return None
         flags, base, info = found
         tp, many = _unwrap(base)
-        if tp is not bool and tp not in _CONVERT:
+        if tp is not bool and tp not in _CONVERT and not (isinstance(tp, type) and issubclass(tp, Enum)):
             return None
         for flag in flags:
             by_flag[flag] = (name, tp, many, info)
@@ -86,7 +87,7 @@ def parse(command: Callable[..., Any], argv: list[str]) -> tuple[dict[str, Any],
             i += 1
         i += 1
         try:
-            value = _CONVERT[tp](inline)
+            value = _CONVERT.get(tp, tp)(inline)  # an Enum: its value, or ValueError
         except ValueError:
             return None
         low = getattr(info, "min", None)

@@ -40,6 +40,8 @@ from typing import Any, ClassVar, Union
 from .errors import MalformedEventError
 
 EVENT_VERSION = 1
+END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")  # how a run ends (an ``End`` event says which)
+STATUSES = (*END_STATUSES, "INCOMPLETE")  # and a run rebuilt by ``recover`` that never ended
 MIN_TIME, MAX_TIME = 0.0, 7_258_118_400.0  # event times (Unix seconds) accepted: 1970 .. 2200
 
 JsonObject = dict[str, Any]  # a JSON object whose inner shape is another contract's (tags, PROV attributes)
@@ -319,6 +321,9 @@ def _check_ranges(kind: str, values: Mapping[str, Any]) -> None:
         v = values.get(key)
         if v is not None and not 0 <= v < 2**31:
             raise MalformedEventError(f"{kind}: field {key!r} is out of range: {v!r}")
+    if kind == "end" and values["status"] not in END_STATUSES:
+        raise MalformedEventError(f"end: field 'status' is not one of {', '.join(END_STATUSES)}: "
+                                  f"{str(values['status'])[:40]!r}")
     if kind == "identity" and values["world_size"] < 1:
         raise MalformedEventError("identity: field 'world_size' must be at least 1")
 

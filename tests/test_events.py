@@ -74,6 +74,7 @@ def test_encode_leaves_defaults_out_and_a_line_without_a_version_is_version_one(
     ({"t": "end", "status": "FINISHED", "time": 1e13}, "end: time"),
     ({"t": "end", "status": "FINISHED", "time": "yesterday"}, "end: field 'time'"),
     ({"t": "decision", "datasets": None}, "decision: field 'datasets'"),
+    ({"t": "end", "status": "ALLOW"}, "end: field 'status' is not one of FINISHED"),
 ])
 def test_decode_refuses_what_does_not_fit_and_names_kind_and_field(obj, says):
     with pytest.raises(MalformedEventError) as err:

@@ -56,7 +56,7 @@ from .values import (
 )
 
 _now = time.time
-END_STATUSES = ("FINISHED", "FAILED", "KILLED", "BLOCKED")
+END_STATUSES = ev.END_STATUSES
 RESERVED_SYSTEM_PREFIXES = ("system/", "gpu/")  # sampler series names (context "system")
 
 __all__ = ["ACTIVE", "END_STATUSES", "ModelVersion", "Run", "default_root"]
