@@ -27,6 +27,7 @@ SIDECAR = "PROV4TORCH_SIDECAR"  # "0": no lineage sidecar beside checkpoints
 LAUNCHER = "PROV4TORCH_LAUNCHER"  # the activity that started this rank (set for the ranks a script spawns)
 PARENT = "PROV4TORCH_PARENT"  # the recording activity whose Python children may be ranks of a job it started
 PARENT_DIST = "PROV4TORCH_PARENT_DIST"  # that process's own distributed settings (RANK, MASTER_PORT, ...)
+PARENT_STEM = "PROV4TORCH_PARENT_STEM"  # the file stem of that rank (rank-0): its helper processes' journals name it
 DATA_DIRS = "PROV4TORCH_DATA_DIRS"  # files opened under these directories are datasets (prov4torch run --data)
 DATA_TAGS = "PROV4TORCH_DATA_TAGS"  # tags files loaded at start_run (os.pathsep), as --data-tags does
 SIGNING_KEY = "PROV4TORCH_SIGNING_KEY"  # the PEM private key runs and lineage cards are signed with

@@ -272,3 +272,88 @@ def test_a_policy_can_refuse_data_whose_tag_sources_disagree(tmp_path: Path):
     """))
     (v,) = check([run.prov_path], str(strict)).violations
     assert v.rule == "agreed-tags" and "p4t:license" in v.reason
+
+
+# -- evaluation data that drives a training decision is validation data --------------------------------------------
+
+EVALUATED = """
+import sys, torch
+from torch.utils.data import DataLoader, Dataset
+
+class Csv(Dataset):
+    def __init__(self, root):
+        self.root = root
+        self.rows = [[float(v) for v in line.split(",")] for line in open(f"{root}/rows.csv")]
+    def __len__(self):
+        return len(self.rows)
+    def __getitem__(self, i):
+        return torch.tensor(self.rows[i])
+
+train, val, test = Csv("train"), Csv("val"), Csv("test")
+model = torch.nn.Linear(3, 1)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+epochs = int(sys.argv[1])
+for epoch in range(epochs):
+    for x in DataLoader(train, batch_size=4, shuffle=True):
+        opt.zero_grad(); model(x).sum().backward(); opt.step()
+    print("trained epoch", epoch, flush=True)
+    with torch.no_grad():
+        loss = sum(float(model(x).sum()) for x in DataLoader(val, batch_size=4))
+    if sys.argv[2] == "plateau":
+        plateau.step(loss)
+with torch.no_grad():
+    print("test", sum(float(model(x).sum()) for x in DataLoader(test, batch_size=4)))
+"""
+
+
+def evaluated_folders(tmp_path: Path, val_consent: list[str]) -> None:
+    for name, consent in (("train", ["training"]), ("val", val_consent), ("test", ["testing"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rows.csv").write_text("\n".join(f"{i},{i + 1},{len(name)}" for i in range(8)))
+        with (tmp_path / "tags.toml").open("a") as fh:
+            fh.write(f'[[dataset]]\npath = "{name}"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                     f'license = "CC-BY-4.0"\nconsent_scope = {consent!r}\n\n'.replace("'", '"'))
+    (tmp_path / "train.py").write_text(EVALUATED)
+
+
+def _uses(doc: dict, folder: str) -> dict[str, int]:
+    """role -> batches of the dataset read from ``folder``."""
+    (did,) = [k for k, e in doc["entity"].items() if k.startswith("p4t:dataset/") and
+              any(u["prov:entity"] == k and str(u.get("p4t:name", "")).startswith("Csv") for u in doc["used"].values())
+              and any(u["prov:entity"] == k and str(u.get("p4t:sourceUri", "")).rstrip("/").endswith(folder)
+                      for u in doc["used"].values())]
+    out = {}
+    for u in doc["used"].values():
+        if u["prov:entity"] == did:
+            b = u.get("p4t:batches", 0)
+            out[u["prov:role"]["$"].split(":")[1]] = int(b["$"] if isinstance(b, dict) else b)
+    return out
+
+
+@pytest.mark.parametrize("decides", ["next-step", "plateau"])
+def test_evaluation_data_followed_by_a_training_decision_is_validation_data(tmp_path: Path, decides: str):
+    """Evaluated between epochs (an optimizer step follows), or read by ReduceLROnPlateau: validation data, every
+    pass of it; the test set evaluated after the last step stays evaluation (testing) data."""
+    evaluated_folders(tmp_path, ["validation", "testing"])
+    epochs = "2" if decides == "next-step" else "1"
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data-tags", "tags.toml", "train.py", epochs, decides)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    assert _uses(doc, "/val") == {"validation": 2 * int(epochs)}  # both passes, none left under evaluation
+    assert _uses(doc, "/test") == {"evaluation": 2}
+    assert _uses(doc, "/train") == {"training": 2 * int(epochs)}
+    assert check([doc_path for doc_path in (tmp_path / "runs").glob("*/*")], "default").verdict == "allow"
+
+
+def test_data_consented_for_testing_only_cannot_drive_training_decisions(tmp_path: Path):
+    """The same loop with the validation folder consented for testing only: blocked at the step after the first
+    evaluation (it is validation data now), before the second epoch trains."""
+    evaluated_folders(tmp_path, ["testing"])
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data-tags", "tags.toml", "train.py", "2", "next-step")
+    assert r.returncode == 1 and "trained epoch 0" in r.stdout and "trained epoch 1" not in r.stdout, r.stderr
+    assert "purpose-within-consent" in r.stderr and "validation" in r.stderr
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    assert rank_activity(doc)["p4t:status"] == "BLOCKED"

@@ -65,7 +65,7 @@ def _dist_settings() -> str:
 
 def _child_env(run: Run) -> dict[str, str]:
     settings = {env.RUN_ID: run.run_id, env.DIR: str(run.root.resolve()), env.EXPERIMENT: run.experiment,
-                env.PARENT: run.activity, env.PARENT_DIST: _dist_settings()}
+                env.PARENT: run.activity, env.PARENT_DIST: _dist_settings(), env.PARENT_STEM: run.stem}
     for name, value in ((env.REGION, run.region), (env.PURPOSE, run.purpose), (env.INTENDED_USE, run.intended_use),
                         (env.POLICY, run.policy_source()), (env.POLICY_MODE, run.policy_mode())):
         if value:
@@ -167,10 +167,33 @@ def _rank_from_env() -> int | None:
     return None
 
 
+def _multiprocessing_child() -> bool:
+    """Whether this process is a ``multiprocessing`` spawn child or forkserver (not yet knowing what it runs)."""
+    code = " ".join(getattr(sys, "orig_argv", ()))
+    return "multiprocessing.spawn import spawn_main" in code or "multiprocessing.forkserver import main" in code
+
+
+def _record_helper(stem: str) -> Run:
+    """A spawned helper process: gated by the run's policy, its data uses and decisions for its rank's record
+    (``record.helpers``); what it forks (a forkserver's children) helps the same rank."""
+    import torch.utils.data  # noqa: F401 - the data hooks need it; the spawned function will import it anyway
+
+    from ..record.run import ACTIVE
+
+    run = Run(managed=True, defer_signals=False, script=None, helper_of=stem, system_metrics=False, energy=False)
+    ACTIVE.run = run
+    return run
+
+
 def start_child() -> None:
     """In a child process (from sitecustomize): record it if it is a rank other than 0 of the recorded script, or
-    a rank of a distributed job the recorded script started on another script."""
+    a rank of a distributed job the recorded script started on another script; a helper of its rank if it is a
+    ``multiprocessing`` child."""
     script = os.environ.get(CHILD_SCRIPT)
+    stem = os.environ.get(env.PARENT_STEM)
+    if script and stem and _multiprocessing_child():
+        _record_helper(stem)
+        return
     argv0 = sys.argv[0] if sys.argv else ""
     rank = _rank_from_env()
     if not script or not argv0 or argv0 in ("-c", "-m") or rank is None or not os.path.isfile(argv0):
@@ -201,6 +224,9 @@ def _record_child(script: Path | None, argv: list[str]) -> Run:
     from ..record.run import ACTIVE
     from .patches import Autolog
 
+    helper = ACTIVE.run
+    if isinstance(helper, Run) and helper.helper_of is not None:  # a spawned process that turns out to be a rank
+        helper.discard_helper()
     run = Run(managed=True, defer_signals=False, script=script)
     ACTIVE.run = run
     autolog = Autolog(run)

@@ -93,7 +93,8 @@ class _LoaderState:
         self.steps = owner.steps
         self.samples = 0  # not yet counted in the run's totals
         self.batches = 0
-        self.reported = (0, 0)  # (samples, batches) of this iterator already counted under its role
+        self.reported = (0, 0, 0)  # (samples, batches, epochs) of this iterator already counted under its role
+        self.epochs = 0  # epochs not yet counted (taken back by ``retract``)
         self.due = 0.0  # when the counts are next reported
         self.started = False
         self.done = False
@@ -125,19 +126,22 @@ class _LoaderState:
         """The counts since the last report, to the run (``closing``: from the run's own end, which has begun)."""
         self.due = time.monotonic() + REPORT_S
         run = self.owner.run
+        epochs += self.epochs
         if self.dataset_id is not None and (closing or not run.ended):
             run.count_usage(self.dataset_id, self.role, self.samples, self.batches, epochs)
-            self.reported = (self.reported[0] + self.samples, self.reported[1] + self.batches)
-        self.samples = self.batches = 0
+            done = self.reported
+            self.reported = (done[0] + self.samples, done[1] + self.batches, done[2] + epochs)
+        self.samples = self.batches = self.epochs = 0
 
     def retract(self) -> None:
         """What this iterator delivered so far, taken back from its role's totals and pending again (it is
         counted under the role it turns out to have had)."""
-        samples, batches = self.reported
+        samples, batches, epochs = self.reported
         run = self.owner.run
-        if self.dataset_id is not None and batches and not run.ended:
-            run.count_usage(self.dataset_id, self.role, -samples, -batches, 0)
-        self.samples, self.batches, self.reported = self.samples + samples, self.batches + batches, (0, 0)
+        if self.dataset_id is not None and (batches or epochs) and not run.ended:
+            run.count_usage(self.dataset_id, self.role, -samples, -batches, -epochs)
+        self.samples, self.batches, self.epochs = self.samples + samples, self.batches + batches, self.epochs + epochs
+        self.reported = (0, 0, 0)
 
 
 class DataPaths:
@@ -160,6 +164,8 @@ class DataPaths:
         # periodic report go to the record when the run ends, so the usage is exact, not a second stale
         self.open_states: dict[int, _LoaderState] = {}
         self.step_listeners: list[Callable[[], None]] = []
+        self.evaluated: list[tuple[_LoaderState, Any]] = []  # evaluation passes no training decision followed yet
+        self.validating: set[str] = set()  # datasets a training decision followed: each later pass is validation
         self.patches = Patches()
 
     # -- install / remove ------------------------------------------------------------------------------
@@ -172,6 +178,9 @@ class DataPaths:
 
         self._patch_loader(dl._BaseDataLoaderIter)
         self.patches.add(register_optimizer_step_post_hook(self._stepped).remove)
+        from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+        self.patches.replace(ReduceLROnPlateau, "step", functools.partial(_deciding, self))
         for cls in _subclasses(Dataset):
             self.wrap(cls)
         paths = self
@@ -222,6 +231,7 @@ class DataPaths:
     # -- what the hooks do -----------------------------------------------------------------------------
     def _stepped(self, *_: Any) -> None:
         self.steps += 1
+        self.validated()
         for listener in self.step_listeners:  # files read as data (autolog.reads): a step makes them training
             listener()
 
@@ -246,16 +256,35 @@ class DataPaths:
         self._reclassify(state, "training")
 
     def settle(self, state: _LoaderState) -> None:
-        """A loader whose role was inferred, read to its end: its role now (``roles.settled``)."""
+        """A loader whose role was inferred, read to its end: its role now (``roles.settled``); evaluation data
+        until a training decision follows (``validated``)."""
+        loader = state.loader
         role = settled(state.role, stepped=state.steps != self.steps)
         if role is not None:
             self._reclassify(state, role)
+        if state.role == "evaluation" and state.dataset_id in self.validating:
+            self._reclassify(state, "validation", loader)  # a later pass of data already steering training
+        elif state.role == "evaluation":
+            self.evaluated.append((state, loader))
 
-    def _reclassify(self, state: _LoaderState, role: str) -> None:
+    def validated(self) -> None:
+        """A training decision is being taken (an optimizer step, a plateau scheduler reading its metric): data
+        evaluated since the last one informed it, so it is validation data (``roles`` states the rule). May raise
+        PolicyViolation (the data's consent does not cover validation)."""
+        pending, self.evaluated = self.evaluated, []
+        pending += [(s, s.loader) for s in list(self.open_states.values())
+                    if s.role == "evaluation" and s.loader is not None and (s.batches or s.reported[1])]
+        for state, loader in pending:
+            if state.role == "evaluation" and loader is not None:
+                self._reclassify(state, "validation", loader)
+                if state.dataset_id is not None:
+                    self.validating.add(state.dataset_id)
+
+    def _reclassify(self, state: _LoaderState, role: str, loader: Any = None) -> None:
         """What the iterator delivered so far (and delivers from now on) counted under ``role`` instead: the
         dataset attached again under it (recorded, and checked by the policy: a deny raises here, after the
         record says what went by)."""
-        loader, state.loader = state.loader, None
+        loader, state.loader = loader if loader is not None else state.loader, None
         state.retract()
         try:
             dataset_id = self.run.log_dataset(loader, role=role)
@@ -315,8 +344,8 @@ class DataPaths:
 
     def item(self, dataset: Any) -> None:
         """First access to a dataset outside a DataLoader: attach it (role ``input``), and gate."""
-        if getattr(self.local, "depth", 0) or os.getpid() != self.pid or self.run.ended:
-            return
+        if getattr(self.local, "depth", 0) or self.run.ended or in_loader_worker():
+            return  # a DataLoader worker's items: its loader was attached and gated in the process reading it
         entry = self.seen.get(id(dataset))
         if entry is None or entry[0] is not dataset:
             self.local.depth = getattr(self.local, "depth", 0) + 1
@@ -354,6 +383,17 @@ def _next_hook(paths: DataPaths, orig_next: Callable[[Any], Any]) -> Callable[[A
     return __next__
 
 
+def _deciding(paths: DataPaths, orig: Callable[..., Any]) -> Callable[..., Any]:
+    """A scheduler step that reads a metric to decide (``ReduceLROnPlateau``): what was evaluated is validation."""
+    @functools.wraps(orig)
+    def step(scheduler: Any, *args: Any, **kwargs: Any) -> Any:
+        if DataPaths.active is paths:
+            paths.validated()
+        return orig(scheduler, *args, **kwargs)
+
+    return step
+
+
 def _item_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def __getitem__(self: Any, index: Any) -> Any:
@@ -379,6 +419,12 @@ def _iter_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
         return orig(self)
 
     return __iter__
+
+
+def in_loader_worker() -> bool:
+    """Whether this process is a DataLoader worker (any other forked process is a helper, gated as the run is)."""
+    data = sys.modules.get("torch.utils.data")
+    return data is not None and data.get_worker_info() is not None
 
 
 def _grad_enabled() -> bool:

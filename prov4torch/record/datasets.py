@@ -205,6 +205,13 @@ class DatasetIdentifier:
                     "unidentified_reason": digest}
         return {"id": event.get("id") or self._run_scoped(), "identity": "unidentified", "unidentified_reason": digest}
 
+    def after_fork(self, scope: str) -> None:
+        """In a forked child: run-scoped ids of its own; no lock or hashing thread of the parent's (they did not
+        survive the fork)."""
+        self.scope = scope
+        self._lock = threading.Lock()
+        self._pool, self._pending = None, []
+
     def _run_scoped(self) -> str:
         with self._lock:
             self._count += 1

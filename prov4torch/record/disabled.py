@@ -81,12 +81,3 @@ class DisabledRun(Run):
     def __exit__(self, *exc: Any) -> None:
         self.close("FINISHED")
 
-
-def _after_fork_in_child() -> None:
-    """A forked child (DataLoader worker) must not write the parent's files."""
-    if ACTIVE.run is not None and not isinstance(ACTIVE.run, DisabledRun):
-        ACTIVE.run = DisabledRun()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

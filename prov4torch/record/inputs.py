@@ -76,6 +76,11 @@ class Inputs:
         """Background hashing named a dataset's content (called on the hashing thread)."""
         self.aliases[event.key] = event.id
 
+    def after_fork(self, scope: str) -> None:
+        """In a forked helper: its own dataset scope and usage totals (the parent's were copied at the fork)."""
+        self.totals = {}
+        self.datasets.after_fork(scope)
+
     # -- checkpoints ------------------------------------------------------------------------------------
     def produced(self, model_or_path: Any, name: str, step: int | None, epoch: int | None,
                  saved: Any) -> ModelVersion:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .. import provjson
 from ..errors import JournalError
-from ..events import valid_time
+from ..events import Usage, valid_time
 from .document import write_rank
+from .helpers import helper_records
 from .journal import read_journal, summarize_metrics
 from .replay import RunRecord, Sidecar
 
@@ -55,7 +56,12 @@ def _recover_rank(d: Path, journal: Path) -> Recovered:
     stem = journal.name[: -len(JOURNAL_SUFFIX)]
     prov_path = d / f"{stem}.prov.json"
     events, bad = read_journal(journal)
-    record = RunRecord.replay(events)
+    helpers = helper_records(d, stem)  # what the processes it started recorded (``record.helpers``)
+    record = RunRecord.replay([*events, *helpers.events])
+    for (did, role), totals in helpers.usage.items():
+        own = record.usage.get(record.resolve(did), {}).get(role, {})
+        record.apply(Usage(id=did, usage={role: {k: own.get(k, 0) + totals.get(k, 0) for k in {*own, *totals}}}))
+    bad += helpers.bad_lines
     if record.start is None:
         raise JournalError(f"{journal}: no start record; it is empty or not a prov4torch journal")
     ended = record.end.status if record.end is not None else "FINISHED"

@@ -35,6 +35,7 @@ from .datapaths import DataPaths
 from .datasets import DatasetIdentifier
 from .distributed import elastic_attempt, identity, rank_prefix, resolve_run_id
 from .document import build, write_rank
+from .helpers import HelperSink, helper_journal, helper_records
 from .identity import DigestCache
 from .ids import run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
@@ -100,9 +101,11 @@ class Run(AttachMixin):
         script: Path | None = None,
         managed: bool = False,
         defer_signals: bool | None = None,
+        helper_of: str | None = None,
         **options: Any,
     ) -> None:
-        """Start recording; ``options`` are ``config.resolve``'s (experiment, out_dir, policy, ...)."""
+        """Start recording; ``options`` are ``config.resolve``'s (experiment, out_dir, policy, ...). ``helper_of``:
+        this process helps the rank with that file stem (``record.helpers``): it writes a helper journal only."""
         config.check_options(options)
         load_tags_from_env()  # prov4torch run --data-tags (also in every rank it launches)
         if tags is not None and not isinstance(tags, Mapping):
@@ -124,7 +127,9 @@ class Run(AttachMixin):
         )
         self.root = settings.root
         self.attempt = elastic_attempt()
-        self.stem = rank_prefix(self.rank, self.attempt)
+        self.helper_of = helper_of
+        self.stem = rank_prefix(self.rank, self.attempt) if helper_of is None else \
+            helper_journal(Path(), helper_of, os.getpid()).name.removesuffix(".journal.jsonl")
         self.files = RunFiles(self.root, self.experiment, self.run_id, self.stem)
         self.dir = self.files.dir
         self.activity = run_activity_id(self.run_id, self.rank, self.attempt)
@@ -139,7 +144,8 @@ class Run(AttachMixin):
         self._history: list[ev.Event] = []
         cache = DigestCache(self.root / ".cache" / "digests.sqlite", self.root)
         self.inputs = Inputs(
-            datasets=DatasetIdentifier(self.activity, cache, self._digest_done),
+            datasets=DatasetIdentifier(self.activity if helper_of is None else f"{self.activity}/helper-{os.getpid()}",
+                                       cache, self._digest_done),
             checkpoints=Checkpoints(root=self.root, files=self.files, activity=self.activity,
                                     intended_use=self.intended_use, replay=self.replay, clock=clock,
                                     warn_unknown_lineage=self._policy is not None, cache=cache,
@@ -207,7 +213,10 @@ class Run(AttachMixin):
                             interval_s=settings.interval_s, country=settings.country)
 
     def _capture_context(self, script: Path | None) -> None:
-        """Record code, environment and installed packages (the packages list in a sidecar)."""
+        """Record code, environment and installed packages (the packages list in a sidecar); its rank's, for a
+        helper."""
+        if self.helper_of is not None:
+            return
         try:
             self.record_event(context.capture(script, self.files.packages))
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
@@ -269,6 +278,9 @@ class Run(AttachMixin):
                                     "use another name or context", value=name)
         check_name("metric name", name, NAME)
         check_name("metric context", context, CONTEXT)
+        if self._helper is not None:  # a forked helper (a DataLoader worker, say) records data uses, not metrics
+            drop = self.appenders.setdefault(context, {})[name] = _drop_point
+            return drop
         return self._writer.add_series(name, context)  # now in self.appenders, the writer's
 
     def log_metrics(
@@ -293,9 +305,21 @@ class Run(AttachMixin):
     def _record_now(self, event: ev.Event) -> None:
         self.record_event(event, now=True)
 
+    _helper: HelperSink | None = None  # in a forked child: its events go to its helper journal (``helpers``)
+
+    def become_helper(self) -> None:
+        """In a forked child of this run's process: record as its helper (see ``record.helpers``)."""
+        pid = os.getpid()
+        self._helper = HelperSink(helper_journal(self.dir, self.stem, pid))
+        self.inputs.after_fork(f"{self.activity}/helper-{pid}")
+        self.appenders.clear()  # its metric points are dropped (``_new_series``): the parent's writer is not here
+
     def record_event(self, event: ev.Event, now: bool = False) -> None:
         """Append an event to the run's history and journal (``now``: written and fsync'd at once)."""
         self._history.append(event)
+        if self._helper is not None:  # a forked helper: the parent's writer thread did not survive the fork
+            self._helper.write(event)
+            return
         if now:
             self._writer.write_event_now(event)
         else:
@@ -442,6 +466,9 @@ class Run(AttachMixin):
         exception: BaseException | None = None,
     ) -> None:
         """End the run once, whatever asks (end_run, with-block, excepthook, signal, atexit)."""
+        if self._helper is not None:  # a forked helper never ends (nor writes) its parent's record
+            self.ended, self._open = True, False
+            return
         with self._finish_lock:
             if self.ended:
                 return
@@ -467,6 +494,8 @@ class Run(AttachMixin):
                 callback(self)
             except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
                 warn(f"prov4torch: end-of-run hook failed: {exc}")
+        if self.helper_of is None and self._import_helpers() and status in ("FINISHED", "FAILED"):
+            status = "BLOCKED"  # the policy stopped a use in a process this one started
         self.inputs.datasets.wait(HASH_WAIT_S)
         self.inputs.datasets.close()
         try:
@@ -496,8 +525,9 @@ class Run(AttachMixin):
                 "type": f"{type(exception).__module__}.{type(exception).__qualname__}",
                 "message": redact_text(str(exception))[:2000]}), now=True)
         self._writer.close()
-        self.write_document()
-        self.attest()
+        if self.helper_of is None:  # a helper's journal is its rank's to read
+            self.write_document()
+            self.attest()
         if self._datapaths is not None:
             self._datapaths.remove()
         if self._hooks is not None:
@@ -505,6 +535,32 @@ class Run(AttachMixin):
         with ACTIVE.lock:
             if ACTIVE.run is self:
                 ACTIVE.run = None
+
+    def discard_helper(self) -> None:
+        """A spawned helper run whose process turned out to be a rank (``torch.multiprocessing.spawn``): gone,
+        files and hooks, before the rank's run starts."""
+        self.ended, self._open = True, False
+        self._writer.close()
+        if self._datapaths is not None:
+            self._datapaths.remove()
+        if self._hooks is not None:
+            self._hooks.uninstall()
+        self.files.discard()
+        with ACTIVE.lock:
+            if ACTIVE.run is self:
+                ACTIVE.run = None
+
+    def _import_helpers(self) -> bool:
+        """The datasets, usage and decisions of this rank's helper processes, added to its record; whether the
+        policy blocked a use in one of them."""
+        found = helper_records(self.dir, self.stem)
+        for event in found.events:
+            self.record_event(event)
+        for (did, role), t in found.usage.items():
+            self.count_usage(did, role, t.get("samples", 0), t.get("batches", 0), t.get("epochs", 0), t.get("reads", 0))
+        if found.bad_lines:
+            self.add_run_attributes({"p4t:journalSkippedLines": found.bad_lines})
+        return found.blocked
 
     record_error: str | None = None  # why the document is incomplete or missing, if it is
     attestation: Path | None = None  # the run's signed attestation, when it has a key
@@ -534,3 +590,20 @@ class Run(AttachMixin):
 
 def _text_redacted(v: Any) -> Any:
     return redact_text(v) if isinstance(v, str) else v
+
+
+def _drop_point(_point: tuple[Any, ...]) -> None:
+    return None
+
+
+def _after_fork_in_child() -> None:
+    """A forked child of a recording process is a helper of its run (``record.helpers``)."""
+    run = ACTIVE.run
+    if isinstance(run, Run) and not run.ended:
+        try:
+            run.become_helper()
+        except Exception as exc:  # noqa: BLE001 - a child that cannot be recorded still works
+            warn(f"prov4torch: this forked process is not recorded: {exc}")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
