@@ -2,6 +2,7 @@
 
     python benchmarks/gen_lineage_doc.py /tmp/big.json
     python benchmarks/bench_check.py /tmp/big.json [--policy default]
+    python benchmarks/gen_chain_doc.py 500000 /tmp/chain.json && python benchmarks/bench_check.py /tmp/chain.json
 """
 
 from __future__ import annotations

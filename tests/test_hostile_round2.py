@@ -296,3 +296,39 @@ def test_a_tags_file_nested_too_deeply_or_too_large_is_one_line_before_the_scrip
     r = cli(tmp_path, "run", "--out", "runs", "--data-tags", name, "train.py", timeout=60)
     assert r.returncode == 2 and "ran" not in r.stdout and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and name in r.stderr
+
+
+# -- a signal at many moments inside torch.save (and its recording) and inside the policy gate -----------------------
+
+SIGNALLED = """
+import os, sys, threading, signal
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+import prov4torch
+where, delay = sys.argv[1], float(sys.argv[2])
+threading.Timer(delay, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+g = torch.Generator().manual_seed(0)
+for i in range(400):
+    if where == "save":  # the patched torch.save: the save, then hashing and recording the checkpoint
+        torch.save({"w": torch.randn(256, 1024, generator=g)}, f"ckpt-{i % 3}.pt")
+    else:  # a new dataset each time: identified, checked by the policy, gated before every batch
+        data = TensorDataset(torch.randn(2048, 64, generator=g))
+        for (x,) in prov4torch.track(DataLoader(data, batch_size=256), name=f"d{i}", origin_country="DE",
+                                     jurisdiction="EU", personal_data=False, consent_scope=["training"],
+                                     license="CC-BY-4.0"):
+            pass
+print("not killed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.45, 0.8, 1.2])
+@pytest.mark.parametrize("where", ["save", "gate"])
+def test_sigterm_inside_torch_save_or_the_gate_never_deadlocks_and_ends_killed(tmp_path: Path, where: str,
+                                                                              delay: float):
+    (tmp_path / "sig.py").write_text(SIGNALLED)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "sig.py", where, str(delay), timeout=60)
+    assert r.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), (r.returncode, r.stderr[-2000:])  # as the signal would
+    assert "not killed" not in r.stdout and "Traceback" not in r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    assert rank_activity(load(prov))["p4t:status"] == "KILLED"

@@ -551,3 +551,36 @@ def test_the_default_policy_makes_a_bounded_number_of_passes_over_the_edges():
     violations = evaluate(load_policy("default"), graph)
     assert violations  # the data has no consent and no licence: the default policy has something to say
     assert CountingEdges.passes <= 10
+
+
+def test_a_chain_judged_once_per_distinct_data_set_names_exactly_the_links_after_the_data_entered(tmp_path: Path):
+    """The evaluator judges each distinct upstream set once and shares the verdict along a chain (issue 24):
+    the verdicts must be exactly those of judging every link on its own -- before the EU personal data joins
+    the chain nothing is flagged; from that link on every run in us-east-1 is, naming that dataset."""
+    q = {"type": "xsd:QName"}
+    n, joins = 300, 150
+    entity = {"ex:us": {"prov:type": {"$": "mls:Dataset", **q}, "p4t:jurisdiction": "US", "p4t:originCountry": "US",
+                        "p4t:license": "MIT", "p4t:consentScope": ["training"]},
+              "ex:eu": {"prov:type": {"$": "mls:Dataset", **q}, "p4t:jurisdiction": "EU", "p4t:originCountry": "DE",
+                        "p4t:personalData": True, "p4t:license": "MIT", "p4t:consentScope": ["training"]}}
+    activity, used, gen, der = {}, {}, {}, {}
+    for i in range(n):
+        entity[f"ex:m{i}"] = {"prov:type": {"$": "mls:Model", **q}}
+        activity[f"ex:r{i}"] = {"p4t:computeRegion": "us-east-1", "p4t:purpose": "training"}
+        gen[f"_:g{i}"] = {"prov:entity": f"ex:m{i}", "prov:activity": f"ex:r{i}"}
+        inputs = ["ex:us"] if i == 0 else [f"ex:m{i - 1}"] + (["ex:eu"] if i == joins else [])
+        for j, x in enumerate(inputs):
+            used[f"_:u{i}-{j}"] = {"prov:activity": f"ex:r{i}", "prov:entity": x,
+                                   "prov:role": {"$": "p4t:training" if x.startswith("ex:us") or x == "ex:eu"
+                                                 else "p4t:baseModel", **q}}
+            der[f"_:d{i}-{j}"] = {"prov:generatedEntity": f"ex:m{i}", "prov:usedEntity": x}
+    doc = {"prefix": {"p4t": P4T, "mls": "http://www.w3.org/ns/mls#", "ex": "https://example.org/"},
+           "entity": entity, "activity": activity, "used": used, "wasGeneratedBy": gen, "wasDerivedFrom": der}
+    path = tmp_path / "chain.json"
+    path.write_text(json.dumps(doc))
+    report = prov4torch.check([path], "default")
+    region = {v.subject for v in report.violations if v.rule == "eu-personal-data-stays-in-eu"}
+    assert region == {f"ex:r{i}" for i in range(joins, n)}
+    assert all(v.datasets == ("ex:eu",) for v in report.violations if v.rule == "eu-personal-data-stays-in-eu")
+    blended = {v.subject for v in report.violations if v.rule == "no-eu-us-blend"}
+    assert blended == {f"ex:m{i}" for i in range(joins, n)}

@@ -103,6 +103,32 @@ class Evaluator:
         self._data_all: dict[str, frozenset[str]] = {}
         self._data_trained: dict[str, frozenset[str]] = {}
         self._last_scope: tuple[tuple[str, bool] | None, list[str]] = (None, [])
+        # what a rule finds in one data set, by the set's identity: the memoised upstream sets are shared along a
+        # chain, so a rule judges each distinct set once, not once per model (values keep their keys alive)
+        self._sorted: dict[int, tuple[frozenset[str], list[str]]] = {}
+        self._shared: dict[int, list[str]] = {}  # those sorted lists, by their own identity
+        self._found: dict[tuple[str, int], tuple[list[str], Any]] = {}
+        self._lowered: dict[tuple[str, str], frozenset[str]] = {}
+        self._allowed: dict[str, frozenset[str]] = {}  # a region rule's allowed regions, lower case
+
+    def low(self, nid: str, attr: str) -> frozenset[str]:
+        """A node's values of ``attr``, as lower-case strings (memoised: rules ask the same of each dataset)."""
+        key = (nid, attr)
+        out = self._lowered.get(key)
+        if out is None:
+            out = self._lowered[key] = frozenset(_lower(self.graph.nodes[nid].values(attr)))
+        return out
+
+    def per_set(self, rule: Rule, datasets: list[str], find: Callable[[list[str]], Any]) -> Any:
+        """``find(datasets)`` for ``rule``, once per distinct list object ``scope`` returned (any other list:
+        each time)."""
+        if self._shared.get(id(datasets)) is not datasets:
+            return find(datasets)
+        key = (rule.id, id(datasets))
+        hit = self._found.get(key)
+        if hit is None or hit[0] is not datasets:
+            hit = self._found[key] = (datasets, find(datasets))
+        return hit[1]
 
     def upstream(self, nid: str) -> dict[str, int]:
         """What ``nid`` comes from over the policy's lineage relations. From a model, with ``lineage_roles`` set,
@@ -166,10 +192,14 @@ class Evaluator:
             return self._direct(subject.id)
         key = (subject.id, self.policy.lineage_roles is not None and subject.id in self.model_ids)
         if key != self._last_scope[0]:  # rules of one subject follow each other: kept for the next one
-            found = set(self.data_upstream(*key))
+            found = self.data_upstream(*key)
             if subject.id in self.datasets:
-                found.add(subject.id)
-            self._last_scope = (key, sorted(found))
+                found = found | {subject.id}
+            kept = self._sorted.get(id(found))
+            if kept is None or kept[0] is not found:  # one sorted list per distinct set (shared along a chain)
+                kept = self._sorted[id(found)] = (found, sorted(found))
+                self._shared[id(kept[1])] = kept[1]
+            self._last_scope = (key, kept[1])
         return self._last_scope[1]
 
     def _parents(self, node: str, trained: bool) -> list[str]:
@@ -190,7 +220,8 @@ class Evaluator:
         possible in a document from elsewhere) falls back to a plain walk for that start."""
         memo = self._data_trained if trained else self._data_all
         if start in memo:
-            return memo[start] - {start}
+            found = memo[start]
+            return found - {start} if start in found else found  # the memo's own set when it can: shared
         made: list[str] = []
         on_path: set[str] = set()
         stack: list[tuple[str, list[str] | None]] = [(start, None)]
@@ -220,13 +251,14 @@ class Evaluator:
             else:
                 memo[node] = frozenset().union(*sets, {node} if own else ())
             made.append(node)
-        return memo[start] - {start}
+        found = memo[start]
+        return found - {start} if start in found else found
 
     def activities_for(self, rule: Rule, subject: Node) -> list[tuple[Node, list[str]]]:
         """(activity, datasets it used that are in scope) pairs a purpose/region/time rule judges."""
-        in_scope = set(self.scope(rule, subject))
         if "activity" in subject.kinds:
-            return [(subject, sorted(in_scope))]
+            return [(subject, self.scope(rule, subject))]  # the scope's own list: rules memoise on it
+        in_scope = set(self.scope(rule, subject))
         acts = [self.graph.nodes[a] for a in self.upstream(subject.id) if "activity" in self.graph.nodes[a].kinds]
         out = []
         for act in acts:
@@ -258,17 +290,23 @@ class Evaluator:
     # -- the seven checks -----------------------------------------------------------------------
     def _check_forbid_combination(self, rule: Rule, subject: Node) -> list[Violation]:
         attr, groups = rule.params["attribute"], rule.params["groups"]
-        hits: dict[int, set[str]] = {}
-        for d in self.scope(rule, subject):
-            values = _lower(self.graph.nodes[d].values(attr))
-            for i, group in enumerate(groups):
-                if values & _lower(group):
-                    hits.setdefault(i, set()).add(d)
-        if len(hits) < 2:
+        lowered = [_lower(group) for group in groups]
+
+        def find(datasets: list[str]) -> tuple[set[str], str] | None:
+            hits: dict[int, set[str]] = {}
+            for d in datasets:
+                values = self.low(d, attr)
+                for i, group in enumerate(lowered):
+                    if values & group:
+                        hits.setdefault(i, set()).add(d)
+            if len(hits) < 2:
+                return None
+            return set().union(*hits.values()), " + ".join("/".join(groups[i]) for i in sorted(hits))
+
+        found = self.per_set(rule, self.scope(rule, subject), find)
+        if found is None:
             return []
-        blended = " + ".join("/".join(groups[i]) for i in sorted(hits))
-        offending = set().union(*hits.values())
-        return [self._v(rule, subject, offending, attr, f"combines data from {blended}")]
+        return [self._v(rule, subject, found[0], attr, f"combines data from {found[1]}")]
 
     def used_by(self, activity: str) -> list[Edge]:
         """The ``used`` edges of ``activity``, from an index built in one pass over the edges (a large document
@@ -295,7 +333,7 @@ class Evaluator:
         for act, datasets in self.activities_for(rule, subject):
             declared = _lower(act.values(a_attr))
             for d in datasets:
-                consent = _lower(self.graph.nodes[d].values(d_attr))
+                consent = self.low(d, d_attr)
                 if not consent:
                     continue
                 role_consent, purpose_consent = consent & set(ROLE_AXIS), consent - set(ROLE_AXIS)
@@ -339,7 +377,7 @@ class Evaluator:
             return []
         out = []
         for d in self.scope(rule, subject):
-            consent = _lower(self.graph.nodes[d].values(d_attr))
+            consent = self.low(d, d_attr)
             purposes = consent - set(ROLE_AXIS)
             if purposes and not uses <= purposes:
                 out.append(self._v(rule, subject, [d], d_attr, f"intended use {sorted(uses - purposes)} is not "
@@ -377,9 +415,11 @@ class Evaluator:
 
     def _check_region_allowed(self, rule: Rule, subject: Node) -> list[Violation]:
         p = rule.params
-        allowed = _lower(p["allowed"])
+        allowed = self._allowed.get(rule.id)
+        if allowed is None:
+            allowed = self._allowed[rule.id] = frozenset(_lower(p["allowed"]))
         out = []
-        for act, datasets in self.activities_for(rule, subject):
+        def find(datasets: list[str]) -> list[str]:
             relevant = []
             for d in datasets:
                 node = self.graph.nodes[d]
@@ -387,6 +427,10 @@ class Evaluator:
                     continue
                 if all(_matches(node.values(k), v) for k, v in p.get("applies_if_dataset", {}).items()):
                     relevant.append(d)
+            return relevant
+
+        for act, datasets in self.activities_for(rule, subject):
+            relevant = self.per_set(rule, datasets, find)
             if not relevant:
                 continue
             regions = _lower(act.values(p["activity_attribute"]))
@@ -403,10 +447,12 @@ class Evaluator:
     def _check_use_not_prohibited(self, rule: Rule, subject: Node) -> list[Violation]:
         m_attr, d_attr = rule.params["model_attribute"], rule.params["dataset_attribute"]
         uses = _lower(subject.values(m_attr))
-        bad = [d for d in self.scope(rule, subject) if uses & _lower(self.graph.nodes[d].values(d_attr))]
+        if not uses:
+            return []
+        bad = [d for d in self.scope(rule, subject) if uses & self.low(d, d_attr)]
         if not bad:
             return []
-        hit = sorted(uses & set().union(*(_lower(self.graph.nodes[d].values(d_attr)) for d in bad)))
+        hit = sorted(uses & set().union(*(self.low(d, d_attr) for d in bad)))
         return [self._v(rule, subject, bad, d_attr, f"intended use {hit} is prohibited by the data")]
 
     def _check_license_compatible(self, rule: Rule, subject: Node) -> list[Violation]:
