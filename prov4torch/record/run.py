@@ -35,7 +35,7 @@ from .datapaths import DataPaths
 from .datasets import DatasetIdentifier
 from .distributed import elastic_attempt, identity, rank_prefix, resolve_run_id
 from .document import build, write_rank
-from .helpers import HelperSink, helper_journal, helper_records
+from .helpers import IMPORTED, HelperSink, helper_journal, helper_records
 from .identity import DigestCache
 from .ids import run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
@@ -528,6 +528,8 @@ class Run(AttachMixin):
         if self.helper_of is None:  # a helper's journal is its rank's to read
             self.write_document()
             self.attest()
+        elif not any(isinstance(e, (*IMPORTED, ev.Usage)) for e in self._history):
+            self.files.discard()  # a helper that used no data (a spawned DataLoader worker, say) leaves no file
         if self._datapaths is not None:
             self._datapaths.remove()
         if self._hooks is not None:
