@@ -104,6 +104,7 @@ class Edge:
 
 Neighbours = tuple[str, ...] | set[str]
 SMALL = 8
+MAX_SHARED = 4096  # distinct relation attribute sets shared (``Graph.share``)
 
 
 def link(adjacency: dict[str, Neighbours], a: str, b: str) -> None:
@@ -133,6 +134,22 @@ class Graph:
         self.down: dict[str, dict[str, Neighbours]] = {r: {} for r in UPSTREAM}
         self.prefixes: dict[str, str] = dict(PREFIXES)  # every prefix seen (for short labels)
         self.names: dict[str, str] = {}  # entity -> the name a run gave it on its usage or generation
+        # relation attributes read before, one dict per distinct content (a million uses with the same role share
+        # one): edge attributes are never changed once read
+        self.shared_attrs: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
+
+    def share(self, attrs: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """``attrs``, or an equal dict read before (bounded: past ``MAX_SHARED`` distinct ones, as given)."""
+        try:
+            key = tuple((k, tuple(v)) for k, v in attrs.items())
+            known = self.shared_attrs.get(key)
+        except TypeError:  # an unhashable value
+            return attrs
+        if known is not None:
+            return known
+        if len(self.shared_attrs) < MAX_SHARED:
+            self.shared_attrs[key] = attrs
+        return attrs
 
     def name(self, node: Node) -> str | None:
         """A node's human name: its own ``p4t:name``/``prov:label``, else the name a run used for it."""

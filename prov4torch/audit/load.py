@@ -270,6 +270,7 @@ def _add_relations(graph: Graph, kind: str, records: list[tuple[str, Any]], scop
                     given = entity_name(attrs) if named else None
                     if given is not None:
                         graph_names.setdefault(un if kind == "used" else dn, given)
+                    attrs = graph.share(attrs)
                 # what Graph.add_edge does, inline: a call per relation costs a tenth or more of loading
                 graph.relations += 1
                 if not keep:
