@@ -239,6 +239,11 @@ class Decision(Event):
     role: str | None = None
     attrs: JsonObject = field(default_factory=dict)  # verdict, rule, reason... PROV-encoded
 
+    @property
+    def enforced_deny(self) -> bool:
+        """A use the policy blocked (a deny in enforce mode), not one it only recorded."""
+        return self.attrs.get("p4t:verdict") == "deny" and self.attrs.get("p4t:mode") == "enforce"
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Signal(Event):

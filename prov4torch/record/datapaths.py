@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import os
 import sys
 import threading
 import time
@@ -151,7 +150,6 @@ class DataPaths:
 
     def __init__(self, run: DataRun) -> None:
         self.run = run
-        self.pid = os.getpid()
         self.seen: dict[int, tuple[Any, str]] = {}  # id(dataset) -> (dataset kept alive, id)
         self.loader_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.loader_of: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()

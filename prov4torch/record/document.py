@@ -315,7 +315,7 @@ def _file_digests(files: list[list[Any]] | None) -> list[str] | None:
 def _enforced_denials(record: RunRecord) -> Iterator[tuple[str, str | None]]:
     """(data or checkpoint id, the role whose use was checked, if one was) of each enforced deny."""
     for dec in record.decisions:
-        if dec.attrs.get("p4t:verdict") == "deny" and dec.attrs.get("p4t:mode") == "enforce":
+        if dec.enforced_deny:
             for d in dec.datasets:
                 yield record.resolve(d), dec.role
 

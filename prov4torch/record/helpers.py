@@ -55,8 +55,7 @@ class HelperRecords:
     @property
     def blocked(self) -> bool:
         """Whether a helper's policy decision blocked a use (an enforced deny)."""
-        return any(isinstance(e, Decision) and e.attrs.get("p4t:verdict") == "deny" and
-                   e.attrs.get("p4t:mode") == "enforce" for e in self.events)
+        return any(isinstance(e, Decision) and e.enforced_deny for e in self.events)
 
 
 def helper_records(run_dir: Path, stem: str) -> HelperRecords:
