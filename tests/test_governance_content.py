@@ -5,6 +5,7 @@ UK GDPR residency, prevented uses in check -- on real runs under `prov4torch run
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -357,3 +358,97 @@ def test_data_consented_for_testing_only_cannot_drive_training_decisions(tmp_pat
     assert "purpose-within-consent" in r.stderr and "validation" in r.stderr
     doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
     assert rank_activity(doc)["p4t:status"] == "BLOCKED"
+
+
+def test_an_inferred_evaluation_of_data_consented_for_validation_only_is_not_blocked_before_its_role_is_known(
+        tmp_path: Path):
+    """The first pass of the validation folder is an inferred evaluation (testing or validation: no step has
+    followed yet); consented for validation only it is not blocked then, and the step after it settles it as
+    validation, within consent. The record holds validation only and `check` allows."""
+    evaluated_folders(tmp_path, ["validation"])
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data-tags", "tags.toml", "train.py", "2", "next-step")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    assert _uses(doc, "/val") == {"validation": 4}
+    assert check(list((tmp_path / "runs").glob("*/*")), "default").verdict == "allow"
+
+
+TOKENS = """
+import sys
+import numpy as np, torch
+block, batch = 8, 4
+def get_batch(split):  # nanoGPT's pattern: a token file mapped every call
+    data = np.memmap(f"data/{split}.bin", dtype=np.uint16, mode="r")
+    ix = torch.randint(len(data) - block, (batch,))
+    x = torch.stack([torch.from_numpy(data[i:i + block].astype(np.int64)) for i in ix]).float()
+    return x, x.sum(1, keepdim=True)
+model = torch.nn.Linear(block, 1)
+opt = torch.optim.SGD(model.parameters(), lr=1e-9)
+@torch.no_grad()
+def estimate_loss():  # both splits, between training steps; the best validation loss picks the checkpoint
+    return {s: float(((model(x) - y) ** 2).mean()) for s in ("train", "val") for x, y in [get_batch(s)]}
+X, Y = get_batch("train")
+best = float("inf")
+for it in range(int(sys.argv[1])):
+    if it % 5 == 0:
+        losses = estimate_loss()
+        print("evaluated at", it, flush=True)
+        if losses["val"] < best:
+            best = losses["val"]
+            torch.save(model.state_dict(), "ckpt.pt")
+    opt.zero_grad(); ((model(X) - Y) ** 2).mean().backward(); opt.step()
+    X, Y = get_batch("train")
+with torch.no_grad():
+    model(get_batch("test")[0])  # a final test: after the last step
+"""
+
+
+def token_files(tmp_path: Path, val_consent: list[str]) -> None:
+    import numpy as np
+
+    (tmp_path / "data").mkdir()
+    with (tmp_path / "tags.toml").open("w") as fh:
+        for name, consent in (("train", ["training"]), ("val", val_consent), ("test", ["testing"])):
+            np.arange(2000 + len(name), dtype=np.uint16).tofile(tmp_path / "data" / f"{name}.bin")
+            fh.write(f'[[dataset]]\npath = "data/{name}.bin"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                     f'license = "CC-BY-4.0"\nconsent_scope = {consent!r}\n\n'.replace("'", '"'))
+    (tmp_path / "train.py").write_text(TOKENS)
+
+
+def _file_roles(doc: dict) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for u in doc["used"].values():
+        if "dataset/" in u["prov:entity"]:
+            name = u["p4t:sourceUri"].rsplit("/", 1)[-1]
+            out.setdefault(name, {})[u["prov:role"]["$"].split(":")[1]] = int(u["p4t:reads"]["$"])
+    return out
+
+
+def test_token_files_read_without_gradients_before_a_step_are_validation_data(tmp_path: Path):
+    """nanoGPT's loop on memmapped token files: the validation split, estimated between steps, is validation
+    data (all 3 reads; consented for validation only, allowed -- its first read is not yet settled); the training
+    split's loss estimate is training data's (consented for training only, allowed); the test split, read after
+    the last step, stays evaluation (testing)."""
+    token_files(tmp_path, ["validation"])
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data", "data", "--data-tags", "tags.toml", "train.py", "15")
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    assert _file_roles(doc) == {"train.bin": {"training": 1 + 15 + 3}, "val.bin": {"validation": 3},
+                                "test.bin": {"evaluation": 1}}
+    assert check(list((tmp_path / "runs").glob("*/*/rank-0.prov.json")), "default").verdict == "allow"
+
+
+def test_a_token_file_consented_for_testing_only_cannot_steer_training(tmp_path: Path):
+    """The same loop with the validation split consented for testing only: its first estimate is allowed (it
+    may be a test), the step after it makes it validation data, and the policy stops the run there."""
+    token_files(tmp_path, ["testing"])
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data", "data", "--data-tags", "tags.toml", "train.py", "15")
+    assert r.returncode == 1 and "evaluated at 0" in r.stdout and "evaluated at 5" not in r.stdout, r.stderr
+    assert "validation" in r.stderr and "not within the consent scope" in r.stderr
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    assert rank_activity(doc)["p4t:status"] == "BLOCKED"
+    assert "val.bin" in json.dumps([d for d in doc["entity"].values() if d.get("p4t:verdict") == "deny"]) or \
+        any(u["p4t:sourceUri"].endswith("val.bin") for u in doc["used"].values() if "dataset/" in u["prov:entity"])

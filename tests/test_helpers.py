@@ -111,6 +111,47 @@ def test_a_block_in_a_process_the_script_started_ends_the_run_blocked_in_its_own
     assert check.returncode == 0 and "prevented at runtime" in check.stdout, check.stdout
 
 
+FILE_CHILD = """
+import sys, multiprocessing as mp
+import numpy as np
+
+def child():
+    tokens = np.memmap("data/eu.bin", dtype=np.uint16, mode="r")  # a file read as data, in the child
+    print("child read", int(tokens[:4].sum()), flush=True)
+
+if __name__ == "__main__":
+    p = mp.get_context(sys.argv[1]).Process(target=child)
+    p.start()
+    p.join()
+    print("child exit", p.exitcode, flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["fork", "spawn"])
+def test_a_file_read_as_data_in_a_child_process_is_gated_and_reaches_the_record(tmp_path, how):
+    """`--data` files the script's child process maps (not a DataLoader worker): judged there, and the deny and
+    the file's dataset are in the rank's record (before, a forked child's reads were not recorded at all)."""
+    import numpy as np
+
+    (tmp_path / "data").mkdir()
+    np.arange(64, dtype=np.uint16).tofile(tmp_path / "data" / "eu.bin")
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "data"\njurisdiction = "EU"\npersonal_data = true\n'
+                                        'origin_country = "DE"\nconsent_scope = ["training"]\nlicense = "CC-BY-4.0"\n')
+    (tmp_path / "s.py").write_text(FILE_CHILD)
+    env = {**os.environ, "PROV4TORCH_ENERGY": "0", "PROV4TORCH_SYSTEM_METRICS": "0"}
+    r = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "run", "--out", "out", "--policy", "default",
+                        "--region", "us-east-1", "--purpose", "training", "--data", "data", "--data-tags",
+                        "tags.toml", "s.py", how], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "child read" not in r.stdout, (r.stdout[-1000:], r.stderr[-2000:])
+    (run_dir,) = (tmp_path / "out").glob("*/*")
+    doc = _rank(run_dir)
+    (act,) = [a for a in doc["activity"].values() if a.get("p4t:runId")]
+    assert act["p4t:status"] == "BLOCKED"
+    eu = [k for k, e in doc["entity"].items() if e.get("p4t:personalData") is True]
+    assert eu and any(set(eu) & set(json.dumps(d["p4t:checkedDataset"]).split('"')) for d in _denials(doc))
+    assert not any(u["prov:entity"] in eu for u in doc.get("used", {}).values())
+
+
 def test_an_allowed_use_in_a_spawned_process_is_the_rank_s_use(tmp_path):
     r, run_dir = _run(tmp_path, CHILD, "spawn", region="eu-west-1")
     assert r.returncode == 0 and r.stdout.count("child got a batch") == 2, r.stderr[-2000:]

@@ -32,6 +32,7 @@ from ..patching import Patches
 from ..record.run import Run
 from ..safefs import open_regular
 from ..warn import warn
+from .scope import warn_unrecorded
 
 CHILD_SCRIPT = env.CHILD_SCRIPT
 
@@ -182,6 +183,13 @@ def _record_helper(stem: str) -> Run:
 
     run = Run(managed=True, defer_signals=False, script=None, helper_of=stem, system_metrics=False, energy=False)
     ACTIVE.run = run
+    from .frameworks import install_framework_hooks
+
+    try:  # files it reads as data (--data, numpy/pandas readers) are gated and recorded as in the rank
+        remove = install_framework_hooks(run)
+        run.on_end(lambda _run: remove())
+    except Exception as exc:  # noqa: BLE001 - capture that cannot install never stops the script
+        warn_unrecorded("the data files a helper process reads", exc)
     return run
 
 

@@ -1,15 +1,21 @@
 """Files the script reads as data by itself -- ``np.memmap``/``np.load``/pandas/pyarrow readers, and ``open()``
-under a ``--data`` directory -- each recorded as a dataset named by its content, in the role its use shows:
+under a ``--data`` directory -- each recorded as a dataset named by its content, in the role its use shows (the
+rules of ``record.roles``, for files):
 
-* read under ``torch.no_grad()`` / ``inference_mode`` (an evaluation loop): ``evaluation``;
 * read with gradients on: ``input`` at first; when an optimizer steps after the read, the file was training
   data -- attached again as ``training`` (the policy checks that use then: a deny stops the step's caller) and
   its reads counted there, so ``input`` is left with none and is not written; a file read with gradients on
-  that no step ever followed was evaluated: ``evaluation`` at the run's end.
+  that no step ever followed was evaluated: ``evaluation`` at the run's end. Training data read again under
+  ``torch.no_grad()`` (a training-loss estimate) is still training data;
+* read under ``torch.no_grad()`` / ``inference_mode`` (an evaluation loop): ``evaluation`` -- testing data, unless
+  an optimizer step follows the read (the loop goes on training, so the metric could steer it: an early stop, a
+  best-checkpoint choice, nanoGPT's ``estimate_loss``): then it was validation data, attached again as
+  ``validation`` (checked by the policy then), and so is every later read of it without gradients.
 
 Counts are reads (``p4t:reads``), per file and role. A ``--data`` directory is recorded file by file for its
 first ``MAX_FILES_PER_DIR`` files; past that (an image folder), the directory as one dataset, so a run over a
-million files does not record a million datasets.
+million files does not record a million datasets. A process the script forks (not a DataLoader worker, whose
+dataset stands for its reads) records its own reads, as a helper of the run.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
+from ..record.datapaths import in_loader_worker
 from ..warn import warn
 from .scope import record_inside
 
@@ -34,26 +41,45 @@ class FileReads:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """Empty state, for this process (a forked helper starts its own: its records go to its own journal)."""
         self.pid = os.getpid()
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # a new one: a lock held by another thread at the fork stays held
         self.ids: dict[tuple[str, str], str] = {}  # (path, role) -> dataset id
         self.reads: dict[tuple[str, str], int] = {}  # (path, role) -> reads counted under it
         self.trained: set[str] = set()  # files an optimizer step followed
         self.pending: set[str] = set()  # read with gradients on since the last step
+        self.evaluated: set[str] = set()  # read without gradients since the last step (not training data)
+        self.validating: set[str] = set()  # evaluated files a step followed: every later evaluation is validation
         self.per_dir: dict[str, set[str]] = {}  # --data directory -> its files recorded one by one
         self.folded: set[str] = set()  # --data directories recorded whole past the limit
 
     def read(self, path: str) -> None:
         """One read of ``path`` (a file, or a --data directory standing for its files)."""
-        if self.run.ended or os.getpid() != self.pid:  # a DataLoader worker's reads: its dataset stands for them
+        if self.run.ended:
             return
+        if os.getpid() != self.pid:
+            if in_loader_worker():
+                return  # a DataLoader worker's reads: its dataset stands for them
+            self._fresh()
         torch = sys.modules.get("torch")
         grad = torch is None or torch.is_grad_enabled()
-        role = "training" if path in self.trained else "input" if grad else "evaluation"
         with self.lock:
+            role = self._role(path, grad)
             self._count(path, role, 1)
             if role == "input":
                 self.pending.add(path)
+            elif role == "evaluation":
+                self.evaluated.add(path)
+
+    def _role(self, path: str, grad: bool) -> str:
+        if path in self.trained:
+            return "training"
+        if grad or path in self.pending:
+            return "input"
+        return "validation" if path in self.validating else "evaluation"
 
     def read_under(self, path: str, directory: str) -> None:
         """A read of ``path`` in ``directory`` (a ``--data`` directory, an image's folder): the file itself, or
@@ -80,17 +106,23 @@ class FileReads:
         self.run.count_usage(did, role, reads=n)
 
     def stepped(self) -> None:
-        """An optimizer step: every file read with gradients on since the last one was training data (checked by
-        the policy now: a deny propagates from the step; any other failure warns)."""
-        if self.pending:
+        """An optimizer step: every file read with gradients on since the last one was training data, every file
+        read without them validation data (checked by the policy now: a deny propagates from the step; any other
+        failure warns)."""
+        if self.pending or self.evaluated:
             record_inside(self._stepped, "the data files read before an optimizer step")
 
     def _stepped(self) -> None:
         with self.lock:
             pending, self.pending = sorted(self.pending), set()
+            evaluated, self.evaluated = sorted(self.evaluated), set()
             for path in pending:
                 self.trained.add(path)
                 self._move(path, "input", "training")
+            for path in evaluated:  # training data's loss, estimated before its first step, is training's
+                if path not in self.trained:
+                    self.validating.add(path)
+                self._move(path, "evaluation", "training" if path in self.trained else "validation")
 
     def settle(self) -> None:
         """The run's end: files read with gradients on and never stepped on were evaluated."""

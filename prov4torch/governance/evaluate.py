@@ -20,7 +20,7 @@ from ..audit.graph import PROV, TYPE, Edge, Graph, Node
 from ..audit.load import expand_dirs, load_graph, no_cycle_collection
 from ..provjson import NAMESPACE as P4T
 from . import licences
-from .policy import NOT_PROCESSING, ROLE_AXIS, Policy, Rule, load_policy
+from .policy import NOT_PROCESSING, PROVISIONAL_ROLES, ROLE_AXIS, Policy, Rule, load_policy
 from .tags import NO_CONSENT
 
 # a model saved before its data was attached is not (yet) a model without data: judged when the run ends
@@ -110,6 +110,7 @@ class Evaluator:
         self._found: dict[tuple[str, int], tuple[list[str], Any]] = {}
         self._lowered: dict[tuple[str, str], frozenset[str]] = {}
         self._allowed: dict[str, frozenset[str]] = {}  # a region rule's allowed regions, lower case
+        self.runtime = False  # judging a run still going on (the gate): inferred roles may not be settled yet
 
     def low(self, nid: str, attr: str) -> frozenset[str]:
         """A node's values of ``attr``, as lower-case strings (memoised: rules ask the same of each dataset)."""
@@ -270,6 +271,7 @@ class Evaluator:
 
     def evaluate(self, runtime: bool = False) -> list[Violation]:
         """Every violation; ``runtime``: skip the checks that only mean something once a run is over."""
+        self.runtime = runtime
         out: list[Violation] = []
         for target in ("model", "dataset", "activity"):  # subject by subject: a subject's scope is found once
             rules = [r for r in self.policy.rules if r.target == target
@@ -343,8 +345,12 @@ class Evaluator:
                     continue
                 for role in sorted(self.roles(act.id, d)):
                     axis = role_purposes.get(role, role)
-                    if role_consent and axis not in role_consent:
-                        how = f"used as {role}" + (f" ({axis})" if axis != role else "")
+                    # a run going on: an inferred evaluation may yet prove validation (PROVISIONAL_ROLES); its
+                    # settled role is judged when known -- at the next optimizer step, or at the run's end
+                    axes = {axis, *PROVISIONAL_ROLES.get(role, ())} if self.runtime else {axis}
+                    if role_consent and not axes & role_consent:
+                        shown = " or ".join(sorted(axes - {role}))
+                        how = f"used as {role}" + (f" ({shown})" if shown else "")
                         out.append(self._v(rule, act, [d], d_attr, f"{how}: not within the consent scope "
                                            f"{sorted(consent)}"))
                 if not purpose_consent:

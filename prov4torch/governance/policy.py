@@ -50,6 +50,10 @@ ROLE_AXIS = ("training", "validation", "testing")
 # a recorded role -> its place on the role axis: an inferred evaluation is testing (unless the data drives a
 # training decision, when the recorder says validation), data of unknown role read with gradients on is
 # training, a base model fine-tuned is trained on
+# roles the recorder infers before it can know them: while the run goes on, such a use is within consent if any of
+# its possible roles is (an evaluation pass is testing, or validation when a training decision follows it); the
+# settled role is judged when known (the recorder attaches it again then, and the end-of-run check judges it)
+PROVISIONAL_ROLES = {"evaluation": ("testing", "validation")}
 DEFAULT_ROLE_PURPOSES = {"training": "training", "testing": "testing", "validation": "validation",
                          "evaluation": "testing", "input": "training", "basemodel": "training"}
 
