@@ -580,18 +580,45 @@ def keys_init(
     typer.echo(f"private key: {private}\npublic key:  {public}\nkey id:      {keyid}")
 
 
+INDEX_URL = typer.Option("--index", help="A PostgreSQL lineage index (postgresql://user@host/db; default: "
+                         "PROV4TORCH_INDEX, else STORE/.lineage/index.sqlite).")
+
+
 @index_app.command("rebuild")
 def index_rebuild(
     store: Annotated[Path, typer.Argument(help="The output root of your runs (PROV4TORCH_DIR).")],
+    index: Annotated[Optional[str], INDEX_URL] = None,  # noqa: UP045
 ) -> None:
-    """Rebuild STORE/.lineage/index.sqlite from every *.prov.json under STORE."""
+    """Rebuild the lineage index of STORE from every *.prov.json under STORE."""
     from prov4torch.governance.lineage import rebuild_index
 
     try:
-        files, cards = rebuild_index(store)
+        files, cards = rebuild_index(store, index)
     except Prov4TorchError as exc:
         fail(str(exc))
     typer.echo(f"{store}: {cards} checkpoint lineage card(s) from {files} PROV file(s)")
+
+
+@index_app.command("upstream")
+def index_upstream(
+    model: Annotated[str, typer.Argument(help="A model id (p4t:model/...) or any digest of its checkpoint.")],
+    store: Annotated[Path, typer.Option("--store", help="The output root of your runs.")] = Path("."),
+    index: Annotated[Optional[str], INDEX_URL] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Everything MODEL derives from (base models, datasets), transitively, from the lineage index."""
+    from prov4torch.governance.index import LineageIndex
+
+    try:
+        found = LineageIndex(store, index).upstream(model)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps({"model": model, "upstream": found}, indent=2))
+        return
+    from prov4torch.audit.text import clean
+
+    typer.echo("\n".join(clean(x) for x in found) if found else f"{clean(model)}: nothing upstream in the index")
 
 
 def _run_fast(argv: list[str]) -> None:

@@ -2,7 +2,8 @@
 # Set up prov4torch on a fresh machine: a virtual environment in .venv with torch (pinned,
 # installed first so pip never resolves a multi-GB CUDA build), prov4torch with its test and
 # example extras, the frameworks the integration tests run (torch pinned again beside them), Graphviz for the
-# audit graphs and Chromium for the report's browser tests (playwright drives it). Safe to run again.
+# audit graphs, Chromium for the report's browser tests (playwright drives it) and PostgreSQL for the shared
+# lineage index's tests (each test run starts its own server). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -12,6 +13,11 @@ cd "$(dirname "$0")/.."
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if ! command -v dot >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq graphviz >/dev/null
+fi
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  # the shared lineage index's tests start a PostgreSQL server of their own (they fail under CI without it)
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null; } \
+    || echo "bootstrap: could not install postgresql: the PostgreSQL index tests will skip" >&2
 fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   # the report's browser tests skip, saying so, where Chromium cannot be installed (they fail under CI)

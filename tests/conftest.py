@@ -118,3 +118,62 @@ def only_run_dir(tmp_path: Path) -> Path:
     dirs = [p.parent for p in (tmp_path / "runs").glob("*/*/rank-0.journal.jsonl")]
     assert len(dirs) == 1, dirs
     return dirs[0]
+
+
+# -- a real PostgreSQL server, started once per test run (issue 29) ------------------------------------------
+
+def _pg_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return versions[-1] if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """Debian's PostgreSQL: ``initdb`` into a temporary directory, run as the unprivileged ``postgres`` user when
+    the tests run as root (PostgreSQL refuses root), on a Unix socket only; stopped at the end. Skipped where it
+    is not installed -- except under CI, where that is a failure (bootstrap installs it)."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed (scripts/bootstrap.sh installs it)")
+        pytest.skip("PostgreSQL is not installed")
+    import shutil
+    import tempfile
+
+    # not under pytest's tmp dir: its parents are private to the test user, and the server's user must reach it
+    # (and a Unix socket's path must be short)
+    base = Path(tempfile.mkdtemp(prefix="p4t-pg-"))
+    base.chmod(0o777)
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data, log = base / "data", base / "server.log"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-w", "-o",
+                    f"-k {base} -c listen_addresses='' -F -c max_connections=200", "start"], check=True,
+                   capture_output=True, timeout=120)
+    try:
+        yield f"postgresql://postgres@/postgres?host={base}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True,
+                       timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database on the session's server, for one test."""
+    import re
+    import uuid
+
+    import psycopg
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(postgres_server, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{name}"')
+    return postgres_server.replace("/postgres?", f"/{name}?")

@@ -23,12 +23,10 @@ recorded on the load, never a reason to relax the verdict.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,118 +35,32 @@ from typing import Any
 from ..audit import jsonread
 from ..audit.graph import DEFAULT_LINEAGE, Graph, Node
 from ..audit.load import expand_dirs, load_graph
-from ..errors import ConfigError, EvidenceError, Prov4TorchError, ProvInputError
+from ..errors import ConfigError, EvidenceError, MissingExtraError, Prov4TorchError, ProvInputError
 from ..evidence import dsse
 from ..provjson import MLS_NAMESPACE, NAMESPACE, value
-from ..safefs import read_or_raise, safe_dir, write_atomic
+from ..safefs import read_or_raise, write_atomic
+from .index import CARD_DIR, INDEX, LineageIndex, card_keys
 from .tags import DATASET_TAGS, inherit
 
-CARD_DIR = ".lineage"
-INDEX = "index.sqlite"
 SIDECAR_SUFFIX = ".lineage.json"
 GOVERNANCE_ATTRS = tuple(attr for attr, _ in DATASET_TAGS.values())
 
 
-def card_keys(card: Mapping[str, Any]) -> list[str]:
-    """Every digest a checkpoint can be found by: its file, its weights, its root digest."""
-    return [str(k) for k in dict.fromkeys([card.get("sha256"), *card.get("keys", [])]) if k]
-
-
-# -- the SQLite index ---------------------------------------------------------------------------------
-
-class LineageIndex:
-    """``<store>/.lineage/index.sqlite``: cards by digest."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.path = root / CARD_DIR / INDEX
-
-    def _connect(self, create: bool) -> sqlite3.Connection | None:
-        if not create and not self.path.is_file():
-            return None
-        if create:
-            safe_dir(self.root, CARD_DIR)
-        if self.path.is_symlink():
-            raise ConfigError(f"{self.path} is a link: prov4torch does not write through links")
-        con = sqlite3.connect(self.path, timeout=30)
-        if create:
-            with contextlib.suppress(sqlite3.Error):  # WAL: readers never block the writers of other ranks
-                con.execute("PRAGMA journal_mode=WAL")
-            con.execute("CREATE TABLE IF NOT EXISTS cards (digest TEXT PRIMARY KEY, model TEXT, card TEXT, "
-                        "envelope TEXT)")
-            columns = {row[1] for row in con.execute("PRAGMA table_info(cards)")}
-            if "envelope" not in columns:  # an index written before cards were signed
-                try:
-                    con.execute("ALTER TABLE cards ADD COLUMN envelope TEXT")
-                except sqlite3.OperationalError as exc:  # another process migrated it a moment ago
-                    if "duplicate column" not in str(exc):
-                        raise
-        return con
-
-    def put(self, card: Mapping[str, Any], envelope: Mapping[str, Any] | None = None) -> None:
-        """Store a card under each of its digests, with the signed envelope it was written in (if any)."""
-        text = json.dumps(card, sort_keys=True)
-        env_text = json.dumps(envelope, sort_keys=True) if envelope is not None else None
-        con = self._connect(create=True)
-        assert con is not None
-        with contextlib.closing(con), con:
-            con.executemany("INSERT OR REPLACE INTO cards (digest, model, card, envelope) VALUES (?, ?, ?, ?)",
-                            [(k, str(card.get("model")), text, env_text) for k in card_keys(card)])
-
-    def get(self, *digests: str | None) -> dict[str, Any] | None:
-        try:
-            con = self._connect(create=False)
-        except (sqlite3.Error, OSError, Prov4TorchError):
-            return None
-        if con is None:
-            return None
-        with contextlib.closing(con):
-            for d in digests:
-                if d:
-                    try:
-                        row = con.execute("SELECT card FROM cards WHERE digest = ?", (d,)).fetchone()
-                    except sqlite3.Error:
-                        return None
-                    if row:
-                        card = json.loads(row[0])
-                        return card if isinstance(card, dict) else None
-        return None
-
-    def rebuild(self, documents: Iterable[Path]) -> int:
-        """Replace the index with the cards found in ``documents`` (PROV-JSON files); how many cards."""
-        cards = []
-        for doc in documents:
-            try:
-                cards += cards_from_graph(load_graph([doc]))
-            except ProvInputError as exc:
-                raise ProvInputError(str(exc) if str(doc) in str(exc) else f"{doc}: {exc}", value=str(doc)) from None
-        try:
-            return self._replace(cards)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"{self.path}: {exc} (not a usable SQLite index); move it aside and run "
-                              "prov4torch index rebuild again") from None
-
-    def _replace(self, cards: list[dict[str, Any]]) -> int:
-        if os.path.lexists(self.path) and not self.path.is_file():
-            raise ConfigError(f"{self.path} is not a file (a directory or a special file): move it aside and run "
-                              "prov4torch index rebuild again")
-        con = self._connect(create=True)
-        assert con is not None
-        with contextlib.closing(con), con:  # one transaction: a store of 20,000 models is one commit
-            con.execute("DELETE FROM cards")
-            con.executemany("INSERT OR REPLACE INTO cards (digest, model, card, envelope) VALUES (?, ?, ?, NULL)",
-                            [(k, str(card.get("model")), json.dumps(card, sort_keys=True))
-                             for card in cards for k in card_keys(card)])
-        return len(cards)
-
-
-def rebuild_index(store: str | os.PathLike[str]) -> tuple[int, int]:
-    """Rebuild ``<store>/.lineage/index.sqlite`` from every ``*.prov.json`` under ``store``: (files, cards)."""
+def rebuild_index(store: str | os.PathLike[str], url: str | None = None) -> tuple[int, int]:
+    """Rebuild the lineage index of ``store`` (its SQLite file, or the PostgreSQL index ``url`` /
+    ``PROV4TORCH_INDEX``) from every ``*.prov.json`` under ``store``: (files, cards)."""
     root = Path(store)
     if not root.is_dir():
         raise ConfigError(f"{root}: not a directory: give the output root of your runs (PROV4TORCH_DIR)")
     files = sorted(p for p in root.rglob("*.prov.json") if not p.name.startswith("."))
-    return len(files), LineageIndex(root).rebuild(files)
+    index = LineageIndex(root, url)
+    cards = []
+    for doc in files:
+        try:
+            cards += cards_from_graph(load_graph([doc]))
+        except ProvInputError as exc:
+            raise ProvInputError(str(exc) if str(doc) in str(exc) else f"{doc}: {exc}", value=str(doc)) from None
+    return len(files), index.replace(cards)
 
 
 # -- sidecars: a DSSE envelope over a lineage statement ---------------------------------------------------
@@ -348,7 +260,7 @@ def _other_stores(digests: list[str | None]) -> Iterator[Claim]:
     wanted = {d for d in digests if d}
     for entry in search_path():
         if (entry / CARD_DIR / INDEX).is_file():
-            card = LineageIndex(entry).get(*digests)
+            card = LineageIndex(entry, url="").get(*digests)  # that store's own file, not the shared index
             if card is not None:
                 yield Claim(card, str(entry / CARD_DIR / INDEX), 2)
         elif entry.exists():
@@ -370,11 +282,11 @@ def find_lineage(checkpoint: Path, digests: list[str | None], root: Path, keys: 
     an error, recorded; it never relaxes anything."""
     found = Found()
     try:
-        card = LineageIndex(root).get(*digests)
+        index = LineageIndex(root)
+        card = index.get(*digests)
         if card is not None:
-            found.claims.append(Claim(validate_card(card, str(LineageIndex(root).path)), str(LineageIndex(root).path),
-                                      0))
-    except EvidenceError as exc:
+            found.claims.append(Claim(validate_card(card, index.where), index.where, 0))
+    except (EvidenceError, ConfigError, MissingExtraError) as exc:
         found.errors.append(str(exc))
     try:
         claim = read_sidecar(checkpoint, digests, keys)

@@ -13,7 +13,6 @@ import datetime as _dt
 import json
 import os
 import re
-import sqlite3
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .. import provjson
 from ..errors import InvalidValueError, Prov4TorchError
 from ..governance import lineage
 from ..governance.declared import DECLARED
+from ..governance.index import LineageIndex
 from ..governance.tags import governance_attributes, inherit
 from ..safefs import open_new
 from ..warn import warn
@@ -198,6 +198,7 @@ class Checkpoints:
         self.signer = signer  # the run's signing key (a securesystemslib Signer), or None: cards go unsigned
         self.trusted_keys = trusted_keys  # public keys whose signed cards are trusted
         self.versions: dict[str, list[ModelVersion]] = {}
+        self.index_failed = False  # the lineage index could not be written: said once, left for `index rebuild`
         self.base_models: list[str] = []
         self.produced_ids: set[str] = set()
         self.cards: dict[str, dict[str, Any]] = {}  # model id -> its lineage card
@@ -320,9 +321,13 @@ class Checkpoints:
         signer = self.signer()
         envelope = lineage.card_envelope(Path(event["path"]), card, signer) if event.get("path") else None
         try:  # the index keeps the envelope when it is signed; the sidecar gets the same one (signed once)
-            lineage.LineageIndex(self.root).put(card, envelope if signer is not None else None)
-        except (OSError, sqlite3.Error, Prov4TorchError) as exc:
-            _warn(f"cannot store the lineage card of {event['id']} in {self.root}: {exc}")
+            if not self.index_failed:  # a dead database is tried once (not a connect timeout per checkpoint)
+                LineageIndex(self.root).put(card, envelope if signer is not None else None)
+        except (OSError, Prov4TorchError) as exc:
+            self.index_failed = True  # said once; the run's files hold every card for `index rebuild`
+            _warn(f"cannot store the lineage card of {event['id']} in the lineage index: {exc}; recording goes "
+                  f"on (the card is in the run's PROV file): run `prov4torch index rebuild {self.root}` once the "
+                  "index is usable")
         self.cards[event["id"]] = card
         self._sidecar(event, card, envelope)
 
