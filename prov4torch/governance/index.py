@@ -17,6 +17,7 @@ and goes on; a later ``index rebuild`` fills what was missed).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -92,6 +93,9 @@ class _Backend:
     def lock(self, con: Any) -> None:
         """Serialise migrations between processes (inside the migration's transaction)."""
 
+    def release(self, con: Any) -> None:
+        con.close()
+
     @contextlib.contextmanager
     def transaction(self, create: bool, migrate: bool | None = None) -> Iterator[Any]:
         """A connection in one transaction (``create``: the index made if missing, else None when there is
@@ -108,7 +112,7 @@ class _Backend:
                 with self.begin(con, write=create):
                     yield con
             finally:
-                con.close()
+                self.release(con)
         except self.errors as exc:
             raise self.fail(exc) from None
 
@@ -201,6 +205,24 @@ class _Sqlite(_Backend):
                            "prov4torch index rebuild again")
 
 
+_CONNECTIONS: dict[tuple[int, str], Any] = {}  # (pid, url) -> an idle PostgreSQL connection of this process
+_MIGRATED: set[tuple[int, str]] = set()
+
+
+def _close_connections() -> None:
+    """At exit: this process's own connections closed. A forked child's inherited ones share the parent's
+    sockets: closing one would end the parent's session, so they are left alone (psycopg, too, finishes a
+    connection on collection only in the process that opened it)."""
+    for (pid, _url), con in list(_CONNECTIONS.items()):
+        if pid == os.getpid():
+            with contextlib.suppress(Exception):
+                con.close()
+    _CONNECTIONS.clear()
+
+
+atexit.register(_close_connections)
+
+
 class _Postgres(_Backend):
     def __init__(self, url: str) -> None:
         try:
@@ -214,7 +236,27 @@ class _Postgres(_Backend):
         self.where = _redact_url(url)
 
     def connect(self, create: bool) -> Any:
+        """This process's connection to the database, kept between calls (a rank saving a checkpoint every few
+        steps would otherwise pay a server process per card); a new one after a fork or a broken one."""
+        key = (os.getpid(), self.url)
+        con = _CONNECTIONS.pop(key, None)
+        if con is not None and not con.closed and not con.broken:
+            return con
         return self.psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+
+    def release(self, con: Any) -> None:
+        if con.closed or con.broken or con.info.transaction_status != self.psycopg.pq.TransactionStatus.IDLE:
+            con.close()
+            return
+        old = _CONNECTIONS.pop((os.getpid(), self.url), None)
+        if old is not None:
+            old.close()
+        _CONNECTIONS[(os.getpid(), self.url)] = con
+
+    def migrate(self, con: Any) -> None:
+        if (os.getpid(), self.url) not in _MIGRATED:  # once per process and database
+            super().migrate(con)
+            _MIGRATED.add((os.getpid(), self.url))
 
     def begin(self, con: Any, write: bool) -> contextlib.AbstractContextManager[Any]:
         return con.transaction()  # type: ignore[no-any-return]
@@ -301,6 +343,8 @@ class LineageIndex:
             con.execute("DELETE FROM derivations")
             con.cursor().executemany(b.sql(UPSERT_CARD), [r for c in cards for r in _card_rows(c, None)])
             con.cursor().executemany(b.sql(INSERT_EDGE), sorted({e for c in cards for e in _edges(c)}))
+        with b.transaction(create=False) as con:  # the planner's statistics for the new content: the recursive
+            con.execute("ANALYZE")                # query uses the (down, up) key, not a scan of every row
         return len(cards)
 
     def counts(self) -> tuple[int, int]:
