@@ -324,9 +324,19 @@ def merge(
     inputs: Annotated[list[Path], typer.Argument(help="Rank files or run directories.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="The merged PROV-JSON file to write.")],
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) when two inputs declare one id differently.")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for every rank of each run "
+                                        "directory's job to finish (a job on several nodes).")] = 0,
+    world_size: Annotated[Optional[int], typer.Option(  # noqa: UP045
+        "--world-size", min=1, help="The job's ranks, when its journals cannot tell (with --wait).")] = None,
 ) -> None:
     """Merge rank files (and whole runs) into one PROV document: a bundle per rank, a collection per job."""
     from prov4torch.audit.merge import merge as merge_files
+    from prov4torch.audit.merge import wait_for_ranks
+
+    if wait or world_size:
+        for where, ranks in wait_for_ranks([p for p in inputs if p.is_dir()], wait, world_size).items():
+            said = "no rank has started" if ranks == [-1] else f"rank(s) {ranks} have not finished"
+            typer.echo(f"warning: {where}: {said} after {wait:g} s; merging what there is", err=True)
 
     progress = None
     bar = None

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import IO, Any
 
 from ..errors import MergeConflictError
 from ..provjson import PREFIXES, QName, attributes
-from ..safefs import check_output, cleanup_on_signal, umask_mode
+from ..safefs import check_output, cleanup_on_signal, open_regular, umask_mode
 from . import stream
 from .graph import ELEMENTS
 from .jsonread import ProvInputError
@@ -98,6 +99,57 @@ def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> li
             seen.add(r)
             unique.append(f)
     return unique
+
+
+_RANK_FILE = re.compile(r"^rank-(\d+)\.prov\.json$")
+_RANK_JOURNAL = re.compile(r"^rank-(\d+)\.journal\.jsonl$")
+
+
+def job_ranks(run_dir: Path) -> tuple[set[int], int | None]:
+    """The ranks of one run directory whose PROV file is written, and the job's world size as the ranks
+    announced it when they started (the first line of each journal; None before any rank started)."""
+    done: set[int] = set()
+    world: int | None = None
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(run_dir):
+            finished, started = _RANK_FILE.match(entry.name), _RANK_JOURNAL.match(entry.name)
+            if finished and entry.is_file():
+                done.add(int(finished.group(1)))
+            elif started:
+                try:
+                    with open_regular(entry.path) as fh:
+                        start = json.loads(fh.readline(65536) or b"{}")
+                except (OSError, ValueError):
+                    continue
+                size = start.get("world_size") if isinstance(start, dict) else None
+                if isinstance(size, int) and not isinstance(size, bool) and 0 < size <= 1 << 20:
+                    world = max(world or 0, size)
+    return done, world
+
+
+def wait_for_ranks(run_dirs: Iterable[str | Path], timeout: float, world_size: int | None = None,
+                   poll: float = 0.5) -> dict[str, list[int]]:
+    """Wait until every rank of each run directory's job has written its PROV file (a job on several nodes
+    writing to one shared output root: the merge must not start before the last node's ranks finish), at most
+    ``timeout`` seconds. The world size is ``world_size`` or what the ranks' journals say. Returns, per
+    directory, the ranks still missing (all of them, as ``[-1]``, when no rank ever started)."""
+    dirs = [Path(d) for d in run_dirs if Path(d).is_dir()]
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        missing: dict[str, list[int]] = {}
+        for d in dirs:
+            done, world = job_ranks(d)
+            world = world_size or world
+            if world is None:
+                if not done:
+                    missing[str(d)] = [-1]
+                continue
+            lacking = sorted(set(range(world)) - done)
+            if lacking:
+                missing[str(d)] = lacking
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
 
 def _rebuilt(section: str, rid: str, text: str, bundles: set[str]) -> bool:
