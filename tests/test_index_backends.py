@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import load, role
+from test_governance import pretrain
 
 import prov4torch
 from prov4torch.governance.index import SCHEMA_VERSION, LineageIndex
 
 CLI = [sys.executable, "-m", "prov4torch_cli.app"]
-EU_TAGS = {"origin_country": "DE", "jurisdiction": "EU", "personal_data": True, "license": "CC-BY-4.0",
-           "consent_scope": ["training", "research"]}
 
 
 def chain_cards(n: int) -> list[dict]:
@@ -108,18 +107,6 @@ def test_sixteen_concurrent_writers_lose_nothing(tmp_path: Path, backend: str, r
     index = LineageIndex(tmp_path / "store", url=url)
     assert index.counts() == (1600, 1600)
     assert index.upstream("p4t:model/w15-99") == ["p4t:dataset/d15"]
-
-
-def pretrain(tmp_path: Path, out: Path) -> Path:
-    data = tmp_path / "patients.bin"
-    data.write_bytes(b"p" * 100)
-    ckpt = tmp_path / "base" / "model.pt"
-    ckpt.parent.mkdir()
-    with prov4torch.start_run(out_dir=out, region="eu-west-1", purpose="training", policy="default"):
-        prov4torch.log_dataset(data, name="patients", **EU_TAGS)
-        torch.save(torch.nn.Linear(2, 2).state_dict(), ckpt)
-        prov4torch.log_model(ckpt, name="base")
-    return ckpt
 
 
 def test_a_shared_postgres_index_carries_lineage_between_stores(tmp_path: Path, postgres_url: str,
