@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -286,6 +287,16 @@ def run(
             except Prov4TorchError as exc:
                 fail(str(exc))
         os.environ[p4t_env.DATA_TAGS] = os.pathsep.join(str(f.resolve()) for f in data_tags)
+    from prov4torch import remote
+
+    bound = remote.as_url(out) if out is not None else p4t_env.get(p4t_env.DIR)
+    bound = bound if remote.is_url(bound) else None
+    if bound is not None:  # object storage: the run is written to the spool, then published whole, merged
+        try:
+            remote.filesystem(bound)
+        except Prov4TorchError as exc:
+            fail(str(exc))
+        out = remote.spool_root(bound)
     options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy,
                "mode": mode.value if mode is not None else None,
                "region": region, "purpose": purpose, "intended_use": intended_use}
@@ -308,6 +319,11 @@ def run(
     for note in finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report,
                        emitter=emitter).notes:
         _summary(note)
+    if bound is not None and out is not None and outcome.run_dir is not None:
+        import os
+
+        where = os.path.relpath(outcome.run_dir.resolve(), Path(out).resolve())  # <experiment>/<run id>
+        _summary(remote.publish(outcome.run_dir, remote.join(bound, *Path(where).parts)).note())
     if outcome.signal is not None:  # merged and summarised: now exit as the signal would
         import os
         import signal
@@ -609,6 +625,25 @@ def index_rebuild(
     typer.echo(f"{store}: {cards} checkpoint lineage card(s) from {files} PROV file(s)")
 
 
+@app.command()
+def upload(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose files were kept (a failed publish).")],
+    url: Annotated[str, typer.Argument(help="Where they go: the run's own prefix (s3://bucket/prefix/exp/run).")],
+) -> None:
+    """Publish a run directory to object storage: each file verified by sha256, then the local copy dropped."""
+    from prov4torch import remote
+
+    if not run_dir.is_dir():
+        fail(f"{run_dir}: no such directory")
+    target = remote.as_url(url)
+    if target is None:
+        fail(f"{url}: not a storage URL (s3://bucket/prefix/...)")
+    done = remote.publish(run_dir, target)
+    if done.failed:
+        fail(done.note())
+    typer.echo(done.note())
+
+
 @index_app.command("upstream")
 def index_upstream(
     model: Annotated[str, typer.Argument(help="A model id (p4t:model/...) or any digest of its checkpoint.")],
@@ -671,13 +706,47 @@ def plain_command() -> Any:
     return command
 
 
+def _merge_waiter(argv: list[str]) -> Callable[[list[Path]], bool] | None:
+    """For ``merge --wait S`` of a run on object storage: whether to fetch it again (ranks of the job still
+    missing, time left), polling once a second."""
+    if len(argv) < 3 or argv[1] != "merge":
+        return None
+    values = {}
+    for i, token in enumerate(argv):
+        name, eq, value = token.partition("=")
+        if name in ("--wait", "--world-size"):
+            values[name] = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+    try:
+        seconds, world = float(values.get("--wait") or 0), int(values.get("--world-size") or 0) or None
+    except ValueError:
+        return None  # typer says what is wrong with it
+    if seconds <= 0:
+        return None
+    import time
+
+    from prov4torch.audit.merge import wait_for_ranks
+
+    deadline = time.monotonic() + seconds
+
+    def again(local_dirs: list[Path]) -> bool:
+        if not wait_for_ranks(local_dirs, 0, world) or time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+        return True
+
+    return again
+
+
 def main() -> None:
     """Console-script entry point: a user error is one line and exit 2, never a traceback."""
 
     try:
         if len(sys.argv) > 2 and sys.argv[1] == "run":
             _run_fast(sys.argv[2:])  # returns only when typer must parse
-        result = plain_command()(standalone_mode=False)  # usage errors come back as exceptions: one line each
+        from prov4torch.remote import fetched_argv
+
+        with fetched_argv(sys.argv, _merge_waiter(sys.argv)) as sys.argv:  # object-store URLs: local copies
+            result = plain_command()(standalone_mode=False)  # usage errors come back as exceptions: one line each
         sys.exit(result if isinstance(result, int) else 0)
     except typer.exceptions.Abort:
         typer.echo("Aborted.", err=True)

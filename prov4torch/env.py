@@ -23,6 +23,7 @@ REGION = "PROV4TORCH_REGION"
 PURPOSE = "PROV4TORCH_PURPOSE"
 INTENDED_USE = "PROV4TORCH_INTENDED_USE"
 LINEAGE_PATH = "PROV4TORCH_LINEAGE_PATH"  # stores / PROV files searched for checkpoints' lineage (os.pathsep)
+SPOOL = "PROV4TORCH_SPOOL"  # local directory runs bound for an object-store --out are written to first
 INDEX = "PROV4TORCH_INDEX"  # postgresql://... : a shared lineage index (default: the store's SQLite file)
 SIDECAR = "PROV4TORCH_SIDECAR"  # "0": no lineage sidecar beside checkpoints
 LAUNCHER = "PROV4TORCH_LAUNCHER"  # the activity that started this rank (set for the ranks a script spawns)

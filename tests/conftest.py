@@ -177,3 +177,63 @@ def postgres_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
     with psycopg.connect(postgres_server, autocommit=True) as con:
         con.execute(f'CREATE DATABASE "{name}"')
     return postgres_server.replace("/postgres?", f"/{name}?")
+
+
+# -- a real S3-compatible server (moto, in its own virtual environment: it conflicts with s3fs), once per run ---
+
+MOTO = ROOT / ".venv-moto" / "bin" / "moto_server"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """``moto_server`` on a free localhost port (bootstrap installs it into .venv-moto); skipped where it is not
+    installed, except under CI. Yields the endpoint URL; the server is stopped at the end."""
+    import socket
+    import time
+    import urllib.request
+
+    server = os.environ.get("PROV4TORCH_TEST_MOTO") or str(MOTO)
+    if not os.path.exists(server):
+        if os.environ.get("CI"):
+            pytest.fail(f"{server} is missing (scripts/bootstrap.sh installs moto[server] into .venv-moto)")
+        pytest.skip("moto_server is not installed (scripts/bootstrap.sh)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.2)
+    try:
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket on the session's S3 server, with the endpoint and credentials in the environment (for
+    subprocesses) and in fsspec's configuration (for this one). Returns ``s3://<bucket>``."""
+    import re
+    import uuid
+
+    import fsspec
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": s3_server})
+    bucket = (re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:8])
+    fs = fsspec.filesystem("s3", endpoint_url=s3_server, skip_instance_cache=True)
+    fs.mkdir(bucket)
+    return f"s3://{bucket}"

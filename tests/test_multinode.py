@@ -68,3 +68,75 @@ def test_merge_waits_for_every_node_of_a_two_node_job(tmp_path: Path):
                            "3"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert late.returncode == 0 and "rank(s) [2] have not finished after 1 s" in late.stderr, late.stderr
     assert "merged 2 file(s)" in late.stdout
+
+
+BUCKET_SCRIPT = """
+import sys, time
+import torch, torch.distributed as dist
+import prov4torch
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+with prov4torch.start_run(out_dir=sys.argv[1], region="eu-west-1", purpose="training", policy="default") as run:
+    data = torch.arange(8.0).reshape(4, 2) + rank
+    prov4torch.log_dataset(data, name=f"shard-{rank}", origin_country="FR", jurisdiction="EU", license="CC-BY-4.0",
+                           consent_scope=["training"])
+    model = torch.nn.Linear(2, 1)
+    model(data).sum().backward()
+    prov4torch.log_model(model, name=f"model-{rank}")
+    if rank == 1:
+        time.sleep(float(sys.argv[2]))
+dist.destroy_process_group()
+"""
+
+
+def test_a_two_node_job_on_one_bucket_is_merged_checked_and_traced_from_it(tmp_path: Path, s3_bucket: str,
+                                                                            postgres_url: str):
+    """Each node spools locally and publishes its rank's files to one bucket; the lineage cards go to a shared
+    PostgreSQL index; `merge --wait` from the bucket waits for the late node; `check` and `lineage` read the
+    bucket; `index upstream` answers from PostgreSQL."""
+    (tmp_path / "s.py").write_text(BUCKET_SCRIPT)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    port = str(free_port())
+    url = f"{s3_bucket}/jobs"
+    nodes = []
+    for n in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PROV4TORCH_SPOOL": str(tmp_path / f"spool-node{n}"),
+               "PROV4TORCH_INDEX": postgres_url}
+        nodes.append(subprocess.Popen(
+            [torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(n), "--master-addr",
+             "127.0.0.1", "--master-port", port, "s.py", url, "4"], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    import fsspec
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            fs.invalidate_cache()
+            first = [k for k in fs.find(url.removeprefix("s3://")) if k.endswith("/rank-0.prov.json")]
+            if first:
+                break
+            time.sleep(0.3)
+        run_url = "s3://" + first[0].rsplit("/", 1)[0]
+        merged = subprocess.run([*CLI, "merge", run_url, "-o", "merged.prov.json", "--wait", "120"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=180)
+        assert merged.returncode == 0 and "merged 2 file(s)" in merged.stdout, (merged.stdout, merged.stderr)
+    finally:
+        outs = [n.communicate(timeout=120)[0] for n in nodes]
+    assert all(n.returncode == 0 for n in nodes), outs
+    for n in (0, 1):  # each node's spool emptied by its verified upload
+        assert not [p for p in (tmp_path / f"spool-node{n}").rglob("rank-*") if p.is_file()]
+    checked = subprocess.run([*CLI, "check", run_url, "--policy", "default"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+    assert checked.returncode == 0 and "ALLOW" in checked.stdout, checked.stdout + checked.stderr
+    doc = json.loads((tmp_path / "merged.prov.json").read_text())
+    models = sorted({k for b in doc["bundle"].values() for k in b.get("entity", {}) if k.startswith("p4t:model/")}
+                    | {k for k in doc.get("entity", {}) if k.startswith("p4t:model/")})
+    assert len(models) == 2, models
+    for model in models:
+        traced = subprocess.run([*CLI, "lineage", run_url, model], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120)
+        assert traced.returncode == 0 and "shard-" in traced.stdout, traced.stdout + traced.stderr
+        up = subprocess.run([*CLI, "index", "upstream", model, "--index", postgres_url, "--json"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+        assert up.returncode == 0 and any(u.startswith("p4t:dataset/") for u in json.loads(up.stdout)["upstream"])

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import env
 from ..errors import InvalidValueError
+from ..remote import filesystem, is_url, spool_root
 from .paths import check_segments
 from .values import PARAM, check_name
 
@@ -18,8 +19,11 @@ DEFAULT_INTERVAL_S = 5.0  # seconds between sampler readings
 
 
 def default_root() -> Path:
-    """Where runs go when neither ``out_dir`` nor ``PROV4TORCH_DIR`` says: never the cwd."""
+    """Where runs go when neither ``out_dir`` nor ``PROV4TORCH_DIR`` says: never the cwd (a URL in
+    ``PROV4TORCH_DIR``: its local spool, published at the end -- ``prov4torch.remote``)."""
     configured = env.get(env.DIR)
+    if configured and is_url(configured):
+        return spool_root(configured)
     if configured:
         return Path(configured).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
@@ -44,6 +48,7 @@ class Settings:
     country: str | None
     flush_interval_s: float
     sidecar: bool
+    remote: str | None = None  # an object-store URL the run's files are published to at its end (root: the spool)
 
 
 def _positive(name: str, value: Any) -> float:
@@ -85,9 +90,20 @@ def _out_dir(value: Any) -> Path | None:
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip() or "\0" in str(value):
-        raise InvalidValueError(f"out_dir must be a directory path (str or os.PathLike), got "
+        raise InvalidValueError(f"out_dir must be a directory path or a storage URL (str or os.PathLike), got "
                                 f"{type(value).__name__} {value!r:.60}", value=value)
+    if is_url(value):
+        return spool_root(os.fspath(value))
     return Path(value).expanduser()
+
+
+def _remote(out_dir: Any) -> str | None:
+    """The storage URL the run is published to, if any: known to fsspec now, or an error before the run."""
+    url = os.fspath(out_dir) if out_dir is not None else env.get(env.DIR)
+    if not url or not is_url(url):
+        return None
+    filesystem(url)  # an unknown scheme or a missing extra: one line at start_run, not a warning at its end
+    return url
 
 
 def _policy(value: Any) -> Any:
@@ -137,6 +153,7 @@ def resolve(
         flush_interval_s=(_positive("flush_interval_s", flush_interval_s) if flush_interval_s is not None
                           else env.number(env.FLUSH_INTERVAL, 1.0)),
         sidecar=env.flag(env.SIDECAR, True) if sidecar is None else sidecar,
+        remote=_remote(out_dir),
     )
 
 

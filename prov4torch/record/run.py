@@ -126,6 +126,7 @@ class Run(AttachMixin):
             if settings.policy is not None else None
         )
         self.root = settings.root
+        self.remote = settings.remote  # published there at the end (``prov4torch.remote``); root is its spool
         self.attempt = elastic_attempt()
         self.helper_of = helper_of
         self.stem = rank_prefix(self.rank, self.attempt) if helper_of is None else \
@@ -528,6 +529,7 @@ class Run(AttachMixin):
         if self.helper_of is None:  # a helper's journal is its rank's to read
             self.write_document()
             self.attest()
+            self.publish()
         elif not any(isinstance(e, (*IMPORTED, ev.Usage)) for e in self._history):
             self.files.discard()  # a helper that used no data (a spawned DataLoader worker, say) leaves no file
         if self._datapaths is not None:
@@ -566,6 +568,19 @@ class Run(AttachMixin):
 
     record_error: str | None = None  # why the document is incomplete or missing, if it is
     attestation: Path | None = None  # the run's signed attestation, when it has a key
+
+    def publish(self) -> None:
+        """A run bound for object storage (``out_dir="s3://..."``): this rank's files uploaded, verified, and
+        their local copies dropped; a failure keeps them and warns (never raises). ``prov4torch run`` publishes
+        the whole run directory itself, after merging it."""
+        if self.remote is None:
+            return
+        from ..remote import join, publish
+
+        names = [p.name for p in self.dir.glob(f"{self.stem}.*") if p.is_file()]
+        done = publish(self.dir, join(self.remote, self.experiment, self.run_id), names)
+        if done.failed:
+            warn(f"prov4torch: {done.note()}")
 
     def attest(self) -> Path | None:
         """Sign this rank's checkpoints and PROV document (with the run's key; nothing without one); never raises."""
