@@ -87,18 +87,19 @@ def test_the_library_publishes_each_rank_s_own_files(tmp_path: Path, s3_bucket: 
 
 
 DIES = """
-import os, signal, sys, torch, prov4torch
-prov4torch.log_metric("loss", 1.0, step=0)
-os.kill(int(sys.argv[1]), signal.SIGKILL)  # the S3 server dies before the run's files are published
+import prov4torch
+for step in range(3):
+    prov4torch.log_metric("loss", 1.0 / (step + 1), step=step)
 print("trained", flush=True)
 """
 
 
 def test_a_dead_s3_server_keeps_the_local_copy_and_upload_publishes_it_later(tmp_path: Path, s3_bucket: str,
                                                                              s3_server: str):
-    """The server is killed while the script runs: the run still ends FINISHED, exit 0; the files stay in the
-    spool and the summary says where and how to publish them; `prov4torch upload` does it once a server is
-    back (the session's)."""
+    """The server is killed mid-upload (as soon as the first object of the run appears in the bucket): the run
+    still ends FINISHED, exit 0; the files not published stay in the spool, the summary says where and how to
+    publish them, no temporary key is left under a final name; `prov4torch upload` finishes the job once a
+    server is back (the session's)."""
     import socket
 
     with socket.socket() as s:
@@ -124,9 +125,18 @@ def test_a_dead_s3_server_keeps_the_local_copy_and_upload_publishes_it_later(tmp
                                         "config_kwargs": {"connect_timeout": 2, "read_timeout": 2,
                                                           "retries": {"max_attempts": 1}}})}
         env.pop("FSSPEC_S3_ENDPOINT_URL")
+        watcher = fsspec.filesystem("s3", endpoint_url=doomed, skip_instance_cache=True)
         t = time.monotonic()
-        r = subprocess.run([*CLI, "run", "--out", "s3://doomed/runs", "dies.py", str(server.pid)], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.Popen([*CLI, "run", "--out", "s3://doomed/runs", "dies.py"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while proc.poll() is None:  # the first object of the run in the bucket: the upload has begun
+            watcher.invalidate_cache()
+            if watcher.find("doomed/runs"):
+                server.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        stdout, stderr = proc.communicate(timeout=300)
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         took = time.monotonic() - t
     finally:
         if server.poll() is None:
@@ -135,14 +145,17 @@ def test_a_dead_s3_server_keeps_the_local_copy_and_upload_publishes_it_later(tmp
     assert r.returncode == 0 and "trained" in r.stdout, r.stderr[-2000:]
     assert "could not publish" in r.stderr and "prov4torch upload" in r.stderr, r.stderr
     assert took < 120, took
-    (kept,) = [p.parent for p in (tmp_path / "spool").rglob("run.prov.json")]
-    doc = json.loads((kept / "rank-0.prov.json").read_text())
-    assert [a["p4t:status"] for a in doc["activity"].values() if "p4t:status" in a] == ["FINISHED"]
+    (kept,) = {p.parent for p in (tmp_path / "spool").rglob("*") if p.is_file() and ".lineage" not in p.parts}
+    assert server.poll() is not None  # it was killed during the upload, not after
+    if (kept / "rank-0.prov.json").exists():
+        doc = json.loads((kept / "rank-0.prov.json").read_text())
+        assert [a["p4t:status"] for a in doc["activity"].values() if "p4t:status" in a] == ["FINISHED"]
     target = f"{s3_bucket}/later/{kept.name}"
     up = cli(tmp_path, "upload", str(kept), target)
     assert up.returncode == 0 and "published" in up.stdout, up.stdout + up.stderr
     assert not kept.exists()
-    assert f"{target.removeprefix('s3://')}/run.prov.json" in keys(s3_bucket)
+    assert any(k.endswith(".journal.jsonl") or k.endswith(".prov.json") for k in keys(s3_bucket))
+    assert not any(".p4t-upload-" in k for k in keys(s3_bucket))
 
 
 @pytest.mark.parametrize("args", [["check", "foo://bucket/run", "--policy", "default"],

@@ -578,6 +578,8 @@ class Run(AttachMixin):
         from ..remote import join, publish
 
         names = [p.name for p in self.dir.glob(f"{self.stem}.*") if p.is_file()]
+        if self.world_size == 1 and self.attestation is not None:  # a job's ranks share one (appended) file
+            names.append(self.attestation.name)
         done = publish(self.dir, join(self.remote, self.experiment, self.run_id), names)
         if done.failed:
             warn(f"prov4torch: {done.note()}")
