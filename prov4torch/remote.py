@@ -41,6 +41,7 @@ MAX_FETCH_FILES = 100_000
 MAX_FETCH_BYTES = 64 << 30
 CHUNK = 1 << 20
 UPLOAD_THREADS = 8
+INTERNAL = ".children"  # the run's own helper files (a sitecustomize for child processes): never published
 
 
 def is_url(value: str | os.PathLike[str] | None) -> bool:
@@ -137,8 +138,7 @@ def publish(local_dir: Path, url: str, names: Iterable[str] | None = None, *, ke
     verified file is removed (``keep``: not), and ``local_dir`` too once empty. Never raises for a storage
     failure: the result says what was kept."""
     result = Published(url, kept=local_dir)
-    wanted = sorted(names) if names is not None else sorted(
-        str(p.relative_to(local_dir)) for p in local_dir.rglob("*") if p.is_file() and not p.is_symlink())
+    wanted = sorted(names) if names is not None else _files_of(local_dir)
     try:
         fs, base = filesystem(url)
     except (ConfigError, MissingExtraError) as exc:
@@ -168,12 +168,23 @@ def publish(local_dir: Path, url: str, names: Iterable[str] | None = None, *, ke
                 result.failed.append(rel)
                 result.error = result.error or error
     if not keep and not result.failed:
+        shutil.rmtree(local_dir / INTERNAL, ignore_errors=True)
         for d in sorted((p for p in local_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
             with contextlib.suppress(OSError):
                 d.rmdir()
         with contextlib.suppress(OSError):
             local_dir.rmdir()
     return result
+
+
+def _files_of(local_dir: Path) -> list[str]:
+    """The files of a run directory, relative to it; hidden ones (prov4torch's own ``.children``) left out."""
+    out = []
+    for p in local_dir.rglob("*"):
+        rel = p.relative_to(local_dir)
+        if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in rel.parts):
+            out.append(str(rel))
+    return sorted(out)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -58,6 +58,7 @@ def test_a_run_published_to_s3_is_audited_from_the_bucket(tmp_path: Path, s3_buc
     names = {k.rsplit("/", 1)[1] for k in found if k.startswith(run_key + "/")}
     assert {"run.prov.json", "rank-0.prov.json", "rank-0.metrics.csv", "rank-0.journal.jsonl"} <= names, names
     assert not any(".p4t-upload-" in k for k in found)  # no temporary key left behind
+    assert not any("/.children/" in k for k in found)  # prov4torch's own helper files are not the run's
     assert not [p for p in (tmp_path / "spool").rglob("*") if p.is_file() and p.parent.name != ".lineage"]
     run_url = f"s3://{run_key}"
     checked = cli(tmp_path, "check", run_url, "--policy", "default")
@@ -145,7 +146,8 @@ def test_a_dead_s3_server_keeps_the_local_copy_and_upload_publishes_it_later(tmp
     assert r.returncode == 0 and "trained" in r.stdout, r.stderr[-2000:]
     assert "could not publish" in r.stderr and "prov4torch upload" in r.stderr, r.stderr
     assert took < 120, took
-    (kept,) = {p.parent for p in (tmp_path / "spool").rglob("*") if p.is_file() and ".lineage" not in p.parts}
+    (kept,) = {p.parent for p in (tmp_path / "spool").rglob("*") if p.is_file()
+               and not any(part.startswith(".") for part in p.relative_to(tmp_path / "spool").parts)}
     assert server.poll() is not None  # it was killed during the upload, not after
     if (kept / "rank-0.prov.json").exists():
         doc = json.loads((kept / "rank-0.prov.json").read_text())
