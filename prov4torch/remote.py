@@ -269,6 +269,12 @@ def fetched_argv(argv: list[str], wait: Any = None) -> Iterator[list[str]]:
     if len(argv) < 2 or argv[1] not in READERS:
         yield argv
         return
+    for i, t in enumerate(argv):
+        name, eq, value = t.partition("=")
+        target = value if eq and name in _OUTPUT_OPTIONS else (t if i >= 2 and argv[i - 1] in _OUTPUT_OPTIONS else "")
+        if _fetchable(target):
+            raise ConfigError(f"{redact(target)}: {argv[1]} writes a local file; give a local path and publish it "
+                              "with prov4torch upload DIR URL")
     spots = [i for i, t in enumerate(argv) if i >= 2 and _fetchable(t) and argv[i - 1] not in _OUTPUT_OPTIONS]
     if not spots:
         yield argv

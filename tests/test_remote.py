@@ -163,14 +163,17 @@ def test_a_dead_s3_server_keeps_the_local_copy_and_upload_publishes_it_later(tmp
 @pytest.mark.parametrize("args", [["check", "foo://bucket/run", "--policy", "default"],
                                   ["run", "--out", "foo://bucket/runs", "train.py"],
                                   ["show", "s3://no-such-bucket-here/run"],
-                                  ["merge", "s3://no-such-bucket-here/run", "-o", "m.prov.json"]])
+                                  ["merge", "s3://no-such-bucket-here/run", "-o", "m.prov.json"],
+                                  ["merge", "runs", "-o", "s3://bucket/merged.prov.json"],
+                                  ["render", "runs", "--out=s3://bucket/graph.svg"]])
 def test_a_bad_or_unreadable_storage_url_is_one_line_and_exit_2(tmp_path: Path, s3_bucket: str, args: list[str]):
     (tmp_path / "train.py").write_text("print('ran')\n")
+    (tmp_path / "runs").mkdir()
     r = cli(tmp_path, *args, timeout=120)
     assert r.returncode == 2 and "ran" not in r.stdout, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("Error: "), r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
-    assert not list((tmp_path).glob("prov4torch-fetch-*"))
+    assert not list((tmp_path).glob("prov4torch-fetch-*")) and not (tmp_path / "s3:").exists()
 
 
 def test_with_start_run_an_unknown_scheme_is_an_error_before_the_run(tmp_path: Path):
