@@ -381,3 +381,33 @@ def test_images_opened_with_pil_are_data_and_a_datasets_own_images_are_not_count
     files = [tuple(p) for p, _ in uses if len(p) == 2 and p[1].endswith(".png")]
     assert files == [("direct", "train.png")], uses  # the folder dataset's images are not separate datasets
     assert (["direct", "train.png"], "p4t:training") in uses
+
+
+BY_HAND = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+train = TensorDataset(torch.randn(32, 3), torch.randn(32, 1))
+test = TensorDataset(torch.randn(8, 3), torch.randn(8, 1))
+model = torch.nn.Linear(3, 1)
+for x, y in DataLoader(train, batch_size=4):  # unshuffled, no optimizer: weights updated by hand
+    model.zero_grad()
+    ((model(x) - y) ** 2).mean().backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.01 * p.grad
+for x, y in DataLoader(test, batch_size=4):  # read with gradients on, never backpropagated: evaluated
+    ((model(x) - y) ** 2).mean()
+torch.save(model.state_dict(), "model.pt")
+"""
+
+
+def test_a_loop_that_updates_weights_by_hand_is_training_its_backward_passes_are_the_steps(tmp_path: Path):
+    r = run(tmp_path, BY_HAND)
+    assert r.returncode == 0, r.stderr
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    roles = sorted(u["prov:role"]["$"] for u in doc["used"].values() if "dataset/" in u["prov:entity"])
+    assert roles == ["p4t:evaluation", "p4t:training"], roles
+    (model,) = [g["prov:entity"] for g in doc["wasGeneratedBy"].values() if g["prov:entity"].startswith("p4t:model/")]
+    (trained,) = [u["prov:entity"] for u in doc["used"].values() if u["prov:role"]["$"] == "p4t:training"]
+    derived = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model}
+    assert derived == {trained}

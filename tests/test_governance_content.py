@@ -452,3 +452,69 @@ def test_a_token_file_consented_for_testing_only_cannot_steer_training(tmp_path:
     assert rank_activity(doc)["p4t:status"] == "BLOCKED"
     assert "val.bin" in json.dumps([d for d in doc["entity"].values() if d.get("p4t:verdict") == "deny"]) or \
         any(u["p4t:sourceUri"].endswith("val.bin") for u in doc["used"].values() if "dataset/" in u["prov:entity"])
+
+
+CORPUS = """
+import sys, torch
+def tokenize(path):  # pytorch/examples' word_language_model: each split read whole before training
+    with open(path) as fh:
+        return torch.tensor([float(len(w)) for line in fh for w in line.split()])
+train, valid, test = (tokenize(f"data/{name}.txt") for name in ("train", "valid", "test"))
+model = torch.nn.Linear(4, 1)
+for epoch in range(2):
+    for i in range(0, len(train) - 4, 4):
+        model.zero_grad()
+        ((model(train[i:i + 4]) - 1) ** 2).sum().backward()
+        for p in model.parameters():  # weights updated by hand: no optimizer
+            p.data.add_(p.grad, alpha=-0.001)
+    with torch.no_grad():
+        model(valid[:4])
+with torch.no_grad():
+    model(test[:4])
+if sys.argv[1:] == ["train-on-test"]:
+    for i in range(0, len(test) - 4, 4):
+        model.zero_grad(); model(open("data/test.txt") and test[i:i + 4]).sum().backward()
+torch.save(model.state_dict(), "model.pt")
+print("done", flush=True)
+"""
+
+
+def corpus_files(tmp_path: Path, consents: dict[str, list[str]]) -> None:
+    (tmp_path / "data").mkdir()
+    with (tmp_path / "tags.toml").open("w") as fh:
+        for name, consent in consents.items():
+            (tmp_path / "data" / f"{name}.txt").write_text("\n".join(" ".join("ab" * (i % 3 + 1) for _ in range(8))
+                                                                        + f" {name}{i}" for i in range(6)))
+            fh.write(f'[[dataset]]\npath = "data/{name}.txt"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                     f'license = "CC-BY-4.0"\nconsent_scope = {consent!r}\n\n'.replace("'", '"'))
+    (tmp_path / "train.py").write_text(CORPUS)
+
+
+def test_a_corpus_read_whole_at_start_and_trained_by_hand_gets_its_roles_from_split_names(tmp_path: Path):
+    """word_language_model's shape: three split files tokenized before any training step (with gradients on:
+    nothing but their names says which is which), then weights updated by hand after each backward (no
+    optimizer: the backward pass is the step). Each split is consented for its own role only: allowed; the model
+    derives from the training split alone."""
+    corpus_files(tmp_path, {"train": ["training"], "valid": ["validation"], "test": ["testing"]})
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data", "data", "--data-tags", "tags.toml", "train.py")
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    roles = {name: set(v) for name, v in _file_roles(doc).items()}
+    assert roles == {"train.txt": {"training"}, "valid.txt": {"validation"}, "test.txt": {"testing"}}, roles
+    (model,) = [g["prov:entity"] for g in doc["wasGeneratedBy"].values() if g["prov:entity"].startswith("p4t:model/")]
+    derived = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model}
+    train_id = next(u["prov:entity"] for u in doc["used"].values() if u.get("p4t:sourceUri", "").endswith("train.txt"))
+    assert derived == {train_id}
+    assert check(list((tmp_path / "runs").glob("*/*/rank-0.prov.json")), "default").verdict == "allow"
+
+
+def test_a_split_name_does_not_hide_training_on_it_once_training_has_begun(tmp_path: Path):
+    """The name decides only for data loaded before training starts: `test.txt` opened with gradients on once
+    training has begun may be trained on (`input`, judged as training) -- consented for testing only, the open
+    is refused before the script gets the file."""
+    corpus_files(tmp_path, {"train": ["training"], "valid": ["validation"], "test": ["testing"]})
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "training", "--data", "data", "--data-tags", "tags.toml", "train.py", "train-on-test")
+    assert r.returncode == 1 and "done" not in r.stdout, r.stderr[-2000:]
+    assert "used as input (training)" in r.stderr and "not within the consent scope" in r.stderr, r.stderr[-2000:]

@@ -10,7 +10,12 @@ rules of ``record.roles``, for files):
 * read under ``torch.no_grad()`` / ``inference_mode`` (an evaluation loop): ``evaluation`` -- testing data, unless
   an optimizer step follows the read (the loop goes on training, so the metric could steer it: an early stop, a
   best-checkpoint choice, nanoGPT's ``estimate_loss``): then it was validation data, attached again as
-  ``validation`` (checked by the policy then), and so is every later read of it without gradients.
+  ``validation`` (checked by the policy then), and so is every later read of it without gradients;
+* read with gradients on before the run's first optimizer step (a corpus tokenized whole at start, as
+  pytorch/examples' word_language_model does with ``train.txt``/``valid.txt``/``test.txt``), a file whose name
+  says its split (``split_of``: ``valid``, ``val``, ``dev``, ``test``...) has that role; nothing else is known
+  of data loaded into memory before training starts. Once training has begun, behaviour decides: a file read
+  with gradients on and then stepped on is training data whatever its name.
 
 Counts are reads (``p4t:reads``), per file and role. A ``--data`` directory is recorded file by file for its
 first ``MAX_FILES_PER_DIR`` files; past that (an image folder), the directory as one dataset, so a run over a
@@ -21,6 +26,7 @@ dataset stands for its reads) records its own reads, as a helper of the run.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -53,6 +59,7 @@ class FileReads:
         self.pending: set[str] = set()  # read with gradients on since the last step
         self.evaluated: set[str] = set()  # read without gradients since the last step (not training data)
         self.validating: set[str] = set()  # evaluated files a step followed: every later evaluation is validation
+        self.steps = 0  # optimizer steps seen: before the first, a file's name may say its split
         self.per_dir: dict[str, set[str]] = {}  # --data directory -> its files recorded one by one
         self.folded: set[str] = set()  # --data directories recorded whole past the limit
 
@@ -77,6 +84,10 @@ class FileReads:
     def _role(self, path: str, grad: bool) -> str:
         if path in self.trained:
             return "training"
+        if grad and not self.steps and path not in self.pending:
+            named = split_of(path)  # loaded before training began (a corpus read whole at start): its name
+            if named is not None:
+                return named
         if grad or path in self.pending:
             return "input"
         return "validation" if path in self.validating else "evaluation"
@@ -109,6 +120,7 @@ class FileReads:
         """An optimizer step: every file read with gradients on since the last one was training data, every file
         read without them validation data (checked by the policy now: a deny propagates from the step; any other
         failure warns)."""
+        self.steps += 1
         if self.pending or self.evaluated:
             record_inside(self._stepped, "the data files read before an optimizer step")
 
@@ -142,6 +154,19 @@ class FileReads:
         self._count(path, new, n)
         self.reads[(path, old)] = 0
         self.run.count_usage(self.ids[(path, old)], old, reads=-n)
+
+
+_SPLITS = {"val": "validation", "valid": "validation", "validation": "validation", "dev": "validation",
+           "test": "testing", "testing": "testing"}
+
+
+def split_of(path: str) -> str | None:
+    """The split a data file's name says it holds -- ``valid.txt``, ``val.bin``, ``test-00000.parquet``,
+    ``wiki.test.tokens`` -- as a role (``validation``, ``testing``); None for anything else (training data, no
+    split named, or two named). Only whole words of the file name count (``contest.csv`` names none)."""
+    words = set(re.split(r"[^a-z]+", os.path.basename(path).lower()))
+    found = {_SPLITS[w] for w in words if w in _SPLITS}
+    return found.pop() if len(found) == 1 and "train" not in words else None
 
 
 def under(path: str, prefixes: list[tuple[str, Any]]) -> str | None:

@@ -156,7 +156,8 @@ class DataPaths:
         self.state_of: weakref.WeakKeyDictionary[Any, _LoaderState] = weakref.WeakKeyDictionary()
         self.local = threading.local()
         self.stage: str | None = None  # a framework's stage (Lightning, the HF Trainer): the role of its data
-        self.steps = 0  # optimizer steps taken in this process while installed
+        self.steps = 0  # training steps taken in this process while installed (optimizer steps; see backward_done)
+        self.optimizer_steps = 0
         self.trained_on: weakref.WeakSet[Any] = weakref.WeakSet()  # loaders an optimizer stepped between batches of
         # iterators not read to their end (a loop that breaks, an infinite sampler): their counts since the last
         # periodic report go to the record when the run ends, so the usage is exact, not a second stale
@@ -175,7 +176,10 @@ class DataPaths:
         from torch.utils.data import dataloader as dl
 
         self._patch_loader(dl._BaseDataLoaderIter)
-        self.patches.add(register_optimizer_step_post_hook(self._stepped).remove)
+        self.patches.add(register_optimizer_step_post_hook(self._optimizer_stepped).remove)
+        import torch.autograd
+
+        self.patches.replace(torch.autograd, "backward", functools.partial(_backward_hook, self))
         from torch.optim.lr_scheduler import ReduceLROnPlateau
 
         self.patches.replace(ReduceLROnPlateau, "step", functools.partial(_deciding, self))
@@ -227,6 +231,17 @@ class DataPaths:
                 self.patches.replace(cls, name, hook, own=True)
 
     # -- what the hooks do -----------------------------------------------------------------------------
+    def _optimizer_stepped(self, *_: Any) -> None:
+        self.optimizer_steps += 1
+        self._stepped()
+
+    def backward_done(self) -> None:
+        """A backward pass. In a script that updates its weights by hand (``p.data.add_(p.grad, alpha=-lr)``, as
+        pytorch/examples' word_language_model does) it is the only sign of a training step: it counts as one
+        until an optimizer has stepped in this process, after which optimizer steps alone count."""
+        if not self.optimizer_steps:
+            self._stepped()
+
     def _stepped(self, *_: Any) -> None:
         self.steps += 1
         self.validated()
@@ -417,6 +432,17 @@ def _iter_hook(orig: Callable[..., Any]) -> Callable[..., Any]:
         return orig(self)
 
     return __iter__
+
+
+def _backward_hook(paths: DataPaths, original: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.autograd.backward`` (``Tensor.backward`` calls it): the pass, then ``paths.backward_done``."""
+    @functools.wraps(original)
+    def backward(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if not in_loader_worker():
+            paths.backward_done()
+        return result
+    return backward
 
 
 def in_loader_worker() -> bool:

@@ -8,8 +8,8 @@ them) — is training data; else a torchvision-style ``train`` flag says trainin
 ``split`` attribute (``validation``/``val``/``dev``, ``test``); else ``evaluation`` when its first batch is
 fetched with gradients off (``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the
 policy judges it by the run's purpose) when they are on. An inferred role that is not training becomes
-``training`` as soon as an optimizer steps between two of the loader's batches (an unshuffled or streaming
-training loader; a test split trained on): recorded, and checked by the policy before the next batch. An
+``training`` as soon as an optimizer steps (in a script without one, a backward pass) between two of the
+loader's batches (an unshuffled or streaming training loader; a test split trained on): recorded, and checked by the policy before the next batch. An
 ``input`` loader read to its end without a step is ``evaluation`` (evaluated with gradients on); either way
 the batches already delivered count under the role found. ``evaluation`` data is testing data (EU AI Act
 Art. 3(32)) unless a training decision follows it -- an optimizer step after it was read (the loop goes on
