@@ -2,20 +2,19 @@
 
 ``record.datapaths`` observes loaders and asks these rules; ``docs/design-notes.md`` states them for users.
 
-A role comes from behaviour (the rule, also in docs/design-notes.md): a loader whose sampler shuffles —
-its sampler, its batch sampler's sampler, or a wrapper's (accelerate, Lightning, the HF Trainer wrap
-them) — is training data; else a torchvision-style ``train`` flag says training/testing; else a
-``split`` attribute (``validation``/``val``/``dev``, ``test``); else ``evaluation`` when its first batch is
-fetched with gradients off (``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the
-policy judges it by the run's purpose) when they are on. An inferred role that is not training becomes
-``training`` as soon as an optimizer steps (in a script without one, a backward pass) between two of the
-loader's batches (an unshuffled or streaming training loader; a test split trained on): recorded, and checked by the policy before the next batch. An
-``input`` loader read to its end without a step is ``evaluation`` (evaluated with gradients on); either way
-the batches already delivered count under the role found. ``evaluation`` data is testing data (EU AI Act
-Art. 3(32)) unless a training decision follows it -- an optimizer step after it was read (the loop goes on
-training: its metric could steer it, an early stop or a best-checkpoint choice), or a plateau scheduler reading
-a metric -- then it is validation data (Art. 3(30)), and so is every later pass of it: recorded as such, and
-checked by the policy then.
+A role comes from behaviour (the rule, also in docs/design-notes.md): a loader whose sampler shuffles — its
+sampler, its batch sampler's sampler, or a wrapper's (accelerate, Lightning, the HF Trainer wrap them) — is
+training data; else a torchvision-style ``train`` flag says training/testing; else a ``split`` attribute
+(``validation``/``val``/``dev``, ``test``); else ``evaluation`` when its first batch is fetched with gradients off
+(``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the policy judges it by the run's
+purpose) when they are on. An inferred role that is not training becomes ``training`` as soon as an optimizer steps
+(in a script without one, a backward pass) between two of the loader's batches (an unshuffled or streaming training
+loader; a test split trained on): recorded, and checked by the policy before the next batch. An ``input`` loader
+read to its end without a step is ``evaluation`` (evaluated with gradients on); either way the batches already
+delivered count under the role found. ``evaluation`` data is testing data (EU AI Act Art. 3(32)) unless a training
+decision follows it -- an optimizer step after it was read (the loop goes on training: its metric could steer it,
+an early stop or a best-checkpoint choice), or a plateau scheduler reading a metric -- then it is validation data
+(Art. 3(30)), and so is every later pass of it: recorded as such, and checked by the policy then.
 """
 
 from __future__ import annotations
