@@ -316,14 +316,18 @@ def run(
                              experiment=experiment, run_id=run_id, extra_env=extra, emitter=emitter)
     except Prov4TorchError as exc:
         fail(str(exc))
-    for note in finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report,
-                       emitter=emitter).notes:
-        _summary(note)
+    notes = finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report, emitter=emitter).notes
     if bound is not None and out is not None and outcome.run_dir is not None:
         import os
 
         where = os.path.relpath(outcome.run_dir.resolve(), Path(out).resolve())  # <experiment>/<run id>
-        _summary(remote.publish(outcome.run_dir, remote.join(bound, *Path(where).parts)).note())
+        target = remote.join(bound, *Path(where).parts)
+        published = remote.publish(outcome.run_dir, target)
+        if not published.failed:  # the files are at the URL now, not in the spool
+            notes = [n.replace(str(outcome.run_dir), remote.redact(target)) for n in notes]
+        notes.append(published.note())
+    for note in notes:
+        _summary(note)
     if outcome.signal is not None:  # merged and summarised: now exit as the signal would
         import os
         import signal

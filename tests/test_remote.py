@@ -53,6 +53,7 @@ def test_a_run_published_to_s3_is_audited_from_the_bucket(tmp_path: Path, s3_buc
             "--purpose", "training", "train.py")
     assert r.returncode == 0 and "trained" in r.stdout, r.stderr[-2000:]
     assert "published" in r.stderr and "verified by sha256" in r.stderr, r.stderr
+    assert f"provenance in {s3_bucket}/runs/default/" in r.stderr and str(tmp_path / "spool") not in r.stderr
     found = keys(s3_bucket)
     (run_key,) = {k.rsplit("/", 1)[0] for k in found if k.endswith("/run.prov.json")}
     names = {k.rsplit("/", 1)[1] for k in found if k.startswith(run_key + "/")}
