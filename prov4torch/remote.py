@@ -41,6 +41,7 @@ MAX_FETCH_FILES = 100_000
 MAX_FETCH_BYTES = 64 << 30
 CHUNK = 1 << 20
 UPLOAD_THREADS = 8
+S3_TIMEOUTS = {"connect_timeout": 10, "read_timeout": 60, "retries": {"max_attempts": 3}}  # unless configured
 INTERNAL = ".children"  # the run's own helper files (a sitecustomize for child processes): never published
 
 
@@ -72,12 +73,17 @@ def redact(url: str) -> str:
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec file system of ``url`` and the path within it."""
     try:
+        import fsspec.config
         import fsspec.core
     except ImportError:
         raise MissingExtraError("run files on object storage need fsspec (and s3fs for S3): pip install "
                                 "'prov4torch[remote]'") from None
+    options: dict[str, Any] = {}
+    protocol = url.split("://", 1)[0].lower()
+    if protocol in ("s3", "s3a") and "config_kwargs" not in fsspec.config.conf.get(protocol, {}):
+        options["config_kwargs"] = S3_TIMEOUTS  # a dead endpoint costs seconds at a run's end, not minutes
     try:
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         raise MissingExtraError(f"{redact(url)}: {exc} (pip install 'prov4torch[remote]' for S3)") from None
     except (ValueError, KeyError) as exc:
