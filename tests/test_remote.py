@@ -180,3 +180,26 @@ def test_a_bad_or_unreadable_storage_url_is_one_line_and_exit_2(tmp_path: Path, 
 def test_with_start_run_an_unknown_scheme_is_an_error_before_the_run(tmp_path: Path):
     with pytest.raises(prov4torch.Prov4TorchError, match="foo://x: not a storage URL"):
         prov4torch.start_run(out_dir="foo://x")
+
+
+DDP = """
+import torch, torch.distributed as dist
+import prov4torch
+dist.init_process_group("gloo")
+prov4torch.log_metric("rank", float(dist.get_rank()), step=0)
+dist.destroy_process_group()
+print("rank done", flush=True)
+"""
+
+
+def test_a_job_of_several_ranks_is_merged_then_published(tmp_path: Path, s3_bucket: str):
+    (tmp_path / "ddp.py").write_text(DDP)
+    r = cli(tmp_path, "run", "--nproc-per-node", "2", "--out", f"{s3_bucket}/jobs", "ddp.py")
+    assert r.returncode == 0 and r.stdout.count("rank done") == 2, r.stderr[-2000:]
+    names = {k.rsplit("/", 1)[1] for k in keys(s3_bucket)}
+    assert {"rank-0.prov.json", "rank-1.prov.json", "run.prov.json"} <= names, names
+    (run_key,) = {k.rsplit("/", 1)[0] for k in keys(s3_bucket) if k.endswith("/run.prov.json")}
+    with fsspec.open(f"s3://{run_key}/run.prov.json") as fh:
+        merged = json.load(fh)
+    assert len(merged["bundle"]) == 2
+    assert not [p for p in (tmp_path / "spool").rglob("*") if p.is_file()]
