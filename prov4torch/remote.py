@@ -34,6 +34,7 @@ from typing import Any
 
 from . import env
 from .errors import ConfigError, MissingExtraError
+from .safefs import file_sha256
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _COLLAPSED = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")  # pathlib made "s3://b/k" into "s3:/b/k"
@@ -102,14 +103,6 @@ def spool_root(url: str) -> Path:
 
 def join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts if p)])
-
-
-def _sha256_local(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha256_remote(fs: Any, path: str) -> str:
@@ -199,7 +192,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _upload_one(fs: Any, local: Path, final: str) -> None:
-    digest = _sha256_local(local)
+    digest = file_sha256(local)
     temporary = f"{final}.p4t-upload-{uuid.uuid4().hex[:12]}"
     parent = final.rsplit("/", 1)[0]
     with contextlib.suppress(Exception):
@@ -224,7 +217,7 @@ def fetch(url: str, dest: Path) -> Path:
     try:
         if fs.isfile(path):
             target = dest / path.rsplit("/", 1)[-1]
-            _get(fs, path, target, fs.size(path) or 0)
+            _get(fs, path, target)
             return target
         found = fs.find(path, detail=True)
     except ConfigError:
@@ -239,16 +232,16 @@ def fetch(url: str, dest: Path) -> Path:
     if total > MAX_FETCH_BYTES:
         raise ConfigError(f"{redact(url)}: {total} bytes under it, over {MAX_FETCH_BYTES}: give a run's prefix")
     root = dest / path.rsplit("/", 1)[-1]
-    for key, info in sorted(found.items()):
+    for key in sorted(found):
         rel = key[len(path):].lstrip("/")
         if not rel or ".p4t-upload-" in rel or any(p in ("", ".", "..") for p in rel.split("/")):
             continue  # an upload in progress, or a key that would leave the directory
-        _get(fs, key, root / rel, int(info.get("size") or 0))
+        _get(fs, key, root / rel)
     root.mkdir(parents=True, exist_ok=True)
     return root
 
 
-def _get(fs: Any, key: str, target: Path, size: int) -> None:
+def _get(fs: Any, key: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         fs.get_file(key, str(target))

@@ -143,6 +143,29 @@ def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
         raise
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a regular file's bytes, read a block at a time (``open_regular``: a FIFO is never waited on)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open_regular(path) as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def first_json_line(path: str | os.PathLike[str], cap: int = 65536) -> Any:
+    """The first line of a regular file (at most ``cap`` bytes of it) as JSON -- a journal's start event; None
+    when it cannot be read or is not JSON."""
+    import json
+
+    try:
+        with open_regular(path) as fh:
+            return json.loads(fh.readline(cap) or b"null")
+    except (OSError, ValueError):
+        return None
+
+
 def read_or_raise(path: str | os.PathLike[str], cap: int, error: type[Exception], what: str = "",
                   hint: str = "") -> bytes:
     """``read_regular``, with every failure one ``error`` naming the file: special or too large (with ``hint``,

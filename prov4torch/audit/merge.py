@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from ..errors import MergeConflictError
 from ..provjson import PREFIXES, QName, attributes
-from ..safefs import check_output, cleanup_on_signal, open_regular, umask_mode
+from ..safefs import check_output, cleanup_on_signal, first_json_line, umask_mode
 from . import stream
 from .graph import ELEMENTS
 from .jsonread import ProvInputError
@@ -116,11 +116,7 @@ def job_ranks(run_dir: Path) -> tuple[set[int], int | None]:
             if finished and entry.is_file():
                 done.add(int(finished.group(1)))
             elif started:
-                try:
-                    with open_regular(entry.path) as fh:
-                        start = json.loads(fh.readline(65536) or b"{}")
-                except (OSError, ValueError):
-                    continue
+                start = first_json_line(entry.path)
                 size = start.get("world_size") if isinstance(start, dict) else None
                 if isinstance(size, int) and not isinstance(size, bool) and 0 < size <= 1 << 20:
                     world = max(world or 0, size)

@@ -30,7 +30,7 @@ from typing import Any
 from .. import env
 from ..patching import Patches
 from ..record.run import Run
-from ..safefs import open_regular
+from ..safefs import first_json_line
 from ..warn import warn
 from .scope import warn_unrecorded
 
@@ -116,7 +116,6 @@ def await_children(run_dir: Path, timeout_s: float = 60.0) -> list[str]:
     A child started by the script (a DDP launcher's rank 1, say) may outlive the script's return by the time
     it takes to write its document; merging before it has would leave it out.
     """
-    import json
     import socket
     import time
 
@@ -126,11 +125,7 @@ def await_children(run_dir: Path, timeout_s: float = 60.0) -> list[str]:
     pending: dict[Path, int] = {}
     for journal in journals(run_dir):
         prov = journal.with_name(journal.name[: -len(JOURNAL_SUFFIX)] + ".prov.json")
-        try:
-            with open_regular(journal) as fh:
-                start = json.loads(fh.readline(65536) or b"{}")
-        except (OSError, ValueError):
-            continue
+        start = first_json_line(journal)
         pid = start.get("pid") if isinstance(start, dict) else None
         if not prov.exists() and isinstance(pid, int) and pid != me and start.get("host") == host:
             pending[prov] = pid
@@ -144,17 +139,11 @@ def await_children(run_dir: Path, timeout_s: float = 60.0) -> list[str]:
 
 def nested_jobs(run_dir: Path, parent_activity: str) -> list[Path]:
     """Run directories beside ``run_dir`` holding a job whose ranks the activity ``parent_activity`` started."""
-    import json
-
     found = []
     for journal in sorted(run_dir.parent.glob("*/rank-0*.journal.jsonl")):
         if journal.parent == run_dir:
             continue
-        try:
-            with open_regular(journal) as fh:
-                start = json.loads(fh.readline(65536) or b"{}")
-        except (OSError, ValueError):
-            continue
+        start = first_json_line(journal)
         if isinstance(start, dict) and start.get("launched_by") == parent_activity and journal.parent not in found:
             found.append(journal.parent)
     return found

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EvidenceError, NotRegularFile
-from ..safefs import CLOEXEC, NOFOLLOW, open_regular, read_or_raise, read_regular
+from ..safefs import CLOEXEC, NOFOLLOW, file_sha256, read_or_raise, read_regular
 from . import dsse
 
 ATTESTATION = "attestation.intoto.jsonl"
@@ -79,14 +79,6 @@ def read_envelopes(path: Path) -> list[Any]:
             except (ValueError, RecursionError):
                 raise EvidenceError(f"{path}: line {n} is not JSON (a torn or edited envelope)") from None
     return out
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open_regular(path) as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # -- verifying ----------------------------------------------------------------------------------------------

@@ -213,7 +213,7 @@ def bind_content(rule: Rule) -> Rule:
         return rule
     import glob
 
-    from ..evidence.attest import file_sha256  # regular files only: a FIFO is never opened for reading
+    from ..safefs import file_sha256  # regular files only: a FIFO is never opened for reading
 
     raw = rule.match["path"]
     pattern = raw if os.path.isabs(raw) or raw.startswith("*") else str(rule.base / raw)

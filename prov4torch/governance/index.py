@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import env
 from ..errors import ConfigError, MissingExtraError
+from ..remote import redact
 from ..safefs import safe_dir
 
 CARD_DIR = ".lineage"
@@ -233,7 +234,7 @@ class _Postgres(_Backend):
         self.psycopg = psycopg
         self.errors = (psycopg.Error,)
         self.url = url
-        self.where = _redact_url(url)
+        self.where = redact(url)
 
     def connect(self, create: bool) -> Any:
         """This process's connection to the database, kept between calls (a rank saving a checkpoint every few
@@ -273,16 +274,12 @@ class _Postgres(_Backend):
                            "--index, or run prov4torch index rebuild once it is reachable")
 
 
-def _redact_url(url: str) -> str:
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 def backend_for(root: Path, url: str | None = None) -> _Backend:
     """The index a store uses: ``url`` (or ``PROV4TORCH_INDEX``) when given, else the store's SQLite file."""
     url = url if url is not None else env.get(env.INDEX)
     if url:
         if not _URL.match(url):
-            raise ConfigError(f"{env.INDEX}={_redact_url(url)!r}: not a PostgreSQL URL (postgresql://user@host/db); "
+            raise ConfigError(f"{env.INDEX}={redact(url)!r}: not a PostgreSQL URL (postgresql://user@host/db); "
                               "leave it unset for the store's own SQLite index")
         return _Postgres(url)
     return _Sqlite(root / CARD_DIR / INDEX)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .._version import __version__
 from ..evidence import attest, dsse
+from ..safefs import file_sha256
 from .replay import RunRecord
 
 BUILDER = f"https://w3id.org/prov4torch/recorder@{__version__}"
@@ -23,7 +24,7 @@ def _iso(t: Any) -> str | None:
 
 
 def _document_subject(path: Path) -> dict[str, Any]:
-    return dsse.subject(path.name, attest.file_sha256(path), {"p4t:kind": "prov-document"})
+    return dsse.subject(path.name, file_sha256(path), {"p4t:kind": "prov-document"})
 
 
 def rank_statement(record: RunRecord, run_dir: Path, documents: Iterable[Path]) -> dict[str, Any]:

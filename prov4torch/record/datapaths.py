@@ -439,7 +439,7 @@ def _backward_hook(paths: DataPaths, original: Callable[..., Any]) -> Callable[.
     @functools.wraps(original)
     def backward(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
-        if not in_loader_worker():
+        if not paths.optimizer_steps and not in_loader_worker():  # once an optimizer steps: one comparison
             paths.backward_done()
         return result
     return backward
