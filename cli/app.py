@@ -289,13 +289,11 @@ def run(
         os.environ[p4t_env.DATA_TAGS] = os.pathsep.join(str(f.resolve()) for f in data_tags)
     from prov4torch import remote
 
-    bound = remote.as_url(out) if out is not None else p4t_env.get(p4t_env.DIR)
-    bound = bound if remote.is_url(bound) else None
-    if bound is not None:  # object storage: the run is written to the spool, then published whole, merged
-        try:
-            remote.filesystem(bound)
-        except Prov4TorchError as exc:
-            fail(str(exc))
+    try:
+        bound = remote.bound_for(out)
+    except Prov4TorchError as exc:
+        fail(str(exc))
+    if bound is not None:  # object storage: the run is written to the spool, then merged, then published whole
         out = remote.spool_root(bound)
     options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy,
                "mode": mode.value if mode is not None else None,

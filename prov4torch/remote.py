@@ -71,6 +71,17 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+def bound_for(out: str | os.PathLike[str] | None) -> str | None:
+    """The storage URL a run's files are published to: ``out`` (an output directory argument), else
+    ``PROV4TORCH_DIR``, when it is one; None for a local directory. Checked now (an unknown scheme or a missing
+    extra is one error before the run, not a warning at its end)."""
+    url = as_url(out) if out is not None else env.get(env.DIR)
+    if not url or not is_url(url):
+        return None
+    filesystem(url)
+    return url
+
+
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec file system of ``url`` and the path within it."""
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import env
 from ..errors import InvalidValueError
-from ..remote import filesystem, is_url, spool_root
+from ..remote import bound_for, is_url, spool_root
 from .paths import check_segments
 from .values import PARAM, check_name
 
@@ -97,15 +97,6 @@ def _out_dir(value: Any) -> Path | None:
     return Path(value).expanduser()
 
 
-def _remote(out_dir: Any) -> str | None:
-    """The storage URL the run is published to, if any: known to fsspec now, or an error before the run."""
-    url = os.fspath(out_dir) if out_dir is not None else env.get(env.DIR)
-    if not url or not is_url(url):
-        return None
-    filesystem(url)  # an unknown scheme or a missing extra: one line at start_run, not a warning at its end
-    return url
-
-
 def _policy(value: Any) -> Any:
     if value is None or isinstance(value, (str, os.PathLike)) or type(value).__name__ == "Policy":
         return value
@@ -153,7 +144,7 @@ def resolve(
         flush_interval_s=(_positive("flush_interval_s", flush_interval_s) if flush_interval_s is not None
                           else env.number(env.FLUSH_INTERVAL, 1.0)),
         sidecar=env.flag(env.SIDECAR, True) if sidecar is None else sidecar,
-        remote=_remote(out_dir),
+        remote=bound_for(out_dir),
     )
 
 
