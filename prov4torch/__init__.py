@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from collections.abc import Mapping
-from time import time as _now
 from typing import Any
 
 from . import env as _env
@@ -48,6 +47,17 @@ from .record.recover import recover
 from .record.run import ACTIVE as _ACTIVE
 from .record.run import ModelVersion, Run
 from .record.values import TensorType as _TensorType
+
+# the active run's ``appenders`` (``ACTIVE.appenders``, kept here as a global: one lookup fewer on the hot path)
+_APPENDERS: dict[str, dict[str, Any]] = _ACTIVE.appenders
+
+
+def _follow(appenders: dict[str, dict[str, Any]]) -> None:
+    global _APPENDERS
+    _APPENDERS = appenders
+
+
+_ACTIVE.follow = _follow
 
 __all__ = [
     "NAMESPACE",
@@ -171,24 +181,23 @@ def log_metric(
     context: str = "training",
     timestamp: float | _dt.datetime | None = None,
 ) -> None:
-    """Record one metric point (hot path: no I/O, no device sync)."""
-    try:  # a known series of the active run: Run.log_metric's fast path, one call fewer
-        append = _ACTIVE.appenders[context][name]
-    except (KeyError, TypeError):
-        pass
-    else:
-        if timestamp is None and (step is None or type(step) is int):
-            if type(value) is float:
-                append((step, _now(), value))
+    """Record one metric point (hot path: no I/O, no device sync, no clock read)."""
+    if timestamp is None and (type(step) is int or step is None):
+        if type(value) is float:
+            try:  # a known series of the active run: Run.log_metric's fast path, one call fewer
+                _APPENDERS[context][name]((step, value))  # the writer dates it (``record.metricbuf``)
                 return
-            if type(value) is _TensorType.cls and value.is_cpu:  # a CPU loss
-                try:
-                    number = float(value.item())
-                except (RuntimeError, ValueError, TypeError):
-                    pass  # Run.log_metric says what is wrong with it
-                else:
-                    append((step, _now(), number))
-                    return
+            except (KeyError, TypeError):
+                pass
+        elif type(value) is _TensorType.cls and value.is_cpu:  # a CPU loss
+            try:
+                append = _APPENDERS[context][name]
+                number = float(value.item())
+            except (KeyError, TypeError, RuntimeError, ValueError):
+                pass  # a new series, or Run.log_metric says what is wrong with the value
+            else:
+                append((step, number))
+                return
     run = _ACTIVE.run
     if run is None:
         run = _run("log_metric")

@@ -225,8 +225,8 @@ def test_cuda_tensors_are_queued_and_written_with_no_synchronising_call(tmp_path
                 prov4torch.log_metric("lr", 0.5, step=i)  # a Python number: no kernel, no event
             prov4torch.log_metric("seen", counts, step=0)
             queue = run._writer.series[("loss", "training")]
-            assert len(queue) == 100 and all(isinstance(p[2], DeviceValue) for p in queue)
-            assert all(type(p[2]) is float for p in run._writer.series[("lr", "training")])
+            assert len(queue) == 100 and all(isinstance(v, DeviceValue) for v in queue.buf[1::2])
+            assert all(type(v) is float for v in run._writer.series[("lr", "training")].buf[1::2])
             run.flush()  # the writer's read, still in "error" mode
             assert run._writer.dropped == 0 and run._writer.failure is None
         finally:
@@ -270,9 +270,9 @@ def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path,
     writer = journal.JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv", interval_s=0.05)
     slow = writer.flush
 
-    def slow_flush() -> None:
+    def slow_flush(rows: bool = True) -> None:
         _time.sleep(0.3)
-        slow()
+        slow(rows)
 
     monkeypatch.setattr(writer, "flush", slow_flush)
     writer.add_series("loss", "training")
@@ -280,7 +280,7 @@ def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path,
     writer.start()
     n, peak = 0, 0
     for _ in range(600):  # past BACKLOG_LIMIT: at its next poll the writer bounds the hot path's appends
-        appenders["loss"]((n, 1.0, 1.0))
+        appenders["loss"]((n, 1.0))
         n += 1
     _time.sleep(0.15)
     deadline = _time.monotonic() + 2.0
@@ -288,7 +288,7 @@ def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path,
         _warnings.simplefilter("always")
         while _time.monotonic() < deadline:
             for _ in range(200):
-                appenders["loss"]((n, 1.0, 1.0))  # the hot path's call, looked up each time as Run does
+                appenders["loss"]((n, 1.0))  # the hot path's call, looked up each time as Run does
                 n += 1
             peak = max(peak, len(writer.series[("loss", "training")]))
     writer.close()
@@ -309,6 +309,7 @@ def test_the_bound_costs_nothing_while_the_writer_keeps_up(tmp_path: Path):
 
 def test_a_value_that_cannot_be_read_costs_only_its_own_point(tmp_path: Path):
     from prov4torch.record.journal import JournalWriter
+    from prov4torch.record.metricbuf import Stamped
 
     class Unreadable:
         def __float__(self) -> float:
@@ -317,7 +318,7 @@ def test_a_value_that_cannot_be_read_costs_only_its_own_point(tmp_path: Path):
     writer = JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv")
     append = writer.add_series("loss", "training")
     for step, value in enumerate([torch.tensor(1.5), Unreadable(), torch.tensor(2.5), 3.5]):
-        append((step, 1_700_000_000.0, value))
+        append((Stamped(step, 1_700_000_000.0), value))
     with pytest.warns(RuntimeWarning, match="could not be read .*device lost"):
         writer.close()
     with (tmp_path / "m.csv").open() as fh:

@@ -122,7 +122,7 @@ class AttachMixin:
         """Whether the run read data or checkpoints, wrote any, or logged a metric of its own."""
         record = self.replay()
         return bool(record.datasets or record.models or record.loads or record.artifacts
-                    or any(context != "system" for _name, context in self._writer.stats))
+                    or any(context != "system" for _name, context in self._writer.series))
 
     def model_sources(self) -> list[str]:
         """What a model this run produces is derived from: its training datasets, then its base models."""

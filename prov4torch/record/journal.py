@@ -1,14 +1,15 @@
 """The append-only journal, the metrics sidecar and the writer thread that fills them.
 
-The training thread only appends to two deques (metric tuples and typed events, ``prov4torch.events``);
-a daemon thread drains them about once a second (and on ``flush``), appends the
-events to ``rank-K.journal.jsonl`` and the metric points to ``rank-K.metrics.csv``,
-fsyncs both, and keeps per-series summaries so ``end_run`` never rereads the CSV.
+The training thread only appends: metric points to one flat list per series (``metricbuf``: no clock read, no
+tuple kept per point) and typed events (``prov4torch.events``) to a deque. A daemon thread drains them about
+once a second (and on ``flush``), appends the events to ``rank-K.journal.jsonl`` and the metric points to
+``rank-K.metrics.csv`` (through a binary spool while the logging is too fast for CSV text: ``metricbuf``),
+fsyncs them, and keeps per-series summaries so ``end_run`` never rereads the CSV.
 A process killed with SIGKILL loses at most the last interval; ``recover`` rebuilds
-the rest from these two files.
+the rest from these files.
 
 The queue is bounded without a cost on the hot path: the hot path calls the append
-functions in ``appenders``, plain ``deque.append`` while the writer keeps up. When
+functions in ``appenders``, plain ``list.extend`` while the writer keeps up. When
 ``BACKLOG_LIMIT`` points are queued, the writer swaps them for bounded appends:
 a series holding ``HIGH_WATER`` points makes the hot path wait for the next drain
 (at most ``MAX_WAIT_S``; the GIL is released meanwhile, so the writer catches up);
@@ -19,11 +20,15 @@ queued is ever dropped.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
 import json
 import math
 import os
+import signal
+import stat
 import sys
 import threading
 import time
@@ -33,21 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import JournalError, MalformedEventError
+from ..errors import JournalError, MalformedEventError, NotRegularFile
 from ..events import Event, decode, encode
-from ..safefs import open_new, open_regular
+from ..safefs import CLOEXEC, NOFOLLOW, open_new, open_regular
 from ..warn import warn
 from .identity import sha256_file
+from .metricbuf import POLL_S, QUIET_POINTS, SPOOL_LIMIT, Chunk, Series, Spool, fast_chunk, read_spool, resolve, rows
 from .values import DeviceValue
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
 BACKLOG_LIMIT = 50_000  # points queued before the writer drains early
 HIGH_WATER = 150_000  # points queued in one series: the hot path waits for the writer (~20 MB)
 MAX_WAIT_S = 1.0  # the longest the hot path waits; if the writer is still behind, new points are dropped (counted)
-POLL_S = 0.1
 
-# one point of a series: (step or None, unix timestamp, float or a detached 0-d torch tensor)
-MetricPoint = tuple[int | None, float, Any]
 
 
 @dataclass
@@ -160,9 +163,9 @@ class JournalWriter:
         self.journal_path = journal_path
         self.metrics_path = metrics_path
         self.interval_s = interval_s
-        self.series: dict[tuple[str, str], deque[MetricPoint]] = {}
+        self.series: dict[tuple[str, str], Series] = {}
         # context -> name -> the function the hot path calls for that series (see the module docstring)
-        self.appenders: dict[str, dict[str, Callable[[MetricPoint], None]]] = {}
+        self.appenders: dict[str, dict[str, Callable[[tuple[Any, Any]], None]]] = {}
         self._room = threading.Event()  # set by each drain: a full queue has room again
         self._bounded = False  # the hot path's appends are the bounded ones
         self._shedding = False  # the writer stayed behind: new points are dropped until the next drain
@@ -171,7 +174,6 @@ class JournalWriter:
         self.events: deque[Event] = deque()
         self.stats: dict[tuple[str, str], SeriesStats] = {}
         self.points = 0
-        self._next_step: dict[tuple[str, str], int] = {}
         self._csv_hash = hashlib.sha256()
         # reentrant: a signal handler runs on the main thread wherever it is, inside flush() too, and records the
         # signal (a flush) and may end the run (close) there; with a plain lock it waited on itself forever
@@ -191,6 +193,8 @@ class JournalWriter:
         header = METRICS_HEADER.encode()
         self._csv.write(header)
         self._csv_hash.update(header)
+        self._csv_length = len(header)
+        self._spool = Spool(spool_path(metrics_path), functools.partial(open_new, binary=True))
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -200,35 +204,39 @@ class JournalWriter:
     def _loop(self) -> None:
         last = time.monotonic()
         while not self._stop.wait(min(POLL_S, self.interval_s)):
+            with self._lock:
+                now = time.time()  # read before each series' count (``Series.mark``)
+                for s in list(self.series.values()):
+                    s.mark(now)
             backlog = self.backlog()
             if backlog >= BACKLOG_LIMIT and not self._bounded:
                 self._bound(True)
             if time.monotonic() - last >= self.interval_s or backlog >= BACKLOG_LIMIT:
-                self.flush()
+                self.flush(rows=False)
                 last = time.monotonic()
             if self._bounded and self.backlog() < BACKLOG_LIMIT // 4:
                 self._bound(False)
 
     def _bound(self, on: bool) -> None:
-        """Swap the hot path's appends for bounded ones (``on``) or back to plain ``deque.append``."""
+        """Swap the hot path's appends for bounded ones (``on``) or back to plain ``list.extend``."""
         self._bounded = on
-        for (name, context), queue in list(self.series.items()):
+        for (name, context), s in list(self.series.items()):
             per_context = self.appenders.get(context)
             if per_context is not None and name in per_context:
-                per_context[name] = self._bounded_append(queue) if on else queue.append
+                per_context[name] = self._bounded_append(s) if on else s.buf.extend
 
-    def _bounded_append(self, queue: deque[MetricPoint]) -> Callable[[MetricPoint], None]:
-        append, room = queue.append, self._room
+    def _bounded_append(self, series: Series) -> Callable[[tuple[Any, Any]], None]:
+        extend, buf, room, high = series.buf.extend, series.buf, self._room, 2 * HIGH_WATER
 
-        def append_bounded(point: MetricPoint) -> None:
-            if len(queue) < HIGH_WATER:
-                append(point)
+        def append_bounded(point: tuple[Any, Any]) -> None:
+            if len(buf) < high:
+                extend(point)
                 return
             if not self._shedding:
                 self.waits += 1
                 room.clear()
-                if room.wait(MAX_WAIT_S) and len(queue) < HIGH_WATER:  # the writer drained meanwhile
-                    append(point)
+                if room.wait(MAX_WAIT_S) and len(buf) < high:  # the writer drained meanwhile
+                    extend(point)
                     return
                 self._shedding = True
                 warn(f"prov4torch: the metric writer is more than {MAX_WAIT_S:g} s behind; points are dropped (and "
@@ -240,28 +248,37 @@ class JournalWriter:
     def write_event_now(self, event: Event) -> None:
         """Append one event and fsync, bypassing the queue (start/end/signal records)."""
         self.events.append(event)
-        self.flush()
+        self.flush(rows=False)
 
-    def flush(self) -> None:
+    def flush(self, rows: bool = True) -> None:
         """Drain both queues to disk and fsync. Safe from any thread, and from a signal handler that interrupted
-        a flush on the same thread (it writes what the interrupted one had not taken yet); never raises."""
-        with self._lock:
+        a flush on the same thread (it writes what the interrupted one had not taken yet); never raises.
+        ``rows``: every point becomes a CSV row now; else only when the logging is quiet (``metricbuf``)."""
+        with self._lock, _signals_held():
             outer, self._owner = self._owner, threading.get_ident()
             try:
-                self._flush_locked()
+                self._flush_locked(rows)
             finally:
                 self._owner = outer
 
-    def _flush_locked(self) -> None:
+    def _flush_locked(self, rows: bool) -> None:
         if self._journal.closed:
             return
         try:
             self._drain_events()
-            self._drain_metrics()
+            taken = self._drain_metrics()
+            waiting = self._spool.points
+            if rows or sum(len(c) for c in taken) < QUIET_POINTS or waiting >= SPOOL_LIMIT:
+                self._write_rows(self._spool.take() + taken)
+                self._csv.flush()
+                os.fsync(self._csv.fileno())
+                self._spool.done()
+            else:
+                for chunk in taken:
+                    self._spool.add(chunk, self._csv_length)
+                self._spool.sync()
             self._journal.flush()
             os.fsync(self._journal.fileno())
-            self._csv.flush()
-            os.fsync(self._csv.fileno())
             if os.fstat(self._journal.fileno()).st_nlink == 0:
                 raise FileNotFoundError(f"{self.journal_path} was deleted (the run directory was removed?)")
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
@@ -280,11 +297,18 @@ class JournalWriter:
             self._thread.join(timeout=30)  # (not while this thread holds the lock the writer may be waiting on)
         self.flush()
         with self._lock:
+            self._spool.close()
             for fh in (self._journal, self._csv):
                 try:
                     fh.close()
                 except OSError as exc:  # data still buffered when the disk is full: already warned about
                     self.failure = self.failure or f"{type(exc).__name__}: {exc}"
+
+    def rename(self, journal_path: Path, metrics_path: Path) -> None:
+        """The files were moved (``Run.become_launcher``): write on under the new names."""
+        with self._lock:
+            self.journal_path, self.metrics_path = journal_path, metrics_path
+            self._spool.rename(spool_path(metrics_path))
 
     @property
     def csv_sha256(self) -> str:
@@ -299,80 +323,130 @@ class JournalWriter:
         if lines:
             self._journal.write("\n".join(lines) + "\n")
 
-    def _converted(self, items: list[MetricPoint], values: list[Any]) -> tuple[list[MetricPoint], list[float]]:
-        """Points with float values; a batch that fails is converted point by point, and a point that cannot be
-        converted at all is counted as dropped (with one warning), never the whole batch."""
+    def _floats(self, values: list[Any]) -> list[float | None]:
+        """Values as floats, tensors read a few device calls per batch (``to_floats``); a batch that fails is read
+        point by point, and a value that cannot be read at all is None (dropped, with one warning)."""
         try:
-            floats = to_floats(values)
+            return list(to_floats(values))
         except Exception:  # noqa: BLE001 - one bad tensor must not cost the others
-            kept: list[MetricPoint] = []
-            for it in items:
+            out: list[float | None] = []
+            for v in values:
                 try:
-                    kept.append((it[0], it[1], to_floats([it[2]])[0]))
+                    out.append(to_floats([v])[0])
                 except Exception as exc:  # noqa: BLE001
-                    self.dropped += 1
+                    out.append(None)
                     if not self._conversion_warned:
                         self._conversion_warned = True
                         warn(f"prov4torch: a metric value could not be read ({type(exc).__name__}: {exc}); such "
                              "points are dropped and counted")
-            return kept, [it[2] for it in kept]
-        return [(it[0], it[1], v) for it, v in zip(items, floats, strict=True)], floats
+            return out
 
-    def add_series(self, name: str, context: str, hot: bool = True) -> Callable[[MetricPoint], None]:
-        """A new series' queue and its append; ``hot``: listed in ``appenders`` for the hot path (and throttled
-        with it; the samplers' own series are not)."""
-        queue: deque[MetricPoint] = deque()
-        self.series[(name, context)] = queue
-        append = self._bounded_append(queue) if hot and self._bounded else queue.append
+    def add_series(self, name: str, context: str, hot: bool = True) -> Callable[[tuple[Any, Any]], None]:
+        """A new series' buffer and its append (``(step, value)``, or ``(Stamped(step, time), value)``); ``hot``:
+        listed in ``appenders`` for the hot path (and throttled with it; the samplers' own series are not)."""
+        with self._lock:
+            s = self.series[(name, context)] = Series((name, context), len(self.series), time.time())
+        append = self._bounded_append(s) if hot and self._bounded else s.buf.extend
         if hot:
             self.appenders.setdefault(context, {})[name] = append
         return append
 
     def backlog(self) -> int:
-        return sum(len(q) for q in list(self.series.values()))
+        return sum(len(s) for s in list(self.series.values()))
 
-    def _drain_metrics(self) -> None:
-        chunks: list[str] = []
-        total = 0
-        taken = []
-        for key, queue in list(self.series.items()):
-            n = len(queue)
-            if n:
-                pop = queue.popleft
-                taken.append((key, [pop() for _ in range(n)]))
-        self._shedding = False  # the queues have room again: a waiting hot path goes on while this formats
+    def _drain_metrics(self) -> list[Chunk]:
+        """Every series' points, as chunks of columns (C conversions, unless a point needs resolving)."""
+        chunks = []
+        now = time.time()  # read before each series' length (``Series.take``)
+        for s in list(self.series.values()):
+            got = s.take(now)
+            if got is None:
+                continue
+            chunk = fast_chunk(s, *got)
+            if chunk is None:
+                chunk, dropped = resolve(s, *got, self._floats)
+                self.dropped += dropped
+            if chunk is not None:
+                chunks.append(chunk)
+        self._shedding = False  # the queues have room again: a waiting hot path goes on
         self._room.set()
-        for key, items in taken:
-            values = [it[2] for it in items]
-            if set(map(type, values)) != {float}:  # tensors: one copy per device
-                items, values = self._converted(items, values)
-                if not items:
-                    continue
-            given = [it[0] for it in items]
-            steps: list[int] = []
-            nxt = self._next_step.get(key, 0)
-            for st in given:  # a point without a step takes the one after the series' previous point
-                nxt = nxt if st is None else st
-                steps.append(nxt)
-                nxt += 1
-            if None in given:
-                items = [(st, it[1], it[2]) for st, it in zip(steps, items, strict=True)]
-            self._next_step[key] = steps[-1] + 1
+        return chunks
+
+    def _write_rows(self, chunks: list[Chunk]) -> None:
+        """The chunks' CSV rows, appended, and their series' summaries."""
+        parts = []
+        for chunk in chunks:
+            data, steps, ends, values = rows(chunk)
+            key = chunk.series.key
             s = self.stats.get(key)
             if s is None:
                 s = self.stats[key] = SeriesStats(*key)
-            # times as the CSV keeps them (milliseconds), so a recovered document says the same
-            s.add_many(steps, [int(items[0][1] * 1000.0) / 1000.0, int(items[-1][1] * 1000.0) / 1000.0], values)
-            # one f-string per row measured fastest here (csv.writerows was 2x slower);
-            # metric names never need quoting (no commas or quotes allowed)
-            prefix = f"{key[0]},{key[1]},"
-            chunks.append("".join([f"{prefix}{st},{int(t * 1000.0)},{v!r}\n" for st, t, v in items]))
-            total += len(items)
-        if total:
-            data = "".join(chunks).encode()
+            s.add_many(steps, ends, values)
+            parts.append(data)
+            self.points += len(steps)
+        if parts:
+            data = b"".join(parts)
             self._csv.write(data)
             self._csv_hash.update(data)
-            self.points += total
+            self._csv_length += len(data)
+
+
+_HELD = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM")
+              if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """On the main thread, the signals a Python handler may catch wait until a flush is done: a handler that ends
+    the run (and so flushes) inside a flush would otherwise write a series' later points before its earlier."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def spool_path(metrics_path: Path) -> Path:
+    return metrics_path.with_name(metrics_path.name.removesuffix(".csv") + ".spool")
+
+
+def finish_spool(metrics_path: Path) -> int:
+    """Rows a killed run left in its spool (``metricbuf``), written to its CSV; the points written."""
+    spool = spool_path(metrics_path)
+    try:
+        fh = open_regular(spool)
+    except FileNotFoundError:
+        return 0
+    with fh:
+        found = read_spool(fh)
+        if found is None:
+            return 0
+        length, chunks = found
+        fd = os.open(metrics_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | NOFOLLOW | CLOEXEC, 0o666)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotRegularFile(f"{metrics_path} is not a regular file: not written")
+            size = os.fstat(fd).st_size
+            header = METRICS_HEADER.encode()
+            os.ftruncate(fd, min(max(length, len(header)), size))
+            os.lseek(fd, 0, os.SEEK_END)
+            if size == 0:
+                os.write(fd, header)
+            points = 0
+            for chunk in chunks:
+                data, steps, _ends, _values = rows(chunk)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                points += len(steps)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    spool.unlink()
+    return points
 
 
 # -- readers (recover, tests) ------------------------------------------------------

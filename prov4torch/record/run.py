@@ -40,6 +40,7 @@ from .identity import DigestCache
 from .ids import run_activity_id
 from .inputs import HASH_WAIT_S, Inputs
 from .journal import JournalWriter
+from .metricbuf import Stamped
 from .paths import RunFiles
 from .replay import RunRecord, Sidecar
 from .secrets import redact, redact_text
@@ -71,6 +72,7 @@ class _Active:
         # the active run's ``appenders`` (the same dict, emptied when it ends): prov4torch.log_metric's fast path
         self.appenders: dict[str, dict[str, Callable[[tuple[Any, ...]], None]]] = {}
         self.lock = threading.RLock()
+        self.follow: Callable[[dict[str, dict[str, Callable[[tuple[Any, ...]], None]]]], None] | None = None
 
     @property
     def run(self) -> Run | None:
@@ -80,6 +82,8 @@ class _Active:
     def run(self, run: Run | None) -> None:
         self._run = run
         self.appenders = run.appenders if run is not None else {}
+        if self.follow is not None:  # prov4torch.log_metric keeps it as a global
+            self.follow(self.appenders)
 
 
 ACTIVE = _Active()
@@ -247,7 +251,13 @@ class Run(AttachMixin):
         context: str = "training",
         timestamp: float | _dt.datetime | None = None,
     ) -> None:
-        """Record one metric point. No I/O, no device sync: the writer thread does the rest."""
+        """Record one metric point. No I/O, no device sync, no clock read: the writer thread does the rest."""
+        if timestamp is None and type(value) is float and (type(step) is int or step is None):
+            try:  # a known series: validated once, its buffer's extend bound here
+                self.appenders[context][name]((step, value))
+                return
+            except (KeyError, TypeError):
+                pass
         if type(value) is not float:
             if type(value) is TensorType.cls and value.is_cpu:  # a loss on the CPU: read it here, no more calls
                 try:
@@ -256,13 +266,14 @@ class Run(AttachMixin):
                     value = coerce_metric(name, value)
             else:
                 value = coerce_metric(name, value)
-        try:  # a known series: validated once, its queue's append bound here
+        try:  # a known series: validated once, its buffer's extend bound here
             append = self.appenders[context][name]
         except (KeyError, TypeError):
             append = self._new_series(name, context)
         if step is not None and type(step) is not int:
             step = check_step(step)
-        append((step, _now() if timestamp is None else check_timestamp(timestamp), value))
+        # no time read here: the writer's marks date the point (``metricbuf``), unless it brings its own
+        append((step, value) if timestamp is None else (Stamped(step, check_timestamp(timestamp)), value))
 
     def log_system_metric(self, name: str, value: float, timestamp: float) -> None:
         """A sampler reading (context ``system``; these names are reserved for the samplers)."""
@@ -270,7 +281,7 @@ class Run(AttachMixin):
         if append is None:
             self._require_open("log_metric")
             append = self._system_series[name] = self._writer.add_series(name, "system", hot=False)
-        append((None, timestamp, float(value)))
+        append((Stamped(None, timestamp), float(value)))
 
     def _new_series(self, name: Any, context: Any) -> Callable[[tuple[Any, ...]], None]:
         self._require_open("log_metric")
@@ -386,12 +397,12 @@ class Run(AttachMixin):
         if self.files.stem == "launcher":
             return
         self.flush()
-        for old in (self.files.journal, self.files.metrics, self.files.packages):
+        for old in (self.files.journal, self.files.metrics, self.files.packages):  # (the spool: the writer's)
             with contextlib.suppress(OSError):
                 os.replace(old, old.with_name(old.name.replace(self.files.stem, "launcher", 1)))
         self.files = RunFiles(self.root, self.experiment, self.run_id, "launcher")
         self.journal_path, self.metrics_path, self.prov_path = self.files.journal, self.files.metrics, self.files.prov
-        self._writer.journal_path, self._writer.metrics_path = self.journal_path, self.metrics_path
+        self._writer.rename(self.journal_path, self.metrics_path)
         self.record_event(ev.Launcher(), now=True)
 
     def add_run_attributes(self, attrs: Mapping[str, Any]) -> None:
