@@ -270,9 +270,9 @@ def test_the_writer_bounds_its_queue_waits_then_drops_and_counts(tmp_path: Path,
     writer = journal.JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv", interval_s=0.05)
     slow = writer.flush
 
-    def slow_flush(rows: bool = True) -> None:
+    def slow_flush(rows: bool = True, sync: bool = True) -> None:
         _time.sleep(0.3)
-        slow(rows)
+        slow(rows, sync)
 
     monkeypatch.setattr(writer, "flush", slow_flush)
     writer.add_series("loss", "training")

@@ -43,7 +43,7 @@ from ..events import Event, decode, encode
 from ..safefs import CLOEXEC, NOFOLLOW, open_new, open_regular
 from ..warn import warn
 from .identity import sha256_file
-from .metricbuf import POLL_S, QUIET_POINTS, SPOOL_LIMIT, Chunk, Series, Spool, fast_chunk, read_spool, resolve, rows
+from .metricbuf import POLL_S, QUIET_POINTS, SPOOL_LIMIT, Chunk, Series, Spool, pack, read_spool, rows
 from .values import DeviceValue
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
@@ -203,19 +203,24 @@ class JournalWriter:
 
     def _loop(self) -> None:
         last = time.monotonic()
-        while not self._stop.wait(min(POLL_S, self.interval_s)):
+        wait = min(POLL_S, self.interval_s)
+        while not self._stop.wait(wait):
             with self._lock:
                 now = time.time()  # read before each series' count (``Series.mark``)
                 for s in list(self.series.values()):
                     s.mark(now)
             backlog = self.backlog()
-            if backlog >= BACKLOG_LIMIT and not self._bounded:
+            if backlog >= BACKLOG_LIMIT and not self._bounded:  # while this drain lasts, the hot path is bounded
                 self._bound(True)
-            if time.monotonic() - last >= self.interval_s or backlog >= BACKLOG_LIMIT:
-                self.flush(rows=False)
-                last = time.monotonic()
-            if self._bounded and self.backlog() < BACKLOG_LIMIT // 4:
+            due = time.monotonic() - last >= self.interval_s
+            if due or backlog >= BACKLOG_LIMIT:
+                self.flush(rows=False, sync=due)
+                if due:
+                    last = time.monotonic()
+            if self._bounded and self.backlog() < BACKLOG_LIMIT:  # caught up: plain appends again
                 self._bound(False)
+            # a fast loop: drain again soon, so the queue stays short without slowing the hot path
+            wait = POLL_S / 10 if backlog >= BACKLOG_LIMIT else min(POLL_S, self.interval_s)
 
     def _bound(self, on: bool) -> None:
         """Swap the hot path's appends for bounded ones (``on``) or back to plain ``list.extend``."""
@@ -250,35 +255,37 @@ class JournalWriter:
         self.events.append(event)
         self.flush(rows=False)
 
-    def flush(self, rows: bool = True) -> None:
+    def flush(self, rows: bool = True, sync: bool = True) -> None:
         """Drain both queues to disk and fsync. Safe from any thread, and from a signal handler that interrupted
         a flush on the same thread (it writes what the interrupted one had not taken yet); never raises.
-        ``rows``: every point becomes a CSV row now; else only when the logging is quiet (``metricbuf``)."""
+        ``rows``: every point becomes a CSV row now; else only when the logging is quiet (``metricbuf``).
+        ``sync``: fsync (the writer's drains between its intervals only write: a SIGKILL loses nothing written)."""
         with self._lock, _signals_held():
             outer, self._owner = self._owner, threading.get_ident()
             try:
-                self._flush_locked(rows)
+                self._flush_locked(rows, sync)
             finally:
                 self._owner = outer
 
-    def _flush_locked(self, rows: bool) -> None:
+    def _flush_locked(self, rows: bool, sync: bool) -> None:
         if self._journal.closed:
             return
         try:
             self._drain_events()
             taken = self._drain_metrics()
-            waiting = self._spool.points
-            if rows or sum(len(c) for c in taken) < QUIET_POINTS or waiting >= SPOOL_LIMIT:
+            if rows or sum(len(c) for c in taken) < QUIET_POINTS or self._spool.points >= SPOOL_LIMIT:
                 self._write_rows(self._spool.take() + taken)
                 self._csv.flush()
-                os.fsync(self._csv.fileno())
+                if sync or self._spool.active:
+                    os.fsync(self._csv.fileno())
                 self._spool.done()
             else:
                 for chunk in taken:
                     self._spool.add(chunk, self._csv_length)
-                self._spool.sync()
+                self._spool.flush(sync)
             self._journal.flush()
-            os.fsync(self._journal.fileno())
+            if sync:
+                os.fsync(self._journal.fileno())
             if os.fstat(self._journal.fileno()).st_nlink == 0:
                 raise FileNotFoundError(f"{self.journal_path} was deleted (the run directory was removed?)")
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
@@ -355,17 +362,15 @@ class JournalWriter:
         return sum(len(s) for s in list(self.series.values()))
 
     def _drain_metrics(self) -> list[Chunk]:
-        """Every series' points, as chunks of columns (C conversions, unless a point needs resolving)."""
+        """Every series' points, as chunks (``metricbuf.pack``: one C call, unless a point needs resolving)."""
         chunks = []
         now = time.time()  # read before each series' length (``Series.take``)
         for s in list(self.series.values()):
             got = s.take(now)
             if got is None:
                 continue
-            chunk = fast_chunk(s, *got)
-            if chunk is None:
-                chunk, dropped = resolve(s, *got, self._floats)
-                self.dropped += dropped
+            chunk, dropped = pack(s, *got, self._floats)
+            self.dropped += dropped
             if chunk is not None:
                 chunks.append(chunk)
         self._shedding = False  # the queues have room again: a waiting hot path goes on
@@ -436,8 +441,8 @@ def finish_spool(metrics_path: Path) -> int:
             if size == 0:
                 os.write(fd, header)
             points = 0
-            for chunk in chunks:
-                data, steps, _ends, _values = rows(chunk)
+            for chunk, flat in chunks:
+                data, steps, _ends, _values = rows(chunk, flat)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import marshal
 import os
 import struct
 from array import array
@@ -42,7 +43,7 @@ SPOOL_MAGIC = b"P4TSPOOL"
 _SERIES, _CHUNK = b"P4TS", b"P4TC"
 _HEAD = struct.Struct("<q")  # the CSV's length when the spool was begun
 _SERIES_HEAD = struct.Struct("<II")  # series id, length of "name,context"
-_CHUNK_HEAD = struct.Struct("<IqqII")  # series id, index of its first point, points, marks, explicit times (0/1)
+_CHUNK_HEAD = struct.Struct("<IqqIqI")  # series id, index of the first point, points, marks, bytes, times (0/1)
 _MARK = struct.Struct("<qd")
 
 
@@ -98,22 +99,23 @@ class Series:
 
 @dataclass(slots=True)
 class Chunk:
-    """Points of one series, resolved: steps and values; times explicit, or from ``marks`` by position."""
+    """Points of one series: ``flat`` (step, value, ...; marshalled, as the spool keeps them), and their times,
+    explicit (``times``) or from ``marks`` by position. Steps may be None (counted on when the rows are made)."""
 
     series: Series
-    steps: array[int]
-    values: array[float]
+    blob: bytes  # marshal of the flat list (format 2: no references)
+    points: int
     first: int = 0  # the index of the first point (what marks count)
     marks: list[tuple[int, float]] | None = None
-    times: array[float] | None = None
+    times: list[float] | None = None
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return self.points
 
     def point_times(self) -> list[float]:
         if self.times is not None:
-            return list(self.times)
-        return interpolate(self.marks or [], self.first, len(self.steps))
+            return self.times
+        return interpolate(self.marks or [], self.first, self.points)
 
 
 def interpolate(marks: list[tuple[int, float]], first: int, n: int) -> list[float]:
@@ -130,50 +132,46 @@ def interpolate(marks: list[tuple[int, float]], first: int, n: int) -> list[floa
     return out
 
 
-def fast_chunk(series: Series, flat: list[Any], first: int, marks: list[tuple[int, float]]) -> Chunk | None:
-    """The chunk of points that need nothing resolved (int steps, float values), or None."""
+def pack(series: Series, flat: list[Any], first: int, marks: list[tuple[int, float]],
+         floats: Callable[[list[Any]], list[float | None]]) -> tuple[Chunk | None, int]:
+    """The chunk of points taken from ``series``, and how many were dropped. Points as the hot path gives them
+    (int or None steps, float values) are marshalled as they are: one C call. Others — an explicit timestamp, a
+    tensor, a value that cannot be read (``floats`` gives None: dropped) — are resolved point by point first."""
+    n = len(flat) // 2
     try:
-        steps = array("q", flat[0::2])
-        values = array("d", flat[1::2])  # only floats reach here unresolved (see Run.log_metric)
-    except (TypeError, OverflowError, ValueError):
-        return None
-    except Exception:  # noqa: BLE001 - a value whose __float__ fails: resolved point by point
-        return None
-    if steps:
-        series.next_step = steps[-1] + 1
-    return Chunk(series, steps, values, first, marks)
-
-
-def resolve(series: Series, flat: list[Any], first: int, marks: list[tuple[int, float]],
-            floats: Callable[[list[Any]], list[float | None]]) -> tuple[Chunk | None, int]:
-    """Point by point: steps left to count on, explicit times, values read with ``floats`` (None: unreadable,
-    dropped). The chunk of what was kept and the number dropped."""
-    times = interpolate(marks, first, len(flat) // 2)
+        return Chunk(series, marshal.dumps(flat, 2), n, first, marks), 0
+    except ValueError:  # something marshal does not write: a Stamped step, a tensor
+        pass
+    times = interpolate(marks, first, n)
     values = floats(flat[1::2])
-    steps_out, values_out, times_out = array("q"), array("d"), array("d")
-    dropped = 0
-    nxt = series.next_step
+    out: list[Any] = []
+    kept: list[float] = []
     for i, slot in enumerate(flat[0::2]):
-        given, when = (slot.step, slot.time) if isinstance(slot, Stamped) else (slot, times[i])
-        step: int = nxt if given is None else given
-        nxt = step + 1
         value = values[i]
-        if value is None or not -(2**63) <= step < 2**63:
-            dropped += 1
+        if value is None:
             continue
-        steps_out.append(step)
-        values_out.append(value)
-        times_out.append(when)
-    series.next_step = nxt
-    if not steps_out:
-        return None, dropped
-    return Chunk(series, steps_out, values_out, times=times_out), dropped
+        step, when = (slot.step, slot.time) if isinstance(slot, Stamped) else (slot, times[i])
+        out += (step, value)
+        kept.append(when)
+    if not kept:
+        return None, n
+    return Chunk(series, marshal.dumps(out, 2), len(kept), times=kept), n - len(kept)
 
 
-def rows(chunk: Chunk) -> tuple[bytes, list[int], list[float], list[float]]:
-    """The chunk's CSV rows, and its steps, times (first and last) and values for the series' summary."""
-    steps, values, times = chunk.steps.tolist(), chunk.values.tolist(), chunk.point_times()
-    name, context = chunk.series.key
+def rows(chunk: Chunk, flat: list[Any] | None = None) -> tuple[bytes, list[int], list[float], list[float]]:
+    """The chunk's CSV rows, and its steps, times (first and last) and values for the series' summary. Steps left
+    to count on take the one after the series' previous point, in the order the rows are made."""
+    if flat is None:
+        flat = marshal.loads(chunk.blob)  # this process's own bytes (recover parses the spool: flat_points)
+    steps, values, times = flat[0::2], flat[1::2], chunk.point_times()
+    series = chunk.series
+    if None in steps:
+        nxt = series.next_step
+        for i, st in enumerate(steps):
+            nxt = steps[i] = nxt if st is None else st
+            nxt += 1
+    series.next_step = steps[-1] + 1
+    name, context = series.key
     prefix = f"{name},{context},"
     # one f-string per row measured fastest (csv.writerows was 2x slower); names never need quoting
     data = "".join([f"{prefix}{st},{int(t * 1000.0)},{v!r}\n" for st, t, v in zip(steps, times, values,
@@ -202,24 +200,32 @@ class Spool:
             self._fh.write(SPOOL_MAGIC + _HEAD.pack(csv_length))
             self._named = set()
         s = chunk.series
+        parts = []
         if s.sid not in self._named:
             key = f"{s.key[0]},{s.key[1]}".encode()
-            self._fh.write(_SERIES + _SERIES_HEAD.pack(s.sid, len(key)) + key)
+            parts.append(_SERIES + _SERIES_HEAD.pack(s.sid, len(key)) + key)
             self._named.add(s.sid)
         marks = chunk.marks or []
-        self._fh.write(_CHUNK + _CHUNK_HEAD.pack(s.sid, chunk.first, len(chunk), len(marks),
-                                                         chunk.times is not None))
-        self._fh.write(b"".join(_MARK.pack(c, t) for c, t in marks))
-        self._fh.write(chunk.steps.tobytes() + chunk.values.tobytes())
+        parts.append(_CHUNK + _CHUNK_HEAD.pack(s.sid, chunk.first, len(chunk), len(marks), len(chunk.blob),
+                                              chunk.times is not None))
+        parts.extend(_MARK.pack(c, t) for c, t in marks)
+        parts.append(chunk.blob)
         if chunk.times is not None:
-            self._fh.write(chunk.times.tobytes())
+            parts.append(array("d", chunk.times).tobytes())
+        self._fh.write(b"".join(parts))
         self.chunks.append(chunk)
         self.points += len(chunk)
 
-    def sync(self) -> None:
+    @property
+    def active(self) -> bool:
+        """A spool file is open (its chunks' rows must be fsync'd before it goes)."""
+        return self._fh is not None
+
+    def flush(self, sync: bool) -> None:
         if self._fh is not None:
             self._fh.flush()
-            os.fsync(self._fh.fileno())
+            if sync:
+                os.fsync(self._fh.fileno())
 
     def take(self) -> list[Chunk]:
         out, self.chunks, self.points = self.chunks, [], 0
@@ -244,20 +250,23 @@ class Spool:
             self._fh = None
 
 
-def read_spool(fh: IO[bytes]) -> tuple[int, Iterator[Chunk]] | None:
-    """The CSV length a spool was begun at and its chunks (a torn tail ends them); None if not a spool."""
+def read_spool(fh: IO[bytes]) -> tuple[int, Iterator[tuple[Chunk, list[Any]]]] | None:
+    """The CSV length a spool was begun at and its chunks with their points (a torn or foreign tail ends them);
+    None if not a spool. The points are parsed here (``flat_points``), never handed to ``marshal``."""
     head = fh.read(len(SPOOL_MAGIC) + _HEAD.size)
     if len(head) < len(SPOOL_MAGIC) + _HEAD.size or not head.startswith(SPOOL_MAGIC):
         return None
     (csv_length,) = _HEAD.unpack_from(head, len(SPOOL_MAGIC))
 
     def exact(n: int) -> bytes:
+        if n < 0 or n > MAX_RECORD:
+            raise ValueError("record too large")
         data = fh.read(n)
         if len(data) != n:
             raise EOFError
         return data
 
-    def chunks() -> Iterator[Chunk]:
+    def chunks() -> Iterator[tuple[Chunk, list[Any]]]:
         series: dict[int, Series] = {}
         while True:
             try:
@@ -269,20 +278,53 @@ def read_spool(fh: IO[bytes]) -> tuple[int, Iterator[Chunk]] | None:
                     continue
                 if kind != _CHUNK:
                     return
-                sid, first, n, nmarks, timed = _CHUNK_HEAD.unpack(exact(_CHUNK_HEAD.size))
-                marks = [_MARK.unpack_from(exact(_MARK.size)) for _ in range(nmarks)]
-                steps, values = array("q"), array("d")
-                steps.frombytes(exact(8 * n))
-                values.frombytes(exact(8 * n))
+                sid, first, n, nmarks, size, timed = _CHUNK_HEAD.unpack(exact(_CHUNK_HEAD.size))
+                marks = [_MARK.unpack(exact(_MARK.size)) for _ in range(min(nmarks, MAX_RECORD // _MARK.size))]
+                flat = flat_points(exact(size))
                 times = None
                 if timed:
                     times = array("d")
                     times.frombytes(exact(8 * n))
-                if sid not in series or not n:
+                if sid not in series or not n or len(flat) != 2 * n:
                     return
-                yield Chunk(series[sid], steps, values, first, marks or None, times)
+                chunk = Chunk(series[sid], b"", n, first, marks or None, times.tolist() if times else None)
+                yield chunk, flat
             except (EOFError, struct.error, ValueError):
                 return
 
     return csv_length, chunks()
 
+
+MAX_RECORD = 1 << 30  # a record of a spool read back: larger is not ours
+
+
+def flat_points(data: bytes) -> list[Any]:
+    """A marshalled list of ints, Nones and floats (``pack``'s), parsed without ``marshal``: anything else in it
+    (a spool is read back from a directory that may not be ours) is a ValueError."""
+    if data[:1] != b"[":
+        raise ValueError("not a list")
+    (n,) = struct.unpack_from("<i", data, 1)
+    out: list[Any] = []
+    pos = 5
+    for _ in range(n):
+        code = data[pos:pos + 1]
+        pos += 1
+        if code == b"g":
+            out.append(struct.unpack_from("<d", data, pos)[0])
+            pos += 8
+        elif code == b"i":
+            out.append(struct.unpack_from("<i", data, pos)[0])
+            pos += 4
+        elif code == b"N":
+            out.append(None)
+        elif code == b"l":
+            (size,) = struct.unpack_from("<i", data, pos)
+            digits = struct.unpack_from(f"<{abs(size)}H", data, pos + 4)
+            pos += 4 + 2 * abs(size)
+            value = sum(d << (15 * k) for k, d in enumerate(digits))
+            out.append(-value if size < 0 else value)
+        else:
+            raise ValueError(f"unexpected marshal code {code!r}")
+    if pos != len(data):
+        raise ValueError("trailing bytes")
+    return out

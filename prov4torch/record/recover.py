@@ -16,7 +16,7 @@ from ..errors import JournalError
 from ..events import Usage, valid_time
 from .document import write_rank
 from .helpers import helper_records
-from .journal import read_journal, summarize_metrics
+from .journal import finish_spool, read_journal, spool_path, summarize_metrics
 from .replay import RunRecord, Sidecar
 
 JOURNAL_SUFFIX = ".journal.jsonl"
@@ -68,6 +68,11 @@ def _recover_rank(d: Path, journal: Path) -> Recovered:
     if record.end is not None and prov_path.exists():
         return Recovered(prov_path, "complete", ended, -1, bad)
     metrics_path = d / f"{stem}.metrics.csv"
+    try:
+        finish_spool(metrics_path)  # points a fast loop left in the binary spool become rows first
+    except OSError as exc:
+        raise JournalError(f"{spool_path(metrics_path)}: {exc.strerror or exc}; move it away to recover "
+                           "without the points it holds") from exc
     try:
         stats, csv_sha, points = summarize_metrics(metrics_path)
     except OSError:
