@@ -1,22 +1,24 @@
 """Metric points as columns: the hot path's buffer, the writer's chunks, their spool file and their CSV rows.
 
 **The hot path** appends two objects per point to one flat list per series (``list.extend((step, value))``: no
-tuple kept per point, no clock read). A point logged without a timestamp gets its time from the writer's
-**marks**: about every ``POLL_S`` (0.1 s) the writer notes, per series, how many points had been appended and
-when. A point between two marks was logged between their times; it is given a time by its position between them
-(evenly spaced, the last one at the later mark), so **every point's timestamp is within the writer's poll
-interval (0.1 s) of the call**, and a series' times never go backwards. A point logged with a timestamp keeps it
-(``Stamped`` in the step slot), and ``log_metrics`` gives all its points the same one.
+tuple kept per point, no clock read). A point logged without a timestamp is dated by the writer's **marks**:
+about every ``POLL_S`` (0.1 s; every 10 ms while a loop logs fast) the writer notes, per series, how many points
+have been appended and when, and each point takes the time of the first mark after it — the writer's first look
+after the call. So **a point's timestamp is never before its call and at most the poll interval (0.1 s) after
+it** (later only if the writer thread cannot run, e.g. while a C call holds the GIL); points logged between two
+looks share one time and keep their order and steps. A point logged with a timestamp keeps it (``Stamped`` in
+the step slot), and ``log_metrics`` gives all its points the same one.
 
-**The writer** takes each series' points in bulk (``buf[:n]``, ``del buf[:n]``: two C calls, whatever ``n``) and
-makes a ``Chunk`` of binary columns (``array('q')`` steps, ``array('d')`` values: C conversions). Only a chunk
-that needs it — a step left to count on, an explicit timestamp, a tensor still on its device, a value that
-cannot be read — is resolved point by point. Turning numbers into CSV text (``repr`` of each float, ~0.5 µs a
-point) is the one costly part: it happens when the logging is quiet; while a loop logs faster than
-``QUIET_POINTS`` a second the chunks go to a **spool file** beside the CSV (``rank-K.metrics.spool``, binary,
-fsync'd like the journal) and become CSV rows at the next quiet moment, at ``flush()`` and at the run's end.
-So the text's cost never competes with a fast loop for the GIL, and a SIGKILL loses no more than before:
-``recover`` turns a spool left behind into the rows it holds.
+**The writer** takes each series' points in bulk (``buf[:n]``, ``del buf[:n]``) and marshals them (``pack``):
+three C calls per series and drain, whatever ``n``. Only a chunk that needs it — an explicit timestamp, a tensor
+still on its device, a value that cannot be read — is resolved point by point. Turning numbers into CSV text
+(``repr`` of each float, ~0.5 µs a point) is the one costly part: it happens when the logging is quiet (a drain
+of fewer than ``QUIET_POINTS``), at ``flush()`` and at the run's end; while a loop logs faster, the chunks go to
+a **spool file** beside the CSV (``rank-K.metrics.spool``) and wait there, up to ``SPOOL_LIMIT`` points. So the
+text's cost does not compete with a fast loop for the GIL — it is paid at the next quiet moment — and a SIGKILL
+loses no more than before: ``recover`` turns a spool left behind into the rows it holds, parsing it itself
+(``flat_points``: ints, None and floats only), never with ``marshal``. Steps left to count on are counted when
+the rows are made, in order.
 
 The spool starts with the CSV's length when it was begun: rows written from it before a crash are cut off
 again and rewritten from the spool, so a row is never written twice.
@@ -75,9 +77,7 @@ class Series:
     def mark(self, now: float) -> None:
         """Note how many points were appended by ``now`` (read before the length: see the module docstring)."""
         count = self.base + len(self.buf) // 2
-        if self.marks[-1][0] == count:
-            self.marks[-1] = (count, now)  # nothing new: a tighter lower bound for the next points
-        else:
+        if self.marks[-1][0] != count:
             self.marks.append((count, now))
 
     def take(self, now: float) -> tuple[list[Any], int, list[tuple[int, float]]] | None:
@@ -115,18 +115,18 @@ class Chunk:
     def point_times(self) -> list[float]:
         if self.times is not None:
             return self.times
-        return interpolate(self.marks or [], self.first, self.points)
+        return mark_times(self.marks or [], self.first, self.points)
 
 
-def interpolate(marks: list[tuple[int, float]], first: int, n: int) -> list[float]:
-    """Times of points ``first .. first+n-1``: between the marks around each, evenly, the last at the later mark."""
+def mark_times(marks: list[tuple[int, float]], first: int, n: int) -> list[float]:
+    """Times of points ``first .. first+n-1``: each the time of the first mark after it (the writer's first look
+    after the call: never before it, normally at most ``POLL_S`` after)."""
     out: list[float] = []
     end = first + n
-    for (c0, t0), (c1, t1) in itertools.pairwise(marks):
+    for (c0, _t0), (c1, t1) in itertools.pairwise(marks):
         lo, hi = max(c0, first), min(c1, end)
         if hi > lo:
-            step = (t1 - t0) / (c1 - c0)
-            out.extend([t0 + step * (i - c0 + 1) for i in range(lo, hi)])
+            out.extend([t1] * (hi - lo))
     if len(out) < n:  # marks that do not cover every point (never from the writer): the last known time
         out.extend([marks[-1][1] if marks else 0.0] * (n - len(out)))
     return out
@@ -142,7 +142,7 @@ def pack(series: Series, flat: list[Any], first: int, marks: list[tuple[int, flo
         return Chunk(series, marshal.dumps(flat, 2), n, first, marks), 0
     except ValueError:  # something marshal does not write: a Stamped step, a tensor
         pass
-    times = interpolate(marks, first, n)
+    times = mark_times(marks, first, n)
     values = floats(flat[1::2])
     out: list[Any] = []
     kept: list[float] = []
