@@ -407,3 +407,83 @@ def test_child_pids_finds_dataloader_like_children():
         for k in kids:
             k.kill()
             k.wait()
+
+
+def powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:
+    """A powercap tree as the kernel exposes it (the hardware boundary): packages with energy_uj and its range,
+    a sub-zone (a core domain, counted inside its package) that must not be added again."""
+    for name, (uj, span) in packages.items():
+        zone = root / name
+        zone.mkdir(parents=True)
+        (zone / "energy_uj").write_text(f"{uj}\n")
+        (zone / "max_energy_range_uj").write_text(f"{span}\n")
+        sub = root / f"{name}:0"
+        sub.mkdir()
+        (sub / "energy_uj").write_text("999999999\n")
+        (sub / "max_energy_range_uj").write_text(f"{span}\n")
+    return root
+
+
+def test_rapl_counters_measure_the_cpu_across_a_wrap_and_say_so(tmp_path: Path):
+    from prov4torch.samplers.estimate import Estimator, Snapshot
+
+    root = powercap(tmp_path / "powercap", {"intel-rapl:0": (1_000_000, 10_000_000), "intel-rapl:1": (0, 10**12)})
+    e = Estimator(powercap=root)
+    assert len(e.rapl.zones) == 2
+    a = e.snapshot()
+    (root / "intel-rapl:0" / "energy_uj").write_text("9000000\n")  # +8 J
+    (root / "intel-rapl:1" / "energy_uj").write_text("2000000\n")  # +2 J
+    e.rapl.read()  # a tick between
+    (root / "intel-rapl:0" / "energy_uj").write_text("500000\n")  # wrapped: +1.5 J
+    b = e.snapshot()
+    b = Snapshot(a.wall + 3600, b.busy, b.total, b.rapl_uj)  # an hour later: RAM 3 W per 8 GB for an hour
+    got = e.energy(a, b)
+    assert got["cpu"] == pytest.approx(11.5 / 3.6e6)  # 11.5 J measured, whatever the load
+    assert e.method().startswith("cpu:RAPL (2 package counter(s), powercap)")
+    assert got["emissions"] == pytest.approx(got["energy"] * e.intensity / 1000)
+
+
+def test_rapl_that_only_root_may_read_leaves_the_estimate(tmp_path: Path):
+    from prov4torch.samplers.estimate import Estimator
+
+    root = powercap(tmp_path / "powercap", {"intel-rapl:0": (1, 10)})
+    (root / "intel-rapl:0" / "energy_uj").unlink()
+    (root / "intel-rapl:0" / "energy_uj").mkdir()  # unreadable as a file, as without permission
+    e = Estimator(powercap=root)
+    assert e.rapl.zones == [] and e.snapshot().rapl_uj is None
+    assert Estimator(powercap=tmp_path / "absent").rapl.read() is None
+    e.energy(e.snapshot(), e.snapshot())
+    assert e.method().startswith("cpu:estimate (TDP")
+
+
+def test_a_process_share_of_rapl_energy_in_a_distributed_job(tmp_path: Path):
+    from prov4torch.samplers.estimate import Estimator, Snapshot
+
+    e = Estimator(per_process=True, powercap=powercap(tmp_path / "pc", {"intel-rapl:0": (0, 10**12)}))
+    a = Snapshot(0.0, 10.0, 0.0, 0.0, 100.0)
+    b = Snapshot(10.0, 15.0, 40.0, 36e6, 120.0)  # 36 J on the package; this process had 5 of 20 busy CPU seconds
+    assert e.energy(a, b)["cpu"] == pytest.approx(9 / 3.6e6)
+    assert "share of busy CPU time" in e.method()
+
+
+def test_gpu_energy_from_nvml_counters_joins_the_estimate():
+    tracker = EnergyTracker(country_iso_code="FRA", live=False)
+    tracker.start()
+    attrs = tracker.stop(gpu_joules=7200.0)  # 2 Wh measured by the GPUs' counters
+    assert attrs["p4t:gpuEnergyKWh"] == pytest.approx(0.002)
+    assert attrs["p4t:energyKWh"] == pytest.approx(0.002 + attrs["p4t:cpuEnergyKWh"] + attrs["p4t:ramEnergyKWh"])
+    intensity = tracker.estimator.intensity
+    assert attrs["p4t:emissionsKgCO2eq"] == pytest.approx(attrs["p4t:energyKWh"] * intensity / 1000)
+    assert attrs["p4t:energyMethod"].endswith("gpu:NVML total energy counter")
+    assert "no GPU measured" not in attrs["p4t:energyFallbackReason"]
+
+
+def test_a_run_on_gpus_counts_their_nvml_energy(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(count=2))  # +1 J per reading of each device
+    with prov4torch.start_run(system_metrics=True, energy=True, interval_s=0.05) as run:
+        time.sleep(0.3)
+    act = rank_activity(load(run.prov_path))
+    joules = float(act["p4t:gpuEnergyJoules"]["$"])
+    assert joules > 0
+    assert float(act["p4t:gpuEnergyKWh"]["$"]) == pytest.approx(joules / 3.6e6)
+    assert "gpu:NVML total energy counter" in act["p4t:energyMethod"]

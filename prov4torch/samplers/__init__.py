@@ -1,4 +1,5 @@
-"""Background samplers: system (psutil), GPU (NVML) and energy (codecarbon).
+"""Background samplers: system (psutil), GPU (NVML) and energy (RAPL and NVML counters where readable, else
+estimated with codecarbon's models; codecarbon's live tracker on request).
 
 None of them runs on the training thread, none of them can stop training: a failing
 reader warns once per kind of failure and the rest keeps sampling. ``attach(run)``
@@ -71,7 +72,8 @@ def attach(run: Host, *, system: bool, energy: bool | str, interval_s: float, co
         if gpu_reader is not None:
             gpu_reader.close()
         if tracker is not None:
-            attrs.update(tracker.stop())
+            joules = attrs.get("p4t:gpuEnergyJoules")
+            attrs.update(tracker.stop(gpu_joules=float(joules) if isinstance(joules, (int, float)) else None))
         problems = sorted({m for s in samplers for k, m in s.failures.items() if k != "unavailable"})
         if problems:
             attrs["p4t:telemetryWarnings"] = problems

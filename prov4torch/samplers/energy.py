@@ -80,11 +80,18 @@ class EnergyTracker:
         except Exception as exc:  # noqa: BLE001 - telemetry never kills training
             self.estimator = self.first = None
             warn(f"prov4torch: energy estimate off: {type(exc).__name__}: {exc}")
+        if self.estimator is not None and self.estimator.rapl.zones:  # RAPL counters wrap: read them now and then
+            threading.Thread(target=self._tick, name="prov4torch-rapl", daemon=True).start()
         if not self.live:
             return
         self._thread = threading.Thread(target=self._delayed_start, args=(delay_s,), name="prov4torch-energy",
                                         daemon=True)
         self._thread.start()
+
+    def _tick(self) -> None:
+        estimator = self.estimator
+        while estimator is not None and not self._cancel.wait(estimator.rapl.TICK_S):
+            estimator.rapl.read()
 
     def _delayed_start(self, delay_s: float) -> None:
         if delay_s > 0 and self._cancel.wait(delay_s):
@@ -104,10 +111,12 @@ class EnergyTracker:
             self.error = f"{type(exc).__name__}: {exc}"
             warn(f"prov4torch: energy tracking off: codecarbon failed to start: {self.error}")
 
-    def stop(self, timeout_s: float = START_WAIT_S) -> dict[str, object]:
-        """Stop the tracker; the run attributes measured and estimated (empty if neither could be had)."""
+    def stop(self, timeout_s: float = START_WAIT_S, gpu_joules: float | None = None) -> dict[str, object]:
+        """Stop the tracker; the run attributes measured and estimated (empty if neither could be had).
+        ``gpu_joules``: the GPUs' energy over the run from NVML's counters (the GPU sampler), counted where
+        codecarbon did not measure the GPUs itself."""
+        self._cancel.set()
         if self._thread is not None:
-            self._cancel.set()
             self._thread.join(timeout_s)
         end = self.estimator.snapshot() if self.estimator is not None else None
         measured: dict[str, object] = {}
@@ -122,12 +131,12 @@ class EnergyTracker:
             measured, problem = self._stop_codecarbon()
             why = problem or why
         if measured and self.started is not None and self.first is not None:
-            return self._with_gap(measured, self.first, self.started)
+            measured = self._with_gap(measured, self.first, self.started)
         if measured:
-            return measured
+            return with_gpu(measured, gpu_joules) if not measured.get("p4t:gpuEnergyKWh") else measured
         if self.estimator is None or self.first is None or end is None:
             return {"p4t:energyError": why} if why else {}
-        attrs = self._estimated(self.first, end, why)
+        attrs = with_gpu(self._estimated(self.first, end, why), gpu_joules)
         if self.error:
             attrs["p4t:energyError"] = self.error
         return attrs
@@ -162,9 +171,11 @@ class EnergyTracker:
             "p4t:ramEnergyKWh": e["ram"], "p4t:emissionsKgCO2eq": e["emissions"],
             "p4t:energyCountry": self.estimator.country, "p4t:energyMethod": self.estimator.method(),
             "p4t:energyTrackingMode": self.kwargs["tracking_mode"], "p4t:energyFallback": True,
-            "p4t:energyFallbackReason": "; ".join(p for p in (why, "CPU and RAM power estimated from CPU time",
-                                                               "no GPU measured") if p),
-            "p4t:energyTool": "prov4torch estimate with codecarbon's models and data",
+            "p4t:energyFallbackReason": "; ".join(p for p in (
+                why, "RAM power estimated" if self.estimator.measured else "CPU and RAM power estimated from CPU "
+                "time", "no GPU measured") if p),
+            "p4t:energyTool": "prov4torch estimate with codecarbon's models and data"
+                              + (", RAPL counters" if self.estimator.measured else ""),
         }
 
     def _with_gap(self, measured: dict[str, object], a: Snapshot, b: Snapshot) -> dict[str, object]:
@@ -210,3 +221,23 @@ class EnergyTracker:
             "p4t:energyFallbackReason": "; ".join(fallback_parts) or None,
             "p4t:energyTool": f"codecarbon {getattr(data, 'codecarbon_version', '')}".strip(),
         }
+
+
+def with_gpu(attrs: dict[str, object], joules: float | None) -> dict[str, object]:
+    """``attrs`` with the GPUs' energy measured by NVML's total-energy counters added (kWh, emissions at the same
+    grid intensity, the method and the fallback reason saying so)."""
+    if joules is None or not joules > 0:
+        return attrs
+    kwh = joules / 3.6e6
+    out = dict(attrs)
+    energy = float(attrs.get("p4t:energyKWh") or 0.0)  # type: ignore[arg-type]
+    emissions = float(attrs.get("p4t:emissionsKgCO2eq") or 0.0)  # type: ignore[arg-type]
+    out["p4t:gpuEnergyKWh"] = kwh
+    out["p4t:energyKWh"] = energy + kwh
+    out["p4t:emissionsKgCO2eq"] = emissions + (emissions / energy * kwh if energy > 0 else 0.0)
+    out["p4t:energyMethod"] = f"{attrs.get('p4t:energyMethod')}; gpu:NVML total energy counter"
+    reason = str(attrs.get("p4t:energyFallbackReason") or "")
+    rest = "; ".join(p for p in reason.split("; ") if p and p != "no GPU measured")
+    out["p4t:energyFallbackReason"] = rest or None
+    out["p4t:energyFallback"] = bool(rest)
+    return out

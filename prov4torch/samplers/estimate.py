@@ -98,6 +98,52 @@ def carbon_intensity(country: str | None, data: Path | None) -> tuple[float, str
     return world, "WORLD"
 
 
+POWERCAP = Path("/sys/class/powercap")
+
+
+class Rapl:
+    """The CPU packages' energy counters (Intel RAPL / AMD through powercap: ``intel-rapl:N/energy_uj``), where
+    this process may read them (often root only). ``read()`` gives microjoules since the first read, summed over
+    the packages, across counter wraps (a wrap between two reads is counted once: ``tick`` at least every
+    ``TICK_S``, far below the shortest wrap period of a package, ~20 minutes at 200 W)."""
+
+    TICK_S = 30.0
+
+    def __init__(self, root: Path = POWERCAP) -> None:
+        self.zones: list[tuple[Path, float]] = []  # energy_uj file, its range
+        try:
+            names = sorted(p for p in root.iterdir() if re.fullmatch(r"intel-rapl:\d+", p.name))
+        except OSError:
+            names = []
+        for zone in names:
+            try:
+                (zone / "energy_uj").read_text()
+                span = float((zone / "max_energy_range_uj").read_text())
+            except (OSError, ValueError):
+                continue  # not readable here (the kernel restricts it to root since 2020)
+            self.zones.append((zone / "energy_uj", span))
+        self._last: list[float] = []
+        self._total = 0.0
+        if self.zones:
+            self._last = self._raw()
+
+    def _raw(self) -> list[float]:
+        return [float(path.read_text()) for path, _span in self.zones]
+
+    def read(self) -> float | None:
+        if not self.zones:
+            return None
+        try:
+            now = self._raw()
+        except (OSError, ValueError):
+            return None
+        for i, ((_path, span), before, after) in enumerate(zip(self.zones, self._last, now, strict=True)):
+            delta = after - before
+            self._total += delta if delta >= 0 else delta + span  # wrapped once
+            self._last[i] = after
+        return self._total
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """CPU time counters at one moment."""
@@ -105,12 +151,14 @@ class Snapshot:
     wall: float
     busy: float  # machine CPU seconds not idle (all cores), or this process's CPU seconds
     total: float  # machine CPU seconds (all cores), or wall seconds x cores
+    rapl_uj: float | None = None  # the packages' energy (``Rapl.read``), where readable
+    machine_busy: float | None = None  # per process: the machine's busy CPU seconds, for this process's share
 
 
 class Estimator:
     """Energy between two snapshots of CPU time (see the module docstring)."""
 
-    def __init__(self, country: str | None = None, per_process: bool = False) -> None:
+    def __init__(self, country: str | None = None, per_process: bool = False, powercap: Path = POWERCAP) -> None:
         import psutil
 
         self.psutil = psutil
@@ -119,6 +167,8 @@ class Estimator:
         self.process = psutil.Process(os.getpid()) if per_process else None
         self.wanted_country = country
         self._models: tuple[float, str, float, float, str] | None = None  # read when first needed
+        self.rapl = Rapl(powercap)
+        self.measured = False  # the last energy() measured the CPU (RAPL) rather than estimated it
 
     def _model(self) -> tuple[float, str, float, float, str]:
         """TDP, its source, RAM watts, carbon intensity, country: codecarbon's tables, read once (~10 ms)."""
@@ -145,24 +195,39 @@ class Estimator:
 
     def snapshot(self) -> Snapshot:
         now = time.time()
-        if self.process is not None:
-            t = self.process.cpu_times()
-            return Snapshot(now, t.user + t.system + t.children_user + t.children_system, now * self.cores)
+        rapl = self.rapl.read()
         t = self.psutil.cpu_times()
         idle = t.idle + getattr(t, "iowait", 0.0)
         total = sum(t)
-        return Snapshot(now, total - idle, total)
+        if self.process is not None:
+            p = self.process.cpu_times()
+            return Snapshot(now, p.user + p.system + p.children_user + p.children_system, now * self.cores, rapl,
+                            total - idle)
+        return Snapshot(now, total - idle, total, rapl)
 
     def energy(self, a: Snapshot, b: Snapshot) -> dict[str, float]:
-        """kWh of CPU and RAM, and kg CO2eq, between ``a`` and ``b``."""
+        """kWh of CPU and RAM, and kg CO2eq, between ``a`` and ``b``: the CPU measured by RAPL where both have it
+        (per process: its share of the machine's busy CPU time), else estimated from CPU time."""
         hours = max(0.0, b.wall - a.wall) / 3600.0
         span = b.total - a.total
         load = min(1.0, max(0.0, (b.busy - a.busy) / span)) if span > 0 else 0.0
         tdp, _source, ram_w, intensity, _country = self._model()
         cpu_w = tdp * load if self.per_process else tdp * (0.1 + 0.9 * load**3)
-        cpu, ram = cpu_w * hours / 1000.0, ram_w * hours / 1000.0
+        cpu = cpu_w * hours / 1000.0
+        self.measured = a.rapl_uj is not None and b.rapl_uj is not None
+        if a.rapl_uj is not None and b.rapl_uj is not None:
+            cpu = max(0.0, b.rapl_uj - a.rapl_uj) / 3.6e12  # microjoules -> kWh
+            if self.per_process:
+                busy = (b.machine_busy or 0.0) - (a.machine_busy or 0.0)
+                cpu *= min(1.0, max(0.0, (b.busy - a.busy) / busy)) if busy > 0 else 0.0
+        ram = ram_w * hours / 1000.0
         return {"cpu": cpu, "ram": ram, "energy": cpu + ram, "emissions": (cpu + ram) * intensity / 1000.0}
 
     def method(self) -> str:
-        mode = "process CPU share" if self.per_process else "machine CPU load, 0.1+0.9*load^3"
-        return f"cpu:estimate ({self._model()[1]}, {mode}); ram:estimate (3 W per 8 GB)"
+        if self.measured:
+            share = " x this process's share of busy CPU time" if self.per_process else ""
+            cpu = f"cpu:RAPL ({len(self.rapl.zones)} package counter(s), powercap{share})"
+        else:
+            mode = "process CPU share" if self.per_process else "machine CPU load, 0.1+0.9*load^3"
+            cpu = f"cpu:estimate ({self._model()[1]}, {mode})"
+        return f"{cpu}; ram:estimate (3 W per 8 GB)"
