@@ -72,30 +72,34 @@ class MergeReport:
         return out
 
 
-def _natural(p: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(p))]
+def _natural(p: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p)]
 
 
-def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> list[Path]:
-    """Rank files of run directories (rank-K.prov.json, in rank order) and files as given."""
-    files: list[Path] = []
+def input_files(inputs: Iterable[str | Path], exclude: Path | None = None) -> list[str]:
+    """Rank files of run directories (rank-K.prov.json, in rank order) and files as given, as path strings (4,096
+    ``Path`` objects and their resolved twins weigh ~3 MB: a merge's memory must not grow with its ranks)."""
+    files: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted([*item.rglob("rank-*.prov.json"), *item.rglob("launcher.prov.json")], key=_natural)
+            found = sorted([*map(str, item.rglob("rank-*.prov.json")), *map(str, item.rglob("launcher.prov.json"))],
+                           key=_natural)
             if not found:
-                found = sorted((p for p in item.rglob("*.prov.json") if p.name != "run.prov.json"), key=_natural)
+                found = sorted((str(p) for p in item.rglob("*.prov.json") if p.name != "run.prov.json"),
+                               key=_natural)
             if not found:
                 raise ProvInputError(f"{item}: no rank-*.prov.json files in this directory", value=str(item))
             files.extend(found)
         elif item.exists():
-            files.append(item)
+            files.append(str(item))
         else:
             raise ProvInputError(f"{item}: no such file or directory", value=str(item))
-    seen: set[Path] = set()
+    seen: set[str] = set()
     unique = []
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for f in files:
-        r = f.resolve()
-        if r not in seen and (exclude is None or r != exclude.resolve()):
+        r = os.path.realpath(f)
+        if r not in seen and r != skip:
             seen.add(r)
             unique.append(f)
     return unique
@@ -182,7 +186,7 @@ def merge(
     files = input_files(inputs, exclude=out)
     if not files:
         raise ProvInputError("nothing to merge: give rank files or run directories")
-    report = MergeReport(out, [str(f) for f in files])
+    report = MergeReport(out, files)
     out.parent.mkdir(parents=True, exist_ok=True)
     with cleanup_on_signal(), no_cycle_collection():
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -192,7 +196,8 @@ def merge(
             with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
                 writer = _Writer(fh, report, out.parent, out.name)
                 fh.write('{"bundle": {')
-                for index, path in enumerate(files):
+                for index, name in enumerate(files):
+                    path = Path(name)
                     writer.add_file(path, index)
                     if progress is not None:
                         progress(index + 1, len(files), path)
@@ -229,6 +234,7 @@ class _Writer:
         # a rank's (or launcher's) bundle id -> (the file it came from, the signature of its own records)
         self.signatures: dict[str, tuple[str, int]] = {}
         self.first = True
+        self._input: str | None = None  # the input being read, as report.inputs holds it
 
     def top_level(self) -> None:
         """The output's top level: the shared records (as read), then what merging adds (``_generated``)."""
@@ -257,6 +263,7 @@ class _Writer:
     def add_file(self, path: Path, index: int) -> None:
         """One input, read a record at a time (``stream``): memory holds one record, the shared records and
         ids; a unit's records wait in its spool until the unit ends (closed whatever happens)."""
+        self._input = self.report.inputs[index] if index < len(self.report.inputs) else None  # (one string per input)
         try:
             self._add_file(path, index)
         finally:
@@ -375,7 +382,7 @@ class _Writer:
                 signature += _record_hash(section, rid, text)
             body.record(section, f'"_:{tag}-{rid[3:]}' if rid.startswith('"_:') else rid, text)
         if unit.bid is not None and unit.bid not in self.signatures:
-            self.signatures[unit.bid] = (str(path), signature & _MASK)
+            self.signatures[unit.bid] = (self._input or str(path), signature & _MASK)
         if body.close(skip_empty=repeat or bool(unit.given and unit.given.startswith("p4t:input/"))):
             self.bundle_ids.append((unit.run_id, bid))
 

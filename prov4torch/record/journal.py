@@ -15,7 +15,11 @@ a series holding ``HIGH_WATER`` points makes the hot path wait for the next drai
 (at most ``MAX_WAIT_S``; the GIL is released meanwhile, so the writer catches up);
 if the writer is still behind after that, new points are dropped and counted
 (``p4t:pointsDropped``) until its next drain, and a warning says so once. Nothing
-queued is ever dropped.
+queued is ever dropped. The bounded appends (a Python call per point) are swapped back for
+plain ones as soon as a drain has caught up quickly (under ``POLL_S / 2``): a fast loop that
+the writer keeps up with (it polls every 10 ms while the backlog is large) is not slowed, and
+its queue stays near what it logs in that time; a writer that drains slowly (a slow disk)
+keeps the hot path bounded.
 """
 
 from __future__ import annotations
@@ -213,11 +217,15 @@ class JournalWriter:
             if backlog >= BACKLOG_LIMIT and not self._bounded:  # while this drain lasts, the hot path is bounded
                 self._bound(True)
             due = time.monotonic() - last >= self.interval_s
+            took = 0.0
             if due or backlog >= BACKLOG_LIMIT:
+                began = time.monotonic()
                 self.flush(rows=False, sync=due)
+                took = time.monotonic() - began
                 if due:
                     last = time.monotonic()
-            if self._bounded and self.backlog() < BACKLOG_LIMIT:  # caught up: plain appends again
+            # caught up, and draining fast (a slow disk keeps the bound on): plain appends again
+            if self._bounded and took < POLL_S / 2 and self.backlog() < BACKLOG_LIMIT:
                 self._bound(False)
             # a fast loop: drain again soon, so the queue stays short without slowing the hot path
             wait = POLL_S / 10 if backlog >= BACKLOG_LIMIT else min(POLL_S, self.interval_s)
