@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import Prov4TorchError
 from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
 from ..safefs import read_regular
-from .graph import PROV, TYPE, Graph, Node
+from .graph import PROV, TYPE, Edge, Graph, Node
 from .load import expand_dirs, load_graph, no_cycle_collection
 from .query import kind_of
 from .render import Judge
@@ -44,16 +44,32 @@ DATASET_FLAGS = ("tagConflict", "lineageConflict", "lineageError", "unidentified
 MODEL_FLAGS = ("lineageGap", "tagConflict", "lineageConflict", "lineageError", "lineageSource", "lineageVerified")
 
 
-@dataclass
+SUMMARY = ("count", "first", "last", "min", "max", "lastStep")  # a series' summary attributes, in ``Series.stats``
+_NO_POINTS: tuple[Any, ...] = ()
+
+
+@dataclass(slots=True)
 class Series:
-    """One metric series of one rank: the exact values when the sidecar was read, else only the summary."""
+    """One metric series of one rank: the exact values when the sidecar was read, else only the summary. Small: a
+    store holds millions (its summary a tuple in ``SUMMARY`` order, None where absent; its lists made when the
+    sidecar gives it points)."""
 
     name: str
     context: str
     rank: str
-    steps: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    steps: list[int] | tuple[int, ...] = _NO_POINTS
+    values: list[float] | tuple[float, ...] = _NO_POINTS
+    stats: tuple[Any, ...] | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in zip(SUMMARY, self.stats or (), strict=False) if v is not None}
+
+    def add(self, step: int, value: float) -> None:
+        if type(self.steps) is tuple:
+            self.steps, self.values = [], []
+        self.steps.append(step)  # type: ignore[union-attr]
+        self.values.append(value)  # type: ignore[union-attr]
 
     @property
     def key(self) -> tuple[str, str]:
@@ -204,15 +220,16 @@ class Collector:
     def __init__(self, graph: Graph, files: list[str]) -> None:
         self.graph = graph
         self.files = files
-        self.used: dict[str, list[tuple[str, dict[str, list[Any]]]]] = {}  # activity -> (entity, attrs)
-        self.generated: dict[str, list[tuple[str, dict[str, list[Any]]]]] = {}  # activity -> (entity, attrs)
+        # activity -> its edges (the graph's own objects: a store has millions, a tuple each would add ~100 MB)
+        self.used: dict[str, list[Edge]] = {}
+        self.generated: dict[str, list[Edge]] = {}
         self.informed: dict[str, list[str]] = {}  # activity -> activities it informed
         self.tags: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {}
         for e in graph.edges:
             if e.relation == "used":
-                self.used.setdefault(e.down, []).append((e.up, e.attrs))
+                self.used.setdefault(e.down, []).append(e)
             elif e.relation == "wasGeneratedBy":
-                self.generated.setdefault(e.up, []).append((e.down, e.attrs))
+                self.generated.setdefault(e.up, []).append(e)
             elif e.relation == "wasInformedBy":
                 self.informed.setdefault(e.up, []).append(e.down)
 
@@ -252,7 +269,7 @@ class Collector:
     def _inputs(self, r: RunReport, act: Node) -> None:
         g = self.graph
         known = {d.id: d for d in r.data}
-        for ent, attrs in self.used.get(act.id, []):
+        for ent, attrs in ((e.up, e.attrs) for e in self.used.get(act.id, [])):
             node = g.nodes.get(ent)
             if node is None:
                 continue
@@ -286,18 +303,17 @@ class Collector:
     def _outputs(self, r: RunReport, act: Node) -> None:
         g = self.graph
         rank = _one(act, "rank", 20) or "0"
-        for ent, attrs in self.generated.get(act.id, []):
+        for ent, attrs in ((e.down, e.attrs) for e in self.generated.get(act.id, [])):
             node = g.nodes.get(ent)
             if node is None:
                 continue
             flat = node.flat
             given = dict(zip(flat[::2], flat[1::2], strict=True))  # one pass: thousands of series per document
             if given.get(TYPE) == SERIES or (type(given.get(TYPE)) is tuple and SERIES in given[TYPE]):
-                summary = {k: _scalar(given[P + k]) for k in ("count", "first", "last", "min", "max", "lastStep")
-                           if P + k in given}
+                stats = tuple(_scalar(given[P + k]) if P + k in given else None for k in SUMMARY)
                 name = given.get(P + "name", given.get(PROV + "label", g.names.get(ent, node.label)))
                 r.series.append(Series(clean(_scalar(name), 300),
-                                       clean(_scalar(given.get(P + "context", "")), 100), rank, summary=summary))
+                                       clean(_scalar(given.get(P + "context", "")), 100), rank, stats=stats))
             elif kind_of(node) == "model":
                 def a(local: str, attrs: dict[str, list[Any]] = attrs) -> str:
                     return ", ".join(clean(v, 1000) for v in attrs.get(P + local, []))
@@ -312,7 +328,7 @@ class Collector:
         g = self.graph
         out = []
         for check in self.informed.get(act.id, []):
-            for ent, _ in self.generated.get(check, []):
+            for ent in (e.down for e in self.generated.get(check, [])):
                 node = g.nodes.get(ent)
                 if node is None or P + "PolicyDecision" not in node.types():
                     continue
@@ -405,8 +421,7 @@ def _parse_metrics(data: bytes, rank: str, by_key: dict[tuple[str, str, str], Se
             step, value = int(row[2]), float(row[4])
         except ValueError:
             continue
-        s.steps.append(step)
-        s.values.append(value)
+        s.add(step, value)
 
 
 # -- the whole report ----------------------------------------------------------------------------------------------
