@@ -6,9 +6,10 @@ Exit codes: 0 success; 1 policy denial or validation failure; 2 usage or input e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -739,6 +740,53 @@ def _merge_waiter(argv: list[str]) -> Callable[[list[Path]], bool] | None:
     return again
 
 
+class _ReadProgress:
+    """``reading FILE: 123 of 466 MB (26%)`` on the terminal while a large file is read (``stream.progress_to``),
+    at most four times a second, the line cleared when the command ends."""
+
+    MIN_BYTES = 32 << 20  # smaller files are read too fast to be worth a line
+
+    def __init__(self) -> None:
+        self.shown = False
+        self.last = 0.0
+
+    def __call__(self, source: str, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if total < self.MIN_BYTES or (now - self.last < 0.25 and done < total):
+            return
+        self.last = now
+        name = Path(source).name[-60:]
+        sys.stderr.write(f"\r\x1b[Kreading {name}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB "
+                         f"({100 * done // total}%)")
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _reading_progress(argv: list[str]) -> Iterator[None]:
+    """Long reads show progress on a terminal, never on a pipe (nor for ``run``, whose terminal is the script's,
+    or ``merge``, which shows the files it merges)."""
+    command = argv[1] if len(argv) > 1 else ""
+    if not sys.stderr.isatty() or command in ("run", "merge"):
+        yield
+        return
+    from prov4torch.audit.stream import progress_to
+
+    shown = _ReadProgress()
+    try:
+        with progress_to(shown):
+            yield
+    finally:
+        shown.clear()
+
+
 def main() -> None:
     """Console-script entry point: a user error is one line and exit 2, never a traceback."""
 
@@ -747,7 +795,7 @@ def main() -> None:
             _run_fast(sys.argv[2:])  # returns only when typer must parse
         from prov4torch.remote import fetched_argv
 
-        with fetched_argv(sys.argv, _merge_waiter(sys.argv)) as sys.argv:  # object-store URLs: local copies
+        with fetched_argv(sys.argv, _merge_waiter(sys.argv)) as sys.argv, _reading_progress(sys.argv):
             result = plain_command()(standalone_mode=False)  # usage errors come back as exceptions: one line each
         sys.exit(result if isinstance(result, int) else 0)
     except typer.exceptions.Abort:

@@ -244,3 +244,37 @@ def test_a_file_read_is_freed_without_the_cycle_collector(tmp_path: Path, monkey
         assert len(made) == 4 and [r() for r in made] == [None] * 4
     finally:
         gc.enable()
+
+
+def _read_with_stderr_on_a_terminal(args: list[str]) -> tuple[int, bytes, bytes]:
+    import os
+    import pty
+
+    main, sub = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "prov4torch_cli.app", *args], stdout=subprocess.PIPE,
+                            stderr=sub)
+    os.close(sub)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        err += chunk
+    out, _ = proc.communicate(timeout=120)  # (a summary: far less than a pipe holds)
+    os.close(main)
+    return proc.returncode, out, err
+
+
+def test_a_long_read_shows_progress_on_a_terminal_and_nothing_on_a_pipe(tmp_path: Path):
+    doc = tmp_path / "store.json"
+    subprocess.run([sys.executable, str(Path(__file__).parent.parent / "benchmarks" / "gen_finetune_doc.py"), str(doc),
+                    "--runs", "4000"], check=True, capture_output=True)
+    assert doc.stat().st_size > 32 << 20  # past the size worth a line
+    code, out, err = _read_with_stderr_on_a_terminal(["show", str(doc)])
+    assert code == 0 and b"runs" in out.lower()
+    assert b"reading store.json: " in err and b"(100%)" in err and err.endswith(b"\r\x1b[K")  # cleared at the end
+    piped = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "show", str(doc)], capture_output=True)
+    assert piped.returncode == 0 and b"reading" not in piped.stderr and piped.stdout == out.replace(b"\r\n", b"\n")

@@ -24,10 +24,12 @@ one ``ProvInputError`` naming the file, line and column.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import json
+import os
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -75,11 +77,29 @@ class NotObject(NamedTuple):
 Item = Prefix | Records | Value | Bundle | Duplicate | NotObject
 
 
+Progress = Callable[[str, int, int], None]  # (file, bytes read, its size)
+_PROGRESS: list[Progress] = []  # the hook ``progress_to`` installs (a command run on a terminal)
+
+
+@contextlib.contextmanager
+def progress_to(hook: Progress) -> Iterator[None]:
+    """While inside, every file read a record at a time reports the bytes read of its size to ``hook``."""
+    _PROGRESS.append(hook)
+    try:
+        yield
+    finally:
+        _PROGRESS.remove(hook)
+
+
 class _Text:
     """The file's text in a sliding window; positions are indices into ``buf``."""
 
     def __init__(self, fh: IO[bytes], source: str) -> None:
         self.fh, self.source = fh, source
+        self.size = 0
+        if _PROGRESS:
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                self.size = os.fstat(fh.fileno()).st_size
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.buf, self.pos, self.eof = "", 0, False
         self.lines_before = 0  # newlines in the text already dropped from the window
@@ -114,6 +134,8 @@ class _Text:
             raise ProvInputError(f"{self.source}: not UTF-8 text (byte {self.bytes_read + exc.start}): not JSON",
                                  value=self.source) from None
         self.bytes_read += len(data)
+        if _PROGRESS and self.size:
+            _PROGRESS[-1](self.source, self.bytes_read, self.size)
         if not data:  # the end: nothing is dropped, so positions already found stay valid
             self.buf += text
             self.eof = True
