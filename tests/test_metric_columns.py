@@ -182,3 +182,42 @@ def test_a_fifo_at_the_spool_path_is_a_one_line_recover_error(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "recover", str(run.dir)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode in (1, 2) and "metrics.spool" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_autograd_result_is_read_by_the_writer_without_a_copy_at_the_call(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """The GPU step's design (issue 28), exercised on the CPU: a loss tensor (an autograd result nobody wrote to) is
+    kept by reference with its version counter and read in the writer's batched copy -- no kernel at the call; a
+    tensor written to in place after it was logged is dropped and counted, never recorded with a later value;
+    accumulators, no-grad results and views of larger tensors are copied at the call as before."""
+    from prov4torch.record import values
+
+    monkeypatch.setattr(values, "DEFERRED_DEVICES", {"cuda", "cpu"})
+    writer = journal.JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv")
+    append = writer.add_series("loss", "training")
+    w = torch.ones(3, requires_grad=True)
+    losses = [(w * i).sum() for i in range(4)]
+    kept = [values.coerce_metric("loss", loss) for loss in losses]
+    assert all(isinstance(k, values.DeviceValue) and k.version == 0 for k in kept)
+    assert all(k.tensor.untyped_storage().data_ptr() == loss.untyped_storage().data_ptr()  # the same memory
+               for k, loss in zip(kept, losses, strict=True))
+    late = (w * 5).sum()
+    late_value = values.coerce_metric("loss", late)
+    with torch.no_grad():
+        late.add_(100.0)  # written to after it was logged: its version moves
+    running = torch.zeros(())
+    running += 7.0  # an accumulator (version 1): copied at the call
+    acc = values.coerce_metric("loss", running)
+    running += 1.0
+    assert not isinstance(acc, values.DeviceValue)
+    with torch.no_grad():
+        assert not values.deferrable((w * 3).sum())  # a no-grad result (an evaluation's metric): copied
+    for step, value in enumerate([*kept, late_value, acc]):
+        append((step, value))
+    with pytest.warns(RuntimeWarning, match="written to in place before it was read"):
+        writer.close()
+    got = [(r["step"], float(r["value"])) for r in rows(tmp_path / "m.csv")]
+    assert got == [("0", 0.0), ("1", 3.0), ("2", 6.0), ("3", 9.0), ("5", 7.0)]  # step 4 dropped, not 115.0
+    assert writer.dropped == 1 and writer.points == 5
+    big = torch.ones(100, requires_grad=True) * 2  # an autograd result on a 400-byte storage: a view of it is copied
+    assert not values.deferrable(big[3])

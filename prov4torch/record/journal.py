@@ -48,7 +48,7 @@ from ..safefs import CLOEXEC, NOFOLLOW, open_new, open_regular
 from ..warn import warn
 from .identity import sha256_file
 from .metricbuf import POLL_S, QUIET_POINTS, SPOOL_LIMIT, Chunk, Series, Spool, pack, read_spool, rows
-from .values import DeviceValue
+from .values import ChangedTensor, DeviceValue
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
 BACKLOG_LIMIT = 50_000  # points queued before the writer drains early
@@ -113,10 +113,15 @@ def to_floats(values: list[Any]) -> list[float]:
     torch = sys.modules.get("torch")
     groups: dict[Any, dict[tuple[Any, Any], list[tuple[int, Any]]]] = {}  # device -> (dtype, shape) -> (i, tensor)
     streams: dict[Any, dict[Any, None]] = {}  # CUDA device -> the streams its copies were made on
+    changed = []
     for i in tensors:
         v = values[i]
         if isinstance(v, DeviceValue):
-            streams.setdefault(v.tensor.device, {})[v.stream] = None
+            if v.version is not None and v.tensor._version != v.version:
+                changed.append(i)
+                continue
+            if v.stream is not None:
+                streams.setdefault(v.tensor.device, {})[v.stream] = None
             v = v.tensor
         if torch is not None and isinstance(v, torch.Tensor):
             groups.setdefault(v.device, {}).setdefault((v.dtype, v.shape), []).append((i, v))
@@ -127,6 +132,10 @@ def to_floats(values: list[Any]) -> list[float]:
         parts = [[t for _, t in members] for members in by_kind.values()]
         for i, f in zip(order, _read(torch, device, parts, list(streams.get(device, ()))), strict=True):
             out[i] = float(f)
+    if changed:  # the others are read: a batch that fails is read again point by point (``JournalWriter._floats``)
+        raise ChangedTensor(f"a logged tensor was written to in place before it was read (version "
+                            f"{values[changed[0]].version} -> {values[changed[0]].tensor._version}); log a copy "
+                            "(t.detach().clone()) or a number (t.item()) when the tensor changes after the call")
     return out
 
 

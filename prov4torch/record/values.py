@@ -32,14 +32,33 @@ def check_name(kind: str, name: Any, pattern: re.Pattern[str]) -> str:
 
 
 class DeviceValue:
-    """A metric value still on a CUDA device: its copy, made on the caller's current stream, and that stream. The
-    writer orders its read after the copy on the GPU (an event it records on that stream, once per batch), so the
-    hot path neither synchronises nor creates an event."""
+    """A metric value still on a device: the tensor the writer reads, the stream it was made on (CUDA) and, when the
+    tensor is the caller's own (no copy made), its version counter then. The writer orders its read after that
+    stream's work (an event it records on it, once per batch), so the hot path neither synchronises nor creates
+    an event; a tensor whose version moved before the read was written to in place after it was logged: the
+    writer drops that point (counted, with a warning) rather than record a value that was not the logged one."""
 
-    __slots__ = ("stream", "tensor")
+    __slots__ = ("stream", "tensor", "version")
 
-    def __init__(self, tensor: Any, stream: Any) -> None:
-        self.tensor, self.stream = tensor, stream
+    def __init__(self, tensor: Any, stream: Any, version: int | None = None) -> None:
+        self.tensor, self.stream, self.version = tensor, stream, version
+
+
+class ChangedTensor(RuntimeError):
+    """A logged tensor was written to in place before the writer read it."""
+
+
+# devices whose autograd results are read later without a copy (``deferrable``); tests add "cpu" to exercise it
+DEFERRED_DEVICES = {"cuda"}
+SMALL_STORAGE = 64  # bytes: a view into a larger tensor is copied (a reference would keep the large one alive)
+
+
+def deferrable(value: Any) -> bool:
+    """Whether a one-element device tensor can be read by the writer later instead of copied now (no kernel on
+    the hot path): an autograd result (``grad_fn``: the loss of a training step) nobody has written to yet
+    (version 0), on its own small storage. An accumulator, a no-grad result or a view is copied, as before."""
+    return (value.device.type in DEFERRED_DEVICES and value.grad_fn is not None and value._version == 0
+            and value.untyped_storage().nbytes() <= SMALL_STORAGE)
 
 
 class TensorType:
@@ -60,7 +79,7 @@ def coerce_metric(name: str, value: Any) -> Any:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(value, torch.Tensor):
         TensorType.cls = torch.Tensor
-        if value.is_cpu:
+        if value.is_cpu and "cpu" not in DEFERRED_DEVICES:
             try:  # the common case, a 0-d loss on the CPU: .item() (unlike float(t)) never warns
                 return float(value.item())
             except (RuntimeError, ValueError, TypeError):
@@ -72,6 +91,10 @@ def coerce_metric(name: str, value: Any) -> Any:
             )
         if value.is_complex():
             raise InvalidValueError(f"metric {name!r}: tensor dtype {value.dtype} is not a real number", value=value)
+        if deferrable(value):  # the caller's own tensor, read later by the writer: no kernel now
+            kept = value.detach()  # a view sharing its storage and version counter, without the graph
+            stream = torch.cuda.current_stream(kept.device) if kept.is_cuda else None
+            return DeviceValue(kept, stream, kept._version)
         copy = value.detach().clone()  # a device tensor: one async copy kernel, no sync here
         if copy.is_cuda:  # the writer reads it on its own thread and stream, ordered after this stream's copy
             return DeviceValue(copy, torch.cuda.current_stream(copy.device))
