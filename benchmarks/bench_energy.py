@@ -77,7 +77,8 @@ def main() -> None:
         print(f"{name:30} {' '.join(f'{t:6.2f}' for t in ts)}  median {med[name]:6.2f} s")
     print(f"energy on / plain: {med['prov4torch run, energy on'] / med['plain']:.3f}x (target <= 1.03x); "
           f"energy off / plain: {med['prov4torch run, energy off'] / med['plain']:.3f}x")
-    print(f"energy's cost on the example: {med['prov4torch run, energy on'] - med['prov4torch run, energy off']:+.2f} s; "
+    cost = med["prov4torch run, energy on"] - med["prov4torch run, energy off"]
+    print(f"energy's cost on the example: {cost:+.2f} s; "
           f"on an empty script: {med['empty, energy on'] - med['empty, energy off']:+.2f} s (target <= +0.3 s)")
 
 

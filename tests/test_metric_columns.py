@@ -4,6 +4,7 @@ its recovery after kill -9, and a spool that is not ours."""
 from __future__ import annotations
 
 import csv
+import functools
 import marshal
 import os
 import shutil
@@ -162,7 +163,7 @@ def test_a_spool_that_is_not_ours_never_reaches_marshal_and_ends_cleanly(tmp_pat
     writer._csv.close()
     writer._journal.close()
     # marshal would make a code object of this; the spool's reader refuses anything but ints, None and floats
-    evil = metricbuf.Spool(tmp_path / "evil.spool", lambda p: open(p, "xb"))
+    evil = metricbuf.Spool(tmp_path / "evil.spool", functools.partial(open, mode="xb"))
     series = metricbuf.Series(("loss", "training"), 0, 1.0)
     evil.add(metricbuf.Chunk(series, marshal.dumps([0, compile("1", "x", "eval")], 2), 1, 0, [(0, 1.0), (1, 2.0)]),
              len(journal.METRICS_HEADER))
