@@ -112,6 +112,11 @@ class Terminated(BaseException):
     """SIGTERM arrived while a file was being written; cleanup runs, then the process exits as the signal would."""
 
 
+class ChangedTensor(RuntimeError):
+    """A tensor logged as a metric was written to in place before the writer read it (its point is dropped and
+    counted: ``record.values.DeviceValue``)."""
+
+
 class NotRegularFile(OSError):
     """A path that is a FIFO, socket, device or directory where a regular file is expected (never read)."""
 

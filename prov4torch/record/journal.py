@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import JournalError, MalformedEventError, NotRegularFile
+from ..errors import ChangedTensor, JournalError, MalformedEventError, NotRegularFile
 from ..events import Event, decode, encode
 from ..safefs import CLOEXEC, NOFOLLOW, open_new, open_regular
 from ..warn import warn
 from .identity import sha256_file
 from .metricbuf import POLL_S, QUIET_POINTS, SPOOL_LIMIT, Chunk, Series, Spool, pack, read_spool, rows
-from .values import ChangedTensor, DeviceValue
+from .values import DeviceValue
 
 METRICS_HEADER = "name,context,step,timestamp,value\n"  # timestamp: Unix epoch milliseconds
 BACKLOG_LIMIT = 50_000  # points queued before the writer drains early

@@ -44,10 +44,6 @@ class DeviceValue:
         self.tensor, self.stream, self.version = tensor, stream, version
 
 
-class ChangedTensor(RuntimeError):
-    """A logged tensor was written to in place before the writer read it."""
-
-
 # devices whose autograd results are read later without a copy (``deferrable``); tests add "cpu" to exercise it
 DEFERRED_DEVICES = {"cuda"}
 SMALL_STORAGE = 64  # bytes: a view into a larger tensor is copied (a reference would keep the large one alive)
