@@ -165,7 +165,7 @@ def test_a_spool_that_is_not_ours_never_reaches_marshal_and_ends_cleanly(tmp_pat
     # marshal would make a code object of this; the spool's reader refuses anything but ints, None and floats
     evil = metricbuf.Spool(tmp_path / "evil.spool", functools.partial(open, mode="xb"))
     series = metricbuf.Series(("loss", "training"), 0, 1.0)
-    evil.add(metricbuf.Chunk(series, marshal.dumps([0, compile("1", "x", "eval")], 2), 1, 0, [(0, 1.0), (1, 2.0)]),
+    evil.add([metricbuf.Chunk(series, marshal.dumps([0, compile("1", "x", "eval")], 2), 1, 0, [(0, 1.0), (1, 2.0)])],
              len(journal.METRICS_HEADER))
     evil.close()
     shutil.copy(tmp_path / "evil.spool", spool)
@@ -222,3 +222,21 @@ def test_an_autograd_result_is_read_by_the_writer_without_a_copy_at_the_call(tmp
     assert writer.dropped == 1 and writer.points == 5
     big = torch.ones(100, requires_grad=True) * 2  # an autograd result on a 400-byte storage: a view of it is copied
     assert not values.deferrable(big[3])
+
+
+def test_a_spool_that_cannot_be_written_loses_no_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A file already at the spool's name (planted, or left by a crash the user did not recover): never written
+    through; the points stay in memory and reach the CSV, and the failure is said once."""
+    monkeypatch.setattr(journal, "QUIET_POINTS", 10)
+    planted = journal.spool_path(tmp_path / "m.csv")
+    planted.write_bytes(b"someone else's")
+    writer = journal.JournalWriter(tmp_path / "j.jsonl", tmp_path / "m.csv")
+    append = writer.add_series("loss", "training")
+    for i in range(100):
+        append((i, float(i)))
+    with pytest.warns(RuntimeWarning, match="could not write"):
+        writer.flush(rows=False)
+    writer.close()
+    assert [int(r["step"]) for r in rows(tmp_path / "m.csv")] == list(range(100))
+    assert writer.points == 100 and writer.dropped == 0
+    assert planted.read_bytes() == b"someone else's"

@@ -297,8 +297,7 @@ class JournalWriter:
                     os.fsync(self._csv.fileno())
                 self._spool.done()
             else:
-                for chunk in taken:
-                    self._spool.add(chunk, self._csv_length)
+                self._spool.add(taken, self._csv_length)
                 self._spool.flush(sync)
             self._journal.flush()
             if sync:

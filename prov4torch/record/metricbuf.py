@@ -194,27 +194,30 @@ class Spool:
         self._fh: IO[bytes] | None = None
         self._named: set[int] = set()
 
-    def add(self, chunk: Chunk, csv_length: int) -> None:
+    def add(self, chunks: list[Chunk], csv_length: int) -> None:
+        """Keep ``chunks`` (in memory first: a disk that fails keeps them for the CSV) and append them to the
+        file."""
+        self.chunks.extend(chunks)
+        self.points += sum(len(c) for c in chunks)
         if self._fh is None:
             self._fh = self.opener(self.path)
             self._fh.write(SPOOL_MAGIC + _HEAD.pack(csv_length))
             self._named = set()
-        s = chunk.series
         parts = []
-        if s.sid not in self._named:
-            key = f"{s.key[0]},{s.key[1]}".encode()
-            parts.append(_SERIES + _SERIES_HEAD.pack(s.sid, len(key)) + key)
-            self._named.add(s.sid)
-        marks = chunk.marks or []
-        parts.append(_CHUNK + _CHUNK_HEAD.pack(s.sid, chunk.first, len(chunk), len(marks), len(chunk.blob),
-                                              chunk.times is not None))
-        parts.extend(_MARK.pack(c, t) for c, t in marks)
-        parts.append(chunk.blob)
-        if chunk.times is not None:
-            parts.append(array("d", chunk.times).tobytes())
+        for chunk in chunks:
+            s = chunk.series
+            if s.sid not in self._named:
+                key = f"{s.key[0]},{s.key[1]}".encode()
+                parts.append(_SERIES + _SERIES_HEAD.pack(s.sid, len(key)) + key)
+                self._named.add(s.sid)
+            marks = chunk.marks or []
+            parts.append(_CHUNK + _CHUNK_HEAD.pack(s.sid, chunk.first, len(chunk), len(marks), len(chunk.blob),
+                                                  chunk.times is not None))
+            parts.extend(_MARK.pack(c, t) for c, t in marks)
+            parts.append(chunk.blob)
+            if chunk.times is not None:
+                parts.append(array("d", chunk.times).tobytes())
         self._fh.write(b"".join(parts))
-        self.chunks.append(chunk)
-        self.points += len(chunk)
 
     @property
     def active(self) -> bool:
