@@ -43,6 +43,9 @@ echo "== 3. the CUDA hot path, and step overhead on the GPU (every sampler on, t
 bench() {
   timeout 60 python3 benchmarks/cuda_hot_path.py 2>&1 | tail -2
   timeout 100 python3 benchmarks/bench_step_overhead.py --device cuda --samplers --blocks 200 --steps 20 2>&1 | tail -3
+  echo "-- the same, the loss read by reference (PROV4TORCH_METRIC_BY_REFERENCE=1: issue 28's target, <= 2%)"
+  PROV4TORCH_METRIC_BY_REFERENCE=1 timeout 100 python3 benchmarks/bench_step_overhead.py --device cuda --samplers \
+    --blocks 200 --steps 20 2>&1 | tail -3
   timeout 100 python3 benchmarks/bench_step_overhead.py --device cuda --blocks 200 --steps 20 2>&1 | tail -3
 }
 bench

@@ -15,7 +15,10 @@ RUN_NAME = "PROV4TORCH_RUN_NAME"
 FLUSH_INTERVAL = "PROV4TORCH_FLUSH_INTERVAL"  # seconds between writer flushes (default 1)
 SAMPLE_INTERVAL = "PROV4TORCH_SAMPLE_INTERVAL"  # seconds between sampler readings
 SYSTEM_METRICS = "PROV4TORCH_SYSTEM_METRICS"  # "0" turns the psutil/NVML samplers off
-ENERGY = "PROV4TORCH_ENERGY"  # "0" turns the codecarbon tracker off
+ENERGY = "PROV4TORCH_ENERGY"  # "0" turns energy off; "codecarbon" adds codecarbon's live tracker
+# "1": a CUDA loss (an autograd result) is read by the writer later instead of copied at the call (issue 28; off by
+# default until measured on a GPU: a CUDA graph replay overwrites its outputs without moving their version counter)
+METRIC_BY_REFERENCE = "PROV4TORCH_METRIC_BY_REFERENCE"
 COUNTRY = "PROV4TORCH_COUNTRY"  # ISO 3166-1 alpha-3 code for codecarbon's grid intensity
 POLICY = "PROV4TORCH_POLICY"
 POLICY_MODE = "PROV4TORCH_POLICY_MODE"

@@ -239,10 +239,14 @@ def test_cuda_tensors_are_queued_and_written_with_no_synchronising_call(tmp_path
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("grad", [False, True])  # True: autograd results, read by reference (no copy at the call)
-def test_values_logged_on_a_side_stream_are_read_after_they_are_computed(tmp_path: Path, grad: bool):
+def test_values_logged_on_a_side_stream_are_read_after_they_are_computed(tmp_path: Path, grad: bool,
+                                                                          monkeypatch: pytest.MonkeyPatch):
     """Each value comes out of a long kernel on a non-default stream (alternating with the default stream, so one
     batch holds both); without ordering on the GPU the writer, on its own stream, could read a value before the
     kernel wrote it."""
+    from prov4torch.record import values
+
+    monkeypatch.setattr(values, "DEFERRED_DEVICES", {"cuda"} if grad else set())  # PROV4TORCH_METRIC_BY_REFERENCE
     x = (torch.randn(2048, 2048, device="cuda") / 64).requires_grad_(grad)  # stays finite through three products
     side = torch.cuda.Stream()
     torch.cuda.synchronize()

@@ -11,6 +11,7 @@ import re
 import sys
 from typing import Any
 
+from .. import env
 from ..errors import InvalidValueError
 from ..events import MAX_TIME, MIN_TIME
 
@@ -44,8 +45,11 @@ class DeviceValue:
         self.tensor, self.stream, self.version = tensor, stream, version
 
 
-# devices whose autograd results are read later without a copy (``deferrable``); tests add "cpu" to exercise it
-DEFERRED_DEVICES = {"cuda"}
+# devices whose autograd results are read later without a copy (``deferrable``): none unless
+# PROV4TORCH_METRIC_BY_REFERENCE=1 (CUDA) -- a CUDA graph's replay (torch.compile's "reduce-overhead", a captured
+# training step) overwrites its static outputs without moving their version counter, so a loss read later could be
+# the next step's; tests add "cpu" to exercise the path
+DEFERRED_DEVICES = {"cuda"} if env.flag(env.METRIC_BY_REFERENCE, False) else set()
 SMALL_STORAGE = 64  # bytes: a view into a larger tensor is copied (a reference would keep the large one alive)
 
 
