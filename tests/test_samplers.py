@@ -425,7 +425,7 @@ def powercap(root: Path, packages: dict[str, tuple[int, int]]) -> Path:
 
 
 def test_rapl_counters_measure_the_cpu_across_a_wrap_and_say_so(tmp_path: Path):
-    from prov4torch.samplers.estimate import Estimator, Snapshot
+    from prov4torch.samplers.estimate import Estimator, Snapshot, rapl_measured
 
     root = powercap(tmp_path / "powercap", {"intel-rapl:0": (1_000_000, 10_000_000), "intel-rapl:1": (0, 10**12)})
     e = Estimator(powercap=root)
@@ -439,12 +439,12 @@ def test_rapl_counters_measure_the_cpu_across_a_wrap_and_say_so(tmp_path: Path):
     b = Snapshot(a.wall + 3600, b.busy, b.total, b.rapl_uj)  # an hour later: RAM 3 W per 8 GB for an hour
     got = e.energy(a, b)
     assert got["cpu"] == pytest.approx(11.5 / 3.6e6)  # 11.5 J measured, whatever the load
-    assert e.method().startswith("cpu:RAPL (2 package counter(s), powercap)")
+    assert e.method(rapl_measured(a, b)).startswith("cpu:RAPL (2 package counter(s), powercap)")
     assert got["emissions"] == pytest.approx(got["energy"] * e.intensity / 1000)
 
 
 def test_rapl_that_only_root_may_read_leaves_the_estimate(tmp_path: Path):
-    from prov4torch.samplers.estimate import Estimator
+    from prov4torch.samplers.estimate import Estimator, rapl_measured
 
     root = powercap(tmp_path / "powercap", {"intel-rapl:0": (1, 10)})
     (root / "intel-rapl:0" / "energy_uj").unlink()
@@ -452,18 +452,19 @@ def test_rapl_that_only_root_may_read_leaves_the_estimate(tmp_path: Path):
     e = Estimator(powercap=root)
     assert e.rapl.zones == [] and e.snapshot().rapl_uj is None
     assert Estimator(powercap=tmp_path / "absent").rapl.read() is None
-    e.energy(e.snapshot(), e.snapshot())
-    assert e.method().startswith("cpu:estimate (TDP")
+    a, b = e.snapshot(), e.snapshot()
+    e.energy(a, b)
+    assert e.method(rapl_measured(a, b)).startswith("cpu:estimate (TDP")
 
 
 def test_a_process_share_of_rapl_energy_in_a_distributed_job(tmp_path: Path):
-    from prov4torch.samplers.estimate import Estimator, Snapshot
+    from prov4torch.samplers.estimate import Estimator, Snapshot, rapl_measured
 
     e = Estimator(per_process=True, powercap=powercap(tmp_path / "pc", {"intel-rapl:0": (0, 10**12)}))
     a = Snapshot(0.0, 10.0, 0.0, 0.0, 100.0)
     b = Snapshot(10.0, 15.0, 40.0, 36e6, 120.0)  # 36 J on the package; this process had 5 of 20 busy CPU seconds
     assert e.energy(a, b)["cpu"] == pytest.approx(9 / 3.6e6)
-    assert "share of busy CPU time" in e.method()
+    assert "share of busy CPU time" in e.method(rapl_measured(a, b))
 
 
 def test_gpu_energy_from_nvml_counters_joins_the_estimate():

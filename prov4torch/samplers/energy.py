@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import warn
-from .estimate import Estimator, Snapshot
+from .estimate import Estimator, Snapshot, rapl_measured
 
 START_DELAY_S = 3.0  # codecarbon starts once the run has lasted this long
 START_WAIT_S = 0.5  # at stop: the longest wait for a codecarbon start in progress
@@ -166,16 +166,17 @@ class EnergyTracker:
     def _estimated(self, a: Snapshot, b: Snapshot, why: str | None) -> dict[str, object]:
         assert self.estimator is not None
         e = self.estimator.energy(a, b)
+        measured = rapl_measured(a, b)
         return {
             "p4t:energyKWh": e["energy"], "p4t:cpuEnergyKWh": e["cpu"], "p4t:gpuEnergyKWh": 0.0,
             "p4t:ramEnergyKWh": e["ram"], "p4t:emissionsKgCO2eq": e["emissions"],
-            "p4t:energyCountry": self.estimator.country, "p4t:energyMethod": self.estimator.method(),
+            "p4t:energyCountry": self.estimator.country, "p4t:energyMethod": self.estimator.method(measured),
             "p4t:energyTrackingMode": self.kwargs["tracking_mode"], "p4t:energyFallback": True,
             "p4t:energyFallbackReason": "; ".join(p for p in (
-                why, "RAM power estimated" if self.estimator.measured else "CPU and RAM power estimated from CPU "
+                why, "RAM power estimated" if measured else "CPU and RAM power estimated from CPU "
                 "time", "no GPU measured") if p),
             "p4t:energyTool": "prov4torch estimate with codecarbon's models and data"
-                              + (", RAPL counters" if self.estimator.measured else ""),
+                              + (", RAPL counters" if measured else ""),
         }
 
     def _with_gap(self, measured: dict[str, object], a: Snapshot, b: Snapshot) -> dict[str, object]:
@@ -188,7 +189,7 @@ class EnergyTracker:
             out[key] = float(measured[key]) + gap[part]  # type: ignore[arg-type]
         out["p4t:energyEstimatedSeconds"] = round(b.wall - a.wall, 3)
         out["p4t:energyMethod"] = f"{measured.get('p4t:energyMethod')}; first {b.wall - a.wall:.1f} s: " \
-                                  f"{self.estimator.method()}"
+                                  f"{self.estimator.method(rapl_measured(a, b))}"
         return out
 
     def _attributes(self, data: Any) -> dict[str, object]:

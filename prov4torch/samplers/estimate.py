@@ -144,6 +144,11 @@ class Rapl:
         return self._total
 
 
+def rapl_measured(a: Snapshot, b: Snapshot) -> bool:
+    """Whether the CPU energy between ``a`` and ``b`` is measured by RAPL (both read its counters)."""
+    return a.rapl_uj is not None and b.rapl_uj is not None
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """CPU time counters at one moment."""
@@ -168,7 +173,6 @@ class Estimator:
         self.wanted_country = country
         self._models: tuple[float, str, float, float, str] | None = None  # read when first needed
         self.rapl = Rapl(powercap)
-        self.measured = False  # the last energy() measured the CPU (RAPL) rather than estimated it
 
     def _model(self) -> tuple[float, str, float, float, str]:
         """TDP, its source, RAM watts, carbon intensity, country: codecarbon's tables, read once (~10 ms)."""
@@ -214,8 +218,7 @@ class Estimator:
         tdp, _source, ram_w, intensity, _country = self._model()
         cpu_w = tdp * load if self.per_process else tdp * (0.1 + 0.9 * load**3)
         cpu = cpu_w * hours / 1000.0
-        self.measured = a.rapl_uj is not None and b.rapl_uj is not None
-        if a.rapl_uj is not None and b.rapl_uj is not None:
+        if a.rapl_uj is not None and b.rapl_uj is not None:  # (``rapl_measured``)
             cpu = max(0.0, b.rapl_uj - a.rapl_uj) / 3.6e12  # microjoules -> kWh
             if self.per_process:
                 busy = (b.machine_busy or 0.0) - (a.machine_busy or 0.0)
@@ -223,8 +226,9 @@ class Estimator:
         ram = ram_w * hours / 1000.0
         return {"cpu": cpu, "ram": ram, "energy": cpu + ram, "emissions": (cpu + ram) * intensity / 1000.0}
 
-    def method(self) -> str:
-        if self.measured:
+    def method(self, measured: bool = False) -> str:
+        """How ``energy`` got its figures; ``measured``: the CPU's from RAPL (``rapl_measured`` of its snapshots)."""
+        if measured:
             share = " x this process's share of busy CPU time" if self.per_process else ""
             cpu = f"cpu:RAPL ({len(self.rapl.zones)} package counter(s), powercap{share})"
         else:
