@@ -488,3 +488,27 @@ def test_a_run_on_gpus_counts_their_nvml_energy(monkeypatch: pytest.MonkeyPatch)
     assert joules > 0
     assert float(act["p4t:gpuEnergyKWh"]["$"]) == pytest.approx(joules / 3.6e6)
     assert "gpu:NVML total energy counter" in act["p4t:energyMethod"]
+
+
+def test_two_rapl_reads_at_once_count_a_delta_once(tmp_path: Path):
+    """The tick thread and a snapshot (the run's end, codecarbon's start) may read the counters at the same moment:
+    each joule is counted once."""
+    from prov4torch.samplers.estimate import Rapl
+
+    root = powercap(tmp_path / "pc", {"intel-rapl:0": (0, 10**12)})
+    rapl = Rapl(root)
+    (root / "intel-rapl:0" / "energy_uj").write_text("5000000\n")  # +5 J since the first read
+
+    class Slow(list):  # the last values, handed out slowly: both readers see them before either updates them
+        def __iter__(self):
+            for x in list.__iter__(self):
+                time.sleep(0.2)
+                yield x
+
+    rapl._last = Slow(rapl._last)
+    readers = [threading.Thread(target=rapl.read) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    assert rapl.read() == 5_000_000

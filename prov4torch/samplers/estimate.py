@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ class Rapl:
             self.zones.append((zone / "energy_uj", span))
         self._last: list[float] = []
         self._total = 0.0
+        # the tick thread, the run's start and end, codecarbon's start: two reads at once would count a delta twice
+        self._lock = threading.Lock()
         if self.zones:
             self._last = self._raw()
 
@@ -133,15 +136,16 @@ class Rapl:
     def read(self) -> float | None:
         if not self.zones:
             return None
-        try:
-            now = self._raw()
-        except (OSError, ValueError):
-            return None
-        for i, ((_path, span), before, after) in enumerate(zip(self.zones, self._last, now, strict=True)):
-            delta = after - before
-            self._total += delta if delta >= 0 else delta + span  # wrapped once
-            self._last[i] = after
-        return self._total
+        with self._lock:
+            try:
+                now = self._raw()
+            except (OSError, ValueError):
+                return None
+            for i, ((_path, span), before, after) in enumerate(zip(self.zones, self._last, now, strict=True)):
+                delta = after - before
+                self._total += delta if delta >= 0 else delta + span  # wrapped once
+                self._last[i] = after
+            return self._total
 
 
 def rapl_measured(a: Snapshot, b: Snapshot) -> bool:
