@@ -18,7 +18,8 @@ import torch
 from torch.utils.data import Dataset
 
 from prov4torch.record.checkpoints import checkpoint_digest
-from prov4torch.record.identity import DigestCache, dataset_digest, digest_path, sha256_file, weights_digest
+from prov4torch.record.identity import DigestCache, dataset_digest, digest_path, weights_digest
+from prov4torch.safefs import file_sha256
 
 
 class Arrays(Dataset):
@@ -74,7 +75,7 @@ def main() -> None:
         ckpt = tmpd / "model.pt"
         torch.save(model.state_dict(), ckpt)
         size = ckpt.stat().st_size / 1e6
-        t_file = timed(lambda: sha256_file(ckpt))
+        t_file = timed(lambda: file_sha256(ckpt))
         t_mem = timed(lambda: weights_digest(model))
         t_load = timed(lambda: checkpoint_digest(ckpt))
         print(f"checkpoint {size:.0f} MB: file sha256 {t_file:.2f} s; weights digest from memory {t_mem:.2f} s "

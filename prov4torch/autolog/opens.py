@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import env
 from ..record.checkpoints import classify
+from ..safefs import file_sha256
 from .reads import FileReads, under
 from .scope import Patcher, busy, record_inside, record_once
 
@@ -50,14 +51,10 @@ def buffer_digest(buf: Any) -> tuple[str, int] | None:
 
 
 def _file_sha256(path: str) -> str | None:
-    h = hashlib.sha256()
     try:
-        with io.FileIO(path, "r") as fh:  # io.FileIO: never through the wrapped open()
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        return file_sha256(path)  # by fd (the open() hook lets an fd by), never a FIFO
     except OSError:
         return None
-    return h.hexdigest()
 
 
 class OpenWatch:

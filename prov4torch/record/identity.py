@@ -37,7 +37,7 @@ from ..errors import (
     Prov4TorchError,
     UnreadableContentError,
 )
-from ..safefs import file_kind, open_regular, safe_dir
+from ..safefs import file_kind, file_sha256, safe_dir
 
 CHUNK = 1 << 20
 MANIFEST_METHOD = "sha256-manifest"  # OpenSSF model-signing root digest over per-file digests
@@ -126,20 +126,12 @@ class DigestCache:
 NO_CACHE = DigestCache(None)
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open_regular(path) as fh:  # a FIFO or device is never read (it would block or never end)
-        while block := fh.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_digest(path: Path, cache: DigestCache = NO_CACHE, name: str | None = None) -> FileDigest:
     st = path.stat()
     key = str(path.resolve())
     sha = cache.get(key, st)
     if sha is None:
-        sha = sha256_file(path)
+        sha = file_sha256(path)  # a FIFO or device is never read (it would block or never end)
         cache.put(key, st, sha)
     return FileDigest(name or path.name, sha, st.st_size)
 

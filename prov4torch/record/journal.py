@@ -44,9 +44,8 @@ from typing import IO, Any
 
 from ..errors import ChangedTensor, JournalError, MalformedEventError, NotRegularFile
 from ..events import Event, decode, encode
-from ..safefs import CLOEXEC, NOFOLLOW, open_new, open_regular
+from ..safefs import CLOEXEC, NOFOLLOW, file_sha256, open_new, open_regular
 from ..warn import warn
-from .identity import sha256_file
 from .metricbuf import POLL_S, QUIET_POINTS, SPOOL_LIMIT, Chunk, Series, Spool, pack, read_spool, rows
 from .values import DeviceValue
 
@@ -530,7 +529,7 @@ def summarize_metrics(path: Path) -> tuple[dict[tuple[str, str], SeriesStats], s
     for key, (steps, times, values) in columns.items():
         stats[key] = SeriesStats(*key)
         stats[key].add_many(steps, times, values)
-    return stats, sha256_file(path) if path.exists() else "", points
+    return stats, file_sha256(path) if path.exists() else "", points
 
 
 def series_sorted(stats: Iterable[SeriesStats]) -> list[SeriesStats]:
