@@ -234,7 +234,7 @@ class _Writer:
         # a rank's (or launcher's) bundle id -> (the file it came from, the signature of its own records)
         self.signatures: dict[str, tuple[str, int]] = {}
         self.first = True
-        self._input: str | None = None  # the input being read, as report.inputs holds it
+        self._input = ""  # the input being read, as report.inputs holds it
 
     def top_level(self) -> None:
         """The output's top level: the shared records (as read), then what merging adds (``_generated``)."""
@@ -263,7 +263,7 @@ class _Writer:
     def add_file(self, path: Path, index: int) -> None:
         """One input, read a record at a time (``stream``): memory holds one record, the shared records and
         ids; a unit's records wait in its spool until the unit ends (closed whatever happens)."""
-        self._input = self.report.inputs[index] if index < len(self.report.inputs) else None  # (one string per input)
+        self._input = self.report.inputs[index]  # the input's own string, kept once per rank (``signatures``)
         try:
             self._add_file(path, index)
         finally:
@@ -382,7 +382,7 @@ class _Writer:
                 signature += _record_hash(section, rid, text)
             body.record(section, f'"_:{tag}-{rid[3:]}' if rid.startswith('"_:') else rid, text)
         if unit.bid is not None and unit.bid not in self.signatures:
-            self.signatures[unit.bid] = (self._input or str(path), signature & _MASK)
+            self.signatures[unit.bid] = (self._input, signature & _MASK)
         if body.close(skip_empty=repeat or bool(unit.given and unit.given.startswith("p4t:input/"))):
             self.bundle_ids.append((unit.run_id, bid))
 

@@ -88,6 +88,12 @@ def parse_time(v: Any) -> _dt.datetime | None:
 _EMPTY: list[str] = []
 
 
+def _without(found: list[str], item: str) -> list[str]:
+    """The sorted list ``found`` less ``item``: ``found`` itself when it does not hold it (shared, not copied)."""
+    i = bisect.bisect_left(found, item)
+    return [*found[:i], *found[i + 1:]] if i < len(found) and found[i] == item else found
+
+
 def _within(small: list[str], big: list[str]) -> bool:
     """Whether every item of the sorted list ``small`` is in the sorted list ``big`` (a binary search each: the
     cost follows the smaller list, as a frozenset's ``<=`` did)."""
@@ -232,7 +238,7 @@ class Evaluator:
         memo = self._data_trained if trained else self._data_all
         if start in memo:
             found = memo[start]
-            return [d for d in found if d != start] if start in found else found  # the memo's own list: shared
+            return _without(found, start)  # the memo's own list when it can: shared
         made: list[str] = []
         on_path: set[str] = set()
         stack: list[tuple[str, list[str] | None]] = [(start, None)]
@@ -262,8 +268,7 @@ class Evaluator:
             else:
                 memo[node] = sorted(set().union(*sets, (node,) if own else ()))
             made.append(node)
-        found = memo[start]
-        return [d for d in found if d != start] if start in found else found
+        return _without(memo[start], start)
 
     def activities_for(self, rule: Rule, subject: Node) -> list[tuple[Node, list[str]]]:
         """(activity, datasets it used that are in scope) pairs a purpose/region/time rule judges."""

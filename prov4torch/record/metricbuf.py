@@ -68,7 +68,9 @@ class Series:
         self.sid = sid
         self.buf: list[Any] = []  # step, value, step, value, ... (appended by the hot path only)
         self.base = 0  # points taken from buf so far: the index of buf[0]'s point
-        self.marks: list[tuple[int, float]] = [(0, now)]  # (points appended, time); the first is a lower bound
+        # (points appended, time): a point takes the time of the first mark past its index; the first mark is
+        # where the next points start counting (its time is used only if no mark follows, never from the writer)
+        self.marks: list[tuple[int, float]] = [(0, now)]
         self.next_step = 0  # the step of a point logged without one
 
     def __len__(self) -> int:
