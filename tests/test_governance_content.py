@@ -99,6 +99,83 @@ def test_the_api_tags_of_a_dataset_follow_it_into_a_subset(tmp_path: Path):
             prov4torch.log_dataset(torch.utils.data.Subset(base, [1, 2, 3]), role="training")
 
 
+class _Holder(torch.utils.data.Dataset):
+    """A dataset class of the user's own, holding what it serves under names of its own."""
+
+    def __init__(self, **members):
+        self.__dict__.update(members)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.zeros(2)
+
+
+def _derived(kind: str, base: torch.utils.data.TensorDataset, arrays: dict):
+    x, y = base.tensors
+    if kind == "attribute":  # a wrapper keeping the tagged dataset under a name of its own
+        return _Holder(base=base)
+    if kind == "dict-of-datasets":
+        return _Holder(sources={"held-out": base})
+    if kind == "own-class":  # the tagged tensors themselves, in a class of the user's own
+        return _Holder(x=x, y=y)
+    if kind == "slice":
+        return torch.utils.data.TensorDataset(x[:6], y[:6])
+    if kind == "transposed":
+        return torch.utils.data.TensorDataset(x.t()[1:])
+    if kind == "numpy-view":  # arrays tagged; a tensor made on part of one (torch.from_numpy shares the memory)
+        return torch.utils.data.TensorDataset(torch.from_numpy(arrays["x"][3:]))
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["attribute", "dict-of-datasets", "own-class", "slice", "transposed", "numpy-view"])
+def test_data_that_is_a_tagged_datasets_own_memory_carries_its_tags(tmp_path: Path, kind: str):
+    """Governance follows the data in memory: a wrapper under any attribute name, the tagged tensors in a class of
+    the user's own, a slice or view of them, a tensor on a tagged NumPy array -- each is new content with an id
+    of its own, and carries the testing-only consent of the data it is."""
+    import numpy as np
+
+    arrays = {"x": np.arange(40.0).reshape(10, 4)}
+    base = torch.utils.data.TensorDataset(torch.arange(40.0).reshape(10, 4), torch.arange(10))
+    tagged = _Holder(x=arrays["x"]) if kind == "numpy-view" else base
+    with pytest.raises(prov4torch.PolicyViolation, match="purpose-within-consent.*used as training"):
+        with prov4torch.start_run(out_dir=tmp_path, region="eu-west-1", purpose="training", policy="default") as run:
+            prov4torch.log_dataset(tagged, name="held-out", role="testing", consent_scope=["testing"], **TAGS)
+            prov4torch.log_dataset(_derived(kind, base, arrays), name="train")
+    (event,) = [e for e in _journal(run.journal_path) if e["t"] == "dataset" and e["name"] == "train"]
+    assert event["id"] != base_id(run.journal_path)  # new content, an id of its own
+    entity = load(run.prov_path)["entity"][event["id"]]
+    assert entity["p4t:consentScope"] == "testing" and entity["p4t:originCountry"] == "FR"
+    if kind not in ("attribute", "dict-of-datasets"):
+        assert any(w.startswith("memory shared with held-out") for w in event["tags_from"]), event["tags_from"]
+
+
+def test_data_that_only_sits_beside_tagged_data_in_memory_is_not_given_its_tags(tmp_path: Path):
+    """No false kinship: other tensors (a copy of a slice too: new memory) train freely beside testing-only data."""
+    base = torch.utils.data.TensorDataset(torch.arange(40.0).reshape(10, 4))
+    other = torch.utils.data.TensorDataset(torch.ones(5, 4), base.tensors[0][:5].clone())
+    with prov4torch.start_run(out_dir=tmp_path, region="eu-west-1", purpose="training", policy="default") as run:
+        prov4torch.log_dataset(base, name="held-out", role="testing", consent_scope=["testing"], **TAGS)
+        prov4torch.log_dataset(other, name="train", consent_scope=["training"], **TAGS)
+        model = torch.nn.Linear(4, 1)
+        for (x, _copy) in torch.utils.data.DataLoader(other, batch_size=5):
+            model(x).sum().backward()
+    (event,) = [e for e in _journal(run.journal_path) if e["t"] == "dataset" and e["name"] == "train"]
+    assert "tags_from" not in event
+    doc = load(run.prov_path)
+    assert doc["entity"][event["id"]]["p4t:consentScope"] == "training"
+    assert rank_activity(doc)["p4t:status"] == "FINISHED"
+
+
+def _journal(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def base_id(path: Path) -> str:
+    return next(e["id"] for e in _journal(path) if e["t"] == "dataset" and e["name"] == "held-out")
+
+
 # -- identical content, two tag sets ---------------------------------------------------------------------------------
 
 def test_two_copies_of_one_file_tagged_differently_combine_restrictively(tmp_path: Path):

@@ -36,6 +36,7 @@ from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
 from .ids import local as local_name
+from .sharedmem import SharedMemory
 
 SYNC_LIMIT = 64 << 20  # bytes hashed on the caller's thread; more goes to the background
 MAX_FILES_RECORDED = 1000  # per-file digests kept in the record (the root digest covers them all)
@@ -80,6 +81,7 @@ class DatasetIdentifier:
         self.on_digest = on_digest
         self._by_object: dict[int, tuple[Any, str]] = {}  # id(obj) -> (obj kept alive, dataset id)
         self._governance: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(obj) -> (obj, its governance summary)
+        self._memory = SharedMemory()  # the tensors and arrays of tagged datasets (``sharedmem``)
         self._count = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -128,14 +130,16 @@ class DatasetIdentifier:
         sets += [(rule.source.describe(), summary(governance_attributes(rule.tags))) for rule in rules]
         if not isinstance(data, (str, os.PathLike)):
             sets += self._parts_governance(data)
+            sets += self._memory.governance(data)  # tensors that are a tagged dataset's (a slice, a wrapper)
         governance = inherit(g for _, g in sets) if len(sets) > 1 else (sets[0][1] if sets else {})
         conflicts = tag_conflicts(sets)
         if conflicts:
             event["tag_conflicts"] = conflicts
             warn(f"prov4torch: {event.get('name')}: its tag sources disagree; the more restrictive tags hold: "
                  + "; ".join(conflicts)[:400])
-        if len(sets) > 1 or rules:
-            event["tags_from"] = sorted({where for where, _ in sets if where != "the code"})
+        tags_from = sorted({where for where, _ in sets if where != "the code"})
+        if tags_from or rules:
+            event["tags_from"] = tags_from
         if event.get("identity") == "unidentified" and governance.get("p4t:datasetId"):
             declared = governance["p4t:datasetId"]
             declared = declared[0] if isinstance(declared, list) else declared
@@ -145,6 +149,8 @@ class DatasetIdentifier:
         with self._lock:
             self._by_object[id(data)] = (data, event["id"])
             self._governance[id(data)] = (data, governance)
+            if not isinstance(data, (str, os.PathLike)):
+                self._memory.note(data, f"{event.get('name')} ({event['id']})", governance)
         return ev.Dataset(**event)
 
     def _parts_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
@@ -240,20 +246,15 @@ MAX_PARTS = 1000  # component datasets followed below one wrapper
 
 def parts(data: Any, depth: int = 0) -> list[Any]:
     """The datasets a wrapper is made of, at any depth: ``Subset.dataset`` (``random_split`` too),
-    ``ConcatDataset.datasets``, ``ChainDataset.datasets``, and any object holding its data in a ``dataset`` or
-    ``datasets`` attribute (read from the instance's own attributes: no property is called)."""
+    ``ConcatDataset.datasets``, ``ChainDataset.datasets``, any object holding its data in a ``dataset`` or
+    ``datasets`` attribute, and any torch ``Dataset`` held in an attribute of another name (``self.base``), or in a
+    list, tuple or dict there (read from the instance's own attributes: no property is called)."""
     found: list[Any] = []
     stack = [(data, 0)]
     seen = {id(data)}
     while stack and len(found) < MAX_PARTS:
         obj, level = stack.pop()
-        attrs = vars(obj) if hasattr(obj, "__dict__") else {}
-        children = []
-        if "dataset" in attrs:
-            children.append(attrs["dataset"])
-        if isinstance(attrs.get("datasets"), (list, tuple)):
-            children.extend(attrs["datasets"])
-        for child in children:
+        for child in _children(obj):
             if child is None or isinstance(child, (str, bytes, int, float)) or id(child) in seen:
                 continue
             seen.add(id(child))
@@ -261,6 +262,23 @@ def parts(data: Any, depth: int = 0) -> list[Any]:
             if level < 8:
                 stack.append((child, level + 1))
     return found
+
+
+def _children(obj: Any) -> list[Any]:
+    attrs = vars(obj) if hasattr(obj, "__dict__") else {}
+    torch_data = sys.modules.get("torch.utils.data")
+    kinds = (torch_data.Dataset, torch_data.DataLoader) if torch_data is not None else ()
+    out: list[Any] = []
+    for name, value in attrs.items():
+        if name in ("dataset", "datasets"):  # duck-typed wrappers keep their data under these names
+            out.extend(value if isinstance(value, (list, tuple)) else [] if name == "datasets" else [value])
+            continue
+        if not kinds:
+            continue
+        values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, (list, tuple)) \
+            else [value]
+        out.extend(unwrap(v) for v in values[:MAX_PARTS] if isinstance(v, kinds))
+    return out
 
 
 def summary(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -366,7 +366,7 @@ MAX_OBJECTS = 5_000_000
 OBJECT_COST = 1024  # what one Python object weighs in estimated_bytes (hashing time, not memory)
 
 
-def _members(obj: Any) -> dict[str, Any] | None:
+def data_members(obj: Any) -> dict[str, Any] | None:
     """An object's data members: its ``__dict__`` and ``__slots__`` (None for what has neither: builtins)."""
     out: dict[str, Any] = {}
     d = getattr(obj, "__dict__", None)
@@ -446,7 +446,7 @@ class _Hasher:
         if isinstance(v, Mapping) and v and all(isinstance(k, _SCALARS) for k in v):
             keys = sorted(v, key=lambda k: (type(k).__name__, json.dumps(k)))
             return all(self.value(f"{path}.{json.dumps(k)}", v[k], depth + 1) for k in keys)
-        if depth < MAX_DEPTH and not callable(v) and id(v) not in self._seen and _members(v) is not None:
+        if depth < MAX_DEPTH and not callable(v) and id(v) not in self._seen and data_members(v) is not None:
             self._seen.add(id(v))
             return self.attributes(path, v, depth + 1) > 0
         return False
@@ -473,7 +473,7 @@ class _Hasher:
     def attributes(self, path: str, obj: Any, depth: int) -> int:
         """Hash every content-like attribute (``__dict__`` and ``__slots__``; Subset/Concat members); how many."""
         hashed = 0
-        members = _members(obj) or {}
+        members = data_members(obj) or {}
         self.feed(f"{path}:class", type(obj).__qualname__.encode(), setting=True)
         for name in sorted(members):
             if name.startswith("__"):
@@ -533,7 +533,7 @@ def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
         if hasher.value("", obj, 0):
             covered.append("(value)")
     else:
-        attrs = _members(obj) or {}
+        attrs = data_members(obj) or {}
         for n in sorted(attrs):
             if n.startswith("__") or callable(attrs[n]) or attrs[n] is None:
                 continue

@@ -1,0 +1,144 @@
+"""Governance that follows data in memory: a dataset whose tensors or arrays *are* (share memory with) those of a
+tagged dataset carries that dataset's tags.
+
+A dataset's content id covers the whole of it, so a slice of a tagged tensor (``x[:32]``), the same tensors in a
+class of the user's own (``self.x = tagged.tensors[0]``), or a NumPy array seen as a tensor (``torch.from_numpy``)
+is new content with an id of its own -- and, without this, no tags. Here every tensor and array reachable from a
+tagged dataset (its attributes and collections, as ``identity`` hashes them; never ``__getitem__``, never a
+property) is noted by the memory it views: its device and the address range of its whole storage (a NumPy array's
+base). A dataset attached later inherits the tags of every noted dataset whose memory one of its own tensors or
+arrays overlaps. The noted tensors are kept alive (as the run keeps its tagged datasets), so an address is never
+reused by other data while it is noted.
+
+A copy (``x[:32].clone()``, ``x.numpy().copy()``) is new memory and is not followed here; its content id still
+matches when it copies a whole dataset.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from .identity import data_members
+
+MAX_VISITS = 10_000  # objects looked at below one dataset
+MAX_DEPTH = 8
+MAX_NOTED = 100_000  # buffers noted per run
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """The memory one tensor or array views: its device and the address range of its whole storage."""
+
+    device: str
+    start: int
+    end: int
+    owner: Any  # the tensor or array (kept alive: see the module docstring)
+
+
+def buffers(data: Any) -> list[Buffer]:
+    """The tensors and arrays reachable from ``data`` (attributes, lists, tuples, dict values; bounded)."""
+    out: list[Buffer] = []
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    seen: set[int] = set()
+    while stack and len(seen) < MAX_VISITS:
+        obj, depth = stack.pop()
+        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, bytearray, int, float, complex, range)):
+            continue
+        seen.add(id(obj))
+        buf = _buffer(obj)
+        if buf is not None:
+            out.append(buf)
+            continue
+        if depth >= MAX_DEPTH:
+            continue
+        if isinstance(obj, (list, tuple)):
+            items: Any = obj[:MAX_VISITS]
+        elif isinstance(obj, dict):
+            items = list(obj.values())[:MAX_VISITS]
+        elif callable(obj) or type(obj).__module__ in ("builtins", "types"):
+            continue
+        else:
+            members = data_members(obj)
+            if not members:
+                continue
+            items = [v for k, v in members.items() if not k.startswith("__")]
+        stack.extend((v, depth + 1) for v in reversed(items))
+    return out
+
+
+def _buffer(obj: Any) -> Buffer | None:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(obj, torch.Tensor):
+        try:
+            storage = obj.untyped_storage()
+            start, size = storage.data_ptr(), storage.nbytes()
+        except Exception:  # noqa: BLE001 - sparse, nested, or meta tensors have no plain storage
+            return None
+        return Buffer(str(obj.device), start, start + size, obj) if start and size else None
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(obj, np.ndarray):
+        root = obj
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        try:
+            start = int(root.__array_interface__["data"][0])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return None
+        size = int(root.nbytes)
+        return Buffer("cpu", start, start + size, obj) if start and size else None
+    return None
+
+
+class SharedMemory:
+    """The memory of this run's tagged datasets, and what a later dataset shares with it."""
+
+    def __init__(self) -> None:
+        # (device, start, end) of a storage -> the tensor or array kept alive, and the tagged datasets viewing it
+        self._noted: dict[tuple[str, int, int], tuple[Any, list[tuple[Any, str, dict[str, Any]]]]] = {}
+        self._index: dict[str, list[tuple[int, int]]] | None = {}  # device -> sorted (start, end); None: stale
+
+    def note(self, data: Any, name: str, governance: dict[str, Any]) -> None:
+        """``data`` carries ``governance``: remember the memory it views."""
+        if not governance:
+            return
+        for b in buffers(data):
+            key = (b.device, b.start, b.end)
+            entry = self._noted.get(key)
+            if entry is None:
+                if len(self._noted) >= MAX_NOTED:
+                    break
+                entry = self._noted[key] = (b.owner, [])
+                self._index = None
+            if all(owner is not data for owner, _, _ in entry[1]):
+                entry[1].append((data, name, governance))
+
+    def governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The governance of every other tagged dataset whose memory ``data``'s tensors or arrays view."""
+        if not self._noted:
+            return []
+        if self._index is None:
+            index: dict[str, list[tuple[int, int]]] = {}
+            for device, start, end in self._noted:
+                index.setdefault(device, []).append((start, end))
+            for ranges in index.values():
+                ranges.sort()
+            self._index = index
+        out: dict[int, tuple[str, dict[str, Any]]] = {}
+        for b in buffers(data):
+            ranges = self._index.get(b.device, [])
+            # storages are disjoint allocations: the noted ones overlapping [start, end) begin before its end,
+            # and only the last few of those can still reach past its start
+            hi = bisect.bisect_left(ranges, (b.end, 0))
+            for start, end in ranges[max(0, hi - NEIGHBOURS):hi]:
+                if end <= b.start:
+                    continue
+                for owner, name, governance in self._noted[(b.device, start, end)][1]:
+                    if owner is not data:
+                        out.setdefault(id(owner), (f"memory shared with {name}", governance))
+        return list(out.values())
+
+
+NEIGHBOURS = 8  # noted ranges looked at below a buffer's end (nested ones: a NumPy base and a tensor on it)
