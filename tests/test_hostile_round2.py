@@ -90,8 +90,11 @@ def test_an_unreadable_entry_in_a_tagged_data_folder_never_opens_the_gate(tmp_pa
 def test_special_files_given_to_readers_are_refused_at_once(tmp_path: Path, kind: str):
     target = tmp_path / "thing.prov.json"
     special(target, kind)
+    exports = [["export", str(target), "--format", fmt, "-o", f"out.{fmt}"]
+               for fmt in ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-jsonld", "prov-o-turtle")]
     for args in (["check", str(target), "--policy", "default"], ["validate", str(target)], ["show", str(target)],
-                 ["lineage", str(target), "p4t:x"]):
+                 ["lineage", str(target), "p4t:x"], ["render", str(target), "-o", "g.svg"],
+                 ["merge", str(target), "-o", "m.json"], ["report", str(target), "-o", "r.html"], *exports):
         r = cli(tmp_path, *args, timeout=30)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert "not a regular file" in r.stderr or "cannot read" in r.stderr, (args, r.stderr)

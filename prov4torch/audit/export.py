@@ -16,6 +16,7 @@ Writes are atomic (temporary file, then rename): a failed export leaves nothing 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ from typing import Any
 from .._version import __version__
 from ..errors import ConfigError, MissingExtraError
 from ..provjson import MLS_NAMESPACE
-from ..safefs import check_output, write_atomic
+from ..safefs import check_output, open_regular, write_atomic
 from .fields import first, licence_expression, role_name, values
 from .graph import Graph, Node
-from .load import expand_dirs, load_graph, no_cycle_collection
+from .jsonread import ProvInputError
+from .load import add_file, expand_dirs, load_graph, no_cycle_collection
 
 FORMATS = ("cyclonedx", "spdx", "openlineage", "prov-o", "prov-o-turtle", "prov-o-jsonld", "annex-iv")
 PROPERTY_PREFIX = "prov4torch:"
@@ -161,7 +163,6 @@ def prov_o(files: list[Path], fmt: str) -> str:
     into one RDF dataset."""
     try:
         import rdflib
-        from prov.model import ProvDocument
     except ImportError as exc:
         raise MissingExtraError("the prov-o export needs rdflib: pip install 'prov4torch[export]'") from exc
     from rdflib import term
@@ -174,7 +175,7 @@ def prov_o(files: list[Path], fmt: str) -> str:
     try:
         dataset = rdflib.Dataset()
         for f in files:
-            doc = ProvDocument.deserialize(source=str(f), format="json")
+            doc = _prov_document(f)
             dataset.parse(data=doc.serialize(format="rdf", rdf_format="nquads"), format="nquads")
         if fmt == "prov-o-turtle":  # one graph: a merged job's bundles (named graphs) are flattened into it
             flat = rdflib.Graph()
@@ -186,6 +187,25 @@ def prov_o(files: list[Path], fmt: str) -> str:
         return str(dataset.serialize(format="trig" if fmt == "prov-o" else "json-ld"))
     finally:
         term._PLAIN_LITERAL_TYPES = plain
+
+
+def _prov_document(path: Path) -> Any:
+    """A document as the prov library reads it, once our own reader took it (the same refusals as the other
+    exports: a FIFO or device, bombs, malformed records -- each one line naming the file), read from a regular
+    file only; a record the prov library would still drop (its warnings) is an error too, not a quiet loss."""
+    from prov.model import ProvDocument
+
+    with no_cycle_collection():
+        add_file(Graph(), path)
+    with open_regular(path) as fh:
+        text = fh.read().decode("utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            return ProvDocument.deserialize(content=text, format="json")
+        except Warning as exc:
+            raise ProvInputError(f"{path}: cannot be converted to PROV-O without losing part of it: "
+                                 f"{str(exc).splitlines()[0][:300]}", value=str(path)) from None
 
 
 def export(paths: Iterable[str | Path], fmt: str, out: str | Path) -> Path:
