@@ -15,20 +15,34 @@ TOKENS = ["hf_" + "a1B2" * 8, "sk-" + "x" * 30, "ghp_" + "Z9" * 15, "AKIA" + "AB
 
 
 @pytest.mark.parametrize("name", ["token", "hub_token", "api_key", "api-key", "AWS_SECRET_ACCESS_KEY", "password",
-                                  "db.password", "wandb.key", "credentials", "auth"])
+                                  "db.password", "wandb.key", "credentials", "auth", "Authorization", "passphrase",
+                                  "cookie", "storage.account_key", "AZURE_STORAGE_CONNECTION_STRING"])
 def test_secret_names_are_redacted(name: str):
     assert redact(name, "plain-value") == REDACTED
 
 
-@pytest.mark.parametrize("name", ["lr", "keyboard_layout", "monkey", "tokenizer", "max_tokens", "author"])
+@pytest.mark.parametrize("name", ["lr", "keyboard_layout", "monkey", "tokenizer", "max_tokens", "author", "basic_block",
+                                  "session_len"])
 def test_ordinary_names_are_kept(name: str):
     assert redact(name, 0.1) == 0.1
 
 
-@pytest.mark.parametrize("value", [*TOKENS, "https://bob:hunter2@example.org/data"])
+SHAPES = ["-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----",
+          "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA",  # cut off: to the end of the text
+          "Basic dXNlcjpwYXNzd29yZA==", "Bearer abcdefghijklmnop1234.xyz", "github_pat_" + "A1b2" * 8,
+          "glpat-" + "x1Y2" * 5, "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc", "AIza" + "SyA-abcdefghijklmnopqrstuvwxyz12345",
+          "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=abcd/efgh+ij==;EndpointSuffix=x"]
+
+
+@pytest.mark.parametrize("value", [*TOKENS, *SHAPES, "https://bob:hunter2@example.org/data"])
 def test_secret_shaped_values_are_redacted_whatever_their_name(value: str):
     assert redact("note", value) == REDACTED
     assert all(value not in tok for tok in redact_command(["train.py", f"--note={value}", "--x", value]))
+
+
+@pytest.mark.parametrize("text", ["Basic augmentation pipeline", "the bearer of the model", "a basic 3-layer MLP"])
+def test_ordinary_text_that_resembles_a_credential_header_is_kept(text: str):
+    assert redact("note", text) == text
 
 
 def test_command_line_hides_the_value_after_a_secret_option():

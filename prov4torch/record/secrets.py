@@ -1,10 +1,12 @@
 """Secrets never reach a record: parameters, tags, the command line and exception messages are redacted
 before they are written.
 
-A value is written as ``<redacted>`` when its name says secret (token, key, secret, password, credential,
-auth) or when it looks like an API token (``hf_…``, ``sk-…``, ``ghp_…``, ``AKIA…``, ``xox…-``, a JWT),
-and the ``user:password`` of a URL. Nested values -- dicts, lists, tuples, sets, dataclasses, namespaces,
-any object with a ``__dict__`` -- are redacted at every level by the same rules before they are turned into
+A value is written as ``<redacted>`` when its name says secret (token, key, secret, password, passphrase,
+credential, auth, authorization, cookie, connection string) or when it looks like one: an API token (``hf_…``,
+``sk-…``, ``ghp_…``, ``github_pat_…``, ``glpat-…``, ``npm_…``, ``sk_live_…``, ``AIza…``, ``AKIA…``, ``xox…-``,
+a JWT), a PEM private key, an HTTP ``Bearer``/``Basic`` credential, and the ``user:password`` of a URL.
+Nested values -- dicts, lists, tuples, sets, dataclasses, namespaces, any object with a ``__dict__`` -- are
+redacted at every level by the same rules before they are turned into
 text (``redact``); free text (an exception's message, a ``repr``) has token shapes, URL passwords and
 ``name=value`` / ``"name": "value"`` pairs with a secret name replaced in place (``redact_text``).
 """
@@ -16,11 +18,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 REDACTED = "<redacted>"
-SECRET_NAME = re.compile(r"(^|[_.\-])(token|secret|password|passwd|pwd|credentials?|auth|api[_\-]?key|"
-                         r"access[_\-]?key|private[_\-]?key|key)($|[_.\-])", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(^|[_.\-])(token|secret|password|passwd|pwd|passphrase|credentials?|auth|"
+                         r"authori[sz]ation|cookie|api[_\-]?key|access[_\-]?key|private[_\-]?key|account[_\-]?key|"
+                         r"connection[_\-]?string|key)($|[_.\-])", re.IGNORECASE)
 SECRET_VALUE = re.compile(r"(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|"
+                          r"github_pat_[A-Za-z0-9_]{22,}|glpat-[A-Za-z0-9_\-]{20,}|npm_[A-Za-z0-9]{36}|"
+                          r"[sr]k_(?:live|test)_[A-Za-z0-9]{16,}|AIza[0-9A-Za-z_\-]{35}|"
                           r"AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9\-]{10,}|"
                           r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}|"
+                          # a PEM private key (to its end line, or to the end of a text that cut it off)
+                          r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+                          r"(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)|"
+                          # HTTP credentials: a bearer token, or basic auth's base64 (a digit or +/= in it: not
+                          # "Basic augmentation")
+                          r"\b[Bb]earer\s+[A-Za-z0-9._~+/\-]{16,}=*|"
+                          r"\b[Bb]asic\s+(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}|"
                           r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@))")  # the user:password of a URL
 
 
@@ -29,8 +41,9 @@ def secret_name(name: str) -> bool:
 
 
 # name=value, name: value, 'name': 'value' pairs in free text whose name says secret
-SECRET_PAIR = re.compile(r"""(?P<key>['"]?[A-Za-z0-9_.\-]*(?:token|secret|password|passwd|pwd|credentials?|auth|"""
-                         r"""api[_\-]?key|access[_\-]?key|private[_\-]?key)['"]?\s*[:=]\s*)"""
+SECRET_PAIR = re.compile(r"""(?P<key>['"]?[A-Za-z0-9_.\-]*(?:token|secret|password|passwd|pwd|passphrase|"""
+                         r"""credentials?|auth|api[_\-]?key|access[_\-]?key|private[_\-]?key|account[_\-]?key|"""
+                         r"""shared[_\-]?access[_\-]?signature)['"]?\s*[:=]\s*)"""
                          r"""(?P<q>['"]?)(?P<value>[^'"\s,;}\])]+)(?P=q)""", re.IGNORECASE)
 MAX_DEPTH = 32  # nesting followed when redacting; deeper values are replaced whole
 
@@ -106,5 +119,5 @@ def redact_command(argv: Sequence[str]) -> list[str]:
                     out.append(tok)
                     hide_next = True
                 continue
-        out.append(SECRET_VALUE.sub(REDACTED, tok))
+        out.append(redact_text(tok))  # token shapes, and secret-named pairs inside a value
     return out
