@@ -150,6 +150,20 @@ def test_show_summarises_our_run_and_other_documents(tmp_path: Path):
     assert other.exit_code == 0 and "entities" in other.output
 
 
+def test_a_dataset_a_policy_blocked_is_named_in_show_and_report(tmp_path: Path):
+    """A blocked dataset has no use (the block is what happened) to carry its name: the check that read it does."""
+    data = torch.utils.data.TensorDataset(torch.arange(8.0))
+    with pytest.raises(prov4torch.PolicyViolation, match="required-tags"):
+        with prov4torch.start_run(out_dir=tmp_path, region="eu-west-1", purpose="training", policy="default") as run:
+            prov4torch.log_dataset(data, name="scraped-forum-posts", source="https://example.org/dump")
+    result = runner.invoke(app, ["show", str(run.prov_path), "--json"])
+    assert result.exit_code == 0, result.output
+    (ds,) = json.loads(result.output)["datasets"]
+    assert ds["name"] == "scraped-forum-posts"
+    assert runner.invoke(app, ["report", str(run.prov_path), "-o", str(tmp_path / "r.html")]).exit_code == 0
+    assert "scraped-forum-posts" in (tmp_path / "r.html").read_text()
+
+
 def test_show_text_lists_the_first_rows_of_a_long_table_and_json_lists_them_all(tmp_path: Path):
     with prov4torch.start_run(out_dir=tmp_path / "runs") as run:
         for i in range(60):

@@ -17,7 +17,7 @@ PROV = PROV_NAMESPACE
 XSD = XSD_NAMESPACE
 TYPE = PROV + "type"
 NAME = PREFIXES["p4t"] + "name"
-NAMED_BY = ("used", "wasGeneratedBy")
+NAMED_BY = ("used", "wasGeneratedBy", "wasInfluencedBy")  # a blocked dataset is named by the check that read it
 DEFAULT_LINEAGE = ("used", "wasGeneratedBy", "wasDerivedFrom", "wasInformedBy")
 
 
@@ -171,7 +171,7 @@ class Graph:
             link(self.up[relation], down, up)
             link(self.down[relation], up, down)
         if relation in NAMED_BY and attrs:  # a run's name for what it used or generated
-            entity = up if relation == "used" else down
+            entity = down if relation == "wasGeneratedBy" else up
             given = entity_name(attrs)
             if given is not None and entity not in self.names:
                 self.names[entity] = given

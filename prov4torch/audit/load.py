@@ -269,7 +269,7 @@ def _add_relations(graph: Graph, kind: str, records: list[tuple[str, Any]], scop
                              for k, v in rec.items() if k != down_attr and k != up_attr}
                     given = entity_name(attrs) if named else None
                     if given is not None:
-                        graph_names.setdefault(un if kind == "used" else dn, given)
+                        graph_names.setdefault(dn if kind == "wasGeneratedBy" else un, given)
                     attrs = graph.share(attrs)
                 # what Graph.add_edge does, inline: a call per relation costs a tenth or more of loading
                 graph.relations += 1

@@ -332,7 +332,7 @@ class Collector:
                 node = g.nodes.get(ent)
                 if node is None or P + "PolicyDecision" not in node.types():
                     continue
-                datasets = [clean(g.short(str(d)), 300) for d in
+                datasets = [clean(_named(g, str(d)), 300) for d in
                             node.values(P + "offendingDataset") or node.values(P + "checkedDataset")]
                 out.append(Decision(_one(node, "verdict", 20).lower(), _one(node, "mode", 20).lower(),
                                     _one(node, "rule", 300), _one(node, "reason", 2000), _one(node, "trigger", 100),
@@ -360,6 +360,14 @@ class Collector:
             w.append(f"energy estimated: {r.energy['energyFallbackReason']}")
         if r.system.get("gpuSamplerOff"):
             w.append(f"GPU not sampled: {r.system['gpuSamplerOff']}")
+
+
+def _named(g: Graph, iri: str) -> str:
+    """``name (id)`` where a run named the data (a blocked dataset is named by the check that read it)."""
+    prefix, _, rest = iri.partition(":")
+    node = g.nodes.get(iri) or (g.nodes.get(g.prefixes[prefix] + rest) if prefix in g.prefixes else None)
+    name = g.name(node) if node is not None else None
+    return f"{name} ({g.short(node.id)})" if name and node is not None else g.short(iri)
 
 
 def _directory(acts: list[Node]) -> Path | None:

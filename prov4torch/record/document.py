@@ -446,7 +446,9 @@ def _decision(b: DocumentBuilder, record: RunRecord, act: str, i: int, dec: Deci
     b.generated(dec_id, check_id, dec.time)
     for d in checked:
         if b.has("entity", d):
-            b.influenced(dec_id, d, **{"prov:type": QName("p4t:checked")})
+            ds = record.datasets.get(d)  # named as its use would be: a blocked dataset has no use to name it
+            named = {"p4t:name": ds.name, "p4t:sourceUri": ds.source, "p4t:tagsFrom": ds.tags_from} if ds else {}
+            b.influenced(dec_id, d, **{"prov:type": QName("p4t:checked"), **named})
 
 
 def _as_list(v: Any) -> list[Any]:
