@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from enum import Enum, StrEnum
@@ -265,21 +266,17 @@ def run(
     """
     from prov4torch import env as p4t_env
     from prov4torch.autolog.openlineage_live import LiveEmitter
-    from prov4torch.autolog.runner import finish, launch, resolve_target, run_script
+    from prov4torch.autolog.runner import Outcome, finish, launch, resolve_target, run_script
 
     args = list(ctx.args)
     if args[:1] == ["--"]:
         del args[0]
     if data:
-        import os
-
         for d in data:
             if not d.is_dir():
                 fail(f"{d}: no such directory (--data)")
         os.environ[p4t_env.DATA_DIRS] = os.pathsep.join(str(d.resolve()) for d in data)
     if data_tags:
-        import os
-
         from prov4torch.governance.declared import parse_tags_file
 
         for f in data_tags:
@@ -299,12 +296,28 @@ def run(
     options = {"experiment": experiment, "run_name": run_name, "run_id": run_id, "policy": policy,
                "mode": mode.value if mode is not None else None,
                "region": region, "purpose": purpose, "intended_use": intended_use}
+    emitter: LiveEmitter | None = None
+
+    def wrap_up(outcome: Outcome) -> None:
+        """Merge, draw, sign, publish, summarise: after the script, or inside its os._exit."""
+        notes = finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report, emitter=emitter).notes
+        if bound is not None and out is not None and outcome.run_dir is not None:
+            where = os.path.relpath(outcome.run_dir.resolve(), Path(out).resolve())  # <experiment>/<run id>
+            target = remote.join(bound, *Path(where).parts)
+            published = remote.publish(outcome.run_dir, target)
+            if not published.failed:  # the files are at the URL now, not in the spool
+                notes = [n.replace(str(outcome.run_dir), remote.redact(target)) for n in notes]
+            notes.append(published.note())
+        for note in notes:
+            _summary(note)
+
     try:
         resolve_target(script, module)
         url = openlineage or p4t_env.get(p4t_env.OPENLINEAGE_URL)
         emitter = LiveEmitter(url) if url else None
         if nproc_per_node == 1:
-            outcome = run_script(script, args, module=module, out_dir=out, emitter=emitter, **options)
+            outcome = run_script(script, args, module=module, out_dir=out, emitter=emitter, on_hard_exit=wrap_up,
+                                 **options)
         else:
             if policy is not None and Path(policy).exists():
                 policy = str(Path(policy).resolve())
@@ -315,20 +328,8 @@ def run(
                              experiment=experiment, run_id=run_id, extra_env=extra, emitter=emitter)
     except Prov4TorchError as exc:
         fail(str(exc))
-    notes = finish(outcome, render_svg=render_svg, policy=policy, html_report=write_report, emitter=emitter).notes
-    if bound is not None and out is not None and outcome.run_dir is not None:
-        import os
-
-        where = os.path.relpath(outcome.run_dir.resolve(), Path(out).resolve())  # <experiment>/<run id>
-        target = remote.join(bound, *Path(where).parts)
-        published = remote.publish(outcome.run_dir, target)
-        if not published.failed:  # the files are at the URL now, not in the spool
-            notes = [n.replace(str(outcome.run_dir), remote.redact(target)) for n in notes]
-        notes.append(published.note())
-    for note in notes:
-        _summary(note)
+    wrap_up(outcome)
     if outcome.signal is not None:  # merged and summarised: now exit as the signal would
-        import os
         import signal
 
         sys.stdout.flush()

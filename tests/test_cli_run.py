@@ -145,6 +145,40 @@ def test_exit_codes_and_statuses(scripts: Path, body: str, code: int, status: st
         assert act["p4t:exceptionType"] == "builtins.ValueError"
 
 
+@pytest.mark.parametrize(("body", "code", "status"), [
+    ("import os\nprint('done')\nos._exit(0)\n", 0, "FINISHED"),  # a distributed job skipping a hanging teardown
+    ("import os\nos._exit(3)\n", 3, "FAILED"),
+    ("import os, threading\nt = threading.Thread(target=os._exit, args=(4,))\nt.start()\nt.join()\n", 4, "FAILED"),
+    # a forked child's os._exit is its own: the parent's run goes on, and is concluded once, by the parent
+    ("import os\npid = os.fork()\nif pid == 0:\n    os._exit(9)\nos.waitpid(pid, 0)\nos._exit(0)\n", 0, "FINISHED"),
+])
+def test_a_script_that_ends_its_process_with_os_exit_is_recorded_and_merged(scripts: Path, body: str, code: int,
+                                                                            status: str):
+    write(scripts, "job.py", body)
+    plain = subprocess.run([sys.executable, "job.py"], cwd=scripts, capture_output=True, text=True, timeout=60)
+    proc = cli(scripts, "run", "job.py")
+    assert proc.returncode == plain.returncode == code, proc.stderr
+    assert proc.stdout == plain.stdout  # os._exit drops what stdout buffered, under prov4torch as without it
+    (run_dir,) = run_dirs(scripts)
+    assert (run_dir / "run.prov.json").is_file()  # concluded and merged inside the os._exit call
+    act = rank_activity(load(run_dir / "rank-0.prov.json"))
+    assert act["p4t:status"] == status and act["p4t:exitCode"]["$"] == str(code)
+    assert proc.stderr.count("prov4torch: exit code") == 1, proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith(f"prov4torch: exit code {code}; provenance in ")
+
+
+def test_a_keyboard_interrupt_prints_its_traceback_and_ends_by_the_signal_as_python_does(scripts: Path):
+    write(scripts, "job.py", "print('start')\nraise KeyboardInterrupt\n")
+    plain = subprocess.run([sys.executable, "job.py"], cwd=scripts, capture_output=True, text=True, timeout=60)
+    proc = cli(scripts, "run", "job.py")
+    assert proc.returncode == plain.returncode and proc.stdout == plain.stdout
+    lines = proc.stderr.rstrip().splitlines()
+    assert 'File "' + str(scripts / "job.py") + '", line 2, in <module>' in proc.stderr
+    assert lines[-2] == "KeyboardInterrupt" == plain.stderr.rstrip().splitlines()[-1]
+    act = rank_activity(load(run_dirs(scripts)[0] / "rank-0.prov.json"))
+    assert act["p4t:status"] == "KILLED"
+
+
 def test_sigterm_ends_killed_with_the_signal_exit_status(scripts: Path):
     write(scripts, "loop.py", "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.05)\n")
     proc = subprocess.Popen([sys.executable, "-m", "prov4torch_cli.app", "run", "loop.py"], cwd=scripts,

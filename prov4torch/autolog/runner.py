@@ -11,6 +11,7 @@ and the rank files are merged into ``run.prov.json`` when the job ends.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import runpy
@@ -19,10 +20,11 @@ import signal
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import env
 from ..audit.openlineage import start_event
@@ -110,7 +112,7 @@ class Outcome:
 
 
 def run_script(target: str, args: list[str], *, module: bool = False, emitter: LiveEmitter | None = None,
-               **run_options: Any) -> Outcome:
+               on_hard_exit: Callable[[Outcome], None] | None = None, **run_options: Any) -> Outcome:
     """Run ``target`` (a script path, or a module with ``module=True``) under a managed run.
 
     The outcome's exit code is the one the script itself would have had, except that:
@@ -119,6 +121,10 @@ def run_script(target: str, args: list[str], *, module: bool = False, emitter: L
       that status and exits 1;
     * when the run's provenance could not be recorded completely (``Run.record_error``), a one-line
       error naming the journal is printed and a script that exited 0 exits ``RECORD_ERROR_EXIT`` (1).
+
+    A script that ends its process with ``os._exit`` (a distributed job's way round a hanging teardown) skips
+    everything after it, this function's return too: its run is concluded inside that call -- closed, then
+    ``on_hard_exit`` (the CLI's merge and summary) -- before the process ends with the code it gave.
     """
     script = resolve_target(target, module)
     import torch  # the script will need it; importing it first keeps capture consistent
@@ -135,10 +141,23 @@ def run_script(target: str, args: list[str], *, module: bool = False, emitter: L
     if emitter is not None:
         emitter.send(start_event(run.run_id, run.experiment, run.run_name, _now(), torch.__version__))
     undo_children = prepare_children(run, script)  # Python children running the script again record as ranks
+
+    def hard_exit(code: int) -> int:
+        outcome = _conclude(run, "FINISHED" if code == 0 else "FAILED", code, None, None, args)
+        if on_hard_exit is not None:
+            on_hard_exit(outcome)
+        return outcome.exit_code
+
     try:
-        status, code, signal_number, error = _execute(script, target, args, module, run)
+        status, code, signal_number, error = _execute(script, target, args, module, run, hard_exit)
     finally:
         undo_children()
+    return _conclude(run, status, code, signal_number, error, args)
+
+
+def _conclude(run: Run, status: str, code: int, signal_number: int | None, error: BaseException | None,
+              args: list[str]) -> Outcome:
+    """The run closed with what the script did, and the outcome the CLI reports."""
     if status == "FINISHED" and run.requested_status not in (None, "FINISHED"):
         status, code = str(run.requested_status), code or 1
     if not run.ended:
@@ -155,8 +174,39 @@ def run_script(target: str, args: list[str], *, module: bool = False, emitter: L
     return Outcome(code, run.dir, run.status, signal_number, attestation=run.attestation)
 
 
+def _hard_exit_hook(conclude: Callable[[int], int]) -> Callable[[Run], Callable[[], None]]:
+    """``os._exit`` patched in this process (not in its forked children: they inherit the patch, and pass
+    through): ``conclude`` runs first, then the process ends at once, as the script asked (the exit code may
+    become ``RECORD_ERROR_EXIT`` as at a normal end). Nothing else the script skipped by it runs."""
+
+    def install(_run: Run) -> Callable[[], None]:
+        original, pid = os._exit, os.getpid()
+
+        def _exit(status: int) -> NoReturn:
+            if os.getpid() == pid and os._exit is _exit:
+                os._exit = original  # once, whichever thread comes first
+                try:
+                    status = conclude(status)
+                except BaseException as exc:  # noqa: BLE001 - never in the way of the exit it was asked for
+                    print(f"prov4torch: the run could not be concluded at os._exit: {exc}", file=sys.stderr)
+                with contextlib.suppress(Exception):
+                    sys.stderr.flush()  # our summary; the script's stdout stays as os._exit leaves it
+            original(status)
+
+        os._exit = _exit
+
+        def undo() -> None:
+            if os._exit is _exit:
+                os._exit = original
+
+        return undo
+
+    return install
+
+
 def _execute(
-    script: Path, target: str, args: list[str], module: bool, run: Run | None
+    script: Path, target: str, args: list[str], module: bool, run: Run | None,
+    hard_exit: Callable[[int], int] | None = None,
 ) -> tuple[str, int, int | None, BaseException | None]:
     """Run the script as python would; (status, exit code, signal, exception)."""
     from .patches import Autolog
@@ -175,7 +225,10 @@ def _execute(
     signal_number: int | None = None
     try:
         if autolog is not None:
-            autolog.install(args, extra=((patch_spawn, "spawned processes"),))
+            hooks: list[tuple[Callable[[Run], Callable[[], None]], str]] = [(patch_spawn, "spawned processes")]
+            if hard_exit is not None:
+                hooks.append((_hard_exit_hook(hard_exit), "os._exit"))
+            autolog.install(args, extra=hooks)
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
@@ -188,7 +241,8 @@ def _execute(
         else:
             print(exc.code, file=sys.stderr)
             code, status, error = 1, "FAILED", exc
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # python prints its traceback too, then ends by the signal
+        _script_traceback(exc, script)
         status, code, signal_number = "KILLED", 128 + signal.SIGINT, signal.SIGINT
     except SignalExit as exc:  # SIGTERM: end the run, let the CLI merge and summarise, then exit as the signal would
         status, code, signal_number = "KILLED", 128 + exc.signum, exc.signum
