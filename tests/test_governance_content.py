@@ -151,6 +151,26 @@ def test_data_that_is_a_tagged_datasets_own_memory_carries_its_tags(tmp_path: Pa
         assert any(w.startswith("memory shared with held-out") for w in event["tags_from"]), event["tags_from"]
 
 
+@pytest.mark.parametrize("how", ["filter", "shuffle", "train_test_split", "select"])
+def test_a_hugging_face_view_of_tagged_data_carries_its_tags(tmp_path: Path, how: str):
+    """``filter``/``shuffle``/``train_test_split``/``select`` keep the tagged dataset's Arrow table and add indices:
+    new content ids, the same memory, the same tags."""
+    datasets = pytest.importorskip("datasets")
+    base = datasets.Dataset.from_dict({"x": [[float(i), float(i + 1)] for i in range(32)], "y": [i % 2 for i in range(32)]})
+    views = {"filter": lambda: base.filter(lambda r: r["y"] == 1), "shuffle": lambda: base.shuffle(seed=0),
+             "train_test_split": lambda: base.train_test_split(test_size=0.5, seed=0)["train"],
+             "select": lambda: base.select([3, 1, 4, 1, 5])}
+    with pytest.raises(prov4torch.PolicyViolation, match=r"purpose-within-consent.*used as input \(training\)"):
+        with prov4torch.start_run(out_dir=tmp_path, region="eu-west-1", purpose="training", policy="default") as run:
+            prov4torch.log_dataset(base, name="held-out", role="testing", consent_scope=["testing"], **TAGS)
+            model = torch.nn.Linear(2, 1)
+            for batch in torch.utils.data.DataLoader(views[how]().with_format("torch"), batch_size=4):
+                model(batch["x"]).sum().backward()
+    (event,) = [e for e in _journal(run.journal_path) if e["t"] == "dataset" and e["name"] != "held-out"]
+    assert event["id"] != base_id(run.journal_path)
+    assert any(w.startswith("memory shared with held-out") for w in event["tags_from"]), event
+
+
 def test_data_that_only_sits_beside_tagged_data_in_memory_is_not_given_its_tags(tmp_path: Path):
     """No false kinship: other tensors (a copy of a slice too: new memory) train freely beside testing-only data."""
     base = torch.utils.data.TensorDataset(torch.arange(40.0).reshape(10, 4))

@@ -10,8 +10,10 @@ base). A dataset attached later inherits the tags of every noted dataset whose m
 arrays overlaps. The noted tensors are kept alive (as the run keeps its tagged datasets), so an address is never
 reused by other data while it is noted.
 
-A copy (``x[:32].clone()``, ``x.numpy().copy()``) is new memory and is not followed here; its content id still
-matches when it copies a whole dataset.
+Arrow tables count as such memory too: a Hugging Face dataset's ``filter``, ``shuffle``, ``train_test_split`` or
+``select`` keeps its table (or a slice of it) and adds indices, and carries its tags. A copy (``x[:32].clone()``,
+``x.numpy().copy()``) or a transformation (``Dataset.map``) is new memory and is not followed here; its content id
+still matches when it copies a whole dataset.
 """
 
 from __future__ import annotations
@@ -48,9 +50,9 @@ def buffers(data: Any) -> list[Buffer]:
         if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, bytearray, int, float, complex, range)):
             continue
         seen.add(id(obj))
-        buf = _buffer(obj)
-        if buf is not None:
-            out.append(buf)
+        found = _buffers(obj)
+        if found is not None:
+            out.extend(found)
             continue
         if depth >= MAX_DEPTH:
             continue
@@ -69,15 +71,17 @@ def buffers(data: Any) -> list[Buffer]:
     return out
 
 
-def _buffer(obj: Any) -> Buffer | None:
+def _buffers(obj: Any) -> list[Buffer] | None:
+    """The memory ``obj`` views if it is a tensor, an array or an Arrow table/batch/array; None if it is none of
+    these (a container or object, to look into)."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(obj, torch.Tensor):
         try:
             storage = obj.untyped_storage()
             start, size = storage.data_ptr(), storage.nbytes()
         except Exception:  # noqa: BLE001 - sparse, nested, or meta tensors have no plain storage
-            return None
-        return Buffer(str(obj.device), start, start + size, obj) if start and size else None
+            return []
+        return [Buffer(str(obj.device), start, start + size, obj)] if start and size else []
     np = sys.modules.get("numpy")
     if np is not None and isinstance(obj, np.ndarray):
         root = obj
@@ -86,10 +90,28 @@ def _buffer(obj: Any) -> Buffer | None:
         try:
             start = int(root.__array_interface__["data"][0])
         except (AttributeError, KeyError, TypeError, ValueError):
-            return None
+            return []
         size = int(root.nbytes)
-        return Buffer("cpu", start, start + size, obj) if start and size else None
+        return [Buffer("cpu", start, start + size, obj)] if start and size else []
+    pa = sys.modules.get("pyarrow")
+    if pa is not None and isinstance(obj, (pa.Table, pa.RecordBatch, pa.ChunkedArray, pa.Array)):
+        return _arrow_buffers(pa, obj)
     return None
+
+
+def _arrow_buffers(pa: Any, obj: Any) -> list[Buffer]:
+    """An Arrow table's (a Hugging Face dataset's ``filter``, ``shuffle``, ``train_test_split`` and ``select``
+    keep its table and add indices: the same memory) -- every buffer of every chunk of every column, bounded."""
+    columns = obj.columns if isinstance(obj, (pa.Table, pa.RecordBatch)) else [obj]
+    out: list[Buffer] = []
+    for column in columns:
+        for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else [column]):
+            for b in chunk.buffers():
+                if b is not None and b.size and b.address:
+                    out.append(Buffer("cpu", b.address, b.address + b.size, obj))
+            if len(out) >= MAX_VISITS:
+                return out
+    return out
 
 
 class SharedMemory:
