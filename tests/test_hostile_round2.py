@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import load, rank_activity
 
 import prov4torch
@@ -335,3 +336,42 @@ def test_sigterm_inside_torch_save_or_the_gate_never_deadlocks_and_ends_killed(t
     assert "not killed" not in r.stdout and "Traceback" not in r.stderr
     (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
     assert rank_activity(load(prov))["p4t:status"] == "KILLED"
+
+
+class _Booby:
+    """An object that raises whatever is asked of it (its class too)."""
+
+    def __getattribute__(self, name: str):
+        raise RuntimeError(f"boom {name}")
+
+
+class _HoldsABooby(torch.utils.data.Dataset):
+    def __init__(self) -> None:
+        self.trap, self.x = _Booby(), torch.arange(6.0).reshape(3, 2)
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, i: int):
+        return self.x[i]
+
+
+def test_a_dataset_holding_an_object_that_raises_when_looked_at_never_stops_training(tmp_path: Path):
+    """Identity, parts and shared memory look at a dataset's members: one that raises is not content we can name
+    (unidentified, said once), never an exception in the script -- and never a way round the policy."""
+    with prov4torch.start_run(out_dir=tmp_path / "free") as run:
+        prov4torch.log_dataset(torch.utils.data.TensorDataset(torch.zeros(4)), consent_scope=["training"],
+                               origin_country="DE", jurisdiction="EU", license="MIT")
+        data = _HoldsABooby()
+        prov4torch.log_dataset(data, name="trap")
+        model = torch.nn.Linear(2, 1)
+        for batch in torch.utils.data.DataLoader(data, batch_size=2):
+            model(batch).sum().backward()
+    assert run.status == "FINISHED"
+    (entity,) = [e for e in load(run.prov_path)["entity"].values() if e.get("p4t:identity") == "unidentified"]
+    assert "boom" in entity["p4t:unidentifiedReason"]
+    with pytest.raises(prov4torch.PolicyViolation, match="required-tags"):
+        with prov4torch.start_run(out_dir=tmp_path / "gated", region="eu-west-1", purpose="training",
+                                  policy="default"):
+            for batch in torch.utils.data.DataLoader(_HoldsABooby(), batch_size=2):
+                batch.sum()

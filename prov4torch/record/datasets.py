@@ -53,8 +53,12 @@ def unwrap(data: Any) -> Any:
 def dataset_paths(data: Any) -> list[str]:
     """File paths a dataset object exposes (root, path, file attributes)."""
     found = []
+    try:
+        attrs = vars(data) if hasattr(data, "__dict__") else {}
+    except Exception:  # noqa: BLE001 - a user object that fails when looked at
+        return []
     for attr in ("root", "path", "file", "filename", "data_dir", "data_file"):
-        v = vars(data).get(attr) if hasattr(data, "__dict__") else None
+        v = attrs.get(attr)
         if isinstance(v, (str, os.PathLike)) and os.path.exists(v):
             found.append(str(Path(v).resolve()))
     return found
@@ -169,7 +173,11 @@ class DatasetIdentifier:
         return out
 
     def _identify_object(self, data: Any, event: dict[str, Any], declared: Any) -> None:
-        if estimated_bytes(data) <= SYNC_LIMIT:
+        try:
+            small = estimated_bytes(data) <= SYNC_LIMIT
+        except Exception:  # noqa: BLE001 - a user object that fails when looked at: hashing says what (unidentified)
+            small = True
+        if small:
             prior = self.known(data)
             if prior is not None and prior.startswith(f"{self.scope}/dataset/"):
                 event["id"] = prior  # this very object, attached before without a content id: the same id
@@ -254,7 +262,11 @@ def parts(data: Any, depth: int = 0) -> list[Any]:
     seen = {id(data)}
     while stack and len(found) < MAX_PARTS:
         obj, level = stack.pop()
-        for child in _children(obj):
+        try:
+            children = _children(obj)
+        except Exception:  # noqa: BLE001 - a user object that fails when looked at has no parts we can name
+            continue
+        for child in children:
             if child is None or isinstance(child, (str, bytes, int, float)) or id(child) in seen:
                 continue
             seen.add(id(child))

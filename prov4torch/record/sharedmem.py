@@ -41,34 +41,43 @@ class Buffer:
 
 
 def buffers(data: Any) -> list[Buffer]:
-    """The tensors and arrays reachable from ``data`` (attributes, lists, tuples, dict values; bounded)."""
+    """The tensors and arrays reachable from ``data`` (attributes, lists, tuples, dict values; bounded). An object
+    that fails to be looked at (a user class raising from ``__getattribute__``) is skipped, never raised."""
     out: list[Buffer] = []
     stack: list[tuple[Any, int]] = [(data, 0)]
     seen: set[int] = set()
     while stack and len(seen) < MAX_VISITS:
         obj, depth = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, (str, bytes, bytearray, int, float, complex, range)):
+        if id(obj) in seen or obj is None or type(obj) in _SCALARS:
             continue
         seen.add(id(obj))
-        found = _buffers(obj)
-        if found is not None:
-            out.extend(found)
+        try:
+            found, items = _look(obj, depth)
+        except Exception:  # noqa: BLE001 - a hostile object is not memory we can name
             continue
-        if depth >= MAX_DEPTH:
-            continue
-        if isinstance(obj, (list, tuple)):
-            items: Any = obj[:MAX_VISITS]
-        elif isinstance(obj, dict):
-            items = list(obj.values())[:MAX_VISITS]
-        elif callable(obj) or type(obj).__module__ in ("builtins", "types"):
-            continue
-        else:
-            members = data_members(obj)
-            if not members:
-                continue
-            items = [v for k, v in members.items() if not k.startswith("__")]
+        out.extend(found)
         stack.extend((v, depth + 1) for v in reversed(items))
     return out
+
+
+_SCALARS = {str, bytes, bytearray, int, float, complex, range, bool}
+
+
+def _look(obj: Any, depth: int) -> tuple[list[Buffer], list[Any]]:
+    """The memory ``obj`` views, or the members to look into."""
+    found = _buffers(obj)
+    if found is not None:
+        return found, []
+    if depth >= MAX_DEPTH:
+        return [], []
+    if isinstance(obj, (list, tuple)):
+        return [], list(obj[:MAX_VISITS])
+    if isinstance(obj, dict):
+        return [], list(obj.values())[:MAX_VISITS]
+    if callable(obj) or type(obj).__module__ in ("builtins", "types"):
+        return [], []
+    members = data_members(obj)
+    return [], [v for k, v in (members or {}).items() if not k.startswith("__")]
 
 
 def _buffers(obj: Any) -> list[Buffer] | None:
