@@ -375,3 +375,19 @@ def test_a_dataset_holding_an_object_that_raises_when_looked_at_never_stops_trai
                                   policy="default"):
             for batch in torch.utils.data.DataLoader(_HoldsABooby(), batch_size=2):
                 batch.sum()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: prov4torch.log_params({"cfg": {"inner": _Booby()}}),
+    lambda: prov4torch.log_param("x", _Booby()),
+    lambda: prov4torch.log_metric("loss", _Booby()),
+    lambda: prov4torch.log_model(_Booby()),
+    lambda: prov4torch.log_dataset(torch.utils.data.TensorDataset(torch.zeros(2)), origin_country=_Booby()),
+    lambda: prov4torch.set_tags({"team": _Booby()}),
+], ids=["params", "param", "metric", "model", "tag", "run-tags"])
+def test_an_api_value_that_raises_when_looked_at_is_a_clear_error_and_the_run_goes_on(tmp_path: Path, call):
+    with prov4torch.start_run(out_dir=tmp_path) as run:
+        with pytest.raises(prov4torch.InvalidValueError, match="could not be read .RuntimeError: boom"):
+            call()
+        prov4torch.log_metric("loss", 0.5, step=0)
+    assert run.status == "FINISHED"

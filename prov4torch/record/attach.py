@@ -16,6 +16,7 @@ from ..errors import InvalidValueError
 from .checkpoints import ModelVersion, classify, model_name
 from .identity import digest_path
 from .ids import content_id
+from .values import reads_user_values
 
 if TYPE_CHECKING:
     from .inputs import Inputs
@@ -35,6 +36,7 @@ class AttachMixin:
     record_event: Callable[..., None]
     replay: Callable[[], RunRecord]
 
+    @reads_user_values
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None, *, kind: str = "artifact",
                      used: bool = False) -> str:
         """Record a file or directory this run produced (by sha256; the file is not copied).
@@ -70,6 +72,7 @@ class AttachMixin:
             return self.log_dataset(path, role="input")
         return self.log_artifact(path, kind=kind, used=True)
 
+    @reads_user_values
     def log_dataset(
         self,
         dataset_or_path: Any,
@@ -86,6 +89,7 @@ class AttachMixin:
         self._require_open("log_dataset")
         return self.inputs.dataset(dataset_or_path, name=name, role=role, source=source, tags=tags)
 
+    @reads_user_values
     def log_model(
         self,
         model_or_path: Any,

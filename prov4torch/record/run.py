@@ -55,6 +55,7 @@ from .values import (
     check_timestamp,
     coerce_metric,
     param_value,
+    reads_user_values,
 )
 
 _now = time.time
@@ -337,6 +338,7 @@ class Run(AttachMixin):
         else:
             self._writer.events.append(event)
 
+    @reads_user_values
     def log_param(self, key: str, value: Any) -> None:
         """Record one hyperparameter; logging a different value for the same key is an error."""
         self._require_open("log_param")
@@ -356,18 +358,21 @@ class Run(AttachMixin):
         self._params[key] = v
         self.record_event(ev.Param(key=key, value=provjson.value(v)))
 
+    @reads_user_values
     def log_params(self, params: Mapping[str, Any]) -> None:
         if not isinstance(params, Mapping):
             raise InvalidValueError(f"log_params takes a mapping of name -> value, got {type(params).__name__}")
         for key, value in params.items():
             self.log_param(key, value)
 
+    @reads_user_values
     def set_tag(self, key: str, value: Any) -> None:
         """A free-form run tag (may be overwritten)."""
         self._require_open("set_tag")
         check_name("tag name", key, PARAM)
         self.record_event(ev.Tag(key=key, value=provjson.value(_text_redacted(param_value(key, redact(key, value))))))
 
+    @reads_user_values
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if not isinstance(tags, Mapping):
             raise InvalidValueError(f"set_tags takes a mapping of name -> value, got {type(tags).__name__}")

@@ -6,14 +6,19 @@ Every failure is an ``InvalidValueError`` naming the argument and what to give i
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import re
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from .. import env
-from ..errors import InvalidValueError
+from ..errors import InvalidValueError, Prov4TorchError
 from ..events import MAX_TIME, MIN_TIME
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/ :]{0,249}$")  # metric names
 CONTEXT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")  # metric contexts
@@ -68,8 +73,37 @@ class TensorType:
     cls: Any = None
 
 
+def reads_user_values(method: Callable[P, R]) -> Callable[P, R]:
+    """A call that looks at values the user gave: one that fails when looked at -- its own exception (a class
+    raising from ``__getattribute__``, a ``__float__`` that raises), not ours and not the disk's -- is an
+    ``InvalidValueError`` naming the call, never an exception from inside prov4torch."""
+
+    @functools.wraps(method)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except (Prov4TorchError, OSError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - raised by the value itself
+            raise InvalidValueError(
+                f"{method.__name__}: a value given could not be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                "give plain values (numbers, strings, lists, dicts, tensors, paths)") from None
+
+    return checked
+
+
 def coerce_metric(name: str, value: Any) -> Any:
     """A metric value as float, or a detached copy of a 0-d device tensor (converted later)."""
+    try:
+        return _coerce_metric(name, value)
+    except (Prov4TorchError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - raised by the value itself when looked at
+        raise InvalidValueError(f"metric {name!r}: the value could not be read ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); give a number or a one-element tensor", value=name) from None
+
+
+def _coerce_metric(name: str, value: Any) -> Any:
     if isinstance(value, (int, float)):  # bool included: True is 1.0
         try:
             return float(value)
