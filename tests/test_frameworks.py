@@ -479,3 +479,48 @@ def test_hugging_face_datasets_are_identified_by_their_arrow_content(tmp_path: P
     (model_id,) = [k for k, e in doc["entity"].items() if "mls:Model" in types(e)]
     sources = {d["prov:usedEntity"] for d in doc["wasDerivedFrom"].values() if d["prov:generatedEntity"] == model_id}
     assert {train_id, in_memory} <= sources and test_id not in sources  # derived from what trained it, not the test
+
+
+HF_TOKENIZED = """
+import sys, torch, datasets
+raw = datasets.load_dataset("csv", data_files={"train": "corpus/train.csv"}, split="train")
+tokenized = raw.map(lambda b: {"x": [[float(len(t)), 1.0] for t in b["text"]]}, batched=True)
+kept = tokenized.filter(lambda r: r["x"][0] > 0).remove_columns(["text"])
+more = datasets.concatenate_datasets([kept, kept.select(range(4))])
+model = torch.nn.Linear(2, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for batch in torch.utils.data.DataLoader(more.with_format("torch"), batch_size=4, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(batch["x"]), batch["label"]).backward(); opt.step()
+print("DONE")
+"""
+
+
+@pytest.mark.parametrize("consent", ["training", "testing"])
+def test_tags_of_files_follow_them_through_hugging_face_loading_and_transformations(tmp_path: Path, consent: str):
+    """A tagged CSV read by load_dataset, tokenized with map, filtered, trimmed and concatenated: each step is new
+    Arrow content, and carries the file's tags -- allowed when the consent covers training, blocked when not
+    (before: the result had no tags at all, and the default policy refused correctly consented data)."""
+    pytest.importorskip("datasets")
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "train.csv").write_text("text,label\n" + "".join(f"line {i},{i % 2}\n" for i in range(24)))
+    (tmp_path / "tags.toml").write_text(textwrap.dedent(f"""
+        [[dataset]]
+        path = "corpus"
+        origin_country = "FR"
+        jurisdiction = "EU"
+        license = "CC-BY-4.0"
+        consent_scope = ["{consent}"]
+    """))
+    proc = run_cli(tmp_path, HF_TOKENIZED, options=("--policy", "default", "--region", "eu-west-1", "--purpose",
+                                                    "training", "--data-tags", "tags.toml"),
+                   env={"HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    if consent == "testing":
+        assert proc.returncode == 1 and "DONE" not in proc.stdout, proc.stderr[-3000:]
+        assert "purpose-within-consent" in proc.stderr and "used as training" in proc.stderr
+        return
+    assert proc.returncode == 0 and "DONE" in proc.stdout, proc.stderr[-3000:]
+    _run_dir, doc = the_run(tmp_path)
+    trained = [u["prov:entity"] for u in doc["used"].values() if role(u) == "p4t:training"]
+    assert trained and all(doc["entity"][d]["p4t:consentScope"] == "training" for d in trained)
+    sources = json.dumps([u.get("p4t:tagsFrom") for u in doc["used"].values() if u["prov:entity"] in trained])
+    assert "derived from" in sources

@@ -10,7 +10,8 @@
 * accelerate: ``Accelerator.save_model`` as one checkpoint;
 * safetensors: ``save_file``/``load_file``/``safe_open`` outside those;
 * NumPy: ``load``/``loadtxt``/``genfromtxt`` of a file as a dataset read by the script (role ``input``);
-* Hugging Face ``datasets``: ``load_dataset``/``load_from_disk`` results as datasets (role from the split);
+* Hugging Face ``datasets``: ``load_dataset``/``load_from_disk`` results as datasets (role from the split), with
+  the tags of the local files they were built from; a ``map``/``filter``/... or concatenation of one carries its tags;
 * ``open()``: files under ``--data`` directories, checkpoints written through a buffer (``opens.py``).
 
 A framework save records the checkpoint once: the files it writes inside are not recorded again.
@@ -213,14 +214,34 @@ class FrameworkHooks:
 
     def hf_datasets(self, module: ModuleType) -> None:
         run, p = self.run, self.p
+        derive = run.inputs.datasets.derive
+
         def loaded(result: Any, *a: Any, **k: Any) -> None:
+            files = _local_sources(a, k)  # the files it converted: their tags are its tags
             splits = result.items() if isinstance(result, dict) else [(getattr(result, "split", None), result)]
             for split, ds in splits:
+                if files:
+                    derive(ds, files)
                 name = getattr(getattr(ds, "info", None), "dataset_name", None) or "dataset"
                 run.log_dataset(ds, name=f"{name}:{split}" if split else name, role=role_of_split(split))
 
+        def made(result: Any, source: Any, *_a: Any, **_k: Any) -> None:
+            for out in (result.values() if isinstance(result, dict) else [result]):
+                if out is not source:
+                    derive(out, [source])
+
+        def combined(result: Any, sources: Any, *_a: Any, **_k: Any) -> None:
+            derive(result, list(sources))
+
         for name in ("load_dataset", "load_from_disk"):
             p.after(module, name, loaded, f"a Hugging Face dataset from {name}")
+        for cls in (getattr(module, "Dataset", None), getattr(module, "IterableDataset", None)):
+            for name in HF_DERIVATIONS:
+                if cls is not None and callable(getattr(cls, name, None)):
+                    p.after(cls, name, made, f"a Hugging Face dataset's {name}")
+        for name in ("concatenate_datasets", "interleave_datasets"):
+            if callable(getattr(module, name, None)):
+                p.after(module, name, combined, f"a Hugging Face {name}")
 
 
 def install_framework_hooks(run: Run) -> Callable[[], None]:
@@ -242,6 +263,29 @@ def install_framework_hooks(run: Run) -> Callable[[], None]:
         p.restore()
 
     return remove
+
+
+# the Hugging Face methods whose result is made from the dataset they are called on (its tags follow)
+HF_DERIVATIONS = ("map", "filter", "select", "shuffle", "sort", "train_test_split", "add_column", "remove_columns",
+                  "rename_column", "rename_columns", "select_columns", "cast", "cast_column", "flatten",
+                  "class_encode_column", "with_format", "with_transform", "to_iterable_dataset", "skip", "take",
+                  "batch", "repeat", "shard", "flatten_indices", "align_labels_with_mapping")
+
+
+def _local_sources(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+    """The local files and folders a ``load_dataset``/``load_from_disk`` call names (``path``, ``data_dir``,
+    ``data_files`` as a string, list or dict of splits; ``dataset_path``), those that exist."""
+    named: list[Any] = [*args[:1], kwargs.get("path"), kwargs.get("dataset_path"), kwargs.get("data_dir")]
+    files = kwargs.get("data_files")
+    for value in (files.values() if isinstance(files, dict) else [files]):
+        named += value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for v in named:
+        if isinstance(v, (str, os.PathLike)) and not str(v).startswith(("hf://", "http://", "https://")):
+            with contextlib.suppress(OSError, ValueError):
+                if os.path.exists(v) and str(v) not in out:
+                    out.append(str(v))
+    return out
 
 
 def role_of_split(split: Any) -> str:

@@ -18,10 +18,13 @@ ends. The same object attached again (a DataLoader rebuilt every epoch) is not h
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import functools
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -86,6 +89,8 @@ class DatasetIdentifier:
         self._by_object: dict[int, tuple[Any, str]] = {}  # id(obj) -> (obj kept alive, dataset id)
         self._governance: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(obj) -> (obj, its governance summary)
         self._memory = SharedMemory()  # the tensors and arrays of tagged datasets (``sharedmem``)
+        # id(obj) -> (a reference to obj, the governance of the datasets or files it was derived from: ``derive``)
+        self._derived: dict[int, tuple[Callable[[], Any], list[tuple[str, dict[str, Any]]]]] = {}
         self._count = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -135,6 +140,7 @@ class DatasetIdentifier:
         if not isinstance(data, (str, os.PathLike)):
             sets += self._parts_governance(data)
             sets += self._memory.governance(data)  # tensors that are a tagged dataset's (a slice, a wrapper)
+            sets += self._derived_governance(data)  # a transformation's result (``derive``)
         governance = inherit(g for _, g in sets) if len(sets) > 1 else (sets[0][1] if sets else {})
         conflicts = tag_conflicts(sets)
         if conflicts:
@@ -156,6 +162,47 @@ class DatasetIdentifier:
             if not isinstance(data, (str, os.PathLike)):
                 self._memory.note(data, f"{event.get('name')} ({event['id']})", governance)
         return ev.Dataset(**event)
+
+    def derive(self, result: Any, sources: list[Any]) -> None:
+        """``result`` was made from ``sources`` -- datasets (a Hugging Face ``map`` of one, a concatenation), or
+        the files a loader converted (``load_dataset("csv", data_files=...)``): it carries their tags. Resolved
+        now (a chain of ``map`` results the script drops as it goes keeps what its first link carried); the
+        result is held weakly (an intermediate table is not kept alive for the run)."""
+        found: list[tuple[str, dict[str, Any]]] = []
+        for source in sources[:MAX_PARTS]:
+            if isinstance(source, (str, os.PathLike)):
+                found += self._file_governance(Path(os.path.abspath(source)))
+                continue
+            known = self._governance.get(id(source))
+            if known is not None and known[0] is source:
+                if known[1]:
+                    found.append((f"derived from {type(source).__name__}", known[1]))
+                continue
+            found += self._derived_governance(source)
+        try:
+            ref: Callable[[], Any] = weakref.ref(result)
+        except TypeError:  # not weakly referable: kept
+            ref = functools.partial(lambda obj: obj, result)
+        with self._lock:
+            if len(self._derived) >= MAX_DERIVED:
+                self._derived = {k: v for k, v in self._derived.items() if v[0]() is not None}
+            if len(self._derived) < MAX_DERIVED:
+                self._derived[id(result)] = (ref, found)
+
+    def _derived_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
+        """The governance ``derive`` found for ``data``'s sources, if it is a derived dataset."""
+        entry = self._derived.get(id(data))
+        return list(entry[1]) if entry is not None and entry[0]() is data else []
+
+    def _file_governance(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
+        """Tags declared for a file or folder a dataset was built from, by its path and content."""
+        digests: list[str] = []
+        with contextlib.suppress(Exception):  # unreadable: its path still names it (a failure never drops tags)
+            d = digest_path(path, self.cache)
+            digests = [d.sha256, *(f.sha256 for f in d.files)]
+        rules = DECLARED.for_dataset(paths=[str(path), str(path.resolve())], name=None, ids=[], digests=digests)
+        return [(f"{rule.source.describe()} (built from {path.name})", summary(governance_attributes(rule.tags)))
+                for rule in rules]
 
     def _parts_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
         """The governance of the data a wrapper is made of: parts attached before (the same objects), and parts
@@ -249,7 +296,8 @@ class DatasetIdentifier:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-MAX_PARTS = 1000  # component datasets followed below one wrapper
+MAX_PARTS = 1000  # component datasets followed below one wrapper (and sources above one derived dataset)
+MAX_DERIVED = 100_000  # derivations remembered per run
 
 
 def parts(data: Any, depth: int = 0) -> list[Any]:
