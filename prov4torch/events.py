@@ -159,6 +159,7 @@ class Dataset(ContentFields):
     governance: JsonObject = field(default_factory=dict)  # the same, as the runtime judges them
     tag_conflicts: list[str] | None = None
     tags_from: list[str] | None = None
+    derived_from: list[str] | None = None  # the datasets of this run it was made from (a view, a map, a part)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -524,3 +524,8 @@ def test_tags_of_files_follow_them_through_hugging_face_loading_and_transformati
     assert trained and all(doc["entity"][d]["p4t:consentScope"] == "training" for d in trained)
     sources = json.dumps([u.get("p4t:tagsFrom") for u in doc["used"].values() if u["prov:entity"] in trained])
     assert "derived from" in sources
+    # the trained dataset derives, through the unattached steps between, from the one load_dataset made
+    (loaded,) = {u["prov:entity"] for u in doc["used"].values() if u.get("p4t:name") == "csv:train"}
+    edges = {(d["prov:generatedEntity"], d["prov:usedEntity"]) for d in doc["wasDerivedFrom"].values()}
+    derived = set(trained) - {loaded}
+    assert derived and all((t, loaded) in edges for t in derived)

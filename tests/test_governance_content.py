@@ -145,8 +145,13 @@ def test_data_that_is_a_tagged_datasets_own_memory_carries_its_tags(tmp_path: Pa
             prov4torch.log_dataset(_derived(kind, base, arrays), name="train")
     (event,) = [e for e in _journal(run.journal_path) if e["t"] == "dataset" and e["name"] == "train"]
     assert event["id"] != base_id(run.journal_path)  # new content, an id of its own
-    entity = load(run.prov_path)["entity"][event["id"]]
+    doc = load(run.prov_path)
+    entity = doc["entity"][event["id"]]
     assert entity["p4t:consentScope"] == "testing" and entity["p4t:originCountry"] == "FR"
+    # and the record says what it was made from: a lineage edge, not only a note
+    assert event["derived_from"] == [base_id(run.journal_path)]
+    edges = {(d["prov:generatedEntity"], d["prov:usedEntity"]) for d in doc["wasDerivedFrom"].values()}
+    assert (event["id"], base_id(run.journal_path)) in edges
     if kind not in ("attribute", "dict-of-datasets"):
         assert any(w.startswith("memory shared with held-out") for w in event["tags_from"]), event["tags_from"]
 

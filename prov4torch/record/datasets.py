@@ -89,8 +89,8 @@ class DatasetIdentifier:
         self._by_object: dict[int, tuple[Any, str]] = {}  # id(obj) -> (obj kept alive, dataset id)
         self._governance: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(obj) -> (obj, its governance summary)
         self._memory = SharedMemory()  # the tensors and arrays of tagged datasets (``sharedmem``)
-        # id(obj) -> (a reference to obj, the governance of the datasets or files it was derived from: ``derive``)
-        self._derived: dict[int, tuple[Callable[[], Any], list[tuple[str, dict[str, Any]]]]] = {}
+        # id(obj) -> (a reference to obj, the governance and the attached datasets it was derived from: ``derive``)
+        self._derived: dict[int, tuple[Callable[[], Any], list[tuple[str, dict[str, Any]]], list[str]]] = {}
         self._count = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -137,10 +137,17 @@ class DatasetIdentifier:
             digests=[event.get("sha256") or "", *(f[1] for f in files)])
         sets: list[tuple[str, dict[str, Any]]] = [("the code", summary(governance_attributes(tags)))] if tags else []
         sets += [(rule.source.describe(), summary(governance_attributes(rule.tags))) for rule in rules]
+        sources: list[str] = []  # the datasets of this run it was made from: wasDerivedFrom in the record
         if not isinstance(data, (str, os.PathLike)):
             sets += self._parts_governance(data)
-            sets += self._memory.governance(data)  # tensors that are a tagged dataset's (a slice, a wrapper)
-            sets += self._derived_governance(data)  # a transformation's result (``derive``)
+            sources += [did for part in parts(data) if (did := self._attached_id(part))]
+            for owner, where, shared in self._memory.shared_with(data):  # a tagged dataset's tensors (a slice)
+                sets.append((where, shared))
+                sources += [did for did in [self._attached_id(owner)] if did]
+            derived = self._derived.get(id(data))  # a transformation's result (``derive``)
+            if derived is not None and derived[0]() is data:
+                sets += derived[1]
+                sources += derived[2]
         governance = inherit(g for _, g in sets) if len(sets) > 1 else (sets[0][1] if sets else {})
         conflicts = tag_conflicts(sets)
         if conflicts:
@@ -154,6 +161,9 @@ class DatasetIdentifier:
             declared = governance["p4t:datasetId"]
             declared = declared[0] if isinstance(declared, list) else declared
             event.update(id=f"p4t:dataset/declared/{local_name(str(declared))}", identity="declared")
+        sources = sorted(set(sources) - {event["id"]})
+        if sources:
+            event["derived_from"] = sources
         event["tags"] = provjson.attributes(attributes_of(governance))
         event["governance"] = governance
         with self._lock:
@@ -169,6 +179,7 @@ class DatasetIdentifier:
         now (a chain of ``map`` results the script drops as it goes keeps what its first link carried); the
         result is held weakly (an intermediate table is not kept alive for the run)."""
         found: list[tuple[str, dict[str, Any]]] = []
+        ids: list[str] = []
         for source in sources[:MAX_PARTS]:
             if isinstance(source, (str, os.PathLike)):
                 found += self._file_governance(Path(os.path.abspath(source)))
@@ -177,8 +188,12 @@ class DatasetIdentifier:
             if known is not None and known[0] is source:
                 if known[1]:
                     found.append((f"derived from {type(source).__name__}", known[1]))
+                ids += [did for did in [self._attached_id(source)] if did]
                 continue
-            found += self._derived_governance(source)
+            entry = self._derived.get(id(source))  # itself derived, never attached: what it came from
+            if entry is not None and entry[0]() is source:
+                found += entry[1]
+                ids += entry[2]
         try:
             ref: Callable[[], Any] = weakref.ref(result)
         except TypeError:  # not weakly referable: kept
@@ -187,12 +202,12 @@ class DatasetIdentifier:
             if len(self._derived) >= MAX_DERIVED:
                 self._derived = {k: v for k, v in self._derived.items() if v[0]() is not None}
             if len(self._derived) < MAX_DERIVED:
-                self._derived[id(result)] = (ref, found)
+                self._derived[id(result)] = (ref, found, ids)
 
-    def _derived_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
-        """The governance ``derive`` found for ``data``'s sources, if it is a derived dataset."""
-        entry = self._derived.get(id(data))
-        return list(entry[1]) if entry is not None and entry[0]() is data else []
+    def _attached_id(self, obj: Any) -> str | None:
+        """The id this very object was attached under in this run, if it was."""
+        entry = self._by_object.get(id(obj))
+        return entry[1] if entry is not None and entry[0] is obj else None
 
     def _file_governance(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
         """Tags declared for a file or folder a dataset was built from, by its path and content."""

@@ -340,6 +340,11 @@ def _datasets(b: DocumentBuilder, record: RunRecord, act: str) -> None:
     blocked, blocked_role = blocked_uses(record), blocked_roles(record)
     for did, ds in record.datasets.items():
         b.entity(did, _dataset_attrs(ds))
+    for did, ds in record.datasets.items():  # a view, a transformation or a wrapper of data this run attached
+        for source in dict.fromkeys(record.resolve(s) for s in ds.derived_from or ()):
+            if source != did and b.has("entity", source):
+                b.derived(did, source)
+    for did, ds in record.datasets.items():
         b.update("entity", did, ds.tags)
         if did in blocked:
             continue

@@ -146,8 +146,8 @@ class SharedMemory:
             if all(owner is not data for owner, _, _ in entry[1]):
                 entry[1].append((data, name, governance))
 
-    def governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
-        """The governance of every other tagged dataset whose memory ``data``'s tensors or arrays view."""
+    def shared_with(self, data: Any) -> list[tuple[Any, str, dict[str, Any]]]:
+        """Every other tagged dataset whose memory ``data``'s tensors or arrays view: (it, where, governance)."""
         if not self._noted:
             return []
         if self._index is None:
@@ -157,7 +157,7 @@ class SharedMemory:
             for ranges in index.values():
                 ranges.sort()
             self._index = index
-        out: dict[int, tuple[str, dict[str, Any]]] = {}
+        out: dict[int, tuple[Any, str, dict[str, Any]]] = {}
         for b in buffers(data):
             ranges = self._index.get(b.device, [])
             # storages are disjoint allocations: the noted ones overlapping [start, end) begin before its end,
@@ -168,7 +168,7 @@ class SharedMemory:
                     continue
                 for owner, name, governance in self._noted[(b.device, start, end)][1]:
                     if owner is not data:
-                        out.setdefault(id(owner), (f"memory shared with {name}", governance))
+                        out.setdefault(id(owner), (owner, f"memory shared with {name}", governance))
         return list(out.values())
 
 
