@@ -391,3 +391,26 @@ def test_an_api_value_that_raises_when_looked_at_is_a_clear_error_and_the_run_go
             call()
         prov4torch.log_metric("loss", 0.5, step=0)
     assert run.status == "FINISHED"
+
+
+def test_the_walk_for_shared_memory_is_bounded_and_finds_what_sits_beside_a_huge_list():
+    """4 million objects in a list of lists beside a tensor: the walk looks at a bounded number of objects, holds a
+    bounded queue (not a reference to each of them), and still finds the tensor (breadth first)."""
+    import tracemalloc
+
+    from prov4torch.record.sharedmem import buffers
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.rows = [[object() for _ in range(2000)] for _ in range(2000)]
+    holder.x = torch.zeros(3)
+    tracemalloc.start()
+    try:
+        found = buffers(holder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [b.owner is holder.x for b in found] == [True]
+    assert peak < 20 << 20, peak  # a reference per object would be hundreds of MB

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import functools
+import itertools
 import os
 import sys
 import threading
@@ -139,8 +139,9 @@ class DatasetIdentifier:
         sets += [(rule.source.describe(), summary(governance_attributes(rule.tags))) for rule in rules]
         sources: list[str] = []  # the datasets of this run it was made from: wasDerivedFrom in the record
         if not isinstance(data, (str, os.PathLike)):
-            sets += self._parts_governance(data)
-            sources += [did for part in parts(data) if (did := self._attached_id(part))]
+            made_of = parts(data)
+            sets += self._parts_governance(made_of)
+            sources += [did for part in made_of if (did := self._attached_id(part))]
             for owner, where, shared in self._memory.shared_with(data):  # a tagged dataset's tensors (a slice)
                 sets.append((where, shared))
                 sources += [did for did in [self._attached_id(owner)] if did]
@@ -197,7 +198,9 @@ class DatasetIdentifier:
         try:
             ref: Callable[[], Any] = weakref.ref(result)
         except TypeError:  # not weakly referable: kept
-            ref = functools.partial(lambda obj: obj, result)
+
+            def ref() -> Any:
+                return result
         with self._lock:
             if len(self._derived) >= MAX_DERIVED:
                 self._derived = {k: v for k, v in self._derived.items() if v[0]() is not None}
@@ -219,11 +222,11 @@ class DatasetIdentifier:
         return [(f"{rule.source.describe()} (built from {path.name})", summary(governance_attributes(rule.tags)))
                 for rule in rules]
 
-    def _parts_governance(self, data: Any) -> list[tuple[str, dict[str, Any]]]:
-        """The governance of the data a wrapper is made of: parts attached before (the same objects), and parts
-        that tags files name by path or name."""
+    def _parts_governance(self, made_of: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The governance of the data a wrapper is made of (its ``parts``): parts attached before (the same
+        objects), and parts that tags files name by path or name."""
         out = []
-        for part in parts(data):
+        for part in made_of:
             known = self._governance.get(id(part))
             if known is not None and known[0] is part and known[1]:
                 out.append((f"part {type(part).__name__}", known[1]))
@@ -345,14 +348,14 @@ def _children(obj: Any) -> list[Any]:
     kinds = (torch_data.Dataset, torch_data.DataLoader) if torch_data is not None else ()
     out: list[Any] = []
     for name, value in attrs.items():
-        if name in ("dataset", "datasets"):  # duck-typed wrappers keep their data under these names
-            out.extend(value if isinstance(value, (list, tuple)) else [] if name == "datasets" else [value])
+        if name == "dataset":  # duck-typed wrappers keep their data under these names
+            out.append(value)
+        elif name == "datasets":
+            out.extend(value if isinstance(value, (list, tuple)) else [])
+        if name in ("dataset", "datasets") or not kinds:
             continue
-        if not kinds:
-            continue
-        values = list(value.values()) if isinstance(value, dict) else value if isinstance(value, (list, tuple)) \
-            else [value]
-        out.extend(unwrap(v) for v in values[:MAX_PARTS] if isinstance(v, kinds))
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        out.extend(unwrap(v) for v in itertools.islice(values, MAX_PARTS) if isinstance(v, kinds))
     return out
 
 

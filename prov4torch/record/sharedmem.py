@@ -19,7 +19,9 @@ still matches when it copies a whole dataset.
 from __future__ import annotations
 
 import bisect
+import itertools
 import sys
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,10 +46,10 @@ def buffers(data: Any) -> list[Buffer]:
     """The tensors and arrays reachable from ``data`` (attributes, lists, tuples, dict values; bounded). An object
     that fails to be looked at (a user class raising from ``__getattribute__``) is skipped, never raised."""
     out: list[Buffer] = []
-    stack: list[tuple[Any, int]] = [(data, 0)]
+    queue: deque[tuple[Any, int]] = deque([(data, 0)])  # breadth first: a long list does not hide a sibling
     seen: set[int] = set()
-    while stack and len(seen) < MAX_VISITS:
-        obj, depth = stack.pop()
+    while queue and len(seen) < MAX_VISITS:
+        obj, depth = queue.popleft()
         if id(obj) in seen or obj is None or type(obj) in _SCALARS:
             continue
         seen.add(id(obj))
@@ -56,7 +58,8 @@ def buffers(data: Any) -> list[Buffer]:
         except Exception:  # noqa: BLE001 - a hostile object is not memory we can name
             continue
         out.extend(found)
-        stack.extend((v, depth + 1) for v in reversed(items))
+        room = MAX_VISITS - len(queue)  # the queue is bounded too: a list of lists never fills memory
+        queue.extend((v, depth + 1) for v in items[:max(room, 0)])
     return out
 
 
@@ -73,7 +76,7 @@ def _look(obj: Any, depth: int) -> tuple[list[Buffer], list[Any]]:
     if isinstance(obj, (list, tuple)):
         return [], list(obj[:MAX_VISITS])
     if isinstance(obj, dict):
-        return [], list(obj.values())[:MAX_VISITS]
+        return [], list(itertools.islice(obj.values(), MAX_VISITS))
     if callable(obj) or type(obj).__module__ in ("builtins", "types"):
         return [], []
     members = data_members(obj)
