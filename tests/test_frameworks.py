@@ -483,7 +483,7 @@ def test_hugging_face_datasets_are_identified_by_their_arrow_content(tmp_path: P
 
 HF_TOKENIZED = """
 import sys, torch, datasets
-raw = datasets.load_dataset("csv", data_files={"train": "corpus/train.csv"}, split="train")
+raw = datasets.load_dataset("csv", data_files={"train": sys.argv[1]}, split="train")
 tokenized = raw.map(lambda b: {"x": [[float(len(t)), 1.0] for t in b["text"]]}, batched=True)
 kept = tokenized.filter(lambda r: r["x"][0] > 0).remove_columns(["text"])
 more = datasets.concatenate_datasets([kept, kept.select(range(4))])
@@ -511,8 +511,9 @@ def test_tags_of_files_follow_them_through_hugging_face_loading_and_transformati
         license = "CC-BY-4.0"
         consent_scope = ["{consent}"]
     """))
-    proc = run_cli(tmp_path, HF_TOKENIZED, options=("--policy", "default", "--region", "eu-west-1", "--purpose",
-                                                    "training", "--data-tags", "tags.toml"),
+    files = "corpus/train.csv" if consent == "training" else "corpus/*.csv"  # a path, and a pattern
+    proc = run_cli(tmp_path, HF_TOKENIZED, files, options=("--policy", "default", "--region", "eu-west-1", "--purpose",
+                                                           "training", "--data-tags", "tags.toml"),
                    env={"HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     if consent == "testing":
         assert proc.returncode == 1 and "DONE" not in proc.stdout, proc.stderr[-3000:]

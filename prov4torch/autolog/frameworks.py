@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
 import threading
 from collections.abc import Callable
@@ -279,13 +280,16 @@ def _local_sources(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
     files = kwargs.get("data_files")
     for value in (files.values() if isinstance(files, dict) else [files]):
         named += value if isinstance(value, (list, tuple)) else [value]
-    out = []
+    out: list[str] = []
     for v in named:
         if isinstance(v, (str, os.PathLike)) and not str(v).startswith(("hf://", "http://", "https://")):
             with contextlib.suppress(OSError, ValueError):
-                if os.path.exists(v) and str(v) not in out:
-                    out.append(str(v))
-    return out
+                found = [str(v)] if os.path.exists(v) else sorted(glob.glob(str(v), recursive=True))[:MAX_SOURCES]
+                out += [f for f in found if f not in out]  # a pattern ("data/*.csv"): the files it matches
+    return out[:MAX_SOURCES]
+
+
+MAX_SOURCES = 1000  # local files followed for one load_dataset call
 
 
 def role_of_split(split: Any) -> str:
