@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Prov4TorchError
-from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE
+from ..provjson import MLS_NAMESPACE, NAMESPACE, PARAM_NAMESPACE, expand_qname
 from ..safefs import read_regular
 from .graph import PROV, TYPE, Edge, Graph, Node
 from .load import expand_dirs, load_graph, no_cycle_collection
@@ -364,10 +364,9 @@ class Collector:
 
 def _named(g: Graph, iri: str) -> str:
     """``name (id)`` where a run named the data (a blocked dataset is named by the check that read it)."""
-    prefix, _, rest = iri.partition(":")
-    node = g.nodes.get(iri) or (g.nodes.get(g.prefixes[prefix] + rest) if prefix in g.prefixes else None)
+    node = g.nodes.get(iri) or g.nodes.get(expand_qname(iri, g.prefixes) or "")
     name = g.name(node) if node is not None else None
-    return f"{name} ({g.short(node.id)})" if name and node is not None else g.short(iri)
+    return f"{name} ({g.short(node.id)})" if node is not None and name else g.short(iri)
 
 
 def _directory(acts: list[Node]) -> Path | None:

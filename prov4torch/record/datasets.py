@@ -39,7 +39,7 @@ from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
 from .ids import local as local_name
-from .sharedmem import SharedMemory
+from .sharedmem import Buffer, SharedMemory, buffers
 
 SYNC_LIMIT = 64 << 20  # bytes hashed on the caller's thread; more goes to the background
 MAX_FILES_RECORDED = 1000  # per-file digests kept in the record (the root digest covers them all)
@@ -138,11 +138,13 @@ class DatasetIdentifier:
         sets: list[tuple[str, dict[str, Any]]] = [("the code", summary(governance_attributes(tags)))] if tags else []
         sets += [(rule.source.describe(), summary(governance_attributes(rule.tags))) for rule in rules]
         sources: list[str] = []  # the datasets of this run it was made from: wasDerivedFrom in the record
+        held: list[Buffer] | None = None
         if not isinstance(data, (str, os.PathLike)):
             made_of = parts(data)
             sets += self._parts_governance(made_of)
             sources += [did for part in made_of if (did := self._attached_id(part))]
-            for owner, where, shared in self._memory.shared_with(data):  # a tagged dataset's tensors (a slice)
+            held = buffers(data) if self._memory.noted else None  # its tensors and arrays (walked once)
+            for owner, where, shared in self._memory.shared_with(data, held or []):  # a tagged dataset's (a slice)
                 sets.append((where, shared))
                 sources += [did for did in [self._attached_id(owner)] if did]
             derived = self._derived.get(id(data))  # a transformation's result (``derive``)
@@ -170,8 +172,9 @@ class DatasetIdentifier:
         with self._lock:
             self._by_object[id(data)] = (data, event["id"])
             self._governance[id(data)] = (data, governance)
-            if not isinstance(data, (str, os.PathLike)):
-                self._memory.note(data, f"{event.get('name')} ({event['id']})", governance)
+        if governance and not isinstance(data, (str, os.PathLike)):
+            self._memory.note(data, held if held is not None else buffers(data), f"{event.get('name')} "
+                              f"({event['id']})", governance)
         return ev.Dataset(**event)
 
     def derive(self, result: Any, sources: list[Any]) -> None:

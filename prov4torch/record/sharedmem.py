@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import sys
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -127,51 +128,59 @@ def _arrow_buffers(pa: Any, obj: Any) -> list[Buffer]:
 
 
 class SharedMemory:
-    """The memory of this run's tagged datasets, and what a later dataset shares with it."""
+    """The memory of this run's tagged datasets, and what a later dataset shares with it. The caller walks a
+    dataset once (``buffers``, outside any lock) and gives both calls what it found."""
 
     def __init__(self) -> None:
         # (device, start, end) of a storage -> the tensor or array kept alive, and the tagged datasets viewing it
         self._noted: dict[tuple[str, int, int], tuple[Any, list[tuple[Any, str, dict[str, Any]]]]] = {}
         self._index: dict[str, list[tuple[int, int]]] | None = {}  # device -> sorted (start, end); None: stale
+        self._lock = threading.Lock()  # datasets may be attached from several threads
 
-    def note(self, data: Any, name: str, governance: dict[str, Any]) -> None:
-        """``data`` carries ``governance``: remember the memory it views."""
+    @property
+    def noted(self) -> bool:
+        """Some tagged memory is noted: a dataset's buffers are worth comparing."""
+        return bool(self._noted)
+
+    def note(self, data: Any, held: list[Buffer], name: str, governance: dict[str, Any]) -> None:
+        """``data``, whose tensors and arrays are ``held``, carries ``governance``: remember the memory."""
         if not governance:
             return
-        for b in buffers(data):
-            key = (b.device, b.start, b.end)
-            entry = self._noted.get(key)
-            if entry is None:
-                if len(self._noted) >= MAX_NOTED:
-                    break
-                entry = self._noted[key] = (b.owner, [])
-                self._index = None
-            if all(owner is not data for owner, _, _ in entry[1]):
-                entry[1].append((data, name, governance))
+        with self._lock:
+            for b in held:
+                key = (b.device, b.start, b.end)
+                entry = self._noted.get(key)
+                if entry is None:
+                    if len(self._noted) >= MAX_NOTED:
+                        break
+                    entry = self._noted[key] = (b.owner, [])
+                    self._index = None
+                if all(owner is not data for owner, _, _ in entry[1]):
+                    entry[1].append((data, name, governance))
 
-    def shared_with(self, data: Any) -> list[tuple[Any, str, dict[str, Any]]]:
-        """Every other tagged dataset whose memory ``data``'s tensors or arrays view: (it, where, governance)."""
-        if not self._noted:
-            return []
-        if self._index is None:
-            index: dict[str, list[tuple[int, int]]] = {}
-            for device, start, end in self._noted:
-                index.setdefault(device, []).append((start, end))
-            for ranges in index.values():
-                ranges.sort()
-            self._index = index
+    def shared_with(self, data: Any, held: list[Buffer]) -> list[tuple[Any, str, dict[str, Any]]]:
+        """Every other tagged dataset whose memory ``data``'s tensors or arrays (``held``) view: (it, where,
+        governance)."""
         out: dict[int, tuple[Any, str, dict[str, Any]]] = {}
-        for b in buffers(data):
-            ranges = self._index.get(b.device, [])
-            # storages are disjoint allocations: the noted ones overlapping [start, end) begin before its end,
-            # and only the last few of those can still reach past its start
-            hi = bisect.bisect_left(ranges, (b.end, 0))
-            for start, end in ranges[max(0, hi - NEIGHBOURS):hi]:
-                if end <= b.start:
-                    continue
-                for owner, name, governance in self._noted[(b.device, start, end)][1]:
-                    if owner is not data:
-                        out.setdefault(id(owner), (owner, f"memory shared with {name}", governance))
+        with self._lock:
+            if self._index is None:
+                index: dict[str, list[tuple[int, int]]] = {}
+                for device, start, end in self._noted:
+                    index.setdefault(device, []).append((start, end))
+                for ranges in index.values():
+                    ranges.sort()
+                self._index = index
+            for b in held:
+                ranges = self._index.get(b.device, [])
+                # storages are disjoint allocations: the noted ones overlapping [start, end) begin before its end,
+                # and only the last few of those can still reach past its start
+                hi = bisect.bisect_left(ranges, (b.end, 0))
+                for start, end in ranges[max(0, hi - NEIGHBOURS):hi]:
+                    if end <= b.start:
+                        continue
+                    for owner, name, governance in self._noted[(b.device, start, end)][1]:
+                        if owner is not data:
+                            out.setdefault(id(owner), (owner, f"memory shared with {name}", governance))
         return list(out.values())
 
 
