@@ -33,7 +33,7 @@ from typing import Any
 from .. import events as ev
 from .. import provjson
 from ..errors import InvalidValueError, OverBudget, UnreadableContentError
-from ..governance.declared import DECLARED
+from ..governance.declared import DECLARED, Rule
 from ..governance.tags import ROLE, governance_attributes, inherit
 from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
@@ -65,6 +65,14 @@ def dataset_paths(data: Any) -> list[str]:
         if isinstance(v, (str, os.PathLike)) and os.path.exists(v):
             found.append(str(Path(v).resolve()))
     return found
+
+
+def _declared_rules(local: list[str], fields: Mapping[str, Any], *, name: str | None, ids: list[str]) -> list[Rule]:
+    """The rules of tags declared outside the code (a tags file, Croissant, a card) for data at the paths ``local``
+    whose content is ``fields`` (``_digest_fields``): by path -- a folder's files' too --, name, id or content."""
+    files = fields.get("files") or []
+    return DECLARED.for_dataset(paths=[*local, *(str(Path(local[0]) / f[0]) for f in files if local)], name=name,
+                                ids=ids, digests=[fields.get("sha256") or "", *(f[1] for f in files)])
 
 
 def _digest_fields(d: Digest) -> dict[str, Any]:
@@ -130,11 +138,8 @@ class DatasetIdentifier:
         # every tag set for this content: the code's, tags declared outside it (a tags file, Croissant, a dataset
         # card) by path, name, id or content, and -- for a wrapper (Subset, ConcatDataset, random_split...) --
         # those of the data it is made of; combined restrictively, a disagreement recorded
-        files = event.get("files") or []
-        rules = DECLARED.for_dataset(
-            paths=[*local, *(str(Path(local[0]) / f[0]) for f in files if local)], name=event.get("name"),
-            ids=[event["id"], *([str(tags["dataset_id"])] if tags.get("dataset_id") else [])],
-            digests=[event.get("sha256") or "", *(f[1] for f in files)])
+        rules = _declared_rules(local, event, name=event.get("name"),
+                                ids=[event["id"], *([str(tags["dataset_id"])] if tags.get("dataset_id") else [])])
         sets: list[tuple[str, dict[str, Any]]] = [("the code", summary(governance_attributes(tags)))] if tags else []
         sets += [(rule.source.describe(), summary(governance_attributes(rule.tags))) for rule in rules]
         sources: list[str] = []  # the datasets of this run it was made from: wasDerivedFrom in the record
@@ -217,11 +222,10 @@ class DatasetIdentifier:
 
     def _file_governance(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
         """Tags declared for a file or folder a dataset was built from, by its path and content."""
-        digests: list[str] = []
+        fields: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # unreadable: its path still names it (a failure never drops tags)
-            d = digest_path(path, self.cache)
-            digests = [d.sha256, *(f.sha256 for f in d.files)]
-        rules = DECLARED.for_dataset(paths=[str(path), str(path.resolve())], name=None, ids=[], digests=digests)
+            fields = _digest_fields(digest_path(path, self.cache))
+        rules = _declared_rules([str(path), str(path.resolve())], fields, name=None, ids=[])
         return [(f"{rule.source.describe()} (built from {path.name})", summary(governance_attributes(rule.tags)))
                 for rule in rules]
 
