@@ -558,3 +558,54 @@ def test_prov_o_and_sparql_find_the_data_behind_a_checkpoint(tmp_path: Path):
     roles = {str(o) for o in g.objects(None, rdflib.URIRef("http://www.w3.org/ns/prov#hadRole"))}
     assert p4t + "training" in roles and all(isinstance(o, rdflib.URIRef)
                                              for o in g.objects(None, rdflib.URIRef("http://www.w3.org/ns/prov#hadRole")))
+
+
+def test_the_prov_o_export_answers_plain_prov_queries_across_a_fine_tune(tmp_path: Path):
+    """An auditor's SPARQL asks ``prov:used`` and ``prov:wasDerivedFrom``, not their qualified forms: the export
+    asserts both for every relation (the prov package writes a relation with a time, role or activity only
+    qualified, so a fine-tuned model's derivation from its base and its data was missing from a plain query)."""
+    rdflib = pytest.importorskip("rdflib")
+    base_data, tune_data = tmp_path / "base.bin", tmp_path / "tune.bin"
+    base_data.write_bytes(b"b" * 16)
+    tune_data.write_bytes(b"t" * 16)
+    with prov4torch.start_run(out_dir=tmp_path / "runs") as first:
+        base_ds = prov4torch.log_dataset(base_data, name="base data")
+        torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "base.pt")
+        base = prov4torch.log_model(tmp_path / "base.pt", name="base")
+    with prov4torch.start_run(out_dir=tmp_path / "runs") as second:
+        net = torch.nn.Linear(2, 2)
+        net.load_state_dict(prov4torch.load_model(tmp_path / "base.pt"))
+        with torch.no_grad():
+            net.weight.add_(1.0)  # the fine-tune: new weights
+        tune_ds = prov4torch.log_dataset(tune_data, name="tune data")
+        tuned = prov4torch.log_model(net, name="tuned")
+    out = tmp_path / "chain.ttl"
+    proc = subprocess.run([sys.executable, "-m", "prov4torch_cli.app", "export", str(first.prov_path),
+                           str(second.prov_path), "--format", "prov-o-turtle", "-o", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    g = rdflib.Graph()
+    g.parse(out, format="turtle")
+    p4t = prov4torch.NAMESPACE
+    iri = {name: p4t + qname.split(":", 1)[1] for name, qname in
+           {"base": base.id, "tuned": tuned.id, "base data": base_ds, "tune data": tune_ds,
+            "second": f"p4t:run/{second.run_id}/rank/0"}.items()}
+    ask = "PREFIX prov: <http://www.w3.org/ns/prov#> PREFIX mls: <http://www.w3.org/ns/mls#> "
+    data = {str(r[0]) for r in g.query(ask + "SELECT ?d WHERE { ?m prov:wasDerivedFrom+ ?d . ?d a mls:Dataset }",
+                                        initBindings={"m": rdflib.URIRef(iri["tuned"])})}
+    assert data == {iri["base data"], iri["tune data"]}
+    used = {str(r[0]) for r in g.query(ask + "SELECT ?e WHERE { ?run prov:used ?e }",
+                                        initBindings={"run": rdflib.URIRef(iri["second"])})}
+    assert {iri["base"], iri["tune data"]} <= used
+    made = {str(r[0]) for r in g.query(ask + "SELECT ?run WHERE { ?m prov:wasGeneratedBy ?run }",
+                                        initBindings={"m": rdflib.URIRef(iri["tuned"])})}
+    assert made == {iri["second"]}
+    prov = rdflib.Namespace("http://www.w3.org/ns/prov#")
+    pairs = {"qualifiedUsage": ("entity", "used"), "qualifiedGeneration": ("activity", "wasGeneratedBy"),
+             "qualifiedDerivation": ("entity", "wasDerivedFrom"), "qualifiedAssociation": ("agent", "wasAssociatedWith")}
+    for qualified, (influencer, plain) in pairs.items():
+        nodes = list(g.subject_objects(prov[qualified]))
+        assert nodes, qualified
+        for subject, node in nodes:
+            for obj in g.objects(node, prov[influencer]):
+                assert (subject, prov[plain], obj) in g, (qualified, subject, obj)

@@ -8,7 +8,9 @@
   Checked by the library's strict JSON-schema validator before it is written.
 * ``prov-o``: the same PROV as RDF (PROV-O) through the ``prov`` package and ``rdflib``: TriG (named graphs hold
   the bundles of a merged job), Turtle (one graph: bundles flattened) or JSON-LD; each parses back to the same
-  quads (Turtle: the same triples).
+  quads (Turtle: the same triples). Every qualified relation (``prov:qualifiedUsage`` with its role and time, ...)
+  is asserted in its unqualified form too (``prov:used``), as PROV-O's qualification pattern reads: a query for
+  ``?run prov:used ?data`` or ``?model prov:wasDerivedFrom+ ?data`` finds every relation, qualified or not.
 
 Writes are atomic (temporary file, then rename): a failed export leaves nothing behind.
 """
@@ -177,6 +179,7 @@ def prov_o(files: list[Path], fmt: str) -> str:
         for f in files:
             doc = _prov_document(f)
             dataset.parse(data=doc.serialize(format="rdf", rdf_format="nquads"), format="nquads")
+        _assert_unqualified(dataset, rdflib)
         if fmt == "prov-o-turtle":  # one graph: a merged job's bundles (named graphs) are flattened into it
             flat = rdflib.Graph()
             for prefix, ns in dataset.namespaces():
@@ -187,6 +190,39 @@ def prov_o(files: list[Path], fmt: str) -> str:
         return str(dataset.serialize(format="trig" if fmt == "prov-o" else "json-ld"))
     finally:
         term._PLAIN_LITERAL_TYPES = plain
+
+
+# PROV-O's qualification pattern: the property linking a subject to its qualified node, the node's property naming
+# the influencer, and the unqualified property the pair stands for
+QUALIFIED_FORMS = {
+    "qualifiedUsage": ("entity", "used"),
+    "qualifiedGeneration": ("activity", "wasGeneratedBy"),
+    "qualifiedDerivation": ("entity", "wasDerivedFrom"),
+    "qualifiedRevision": ("entity", "wasRevisionOf"),
+    "qualifiedQuotation": ("entity", "wasQuotedFrom"),
+    "qualifiedPrimarySource": ("entity", "hadPrimarySource"),
+    "qualifiedAssociation": ("agent", "wasAssociatedWith"),
+    "qualifiedAttribution": ("agent", "wasAttributedTo"),
+    "qualifiedDelegation": ("agent", "actedOnBehalfOf"),
+    "qualifiedCommunication": ("activity", "wasInformedBy"),
+    "qualifiedStart": ("entity", "wasStartedBy"),
+    "qualifiedEnd": ("entity", "wasEndedBy"),
+    "qualifiedInvalidation": ("activity", "wasInvalidatedBy"),
+    "qualifiedInfluence": ("influencer", "wasInfluencedBy"),
+}
+
+
+def _assert_unqualified(dataset: Any, rdflib: Any) -> None:
+    """Add the unqualified triple of every qualified relation, in the graph that holds it. The ``prov`` package
+    writes a relation that has a time, a role or an activity (most of ours) only in its qualified form; PROV-O
+    qualifies an unqualified assertion, and an auditor's query for ``prov:used`` must not miss them."""
+    prov = rdflib.Namespace("http://www.w3.org/ns/prov#")
+    added = []
+    for qualified, (influencer, unqualified) in QUALIFIED_FORMS.items():
+        for subject, _p, node, graph in dataset.quads((None, prov[qualified], None, None)):
+            for obj in dataset.graph(graph).objects(node, prov[influencer]):
+                added.append((subject, prov[unqualified], obj, graph))
+    dataset.addN(added)
 
 
 def _prov_document(path: Path) -> Any:
