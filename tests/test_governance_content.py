@@ -309,6 +309,37 @@ def test_licences_are_judged_as_spdx_expressions(tmp_path: Path, licence: str, a
     assert ("non-commercial-licences" not in rules) is allowed, rules
 
 
+
+@pytest.mark.parametrize(("tags", "rule"), [
+    ({"license": "CC-BY-NC-4.0"}, "non-commercial-licences"),
+    ({"license": "CC-BY-4.0 AND CC-BY-NC-SA-4.0"}, "non-commercial-licences"),
+    ({"license": "CC-BY-4.0", "prohibited_purpose": ["commercial"]}, "no-prohibited-use"),
+])
+def test_a_run_that_declares_only_its_purpose_cannot_pass_the_model_use_rules(tmp_path: Path, tags: dict, rule: str):
+    """The licence and prohibited-purpose rules judge a model's intended use; a run that says only that its
+    purpose is commercial makes a model for commercial use: blocked before its first batch, and found by check."""
+    data = tmp_path / "d.bin"
+    data.write_bytes(b"d" * 16)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1)), batch_size=2)
+    gov = {**TAGS, "consent_scope": ["training"], **tags}  # consent on the role axis only
+    with pytest.raises(prov4torch.PolicyViolation) as raised:
+        with prov4torch.start_run(region="eu-west-1", purpose="commercial", policy="default") as run:
+            for _ in prov4torch.track(loader, **gov):
+                pytest.fail("a batch of data whose use the policy forbids reached the loop")
+    assert raised.value.violations[0].rule == rule and "purpose of the run" in str(raised.value)
+    assert run.status == "BLOCKED"
+    with prov4torch.start_run(region="eu-west-1", purpose="commercial", policy="default", mode="audit") as audited:
+        prov4torch.log_dataset(data, **gov)
+        prov4torch.log_model(torch.nn.Linear(1, 1), name="m")
+    assert rule in {v.rule for v in check([audited.prov_path], "default").violations}
+    # the same data for research, and a declared intended use that the data allows, are not refused by it
+    for settings in ({"purpose": "research"}, {"purpose": "commercial", "intended_use": "research"}):
+        with prov4torch.start_run(region="eu-west-1", **settings) as fine:
+            prov4torch.log_dataset(data, **gov)
+            prov4torch.log_model(torch.nn.Linear(1, 1), name="m")
+        assert rule not in {v.rule for v in check([fine.prov_path], "default").violations}, settings
+
+
 # -- Croissant DUO forms --------------------------------------------------------------------------------------------
 
 def test_croissant_duo_term_codes_and_odrl_duo_purposes(tmp_path: Path):

@@ -139,6 +139,21 @@ class Evaluator:
             out = self._lowered[key] = frozenset(_lower(self.graph.nodes[nid].values(attr)))
         return out
 
+    def model_uses(self, subject: Node, attr: str) -> tuple[frozenset[str], str]:
+        """A model's intended uses (lower case), and how they were found for a reason's text: its own ``attr``;
+        when it declares none, the purpose of the run that made it -- a model trained for a commercial purpose
+        is for commercial use, so leaving ``intended_use`` out does not pass a licence or prohibited-purpose
+        rule that the run's declared purpose breaks."""
+        own = _lower(subject.values(attr))
+        if own or "entity" not in subject.kinds:
+            return frozenset(own), ""
+        purposes: set[str] = set()
+        for a in self.graph.walk(subject.id, ("wasGeneratedBy",), "up", depth=1):
+            node = self.graph.nodes[a]
+            if "activity" in node.kinds:
+                purposes |= _lower(node.values(P4T + "purpose"))
+        return frozenset(purposes), " (the purpose of the run that made it: it declares no intended use)"
+
     def per_set(self, rule: Rule, datasets: list[str], find: Callable[[list[str]], Any]) -> Any:
         """``find(datasets)`` for ``rule``, once per distinct list object ``scope`` returned (any other list:
         each time)."""
@@ -393,7 +408,7 @@ class Evaluator:
         """A model's intended use (the purpose axis) is among the purposes every dataset in its lineage was
         consented for (datasets whose consent names no purpose are skipped)."""
         m_attr, d_attr = rule.params["model_attribute"], rule.params["dataset_attribute"]
-        uses = _lower(subject.values(m_attr)) - set(ROLE_AXIS)
+        uses = _lower(subject.values(m_attr)) - set(ROLE_AXIS)  # no run purpose here: purpose_in_consent judges it
         if not uses:
             return []
         out = []
@@ -467,20 +482,20 @@ class Evaluator:
 
     def _check_use_not_prohibited(self, rule: Rule, subject: Node) -> list[Violation]:
         m_attr, d_attr = rule.params["model_attribute"], rule.params["dataset_attribute"]
-        uses = _lower(subject.values(m_attr))
+        uses, how = self.model_uses(subject, m_attr)
         if not uses:
             return []
         bad = [d for d in self.scope(rule, subject) if uses & self.low(d, d_attr)]
         if not bad:
             return []
         hit = sorted(uses & set().union(*(self.low(d, d_attr) for d in bad)))
-        return [self._v(rule, subject, bad, d_attr, f"intended use {hit} is prohibited by the data")]
+        return [self._v(rule, subject, bad, d_attr, f"intended use {hit}{how} is prohibited by the data")]
 
     def _check_license_compatible(self, rule: Rule, subject: Node) -> list[Violation]:
         """Licences are SPDX expressions: every operand of an AND applies, an OR is satisfied by any operand;
         an expression that cannot be parsed is reported (a violation when ``unknown_license = "violation"``)."""
         p = rule.params
-        uses = _lower(subject.values(p["model_attribute"]))
+        uses, how = self.model_uses(subject, p["model_attribute"])
         incompatible = {k.lower(): _lower(v) for k, v in p["incompatible"].items()}
         out = []
         for use in sorted(uses & set(incompatible)):
@@ -489,11 +504,11 @@ class Evaluator:
                     verdict = licences.allows(text, incompatible[use])
                     if verdict is False:
                         out.append(self._v(rule, subject, [d], p["dataset_attribute"],
-                                           f"licence {text!r} does not allow {use} use"))
+                                           f"licence {text!r} does not allow {use} use{how}"))
                     elif verdict is None and p["unknown_license"] == "violation":
                         out.append(self._v(rule, subject, [d], p["dataset_attribute"],
                                            f"licence {text!r} is not an SPDX expression: whether it allows {use} "
-                                           "use cannot be told"))
+                                           f"use{how} cannot be told"))
         return out
 
     def _check_required_attributes(self, rule: Rule, subject: Node) -> list[Violation]:
