@@ -340,6 +340,76 @@ def test_a_run_that_declares_only_its_purpose_cannot_pass_the_model_use_rules(tm
         assert rule not in {v.rule for v in check([fine.prov_path], "default").violations}, settings
 
 
+
+def _loader(x: torch.Tensor) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=2)
+
+
+def test_the_same_content_attached_again_with_other_tags_is_held_to_both(tmp_path: Path):
+    """Identity is content: a second claim about the same data (another object, the same bytes) used to be
+    dropped -- the first attachment's tags won, so EU data re-tagged as US, or consent narrowed to testing, trained
+    freely. Both claims now hold, combined restrictively, and the disagreement is recorded and warned."""
+    x = torch.randn(8, 2)
+    eu = {"origin_country": "DE", "jurisdiction": "EU", "license": "CC-BY-4.0", "consent_scope": ["training"]}
+    narrowed = {**eu, "jurisdiction": "US", "origin_country": "US", "consent_scope": ["testing"]}
+    with pytest.raises(prov4torch.PolicyViolation):
+        with prov4torch.start_run(out_dir=tmp_path / "runs", region="eu-west-1", policy="default") as run:
+            for _ in prov4torch.track(_loader(x), **eu):
+                pass
+            with pytest.warns(RuntimeWarning, match="attached before with other tags"):
+                for _ in prov4torch.track(_loader(x.clone()), **narrowed):
+                    pytest.fail("data whose second claim forbids this use reached the loop")
+    assert run.status == "BLOCKED"
+    with pytest.warns(RuntimeWarning, match="attached before with other tags"):
+        with prov4torch.start_run(out_dir=tmp_path / "runs", region="eu-west-1") as free:
+            for _ in prov4torch.track(_loader(x), **eu):
+                pass
+            for _ in prov4torch.track(_loader(x.clone()), **narrowed):
+                pass
+            prov4torch.log_model(torch.nn.Linear(2, 1))
+    (ds,) = [e for k, e in load(free.prov_path)["entity"].items() if k.startswith("p4t:dataset/")]
+    assert sorted(ds["p4t:jurisdiction"]) == ["EU", "US"] and ds["p4t:consentScope"] == "none"  # nothing in common
+    assert any("jurisdiction" in c for c in ds["p4t:tagConflict"])
+    rules = {v.rule for v in check([free.prov_path], "default").violations}
+    assert {"no-eu-us-blend", "purpose-within-consent"} <= rules, rules
+
+
+def test_tags_given_after_an_untagged_attachment_of_the_same_data_are_recorded(tmp_path: Path):
+    x = torch.randn(8, 2)
+    with prov4torch.start_run(out_dir=tmp_path / "runs") as run:
+        for _ in prov4torch.track(_loader(x)):
+            pass
+        prov4torch.log_dataset(torch.utils.data.TensorDataset(x.clone()), **TAGS)
+    (ds,) = [e for k, e in load(run.prov_path)["entity"].items() if k.startswith("p4t:dataset/")]
+    assert ds["p4t:jurisdiction"] == "EU" and ds["p4t:license"] == "CC-BY-4.0" and "p4t:tagConflict" not in ds
+
+
+
+@pytest.mark.parametrize(("first", "second", "rule"), [
+    ("DE", "US", "no-eu-us-blend"), ("EU", "US-CA", "no-eu-us-blend"), ("FR-75", "US", "no-eu-us-blend"),
+    ("NO", None, "eu-personal-data-stays-in-eu"), ("IT", None, "eu-personal-data-stays-in-eu"),
+])
+def test_a_member_state_or_subdivision_code_meets_the_rules_written_for_its_union_or_country(
+        tmp_path: Path, first: str, second: str | None, rule: str):
+    """Jurisdiction tagged by a member state (DE), an EEA state (NO) or a subdivision (US-CA) used to pass the
+    rules written for EU, EEA and US; the policy now matches the jurisdictions a code is within, and the record
+    keeps the code as declared."""
+    x = torch.randn(8, 2)
+    base = {"origin_country": "DE", "license": "CC-BY-4.0", "personal_data": second is None}
+    with pytest.raises(prov4torch.PolicyViolation) as raised:
+        with prov4torch.start_run(out_dir=tmp_path / "runs", region="us-east-1", purpose="research",
+                                  policy="default") as run:
+            for _ in prov4torch.track(_loader(x), jurisdiction=first, **base):
+                pass
+            if second is not None:
+                for _ in prov4torch.track(_loader(x + 1), jurisdiction=second, **{**base, "origin_country": "US"}):
+                    pass
+    assert raised.value.violations[0].rule == rule
+    recorded = {e.get("p4t:jurisdiction") for k, e in load(run.prov_path)["entity"].items()
+                if k.startswith("p4t:dataset/")}
+    assert first in recorded
+
+
 # -- Croissant DUO forms --------------------------------------------------------------------------------------------
 
 def test_croissant_duo_term_codes_and_odrl_duo_purposes(tmp_path: Path):

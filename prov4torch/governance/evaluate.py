@@ -22,7 +22,9 @@ from ..audit.load import expand_dirs, load_graph, no_cycle_collection
 from ..provjson import NAMESPACE as P4T
 from . import licences
 from .policy import NOT_PROCESSING, PROVISIONAL_ROLES, ROLE_AXIS, Policy, Rule, load_policy
-from .tags import NO_CONSENT
+from .tags import NO_CONSENT, jurisdictions
+
+JURISDICTION = P4T + "jurisdiction"
 
 # a model saved before its data was attached is not (yet) a model without data: judged when the run ends
 AFTER_THE_FACT = {"model_has_data"}
@@ -136,8 +138,14 @@ class Evaluator:
         key = (nid, attr)
         out = self._lowered.get(key)
         if out is None:
-            out = self._lowered[key] = frozenset(_lower(self.graph.nodes[nid].values(attr)))
+            out = self._lowered[key] = frozenset(_lower(self.values(nid, attr)))
         return out
+
+    def values(self, nid: str, attr: str) -> list[Any]:
+        """A node's values of ``attr`` as rules match them: a jurisdiction with those it is within (DE: EU, EEA;
+        US-CA: US), so a member state's or a subdivision's code meets the rules written for the EU or a country."""
+        values = self.graph.nodes[nid].values(attr)
+        return sorted(jurisdictions(values)) if attr == JURISDICTION and values else values
 
     def model_uses(self, subject: Node, attr: str) -> tuple[frozenset[str], str]:
         """A model's intended uses (lower case), and how they were found for a reason's text: its own ``attr``;
@@ -461,7 +469,7 @@ class Evaluator:
                 node = self.graph.nodes[d]
                 if p.get("unless_dataset_has") and node.values(p["unless_dataset_has"]):
                     continue
-                if all(_matches(node.values(k), v) for k, v in p.get("applies_if_dataset", {}).items()):
+                if all(_matches(self.values(d, k), v) for k, v in p.get("applies_if_dataset", {}).items()):
                     relevant.append(d)
             return relevant
 

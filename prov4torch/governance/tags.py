@@ -59,6 +59,26 @@ DATASET_TAGS: dict[str, tuple[str, bool]] = {
 # facts about where data came from accumulate (a union); permissions intersect (a model may be used only for
 # what every source consented to); restrictions accumulate; personal data if any source is; every licence is
 # kept; the earliest consent expiry wins.
+# Jurisdictions within others, for the policy's matching (the record keeps what was declared): a member state is
+# in the EU, the EU and Iceland, Liechtenstein and Norway in the EEA (EL: the EU's own code for Greece), an
+# ISO 3166-2 subdivision (US-CA, DE-BY) in its country; GB and UK name one jurisdiction.
+EU_MEMBERS = frozenset(("AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "EL", "ES", "FI", "FR", "GR", "HR", "HU",
+                        "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"))
+WITHIN = {**{code: ("EU", "EEA") for code in EU_MEMBERS}, "EU": ("EEA",), "IS": ("EEA",), "LI": ("EEA",),
+          "NO": ("EEA",), "GB": ("UK",), "UK": ("GB",)}
+
+
+def jurisdictions(values: Iterable[Any]) -> set[str]:
+    """Declared jurisdictions and those they are within (``WITHIN``; a subdivision ``US-CA`` within ``US``)."""
+    out: set[str] = set()
+    for v in values:
+        code = str(v).strip().upper()
+        for c in (code, code.split("-", 1)[0]):
+            out.add(c)
+            out.update(WITHIN.get(c, ()))
+    return out
+
+
 UNION = ("p4t:datasetId", "p4t:originCountry", "p4t:jurisdiction", "p4t:regulation", "p4t:prohibitedPurpose",
          "p4t:license", "p4t:transferBasis", "p4t:sourceDataset")
 INTERSECTION = ("p4t:consentScope",)
@@ -188,3 +208,27 @@ def inherit(sources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if expiry is not None:
         out["p4t:consentExpires"] = expiry
     return out
+
+
+def attributes_of(governance: Mapping[str, Any]) -> dict[str, Any]:
+    """A governance summary back as attributes (an expiry as a datetime, typed in PROV)."""
+    out = dict(governance)
+    if isinstance(out.get("p4t:consentExpires"), str):
+        out["p4t:consentExpires"] = _dt.datetime.fromisoformat(out["p4t:consentExpires"])
+    return out
+
+
+def tag_conflicts(sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Where two tag sources say different things of one attribute (each once)."""
+    out = []
+    for i, (where_a, a) in enumerate(sets):
+        for where_b, b in sets[i + 1:]:
+            for attr in sorted(set(a) & set(b)):
+                va, vb = _norm(a[attr]), _norm(b[attr])
+                if va != vb:
+                    out.append(f"{attr}: {va} ({where_a}) vs {vb} ({where_b})")
+    return out
+
+
+def _norm(v: Any) -> Any:
+    return sorted(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)

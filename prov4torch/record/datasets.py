@@ -34,7 +34,7 @@ from .. import events as ev
 from .. import provjson
 from ..errors import InvalidValueError, OverBudget, UnreadableContentError
 from ..governance.declared import DECLARED, Rule
-from ..governance.tags import ROLE, governance_attributes, inherit
+from ..governance.tags import ROLE, attributes_of, governance_attributes, inherit, tag_conflicts
 from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
@@ -369,30 +369,6 @@ def _children(obj: Any) -> list[Any]:
 def summary(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """Validated governance attributes as the run keeps them (an expiry as an ISO string in UTC)."""
     return {k: (v.astimezone(_dt.UTC).isoformat() if isinstance(v, _dt.datetime) else v) for k, v in attrs.items()}
-
-
-def attributes_of(governance: Mapping[str, Any]) -> dict[str, Any]:
-    """A governance summary back as attributes (an expiry as a datetime, typed in PROV)."""
-    out = dict(governance)
-    if isinstance(out.get("p4t:consentExpires"), str):
-        out["p4t:consentExpires"] = _dt.datetime.fromisoformat(out["p4t:consentExpires"])
-    return out
-
-
-def tag_conflicts(sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Where two tag sources say different things of one attribute (each once)."""
-    out = []
-    for i, (where_a, a) in enumerate(sets):
-        for where_b, b in sets[i + 1:]:
-            for attr in sorted(set(a) & set(b)):
-                va, vb = _norm(a[attr]), _norm(b[attr])
-                if va != vb:
-                    out.append(f"{attr}: {va} ({where_a}) vs {vb} ({where_b})")
-    return out
-
-
-def _norm(v: Any) -> Any:
-    return sorted(map(str, v)) if isinstance(v, (list, tuple, set)) else str(v)
 
 
 def _length(data: Any) -> int | None:

@@ -14,6 +14,8 @@ from typing import Any
 
 from .. import events as ev
 from ..governance.gate import RuntimePolicy, RunView
+from ..governance.tags import inherit
+from ..warn import warn
 from .checkpoints import Checkpoints, ModelVersion
 from .datasets import DatasetIdentifier
 
@@ -39,6 +41,7 @@ class Inputs:
         self.intended_use = intended_use
         self.roles: dict[str, set[str]] = {}  # dataset id -> every role it was attached with
         self.tags_of: dict[tuple[str, str], dict[str, Any]] = {}  # (dataset id, role) -> the tags it was given
+        self.governance_of: dict[str, dict[str, Any]] = {}  # dataset id -> its attachments' combined governance
         self.aliases: dict[str, str] = {}  # provisional dataset id -> content id, once hashed
         self.totals: dict[tuple[str, str], dict[str, int]] = {}  # (dataset id, role) -> samples/batches/epochs
 
@@ -52,6 +55,12 @@ class Inputs:
         did = event.id
         if self._attached(did, role, tags):  # the same data (new loader, new object, same content): decided
             return did
+        before = self.governance_of.get(did)
+        if before is not None and event.governance and event.governance != before:
+            warn(f"prov4torch: {event.name}: this content was attached before with other tags; both hold (the more "
+                 "restrictive combination), and the record says where they disagree")
+        if event.governance:
+            self.governance_of[did] = inherit([before, event.governance]) if before else dict(event.governance)
         self.roles.setdefault(did, set()).add(role)
         self.tags_of[(did, role)] = dict(tags)
         self.record(event)

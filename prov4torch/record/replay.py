@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import provjson
 from ..events import (
     CONTENT_FIELDS,
     Artifact,
@@ -34,6 +35,7 @@ from ..events import (
     Usage,
     valid_time,
 )
+from ..governance.tags import attributes_of, inherit, tag_conflicts
 
 
 @dataclass
@@ -146,11 +148,31 @@ class RunRecord:
                 self.usage.setdefault(ev.id, {}).update(usage)
 
     def _dataset(self, did: str, ev: Dataset) -> None:
-        """Attach a dataset; the same data attached again keeps its first record and adds roles."""
+        """Attach a dataset; the same data attached again keeps its first record, adds roles, and -- given other
+        tags -- holds the restrictive combination of both (``reattached``)."""
         prev = self.datasets.get(did)
         if prev is not None:
-            ev = dataclasses.replace(prev, roles=sorted(set(prev.roles) | set(ev.roles)))
+            ev = reattached(prev, ev)
         self.datasets[did] = dataclasses.replace(ev, id=did)
+
+
+def reattached(prev: Dataset, again: Dataset) -> Dataset:
+    """The record of data attached again (the same object, or other objects of the same content): its first
+    record with every role, and the restrictive combination of each attachment's tags -- a later claim about the
+    same content is never dropped (two claims that disagree leave the data under both: consent intersected,
+    restrictions and jurisdictions united), and the disagreement is recorded (``p4t:tagConflict``)."""
+    roles = sorted(set(prev.roles) | set(again.roles))
+    if not again.governance or again.governance == prev.governance:
+        return dataclasses.replace(prev, roles=roles)
+    governance = inherit([prev.governance, again.governance]) if prev.governance else dict(again.governance)
+    conflicts = [*(prev.tag_conflicts or ()), *(again.tag_conflicts or ()),
+                 *tag_conflicts([("first attachment", prev.governance), ("attached again", again.governance)])]
+    tags_from = sorted({*(prev.tags_from or ()), *(again.tags_from or ())})
+    return dataclasses.replace(prev, roles=roles, governance=governance,
+                               tags=provjson.attributes(attributes_of(governance)),
+                               tag_conflicts=list(dict.fromkeys(conflicts)) or None,
+                               tags_from=tags_from or (None if prev.tags_from is None and again.tags_from is None
+                                                       else []))
 
 
 def _with_content(ds: Dataset, digest: DatasetDigest) -> Dataset:
