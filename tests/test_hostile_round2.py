@@ -414,3 +414,54 @@ def test_the_walk_for_shared_memory_is_bounded_and_finds_what_sits_beside_a_huge
         tracemalloc.stop()
     assert [b.owner is holder.x for b in found] == [True]
     assert peak < 20 << 20, peak  # a reference per object would be hundreds of MB
+
+
+LOOP_TAGS = """
+[[dataset]]
+path = "data/**"
+origin_country = "DE"
+jurisdiction = "EU"
+license = "CC-BY-4.0"
+"""
+
+COPIES = """
+import shutil, prov4torch
+shutil.copy("data/sub/f0.csv", "elsewhere.csv")
+prov4torch.log_dataset("elsewhere.csv")
+print("done")
+"""
+
+
+def test_a_path_rule_over_a_tree_with_symlink_loops_loads_at_once(tmp_path: Path):
+    """Binding a path rule's content followed symlinked folders (``glob('**')``): three loops in a data folder
+    held ``prov4torch run`` for minutes before the script started. It walks the folder once now."""
+    sub = tmp_path / "data" / "sub"
+    sub.mkdir(parents=True)
+    (sub / "f0.csv").write_text("1,2\n")
+    for name in "abc":
+        (tmp_path / "data" / name).symlink_to(".")
+    (tmp_path / "tags.toml").write_text(LOOP_TAGS)
+    (tmp_path / "train.py").write_text(COPIES)
+    r = cli(tmp_path, "run", "--out", "runs", "--data-tags", "tags.toml", "train.py", timeout=60)
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+    (rank0,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    (ds,) = [e for e in load(rank0)["entity"].values() if e.get("p4t:originCountry")]
+    assert ds["p4t:jurisdiction"] == "EU"  # the copy, under another name, carries the tags of its content
+
+
+def test_a_path_rule_binds_at_most_its_bound_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from prov4torch.governance import declared
+
+    monkeypatch.setattr(declared, "MAX_BOUND_FILES", 3)
+    (tmp_path / "data").mkdir()
+    for i in range(6):
+        (tmp_path / "data" / f"f{i}.csv").write_text(f"{i},{i}\n")
+    (tmp_path / "tags.toml").write_text(LOOP_TAGS)
+    with pytest.warns(RuntimeWarning, match="names more data than is bound by content"):
+        prov4torch.load_tags(tmp_path / "tags.toml")
+    (rule,) = [r for r in declared.DECLARED.rules if r.source.file == str(tmp_path / "tags.toml")]
+    import hashlib
+
+    digest = {i: hashlib.sha256(f"{i},{i}\n".encode()).hexdigest() for i in range(6)}
+    assert rule.content == {digest[0], digest[1], digest[2]}  # the first files in name order
+    assert rule.matches(paths=[str(tmp_path / "data" / "f5.csv")], name=None, ids=[], digests=[])  # by path

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, InvalidValueError
-from ..safefs import read_or_raise
+from ..safefs import file_sha256, read_or_raise
+from ..warn import warn
 from .tags import DATASET_TAGS, governance_attributes
 
 MATCH_KEYS = ("path", "name", "id", "sha256")
@@ -203,36 +204,70 @@ def load_tags(path: str | os.PathLike[str]) -> int:
 
 
 MAX_BOUND_FILES = 100_000  # files a path rule binds by content (beyond that: by path alone, and said)
+MAX_BOUND_BYTES = 256 << 20  # bytes a path rule's binding reads (a fraction of a second; beyond: by path, and said)
 
 
 def bind_content(rule: Rule) -> Rule:
     """A path rule bound to the content it names: the digest of every regular file it matches now (a
     directory's files too), so the tags follow that content wherever it is copied. Special files, loops and
-    unreadable entries are skipped (the dataset that holds them is unidentified and judged as such)."""
+    unreadable entries are skipped (the dataset that holds them is unidentified and judged as such).
+
+    Bounded, as loading a tags file must not stall a run: the first ``MAX_BOUND_FILES`` files the pattern finds
+    (found lazily: ``/usr/**`` is not listed whole; in name order) and at most ``MAX_BOUND_BYTES`` of them are
+    bound; past either bound the rest of its files carry the tags by path only, and a warning says so."""
     if rule.kind != "dataset" or "path" not in rule.match:
         return rule
-    import glob
-
-    from ..safefs import file_sha256  # regular files only: a FIFO is never opened for reading
-
     raw = rule.match["path"]
-    pattern = raw if os.path.isabs(raw) or raw.startswith("*") else str(rule.base / raw)
     if raw.startswith("*"):
         return rule  # matched anywhere by name: no one place to bind
+    pattern = raw if os.path.isabs(raw) else str(rule.base / raw)
+    files, more = _matched_files(pattern)
     digests: set[str] = set()
-    count = 0
-    for hit in sorted(glob.glob(pattern, recursive=True))[:MAX_BOUND_FILES]:
-        walk = [hit] if os.path.isfile(hit) else [os.path.join(d, f) for d, _dirs, files in os.walk(hit)
-                                                    for f in sorted(files)] if os.path.isdir(hit) else []
-        for f in walk:
-            count += 1
-            if count > MAX_BOUND_FILES:
+    read = 0
+    for f in files:
+        try:
+            size = os.stat(f).st_size
+            if read + size > MAX_BOUND_BYTES:
+                more = True
                 break
-            try:
-                digests.add(file_sha256(Path(f)))
-            except OSError:
-                continue
+            digests.add(file_sha256(Path(f)))  # regular files only: a FIFO is never opened for reading
+            read += size
+        except OSError:
+            continue
+    if more:
+        warn(f"prov4torch: {rule.source.file}: path rule {raw!r} names more data than is bound by content at load "
+             f"({MAX_BOUND_FILES:,} files, {MAX_BOUND_BYTES >> 20} MiB): {len(digests):,} files are; the rest "
+             "carry its tags by path only (a copy of them elsewhere does not)")
     return dataclasses.replace(rule, content=frozenset(digests))
+
+
+def _matched_files(pattern: str) -> tuple[list[str], bool]:
+    """The files a path pattern names, as ``Rule.matches`` reads it (``*`` crosses folders; a plain folder names
+    the files below it): at most ``MAX_BOUND_FILES`` in name order, and whether there were more. Found by one walk
+    from the pattern's fixed folders, symlinked folders not followed (a loop is walked once), at most
+    ``MAX_BOUND_FILES`` entries looked at."""
+    pattern = os.path.abspath(pattern)
+    if not any(c in pattern for c in "*?["):
+        if not os.path.isdir(pattern):
+            return ([pattern] if os.path.isfile(pattern) else []), False
+        root = pattern
+    else:
+        fixed = []
+        for part in pattern.split(os.sep):
+            if any(c in part for c in "*?["):
+                break
+            fixed.append(part)
+        root = os.sep.join(fixed) or os.sep
+    found: list[str] = []
+    seen = 0
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        seen += len(dirs) + len(names)
+        found += (f for n in sorted(names)
+                  if fnmatch.fnmatch(f := os.path.join(folder, n), pattern) or _under(f, pattern))
+        if len(found) > MAX_BOUND_FILES or seen > MAX_BOUND_FILES:
+            return sorted(found)[:MAX_BOUND_FILES], True
+    return sorted(found), False
 
 
 def load_from_env() -> None:
