@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -284,7 +285,8 @@ def _local_sources(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
     for v in named:
         if isinstance(v, (str, os.PathLike)) and not str(v).startswith(("hf://", "http://", "https://")):
             with contextlib.suppress(OSError, ValueError):
-                found = [str(v)] if os.path.exists(v) else sorted(glob.glob(str(v), recursive=True))[:MAX_SOURCES]
+                found = [str(v)] if os.path.exists(v) else sorted(itertools.islice(glob.iglob(str(v), recursive=True),
+                                                                              MAX_SOURCES))  # lazily: bounded
                 out += [f for f in found if f not in out]  # a pattern ("data/*.csv"): the files it matches
     return out[:MAX_SOURCES]
 
