@@ -131,6 +131,8 @@ class Evaluator:
         self._found: dict[tuple[str, int], tuple[list[str], Any]] = {}
         self._lowered: dict[tuple[str, str], frozenset[str]] = {}
         self._allowed: dict[str, frozenset[str]] = {}  # a region rule's allowed regions, lower case
+        self._within: dict[str, list[Any]] = {}  # a node's jurisdictions with those they are within
+        self._applies: dict[str, dict[str, bool]] = {}  # a region rule's verdict on whether it applies to data
         self.runtime = False  # judging a run still going on (the gate): inferred roles may not be settled yet
 
     def low(self, nid: str, attr: str) -> frozenset[str]:
@@ -145,7 +147,12 @@ class Evaluator:
         """A node's values of ``attr`` as rules match them: a jurisdiction with those it is within (DE: EU, EEA;
         US-CA: US), so a member state's or a subdivision's code meets the rules written for the EU or a country."""
         values = self.graph.nodes[nid].values(attr)
-        return sorted(jurisdictions(values)) if attr == JURISDICTION and values else values
+        if attr != JURISDICTION or not values:
+            return values
+        out = self._within.get(nid)
+        if out is None:
+            out = self._within[nid] = sorted(jurisdictions(values))
+        return out
 
     def model_uses(self, subject: Node, attr: str) -> tuple[frozenset[str], str]:
         """A model's intended uses (lower case), and how they were found for a reason's text: its own ``attr``;
@@ -155,12 +162,12 @@ class Evaluator:
         own = _lower(subject.values(attr))
         if own or "entity" not in subject.kinds:
             return frozenset(own), ""
-        purposes: set[str] = set()
-        for a in self.graph.walk(subject.id, ("wasGeneratedBy",), "up", depth=1):
-            node = self.graph.nodes[a]
-            if "activity" in node.kinds:
-                purposes |= _lower(node.values(P4T + "purpose"))
-        return frozenset(purposes), " (the purpose of the run that made it: it declares no intended use)"
+        purposes: frozenset[str] = frozenset()
+        for a in self.graph.up["wasGeneratedBy"].get(subject.id, ()):
+            node = self.graph.nodes.get(a)
+            if node is not None and "activity" in node.kinds:
+                purposes |= self.low(a, P4T + "purpose")
+        return purposes, " (the purpose of the run that made it: it declares no intended use)"
 
     def per_set(self, rule: Rule, datasets: list[str], find: Callable[[list[str]], Any]) -> Any:
         """``find(datasets)`` for ``rule``, once per distinct list object ``scope`` returned (any other list:
@@ -463,15 +470,18 @@ class Evaluator:
         if allowed is None:
             allowed = self._allowed[rule.id] = frozenset(_lower(p["allowed"]))
         out = []
+        applies = self._applies.setdefault(rule.id, {})
+
+        def applies_to(d: str) -> bool:  # memoised per rule: a dataset is met once per lineage that holds it
+            hit = applies.get(d)
+            if hit is None:
+                hit = applies[d] = not (p.get("unless_dataset_has") and self.graph.nodes[d].values(
+                    p["unless_dataset_has"])) and all(_matches(self.values(d, k), v)
+                                                      for k, v in p.get("applies_if_dataset", {}).items())
+            return hit
+
         def find(datasets: list[str]) -> list[str]:
-            relevant = []
-            for d in datasets:
-                node = self.graph.nodes[d]
-                if p.get("unless_dataset_has") and node.values(p["unless_dataset_has"]):
-                    continue
-                if all(_matches(self.values(d, k), v) for k, v in p.get("applies_if_dataset", {}).items()):
-                    relevant.append(d)
-            return relevant
+            return [d for d in datasets if applies_to(d)]
 
         for act, datasets in self.activities_for(rule, subject):
             relevant = self.per_set(rule, datasets, find)
