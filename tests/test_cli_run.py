@@ -311,6 +311,42 @@ def test_torchrun_two_gloo_ranks_with_ddp(tmp_path: Path):
     json.dumps(raw)
 
 
+
+BLEND = """
+    import torch, torch.distributed as dist, prov4torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("gloo")
+    r = dist.get_rank()
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(r))
+    tags = [dict(origin_country="DE", jurisdiction="EU"), dict(origin_country="US", jurisdiction="US")][r]
+    model = DDP(torch.nn.Linear(2, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for (xb,) in prov4torch.track(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=8),
+                                  license="CC-BY-4.0", consent_scope=["training", "research"], **tags):
+        opt.zero_grad(); model(xb).sum().backward(); opt.step()
+    if r == 0:
+        torch.save(model.module.state_dict(), "blend.pt")
+    dist.destroy_process_group()
+    print("rank", r, "done")
+"""
+
+
+@pytest.mark.slow
+def test_a_job_whose_ranks_each_pass_their_gate_is_judged_as_a_whole_and_said(tmp_path: Path):
+    """Each rank's gate sees its own data: EU data on rank 0 and US data on rank 1, all-reduced into one model,
+    pass both. The merged job is judged at the end and the finding said (after the fact: the exit code stays the
+    script's, and check denies the job)."""
+    write(tmp_path, "blend.py", BLEND)
+    proc = cli(tmp_path, "run", "--out", "runs", "--nproc-per-node", "2", "--policy", "default", "--region",
+               "us-east-1", "--purpose", "research", "blend.py")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = proc.stdout + proc.stderr
+    assert "policy finding on the job as a whole" in said and "no-eu-us-blend" in said
+    (merged,) = (tmp_path / "runs").glob("*/*/run.prov.json")
+    denied = cli(tmp_path, "check", str(merged), "--policy", "default")
+    assert denied.returncode == 1 and "no-eu-us-blend" in denied.stdout
+
+
 def test_a_torchrun_job_started_inside_a_recorded_script_records_its_ranks(tmp_path: Path):
     write(tmp_path, "worker.py", ddp_worker("inner.pt"))
     write(tmp_path, "launch.py", """

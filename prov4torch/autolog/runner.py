@@ -332,6 +332,8 @@ def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = N
         missing = report.missing()
         note = f"; ranks missing: {missing}" if missing else ""
         outcome.notes.append(f"exit code {outcome.exit_code}; provenance in {merged}{note}")
+        if policy and len(list(run_dir.glob("rank-*.prov.json"))) > 1:
+            outcome.notes += _job_findings(merged, policy)
         for job in nested_jobs(run_dir, f"p4t:run/{run_dir.name}/rank/0"):
             merge([job], job / "run.prov.json")
             outcome.notes.append(f"a distributed job the script started: provenance in {job}/run.prov.json")
@@ -357,6 +359,25 @@ def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = N
     if emitter is not None:
         _send_final(outcome, run_dir, emitter)
     return outcome
+
+
+def _job_findings(merged: Path, policy: str) -> list[str]:
+    """The policy's findings on a multi-rank job as a whole. Each rank's gate judged the data that rank attached:
+    ranks trained on different data (EU data on one, US data on another, one model by all-reduce) pass each their
+    own gate. The merged job is judged here -- after the fact, as ``prov4torch check`` will -- and said; the exit
+    code stays the script's (the compute has happened: nothing is enforced now)."""
+    from ..governance.evaluate import check
+
+    try:
+        report = check([merged], policy)
+    except Prov4TorchError as exc:
+        return [f"could not judge the merged job against the policy: {exc}"]
+    if not report.violations:
+        return []
+    first = report.violations[0]
+    more = f" (and {len(report.violations) - 1} more)" if len(report.violations) > 1 else ""
+    return [f"policy finding on the job as a whole, after the fact (each rank's gate judged only its own data): "
+            f"{first.rule}: {first.reason}{more}; prov4torch check {merged} --policy ... denies it"]
 
 
 def _send_final(outcome: Outcome, run_dir: Path, emitter: LiveEmitter) -> None:
