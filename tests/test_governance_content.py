@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import load, rank_activity
+from conftest import load, rank_activity, role
 
 import prov4torch
 from prov4torch.governance.evaluate import check
@@ -408,6 +408,76 @@ def test_a_member_state_or_subdivision_code_meets_the_rules_written_for_its_unio
     recorded = {e.get("p4t:jurisdiction") for k, e in load(run.prov_path)["entity"].items()
                 if k.startswith("p4t:dataset/")}
     assert first in recorded
+
+
+
+READS_CSV = """
+import sys, numpy as np, torch
+from torch.utils.data import DataLoader, TensorDataset
+train_dir, test_dir = sys.argv[1], sys.argv[2]
+train = np.loadtxt(f"{train_dir}/d.csv", delimiter=",", dtype=np.float32)  # every split read at the start,
+test = np.loadtxt(f"{test_dir}/d.csv", delimiter=",", dtype=np.float32)    # as a LightningDataModule.setup does
+model = torch.nn.Linear(2, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+data = TensorDataset(torch.from_numpy(train[:, :2]), torch.from_numpy(train[:, 2]).long())
+for x, y in DataLoader(data, batch_size=8, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+with torch.no_grad():
+    for x, y in DataLoader(TensorDataset(torch.from_numpy(test[:, :2]), torch.from_numpy(test[:, 2]).long())):
+        model(x)
+print("done")
+"""
+
+
+def _split_folders(tmp_path: Path) -> None:
+    for name, consent in (("train", ["training"]), ("test", ["testing"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "d.csv").write_text("".join(f"{i / 16},{(i * 7 % 16) / 16},{i % 2}\n" for i in range(16))
+                                               + ("" if name == "train" else "0.5,0.5,1\n"))
+        with (tmp_path / "tags.toml").open("a") as fh:
+            fh.write(f'[[dataset]]\npath = "{name}/*"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                     f'license = "CC-BY-4.0"\nconsent_scope = {json.dumps(consent)}\n\n')
+    (tmp_path / "train.py").write_text(READS_CSV)
+
+
+@pytest.mark.parametrize(("dirs", "allowed"), [(("train", "test"), True), (("test", "train"), False)])
+def test_arrays_a_reader_filled_from_tagged_files_carry_their_tags_into_tensors(tmp_path: Path, dirs: tuple,
+                                                                                 allowed: bool):
+    """np.loadtxt of each split's file (the split named by its --data folder), then torch.from_numpy of a slice:
+    the tensors are the files' data. Trained on the training split and tested on the test split: allowed (the
+    tensors used to be untagged, refused for missing tags); the splits swapped: refused for the test split's
+    consent, before the first batch."""
+    _split_folders(tmp_path)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "research", "--data", "train", "--data", "test", "--data-tags", "tags.toml", "train.py", *dirs)
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    if allowed:
+        assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
+        trained = [u for u in doc["used"].values() if role(u) == "p4t:training"
+                   and "read from the file" in json.dumps(u.get("p4t:tagsFrom", ""))]
+        assert trained, "the training tensors carry the training file's tags"
+    else:
+        assert r.returncode == 1 and "done" not in r.stdout
+        assert "purpose-within-consent" in r.stderr and "required-tags" not in r.stderr, r.stderr[-2000:]
+
+
+def test_memory_a_reader_filled_is_forgotten_when_freed():
+    import gc
+
+    import numpy as np
+
+    from prov4torch.record.sharedmem import SharedMemory, buffers
+
+    memory = SharedMemory()
+    arr = np.arange(1000, dtype=np.float64)
+    memory.note_weakly("d.csv", buffers(arr), "d.csv", {"p4t:jurisdiction": "EU"})
+    view = torch.from_numpy(arr[10:20])
+    assert [g for _, _, g in memory.shared_with(view, buffers(view))] == [{"p4t:jurisdiction": "EU"}]
+    del arr, view
+    gc.collect()
+    other = np.ones(1000)
+    memory.shared_with(other, buffers(other))  # looks after the free: the note is gone first
+    assert not memory.noted
 
 
 # -- Croissant DUO forms --------------------------------------------------------------------------------------------

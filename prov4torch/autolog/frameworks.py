@@ -180,6 +180,8 @@ class FrameworkHooks:
         if path is None or not os.path.isfile(path) or threading.current_thread().name.startswith("prov4torch"):
             return  # (prov4torch's own threads read codecarbon's tables: not the script's data)
         self.reads.read(os.path.abspath(path))
+        # what it read carries the file's tags: a tensor made on that memory is the file's data
+        self.run.inputs.datasets.read_into(result, path)
 
     def image_read(self, result: Any, source: Any, *a: Any, **k: Any) -> None:
         """An image opened with PIL outside a dataset's ``__getitem__`` (a dataset recorded as a whole, a

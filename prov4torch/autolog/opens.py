@@ -67,6 +67,7 @@ class OpenWatch:
         self.reads = reads
         dirs = [Path(d).resolve() for d in (env.get(env.DATA_DIRS) or "").split(os.pathsep) if d]
         self.prefixes = [(str(d) + os.sep, d) for d in dirs]
+        reads.prefixes = self.prefixes  # a reader's file (numpy, pandas) in one of them: its folders name its split
         self.pending: OrderedDict[str, tuple[int, str]] = OrderedDict()  # sha256 -> (size, kind) saved to a buffer
         self.written: OrderedDict[str, None] = OrderedDict()  # files opened for binary writing since
         self.read: OrderedDict[str, None] = OrderedDict()  # files opened for binary reading

@@ -13,7 +13,8 @@ rules of ``record.roles``, for files):
   ``validation`` (checked by the policy then), and so is every later read of it without gradients;
 * read with gradients on before the run's first optimizer step (a corpus tokenized whole at start, as
   pytorch/examples' word_language_model does with ``train.txt``/``valid.txt``/``test.txt``), a file whose name
-  says its split (``split_of``: ``valid``, ``val``, ``dev``, ``test``...) has that role; nothing else is known
+  -- or, in a ``--data`` directory, whose folders there (``data/test/``) -- says its split (``split_of``:
+  ``valid``, ``val``, ``dev``, ``test``...) has that role; nothing else is known
   of data loaded into memory before training starts. Once training has begun, behaviour decides: a file read
   with gradients on and then stepped on is training data whatever its name.
 
@@ -47,6 +48,7 @@ class FileReads:
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.prefixes: list[tuple[str, Any]] = []  # the --data directories (``OpenWatch`` sets them)
         self._fresh()
 
     def _fresh(self) -> None:
@@ -62,6 +64,7 @@ class FileReads:
         self.steps = 0  # optimizer steps seen: before the first, a file's name may say its split
         self.per_dir: dict[str, set[str]] = {}  # --data directory -> its files recorded one by one
         self.folded: set[str] = set()  # --data directories recorded whole past the limit
+        self.folders: dict[str, str] = {}  # a --data file -> its folders from the directory's parent (split names)
 
     def read(self, path: str) -> None:
         """One read of ``path`` (a file, or a --data directory standing for its files)."""
@@ -74,6 +77,10 @@ class FileReads:
         torch = sys.modules.get("torch")
         grad = torch is None or torch.is_grad_enabled()
         with self.lock:
+            if self.prefixes and path not in self.folders:  # a reader's file (numpy, pandas) in a --data folder
+                directory = under(path, self.prefixes)
+                if directory is not None:
+                    self._note_folders(path, directory)
             role = self._role(path, grad)
             self._count(path, role, 1)
             if role == "input":
@@ -85,7 +92,7 @@ class FileReads:
         if path in self.trained:
             return "training"
         if grad and not self.steps and path not in self.pending:
-            named = split_of(path)  # loaded before training began (a corpus read whole at start): its name
+            named = split_of(path, self.folders.get(path, ""))  # loaded before training began: its name
             if named is not None:
                 return named
         if grad or path in self.pending:
@@ -106,7 +113,15 @@ class FileReads:
             else:
                 files.add(path)
                 target = path
+            self._note_folders(target, directory)
         self.read(target)
+
+    def _note_folders(self, path: str, directory: str) -> None:
+        """Remember a --data file's folders from the directory's parent on (``data/test``): split names."""
+        if path not in self.folders:
+            parent = os.path.dirname(os.path.normpath(directory))
+            self.folders[path] = os.path.dirname(os.path.relpath(path, parent)) if path != directory \
+                else os.path.basename(os.path.normpath(directory))
 
     def _count(self, path: str, role: str, n: int) -> None:
         key = (path, role)
@@ -160,11 +175,13 @@ _SPLITS = {"val": "validation", "valid": "validation", "validation": "validation
            "test": "testing", "testing": "testing"}
 
 
-def split_of(path: str) -> str | None:
+def split_of(path: str, folders: str = "") -> str | None:
     """The split a data file's name says it holds -- ``valid.txt``, ``val.bin``, ``test-00000.parquet``,
-    ``wiki.test.tokens`` -- as a role (``validation``, ``testing``); None for anything else (training data, no
-    split named, or two named). Only whole words of the file name count (``contest.csv`` names none)."""
-    words = set(re.split(r"[^a-z]+", os.path.basename(path).lower()))
+    ``wiki.test.tokens`` -- or, for a file in a ``--data`` directory, its folders there (``folders``: the path from
+    the directory's parent: ``data/test/part-0.csv``, ``test/d.csv`` when ``--data test``), as a role
+    (``validation``, ``testing``); None for anything else (training data, no split named, or two named). Only
+    whole words count (``contest.csv`` names none); folders above the ``--data`` directory never do."""
+    words = set(re.split(r"[^a-z]+", f"{folders} {os.path.basename(path)}".lower()))
     found = {_SPLITS[w] for w in words if w in _SPLITS}
     return found.pop() if len(found) == 1 and "train" not in words else None
 

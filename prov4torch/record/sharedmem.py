@@ -10,6 +10,11 @@ base). A dataset attached later inherits the tags of every noted dataset whose m
 arrays overlaps. The noted tensors are kept alive (as the run keeps its tagged datasets), so an address is never
 reused by other data while it is noted.
 
+Memory a reader filled from a tagged file (``np.load``, ``np.loadtxt``, ``pandas.read_csv``: ``note_weakly``) carries
+the file's tags the same way -- a tensor made on it (``torch.from_numpy(arr[:, :2])``) is that file's data. Such
+memory is not kept alive (a script that drops the array frees it): its note goes when it does, before any later
+look, so a reused address never inherits it.
+
 Arrow tables count as such memory too: a Hugging Face dataset's ``filter``, ``shuffle``, ``train_test_split`` or
 ``select`` keeps its table (or a slice of it) and adds indices, and carries its tags. A copy (``x[:32].clone()``,
 ``x.numpy().copy()``) or a transformation (``Dataset.map``) is new memory and is not followed here; its content id
@@ -22,6 +27,7 @@ import bisect
 import itertools
 import sys
 import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -136,6 +142,7 @@ class SharedMemory:
         self._noted: dict[tuple[str, int, int], tuple[Any, list[tuple[Any, str, dict[str, Any]]]]] = {}
         self._index: dict[str, list[tuple[int, int]]] | None = {}  # device -> sorted (start, end); None: stale
         self._lock = threading.Lock()  # datasets may be attached from several threads
+        self._freed: list[tuple[str, int, int]] = []  # weakly noted memory since freed (a finalizer appends)
 
     @property
     def noted(self) -> bool:
@@ -147,6 +154,7 @@ class SharedMemory:
         if not governance:
             return
         with self._lock:
+            self._purge()
             for b in held:
                 key = (b.device, b.start, b.end)
                 entry = self._noted.get(key)
@@ -155,14 +163,44 @@ class SharedMemory:
                         break
                     entry = self._noted[key] = (b.owner, [])
                     self._index = None
+                elif entry[0] is None:  # noted weakly (a reader's): a dataset keeps it now
+                    entry = self._noted[key] = (b.owner, entry[1])
                 if all(owner is not data for owner, _, _ in entry[1]):
                     entry[1].append((data, name, governance))
+
+    def note_weakly(self, source: str, held: list[Buffer], name: str, governance: dict[str, Any]) -> None:
+        """Memory a reader filled from the tagged file ``source`` (``held``: its arrays) carries ``governance``;
+        not kept alive: each note goes when its memory is freed (memory that cannot be watched so is not noted)."""
+        if not governance:
+            return
+        with self._lock:
+            self._purge()
+            for b in held:
+                key = (b.device, b.start, b.end)
+                if key in self._noted or len(self._noted) >= MAX_NOTED:
+                    continue
+                try:
+                    weakref.finalize(b.owner, self._freed.append, key)  # list.append: safe in a finalizer
+                except TypeError:  # not weakly referable: not noted (untagged data fails closed)
+                    continue
+                self._noted[key] = (None, [(source, name, governance)])
+                self._index = None
+
+    def _purge(self) -> None:
+        """Forget weakly noted memory that was freed (under the lock; before any look at the notes)."""
+        while self._freed:
+            key = self._freed.pop()
+            entry = self._noted.get(key)
+            if entry is not None and entry[0] is None:
+                del self._noted[key]
+                self._index = None
 
     def shared_with(self, data: Any, held: list[Buffer]) -> list[tuple[Any, str, dict[str, Any]]]:
         """Every other tagged dataset whose memory ``data``'s tensors or arrays (``held``) view: (it, where,
         governance)."""
         out: dict[int, tuple[Any, str, dict[str, Any]]] = {}
         with self._lock:
+            self._purge()
             if self._index is None:
                 index: dict[str, list[tuple[int, int]]] = {}
                 for device, start, end in self._noted:
