@@ -470,7 +470,7 @@ def test_memory_a_reader_filled_is_forgotten_when_freed():
 
     memory = SharedMemory()
     arr = np.arange(1000, dtype=np.float64)
-    memory.note_weakly("d.csv", buffers(arr), "d.csv", {"p4t:jurisdiction": "EU"})
+    memory.note("d.csv", buffers(arr), "d.csv", {"p4t:jurisdiction": "EU"}, weakly=True)
     view = torch.from_numpy(arr[10:20])
     assert [g for _, _, g in memory.shared_with(view, buffers(view))] == [{"p4t:jurisdiction": "EU"}]
     del arr, view

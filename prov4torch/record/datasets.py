@@ -218,14 +218,14 @@ class DatasetIdentifier:
     def read_into(self, result: Any, path: str) -> None:
         """``result`` holds what a reader (``np.load``, ``np.loadtxt``, ``pandas.read_csv``) read from the file
         ``path``: its memory carries the tags declared for the file (by path and content), so a tensor made on it
-        (``torch.from_numpy``, a slice of it) carries them when attached. Not kept alive (``note_weakly``)."""
+        (``torch.from_numpy``, a slice of it) carries them when attached. Not kept alive (noted ``weakly``)."""
         found = self._file_governance(Path(os.path.abspath(path)))
         if not found:
             return
         governance = inherit(g for _, g in found) if len(found) > 1 else found[0][1]
         held = buffers(result)
         if held:
-            self._memory.note_weakly(path, held, f"{os.path.basename(path)} (read from the file)", governance)
+            self._memory.note(path, held, f"{os.path.basename(path)} (read from the file)", governance, weakly=True)
 
     def _attached_id(self, obj: Any) -> str | None:
         """The id this very object was attached under in this run, if it was."""

@@ -10,8 +10,8 @@ base). A dataset attached later inherits the tags of every noted dataset whose m
 arrays overlaps. The noted tensors are kept alive (as the run keeps its tagged datasets), so an address is never
 reused by other data while it is noted.
 
-Memory a reader filled from a tagged file (``np.load``, ``np.loadtxt``, ``pandas.read_csv``: ``note_weakly``) carries
-the file's tags the same way -- a tensor made on it (``torch.from_numpy(arr[:, :2])``) is that file's data. Such
+Memory a reader filled from a tagged file (``np.load``, ``np.loadtxt``, ``pandas.read_csv``; noted ``weakly``)
+carries the file's tags the same way -- a tensor made on it (``torch.from_numpy(arr[:, :2])``) is that file's data. Such
 memory is not kept alive (a script that drops the array frees it): its note goes when it does, before any later
 look, so a reused address never inherits it.
 
@@ -149,8 +149,11 @@ class SharedMemory:
         """Some tagged memory is noted: a dataset's buffers are worth comparing."""
         return bool(self._noted)
 
-    def note(self, data: Any, held: list[Buffer], name: str, governance: dict[str, Any]) -> None:
-        """``data``, whose tensors and arrays are ``held``, carries ``governance``: remember the memory."""
+    def note(self, data: Any, held: list[Buffer], name: str, governance: dict[str, Any], *,
+             weakly: bool = False) -> None:
+        """``data``, whose tensors and arrays are ``held``, carries ``governance``: remember the memory. Kept alive
+        (a dataset's), or ``weakly`` (what a reader filled from a tagged file, ``data`` its path): each such note goes
+        when its memory is freed; memory that cannot be watched so is not noted, and untagged data fails closed."""
         if not governance:
             return
         with self._lock:
@@ -161,30 +164,17 @@ class SharedMemory:
                 if entry is None:
                     if len(self._noted) >= MAX_NOTED:
                         break
-                    entry = self._noted[key] = (b.owner, [])
+                    if weakly:
+                        try:
+                            weakref.finalize(b.owner, self._freed.append, key)  # list.append: safe in a finalizer
+                        except TypeError:  # not weakly referable
+                            continue
+                    entry = self._noted[key] = (None if weakly else b.owner, [])
                     self._index = None
-                elif entry[0] is None:  # noted weakly (a reader's): a dataset keeps it now
+                elif entry[0] is None and not weakly:  # noted weakly (a reader's): a dataset keeps it now
                     entry = self._noted[key] = (b.owner, entry[1])
                 if all(owner is not data for owner, _, _ in entry[1]):
                     entry[1].append((data, name, governance))
-
-    def note_weakly(self, source: str, held: list[Buffer], name: str, governance: dict[str, Any]) -> None:
-        """Memory a reader filled from the tagged file ``source`` (``held``: its arrays) carries ``governance``;
-        not kept alive: each note goes when its memory is freed (memory that cannot be watched so is not noted)."""
-        if not governance:
-            return
-        with self._lock:
-            self._purge()
-            for b in held:
-                key = (b.device, b.start, b.end)
-                if key in self._noted or len(self._noted) >= MAX_NOTED:
-                    continue
-                try:
-                    weakref.finalize(b.owner, self._freed.append, key)  # list.append: safe in a finalizer
-                except TypeError:  # not weakly referable: not noted (untagged data fails closed)
-                    continue
-                self._noted[key] = (None, [(source, name, governance)])
-                self._index = None
 
     def _purge(self) -> None:
         """Forget weakly noted memory that was freed (under the lock; before any look at the notes)."""
