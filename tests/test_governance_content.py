@@ -415,16 +415,21 @@ READS_CSV = """
 import sys, numpy as np, torch
 from torch.utils.data import DataLoader, TensorDataset
 train_dir, test_dir = sys.argv[1], sys.argv[2]
-train = np.loadtxt(f"{train_dir}/d.csv", delimiter=",", dtype=np.float32)  # every split read at the start,
-test = np.loadtxt(f"{test_dir}/d.csv", delimiter=",", dtype=np.float32)    # as a LightningDataModule.setup does
+def columns(folder):  # every split read at the start, as a LightningDataModule.setup does
+    if sys.argv[3] == "pandas":  # a column of a frame read_csv made: its own array, no copy
+        import pandas as pd
+        df = pd.read_csv(f"{folder}/d.csv", header=None, dtype="float32")
+        return [torch.from_numpy(df[i].to_numpy()) for i in range(3)]
+    arr = np.loadtxt(f"{folder}/d.csv", delimiter=",", dtype=np.float32)
+    return [torch.from_numpy(arr[:, i]) for i in range(3)]
+train, test = columns(train_dir), columns(test_dir)
 model = torch.nn.Linear(2, 2)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
-data = TensorDataset(torch.from_numpy(train[:, :2]), torch.from_numpy(train[:, 2]).long())
-for x, y in DataLoader(data, batch_size=8, shuffle=True):
-    opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+for a, b, y in DataLoader(TensorDataset(*train), batch_size=8, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(torch.stack([a, b], 1)), y.long()).backward(); opt.step()
 with torch.no_grad():
-    for x, y in DataLoader(TensorDataset(torch.from_numpy(test[:, :2]), torch.from_numpy(test[:, 2]).long())):
-        model(x)
+    for a, b, y in DataLoader(TensorDataset(*test)):
+        model(torch.stack([a, b], 1))
 print("done")
 """
 
@@ -440,16 +445,18 @@ def _split_folders(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text(READS_CSV)
 
 
+@pytest.mark.parametrize("reader", ["numpy", "pandas"])
 @pytest.mark.parametrize(("dirs", "allowed"), [(("train", "test"), True), (("test", "train"), False)])
 def test_arrays_a_reader_filled_from_tagged_files_carry_their_tags_into_tensors(tmp_path: Path, dirs: tuple,
-                                                                                 allowed: bool):
-    """np.loadtxt of each split's file (the split named by its --data folder), then torch.from_numpy of a slice:
+                                                                                 allowed: bool, reader: str):
+    """np.loadtxt (or pandas.read_csv) of each split's file (the split named by its --data folder), then
+    torch.from_numpy of its columns:
     the tensors are the files' data. Trained on the training split and tested on the test split: allowed (the
     tensors used to be untagged, refused for missing tags); the splits swapped: refused for the test split's
     consent, before the first batch."""
     _split_folders(tmp_path)
     r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
-            "research", "--data", "train", "--data", "test", "--data-tags", "tags.toml", "train.py", *dirs)
+            "research", "--data", "train", "--data", "test", "--data-tags", "tags.toml", "train.py", *dirs, reader)
     doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
     if allowed:
         assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]

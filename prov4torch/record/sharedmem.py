@@ -37,6 +37,7 @@ from .identity import data_members
 MAX_VISITS = 10_000  # objects looked at below one dataset
 MAX_DEPTH = 8
 MAX_NOTED = 100_000  # buffers noted per run
+MAX_COLUMNS = 1_000  # columns of a pandas frame looked at
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +111,32 @@ def _buffers(obj: Any) -> list[Buffer] | None:
             start = int(root.__array_interface__["data"][0])
         except (AttributeError, KeyError, TypeError, ValueError):
             return []
-        size = int(root.nbytes)
-        return [Buffer("cpu", start, start + size, obj)] if start and size else []
+        size = int(root.nbytes)  # its owner is the array that owns the memory: alive as long as any view of it
+        return [Buffer("cpu", start, start + size, root)] if start and size else []
     pa = sys.modules.get("pyarrow")
     if pa is not None and isinstance(obj, (pa.Table, pa.RecordBatch, pa.ChunkedArray, pa.Array)):
         return _arrow_buffers(pa, obj)
+    pd = sys.modules.get("pandas")
+    if pd is not None and np is not None and isinstance(obj, (pd.DataFrame, pd.Series)):
+        return _pandas_buffers(np, obj)
     return None
+
+
+def _pandas_buffers(np: Any, obj: Any) -> list[Buffer]:
+    """A pandas frame's or series' columns as NumPy sees them without a copy (``df.values`` and
+    ``torch.from_numpy(df.to_numpy())`` of a one-dtype frame view the same block). Columns that are not NumPy
+    memory are skipped; bounded."""
+    columns = [obj] if obj.ndim == 1 else [obj.iloc[:, i] for i in range(min(obj.shape[1], MAX_COLUMNS))]
+    out: dict[tuple[str, int, int], Buffer] = {}
+    for column in columns:
+        try:
+            array = column.to_numpy(copy=False)
+        except Exception:  # noqa: BLE001 - an extension dtype that will not say
+            continue
+        if isinstance(array, np.ndarray) and array.dtype != object:
+            for b in _buffers(array) or []:  # owned by the block's array: a frame dropped for its .values
+                out.setdefault((b.device, b.start, b.end), b)  # leaves the memory, and its note, alive
+    return list(out.values())
 
 
 def _arrow_buffers(pa: Any, obj: Any) -> list[Buffer]:
