@@ -468,6 +468,33 @@ def test_arrays_a_reader_filled_from_tagged_files_carry_their_tags_into_tensors(
         assert "purpose-within-consent" in r.stderr and "required-tags" not in r.stderr, r.stderr[-2000:]
 
 
+TORCH_DATA = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+X, y = torch.load("data/train.pt")  # a preprocessed dataset saved as tensors
+model = torch.nn.Linear(2, 2); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for xb, yb in DataLoader(TensorDataset(X, y), batch_size=8, shuffle=True):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(xb), yb).backward(); opt.step()
+print("trained")
+"""
+
+
+def test_tensors_torch_load_read_from_a_tagged_data_file_carry_its_tags(tmp_path: Path):
+    """A dataset saved as tensors (torch.save((X, y), 'data/train.pt')) and loaded back: the loaded tensors are
+    the file's data. They were untagged, so a correctly tagged file was refused for missing tags."""
+    (tmp_path / "data").mkdir()
+    torch.save((torch.randn(32, 2), torch.randint(0, 2, (32,))), tmp_path / "data" / "train.pt")
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "data/*"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                                        'license = "CC-BY-4.0"\nconsent_scope = ["training"]\n')
+    (tmp_path / "train.py").write_text(TORCH_DATA)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "research", "--data", "data", "--data-tags", "tags.toml", "train.py")
+    assert r.returncode == 0 and "trained" in r.stdout, r.stderr[-2000:]
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    assert any(role(u) == "p4t:training" and "train.pt (read from the file)" in json.dumps(u.get("p4t:tagsFrom"))
+               for u in doc["used"].values())
+
+
 def test_memory_a_reader_filled_is_forgotten_when_freed():
     import gc
 

@@ -69,7 +69,9 @@ class AttachMixin:
         if kind == "model":
             return self.use_model(path, loaded=loaded)
         if kind == "data":
-            return self.log_dataset(path, role="input")
+            did = self.log_dataset(path, role="input")
+            self.inputs.datasets.read_into(loaded, os.fspath(path))  # its tensors are the file's data: its tags
+            return did
         return self.log_artifact(path, kind=kind, used=True)
 
     @reads_user_values
