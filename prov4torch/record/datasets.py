@@ -99,6 +99,7 @@ class DatasetIdentifier:
         self._memory = SharedMemory()  # the tensors and arrays of tagged datasets (``sharedmem``)
         # id(obj) -> (a reference to obj, the governance and the attached datasets it was derived from: ``derive``)
         self._derived: dict[int, tuple[Callable[[], Any], list[tuple[str, dict[str, Any]]], list[str]]] = {}
+        self._read_governance: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # file -> (stat, tags)
         self._count = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -219,10 +220,23 @@ class DatasetIdentifier:
         """``result`` holds what a reader (``np.load``, ``np.loadtxt``, ``pandas.read_csv``) read from the file
         ``path``: its memory carries the tags declared for the file (by path and content), so a tensor made on it
         (``torch.from_numpy``, a slice of it) carries them when attached. Not kept alive (noted ``weakly``)."""
-        found = self._file_governance(Path(os.path.abspath(path)))
-        if not found:
+        if not DECLARED.rules:
+            return  # no tags declared for any file
+        try:
+            st = os.stat(path)
+        except OSError:
             return
-        governance = inherit(g for _, g in found) if len(found) > 1 else found[0][1]
+        key, seen = os.path.abspath(path), (st.st_size, st.st_mtime_ns, len(DECLARED.rules))
+        cached = self._read_governance.get(key)  # a file read again and again (nanoGPT's memmap per batch)
+        if cached is None or cached[0] != seen:
+            found = self._file_governance(Path(key))
+            governance = inherit(g for _, g in found) if len(found) > 1 else found[0][1] if found else {}
+            if len(self._read_governance) < MAX_DERIVED:
+                self._read_governance[key] = (seen, governance)
+        else:
+            governance = cached[1]
+        if not governance:
+            return
         held = buffers(result)
         if held:
             self._memory.note(path, held, f"{os.path.basename(path)} (read from the file)", governance, weakly=True)
