@@ -387,6 +387,7 @@ def test_tags_given_after_an_untagged_attachment_of_the_same_data_are_recorded(t
 
 @pytest.mark.parametrize(("first", "second", "rule"), [
     ("DE", "US", "no-eu-us-blend"), ("EU", "US-CA", "no-eu-us-blend"), ("FR-75", "US", "no-eu-us-blend"),
+    ("DEU", "USA", "no-eu-us-blend"),
     ("NO", None, "eu-personal-data-stays-in-eu"), ("IT", None, "eu-personal-data-stays-in-eu"),
 ])
 def test_a_member_state_or_subdivision_code_meets_the_rules_written_for_its_union_or_country(

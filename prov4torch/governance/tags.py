@@ -66,14 +66,22 @@ EU_MEMBERS = frozenset(("AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "EL", "E
                         "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"))
 WITHIN = {**{code: ("EU", "EEA") for code in EU_MEMBERS}, "EU": ("EEA",), "IS": ("EEA",), "LI": ("EEA",),
           "NO": ("EEA",), "GB": ("UK",), "UK": ("GB",)}
+# ISO 3166-1 alpha-3 codes of the countries the shipped policies name (EU/EEA states, the UK, the US)
+ALPHA3 = {"AUT": "AT", "BEL": "BE", "BGR": "BG", "CYP": "CY", "CZE": "CZ", "DEU": "DE", "DNK": "DK", "EST": "EE",
+          "ESP": "ES", "FIN": "FI", "FRA": "FR", "GRC": "GR", "HRV": "HR", "HUN": "HU", "IRL": "IE", "ITA": "IT",
+          "LTU": "LT", "LUX": "LU", "LVA": "LV", "MLT": "MT", "NLD": "NL", "POL": "PL", "PRT": "PT", "ROU": "RO",
+          "SWE": "SE", "SVN": "SI", "SVK": "SK", "ISL": "IS", "LIE": "LI", "NOR": "NO", "GBR": "GB", "USA": "US"}
 
 
 def jurisdictions(values: Iterable[Any]) -> set[str]:
-    """Declared jurisdictions and those they are within (``WITHIN``; a subdivision ``US-CA`` within ``US``)."""
+    """Declared jurisdictions and those they are within (``WITHIN``; a subdivision ``US-CA`` within ``US``; an
+    alpha-3 code as its alpha-2 one, for the countries in ``ALPHA3``)."""
     out: set[str] = set()
     for v in values:
         code = str(v).strip().upper()
         for c in (code, code.split("-", 1)[0]):
+            out.add(c)
+            c = ALPHA3.get(c, c)
             out.add(c)
             out.update(WITHIN.get(c, ()))
     return out
