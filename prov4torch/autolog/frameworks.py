@@ -283,14 +283,14 @@ def _local_sources(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
     files = kwargs.get("data_files")
     for value in (files.values() if isinstance(files, dict) else [files]):
         named += value if isinstance(value, (list, tuple)) else [value]
-    out: list[str] = []
+    out: dict[str, None] = {}  # in order, each once
     for v in named:
         if isinstance(v, (str, os.PathLike)) and not str(v).startswith(("hf://", "http://", "https://")):
             with contextlib.suppress(OSError, ValueError):
                 found = [str(v)] if os.path.exists(v) else sorted(itertools.islice(glob.iglob(str(v), recursive=True),
                                                                               MAX_SOURCES))  # lazily: bounded
-                out += [f for f in found if f not in out]  # a pattern ("data/*.csv"): the files it matches
-    return out[:MAX_SOURCES]
+                out.update(dict.fromkeys(found))  # a pattern ("data/*.csv"): the files it matches
+    return list(out)[:MAX_SOURCES]
 
 
 MAX_SOURCES = 1000  # local files followed for one load_dataset call

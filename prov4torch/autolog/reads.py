@@ -77,10 +77,10 @@ class FileReads:
         torch = sys.modules.get("torch")
         grad = torch is None or torch.is_grad_enabled()
         with self.lock:
-            if self.prefixes and path not in self.folders:  # a reader's file (numpy, pandas) in a --data folder
-                directory = under(path, self.prefixes)
+            if self.prefixes and path not in self.folders:  # a file in a --data folder: its folders there
+                directory = under(path, self.prefixes)  # may name its split (by open() or a reader)
                 if directory is not None:
-                    self._note_folders(path, directory)
+                    self.folders[path] = os.path.dirname(os.path.relpath(path, os.path.dirname(directory)))
             role = self._role(path, grad)
             self._count(path, role, 1)
             if role == "input":
@@ -113,15 +113,7 @@ class FileReads:
             else:
                 files.add(path)
                 target = path
-            self._note_folders(target, directory)
         self.read(target)
-
-    def _note_folders(self, path: str, directory: str) -> None:
-        """Remember a --data file's folders from the directory's parent on (``data/test``): split names."""
-        if path not in self.folders:
-            parent = os.path.dirname(os.path.normpath(directory))
-            self.folders[path] = os.path.dirname(os.path.relpath(path, parent)) if path != directory \
-                else os.path.basename(os.path.normpath(directory))
 
     def _count(self, path: str, role: str, n: int) -> None:
         key = (path, role)

@@ -332,7 +332,7 @@ def finish(outcome: Outcome, *, render_svg: bool = False, policy: str | None = N
         missing = report.missing()
         note = f"; ranks missing: {missing}" if missing else ""
         outcome.notes.append(f"exit code {outcome.exit_code}; provenance in {merged}{note}")
-        if policy and len(list(run_dir.glob("rank-*.prov.json"))) > 1:
+        if policy and sum(p.name.startswith("rank-") for p in outcome.rank_files) > 1:
             outcome.notes += _job_findings(merged, policy)
         for job in nested_jobs(run_dir, f"p4t:run/{run_dir.name}/rank/0"):
             merge([job], job / "run.prov.json")

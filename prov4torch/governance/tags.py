@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidValueError
@@ -55,10 +55,6 @@ DATASET_TAGS: dict[str, tuple[str, bool]] = {
     "transfer_basis": ("p4t:transferBasis", True),
     "source_dataset": ("p4t:sourceDataset", True),
 }
-# How a model inherits its lineage's tags (docs/vocabulary.md, "Inheritance"):
-# facts about where data came from accumulate (a union); permissions intersect (a model may be used only for
-# what every source consented to); restrictions accumulate; personal data if any source is; every licence is
-# kept; the earliest consent expiry wins.
 # Jurisdictions within others, for the policy's matching (the record keeps what was declared): a member state is
 # in the EU, the EU and Iceland, Liechtenstein and Norway in the EEA (EL: the EU's own code for Greece), an
 # ISO 3166-2 subdivision (US-CA, DE-BY) in its country; GB and UK name one jurisdiction.
@@ -87,6 +83,10 @@ def jurisdictions(values: Iterable[Any]) -> set[str]:
     return out
 
 
+# How a model inherits its lineage's tags (docs/vocabulary.md, "Inheritance"):
+# facts about where data came from accumulate (a union); permissions intersect (a model may be used only for
+# what every source consented to); restrictions accumulate; personal data if any source is; every licence is
+# kept; the earliest consent expiry wins.
 UNION = ("p4t:datasetId", "p4t:originCountry", "p4t:jurisdiction", "p4t:regulation", "p4t:prohibitedPurpose",
          "p4t:license", "p4t:transferBasis", "p4t:sourceDataset")
 INTERSECTION = ("p4t:consentScope",)
@@ -216,6 +216,12 @@ def inherit(sources: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if expiry is not None:
         out["p4t:consentExpires"] = expiry
     return out
+
+
+def combined(sets: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The governance of one content that several tag sets speak for: one set as it is, several by ``inherit``'s
+    restrictive rules, none: nothing."""
+    return inherit(sets) if len(sets) > 1 else dict(sets[0]) if sets else {}
 
 
 def attributes_of(governance: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from .. import events as ev
 from .. import provjson
 from ..errors import InvalidValueError, OverBudget, UnreadableContentError
 from ..governance.declared import DECLARED, Rule
-from ..governance.tags import ROLE, attributes_of, governance_attributes, inherit, tag_conflicts
+from ..governance.tags import ROLE, attributes_of, combined, governance_attributes, tag_conflicts
 from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
@@ -157,7 +157,7 @@ class DatasetIdentifier:
             if derived is not None and derived[0]() is data:
                 sets += derived[1]
                 sources += derived[2]
-        governance = inherit(g for _, g in sets) if len(sets) > 1 else (sets[0][1] if sets else {})
+        governance = combined([g for _, g in sets])
         conflicts = tag_conflicts(sets)
         if conflicts:
             event["tag_conflicts"] = conflicts
@@ -230,7 +230,7 @@ class DatasetIdentifier:
         cached = self._read_governance.get(key)  # a file read again and again (nanoGPT's memmap per batch)
         if cached is None or cached[0] != seen:
             found = self._file_governance(Path(key))
-            governance = inherit(g for _, g in found) if len(found) > 1 else found[0][1] if found else {}
+            governance = combined([g for _, g in found])
             if len(self._read_governance) < MAX_DERIVED:
                 self._read_governance[key] = (seen, governance)
         else:

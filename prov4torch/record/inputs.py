@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import events as ev
 from ..governance.gate import RuntimePolicy, RunView
-from ..governance.tags import inherit
+from ..governance.tags import combined
 from ..warn import warn
 from .checkpoints import Checkpoints, ModelVersion
 from .datasets import DatasetIdentifier
@@ -60,7 +60,7 @@ class Inputs:
             warn(f"prov4torch: {event.name}: this content was attached before with other tags; both hold (the more "
                  "restrictive combination), and the record says where they disagree")
         if event.governance:
-            self.governance_of[did] = inherit([before, event.governance]) if before else dict(event.governance)
+            self.governance_of[did] = combined([g for g in (before, event.governance) if g])
         self.roles.setdefault(did, set()).add(role)
         self.tags_of[(did, role)] = dict(tags)
         self.record(event)

@@ -35,7 +35,7 @@ from ..events import (
     Usage,
     valid_time,
 )
-from ..governance.tags import attributes_of, inherit, tag_conflicts
+from ..governance.tags import attributes_of, combined, tag_conflicts
 
 
 @dataclass
@@ -164,7 +164,7 @@ def reattached(prev: Dataset, again: Dataset) -> Dataset:
     roles = sorted(set(prev.roles) | set(again.roles))
     if not again.governance or again.governance == prev.governance:
         return dataclasses.replace(prev, roles=roles)
-    governance = inherit([prev.governance, again.governance]) if prev.governance else dict(again.governance)
+    governance = combined([g for g in (prev.governance, again.governance) if g])
     conflicts = [*(prev.tag_conflicts or ()), *(again.tag_conflicts or ()),
                  *tag_conflicts([("first attachment", prev.governance), ("attached again", again.governance)])]
     tags_from = sorted({*(prev.tags_from or ()), *(again.tags_from or ())})
