@@ -69,16 +69,19 @@ class Rule:
     # that content elsewhere (another name, another folder) carries the same tags
     content: frozenset[str] = frozenset()
 
+    @property
+    def path_pattern(self) -> str:
+        """A path rule's pattern: absolute, or starting with a wildcard (matched anywhere, as "**/name" in
+        .gitignore), or relative to the tags file's folder."""
+        raw = self.match["path"]
+        return raw if raw.startswith("*") else os.path.normpath(raw if os.path.isabs(raw) else str(self.base / raw))
+
     def matches(self, *, paths: list[str], name: str | None, ids: list[str], digests: list[str]) -> bool:
         if self.content and self.content.intersection(digests):
             return True
         m = self.match
         if "path" in m:
-            raw = m["path"]
-            # absolute, or starting with a wildcard (matched anywhere, as "**/name" in .gitignore), or relative
-            # to the tags file's folder
-            pattern = raw if os.path.isabs(raw) or raw.startswith("*") else str(self.base / raw)
-            pattern = os.path.normpath(pattern) if not raw.startswith("*") else raw
+            pattern = self.path_pattern
             if not any(fnmatch.fnmatch(os.path.normpath(p), pattern) or _under(p, pattern) for p in paths):
                 return False
         if "name" in m and m["name"] != name:
@@ -220,8 +223,7 @@ def bind_content(rule: Rule) -> Rule:
     raw = rule.match["path"]
     if raw.startswith("*"):
         return rule  # matched anywhere by name: no one place to bind
-    pattern = raw if os.path.isabs(raw) else str(rule.base / raw)
-    files, more = _matched_files(pattern)
+    files, more = _matched_files(rule.path_pattern)
     digests: set[str] = set()
     read = 0
     for f in files:
