@@ -338,6 +338,87 @@ def test_sigterm_inside_torch_save_or_the_gate_never_deadlocks_and_ends_killed(t
     assert rank_activity(load(prov))["p4t:status"] == "KILLED"
 
 
+# -- a signal at exact points inside the recorder: while the run starts, while it holds a lock -----------------------
+
+AT_POINT = """
+import os, sys, signal
+target, k, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+import prov4torch
+seen = [0]
+def fire(frame, event, arg):  # the signal arrives at the k-th call made in (or into) the function named target
+    if event in ("call", "c_call") and frame.f_code.co_name == target and "prov4torch" in frame.f_code.co_filename:
+        seen[0] += 1
+        if seen[0] == k:
+            sys.setprofile(None)
+            open("fired", "w").close()
+            os.kill(os.getpid(), signal.SIGTERM)
+sys.setprofile(fire)
+run = prov4torch.start_run(out_dir=out, purpose="training", policy="default")
+data = TensorDataset(torch.randn(64, 4))
+prov4torch.log_dataset(data, name="d", origin_country="DE", jurisdiction="EU", consent_scope=["training"],
+                       license="CC-BY-4.0")
+for step, (x,) in enumerate(DataLoader(data, batch_size=16, shuffle=True)):
+    for name in ("loss", "acc", "lr"):
+        prov4torch.log_metric(name, float(x.sum()), step)
+    prov4torch.flush()
+sys.setprofile(None)
+print("not killed", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("target", "k"), [
+    ("add_series", 1), ("add_series", 2),  # a new series: the writer's lock held (a sampler waits for it too)
+    ("_open_files", 1), ("create", 1), ("_start", 1), ("_start", 3), ("attach", 2), ("install", 3),
+    ("identify", 3), ("identify", 10), ("note", 1), ("_held", 1), ("_held", 30),  # a dataset noted; a flush
+])
+def test_a_signal_at_any_point_inside_the_recorder_ends_the_run_killed_with_its_record(tmp_path: Path, target: str,
+                                                                                     k: int):
+    (tmp_path / "at.py").write_text(AT_POINT)
+    env = {**os.environ, "PROV4TORCH_SYSTEM_METRICS": "1", "PROV4TORCH_SAMPLE_INTERVAL": "0.05"}
+    # (it waited 30 s or more on itself inside add_series; inside the start it died without a record)
+    r = subprocess.run([sys.executable, "at.py", target, str(k), "out"], capture_output=True, text=True, timeout=25,
+                       cwd=tmp_path, env=env)
+    assert (tmp_path / "fired").exists(), f"no call {k} in {target}: the point moved; pick another"
+    assert r.returncode == -signal.SIGTERM, (r.returncode, r.stderr[-2000:])
+    assert "not killed" not in r.stdout
+    (prov,) = (tmp_path / "out").glob("*/*/rank-0.prov.json")
+    assert rank_activity(load(prov))["p4t:status"] == "KILLED"
+
+
+AT_POINT_RUN = """
+import os, sys, signal
+target, k = sys.argv[1], int(sys.argv[2])
+seen = [0]
+def fire(frame, event, arg):
+    if event in ("call", "c_call") and frame.f_code.co_name == target and "prov4torch" in frame.f_code.co_filename:
+        seen[0] += 1
+        if seen[0] == k:
+            sys.setprofile(None)
+            open("fired", "w").close()
+            os.kill(os.getpid(), signal.SIGTERM)
+sys.setprofile(fire)
+from prov4torch_cli.app import main
+sys.argv = ["prov4torch", "run", "--out", "runs", "script.py"]
+main()
+"""
+
+
+@pytest.mark.parametrize(("target", "k"), [("_open_files", 1), ("_start", 3), ("started", 1)])
+def test_a_signal_while_prov4torch_run_starts_the_run_ends_it_killed_before_the_script(tmp_path: Path, target: str,
+                                                                                      k: int):
+    (tmp_path / "at.py").write_text(AT_POINT_RUN)
+    (tmp_path / "script.py").write_text("print('the script ran')\n")
+    r = subprocess.run([sys.executable, "at.py", target, str(k)], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path)
+    assert (tmp_path / "fired").exists(), f"no call {k} in {target}: the point moved; pick another"
+    assert r.returncode == -signal.SIGTERM and "the script ran" not in r.stdout, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "exit code 143" in r.stderr
+    (prov,) = (tmp_path / "runs").glob("*/*/rank-0.prov.json")
+    assert rank_activity(load(prov))["p4t:status"] == "KILLED"
+
+
 class _Booby:
     """An object that raises whatever is asked of it (its class too)."""
 

@@ -224,6 +224,8 @@ def _execute(
     error: BaseException | None = None
     signal_number: int | None = None
     try:
+        if run is not None:
+            run.started()  # a signal that arrived while the run started acts here, where the script's would
         if autolog is not None:
             hooks: list[tuple[Callable[[Run], Callable[[], None]], str]] = [(patch_spawn, "spawned processes")]
             if hard_exit is not None:

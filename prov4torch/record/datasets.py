@@ -101,7 +101,8 @@ class DatasetIdentifier:
         self._derived: dict[int, tuple[Callable[[], Any], list[tuple[str, dict[str, Any]]], list[str]]] = {}
         self._read_governance: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # file -> (stat, tags)
         self._count = 0
-        self._lock = threading.Lock()
+        # reentrant: a signal handler that ends the run may interrupt the main thread while it holds this lock
+        self._lock = threading.RLock()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
 
@@ -321,7 +322,7 @@ class DatasetIdentifier:
         """In a forked child: run-scoped ids of its own; no lock or hashing thread of the parent's (they did not
         survive the fork)."""
         self.scope = scope
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._pool, self._pending = None, []
 
     def _run_scoped(self) -> str:

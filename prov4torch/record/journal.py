@@ -28,6 +28,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -176,6 +177,7 @@ class JournalWriter:
         self.metrics_path = metrics_path
         self.interval_s = interval_s
         self.series: dict[tuple[str, str], Series] = {}
+        self._sids = itertools.count()  # each series' number in the spool (``metricbuf``)
         # context -> name -> the function the hot path calls for that series (see the module docstring)
         self.appenders: dict[str, dict[str, Callable[[tuple[Any, Any]], None]]] = {}
         self._room = threading.Event()  # set by each drain: a full queue has room again
@@ -190,7 +192,7 @@ class JournalWriter:
         # reentrant: a signal handler runs on the main thread wherever it is, inside flush() too, and records the
         # signal (a flush) and may end the run (close) there; with a plain lock it waited on itself forever
         self._lock = threading.RLock()
-        self._owner: int | None = None  # the thread inside flush/close, so close never joins a writer it blocks
+        self._owner: int | None = None  # the thread holding the lock (``_held``): close never joins a writer it blocks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: str | None = None  # the first write error (the journal is incomplete after it)
@@ -276,10 +278,17 @@ class JournalWriter:
         a flush on the same thread (it writes what the interrupted one had not taken yet); never raises.
         ``rows``: every point becomes a CSV row now; else only when the logging is quiet (``metricbuf``).
         ``sync``: fsync (the writer's drains between its intervals only write: a SIGKILL loses nothing written)."""
-        with self._lock, _signals_held():
+        with self._held(), _signals_held():
+            self._flush_locked(rows, sync)
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The lock, its holder noted: a signal handler that interrupts this thread here and ends the run must not
+        wait for the writer thread, which may be waiting for this very lock."""
+        with self._lock:
             outer, self._owner = self._owner, threading.get_ident()
             try:
-                self._flush_locked(rows, sync)
+                yield
             finally:
                 self._owner = outer
 
@@ -318,7 +327,7 @@ class JournalWriter:
         if self._thread is not None and self._thread is not threading.current_thread() and self._owner != me:
             self._thread.join(timeout=30)  # (not while this thread holds the lock the writer may be waiting on)
         self.flush()
-        with self._lock:
+        with self._held():
             self._spool.close()
             for fh in (self._journal, self._csv):
                 try:
@@ -328,7 +337,7 @@ class JournalWriter:
 
     def rename(self, journal_path: Path, metrics_path: Path) -> None:
         """The files were moved (``Run.become_launcher``): write on under the new names."""
-        with self._lock:
+        with self._held():
             self.journal_path, self.metrics_path = journal_path, metrics_path
             self._spool.rename(spool_path(metrics_path))
 
@@ -366,8 +375,10 @@ class JournalWriter:
     def add_series(self, name: str, context: str, hot: bool = True) -> Callable[[tuple[Any, Any]], None]:
         """A new series' buffer and its append (``(step, value)``, or ``(Stamped(step, time), value)``); ``hot``:
         listed in ``appenders`` for the hot path (and throttled with it; the samplers' own series are not)."""
-        with self._lock:
-            s = self.series[(name, context)] = Series((name, context), len(self.series), time.time())
+        # no lock: a signal handler that interrupted this (the main thread) and ends the run would otherwise wait for
+        # a sampler thread waiting for that lock to add its own series; ``setdefault`` is atomic, and two threads
+        # adding one series get the same
+        s = self.series.setdefault((name, context), Series((name, context), next(self._sids), time.time()))
         append = self._bounded_append(s) if hot and self._bounded else s.buf.extend
         if hot:
             self.appenders.setdefault(context, {})[name] = append

@@ -165,17 +165,38 @@ class Run(AttachMixin):
         # everything that can refuse the arguments, before anything is created on disk
         run_tags = {check_name("tag name", k, PARAM): provjson.value(param_value(k, v))
                     for k, v in (tags or {}).items()}
-        self._open_files(settings.flush_interval_s)
-        self._start(script, run_tags, settings)
-        self.managed = managed
-        # data on its way to the script is watched (and gated) under prov4torch run and whenever a policy is in
-        # force; without torch imported there is no DataLoader or Dataset to watch
-        watch = (managed or self._policy is not None) and "torch" in sys.modules
-        self._datapaths = DataPaths(self).install() if watch else None
+        # the hooks come first: once the run has files, a signal ends it with a record; one arriving while it starts
+        # waits until it has started (``started``): ending it half-made would lose the record or wait on itself
+        self.starting, self.managed = True, managed
         self._hooks = Hooks(self, defer_exit=managed if defer_signals is None else defer_signals) \
             if install_hooks else None
+        self._begin(script, run_tags, settings)
+
+    def _begin(self, script: Path | None, run_tags: Mapping[str, Any], settings: Any) -> None:
+        """The hooks, the files, the start, the data hooks; then ``started`` (with ``defer_exit``, a deferred signal
+        raises SignalExit: ``prov4torch run`` calls started() where it catches that)."""
         if self._hooks is not None:
             self._hooks.install()
+        try:
+            self._open_files(settings.flush_interval_s)
+            self._start(script, run_tags, settings)
+            # data on its way to the script is watched (and gated) under prov4torch run and whenever a policy is
+            # in force; without torch imported there is no DataLoader or Dataset to watch
+            watch = (self.managed or self._policy is not None) and "torch" in sys.modules
+            self._datapaths = DataPaths(self).install() if watch else None
+        except BaseException:
+            if self._hooks is not None:
+                self._hooks.uninstall()
+            raise
+        if self._hooks is None or not self._hooks.defer_exit:
+            self.started()
+
+    def started(self) -> None:
+        """The run has started: a signal that arrived meanwhile takes effect now, as if it arrived now
+        (``prov4torch run`` calls this where the script begins, so that it ends the run as the script's would)."""
+        self.starting = False
+        if self._hooks is not None:
+            self._hooks.release()
 
     def _open_files(self, flush_interval_s: float) -> None:
         """The run directory, its journal and metrics file (refusing a run id used before)."""
@@ -499,6 +520,7 @@ class Run(AttachMixin):
                 self._hooks.after_close()
 
     closing = False  # inside close(): a signal arriving now waits for the record to be written
+    starting = False  # until ``started``: a signal arriving now waits for the run to be whole
 
     def _close(self, status: str, *, exit_code: int | None, signal_number: int | None,
                exception: BaseException | None) -> None:

@@ -162,7 +162,7 @@ class SharedMemory:
         # (device, start, end) of a storage -> the tensor or array kept alive, and the tagged datasets viewing it
         self._noted: dict[tuple[str, int, int], tuple[Any, list[tuple[Any, str, dict[str, Any]]]]] = {}
         self._index: dict[str, list[tuple[int, int]]] | None = {}  # device -> sorted (start, end); None: stale
-        self._lock = threading.Lock()  # datasets may be attached from several threads
+        self._lock = threading.RLock()  # several threads attach; reentrant: a signal handler may end the run in here
         self._freed: list[tuple[str, int, int]] = []  # weakly noted memory since freed (a finalizer appends)
 
     @property

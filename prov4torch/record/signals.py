@@ -33,6 +33,9 @@ class Finisher(Protocol):
     @property
     def closing(self) -> bool: ...
 
+    @property
+    def starting(self) -> bool: ...
+
     def note_signal(self, signum: int) -> None: ...
 
     def close(self, status: str, *, signal_number: int | None = None) -> None: ...
@@ -142,9 +145,10 @@ class Hooks:
         prev = self.previous.get(signum, signal.SIG_DFL)
         if prev == signal.SIG_IGN:
             return  # the script chose to ignore it after the run started
-        if os.getpid() == self.pid and self.run.closing:
-            # the run is being closed on this thread right now (end_run, atexit, an exception): interrupting it
-            # would lose the record; it finishes, then ``after_close`` does what the signal asks
+        if os.getpid() == self.pid and (self.run.closing or self.run.starting):
+            # the run is being closed on this thread right now (end_run, atexit, an exception), or started:
+            # interrupting it would lose the record; it finishes, then ``after_close`` does what the signal asks
+            # (``release``, once started: the signal is handled as if it arrived then)
             self.deferred = (signum, prev)
             return
         if self._mine():
@@ -152,6 +156,12 @@ class Hooks:
             if not callable(prev) and not self.defer_exit:
                 self.run.close("KILLED", signal_number=signum)
         self._act(signum, frame, prev)
+
+    def release(self) -> None:
+        """Called by the run once started: a signal deferred meanwhile is handled now."""
+        deferred, self.deferred = self.deferred, None
+        if deferred is not None:
+            self._on_signal(deferred[0], None)
 
     def after_close(self) -> None:
         """Called by the run once it is closed: a signal deferred meanwhile now takes effect."""

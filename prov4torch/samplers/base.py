@@ -77,7 +77,7 @@ class Sampler:
         self._stop = threading.Event()
         self._abandoned = False  # stop() gave up on a hung reader: stay silent from then on
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: the final reading may come from a signal handler in sample()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=f"prov4torch-{self.name}", daemon=True)

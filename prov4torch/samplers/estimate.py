@@ -126,7 +126,7 @@ class Rapl:
         self._last: list[float] = []
         self._total = 0.0
         # the tick thread, the run's start and end, codecarbon's start: two reads at once would count a delta twice
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a signal handler ending the run may interrupt a read
         if self.zones:
             self._last = self._raw()
 
