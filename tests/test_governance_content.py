@@ -496,6 +496,64 @@ def test_tensors_torch_load_read_from_a_tagged_data_file_carry_its_tags(tmp_path
                for u in doc["used"].values())
 
 
+# -- governance across processes: a tagged dataset handed to a spawned trainer (Hogwild) ----------------------------
+
+HOGWILD_TRAINER = """
+import torch
+from torch.utils.data import DataLoader
+
+
+def train(model, dataset):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for xb, yb in DataLoader(dataset, batch_size=8, shuffle=True):
+        opt.zero_grad(); torch.nn.functional.cross_entropy(model(xb), yb).backward(); opt.step()
+    print("trained", flush=True)
+"""
+
+HOGWILD = """
+import torch, torch.multiprocessing as mp
+from torch.utils.data import TensorDataset
+from trainer import train
+
+if __name__ == "__main__":
+    X, y = torch.load("data/train.pt")
+    dataset = TensorDataset(X, y)
+    model = torch.nn.Linear(2, 2)
+    model.share_memory()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=train, args=(model, dataset)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    print("exit codes", [p.exitcode for p in procs])
+"""
+
+
+@pytest.mark.parametrize("consent", ["training", "testing"])
+def test_a_tagged_dataset_sent_to_spawned_trainers_carries_its_tags_there(tmp_path: Path, consent: str):
+    """pytorch/examples' mnist_hogwild: the dataset (loaded from a tagged file) is pickled to spawned processes,
+    its tensors moved to shared memory and mapped there at other addresses. It arrived untagged, so a correctly
+    tagged file was refused for missing tags in every trainer; now its tags travel with its tensors: allowed when
+    the file's consent covers training, refused for that consent when it does not."""
+    (tmp_path / "data").mkdir()
+    torch.save((torch.randn(32, 2), torch.randint(0, 2, (32,))), tmp_path / "data" / "train.pt")
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "data/*"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                                        f'license = "CC-BY-4.0"\nconsent_scope = ["{consent}"]\n')
+    (tmp_path / "trainer.py").write_text(HOGWILD_TRAINER)
+    (tmp_path / "hogwild.py").write_text(HOGWILD)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "research", "--data-tags", "tags.toml", "hogwild.py")
+    assert "required-tags" not in r.stderr, r.stderr[-3000:]
+    if consent == "training":
+        assert r.returncode == 0 and r.stdout.count("trained") == 2, r.stderr[-3000:]
+        doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+        uses = [u for u in doc["used"].values() if role(u) == "p4t:training"]
+        assert uses and all("received from another process" in json.dumps(u.get("p4t:tagsFrom")) for u in uses)
+    else:
+        assert r.returncode == 1 and "trained" not in r.stdout and "purpose-within-consent" in r.stderr
+
+
 def test_memory_a_reader_filled_is_forgotten_when_freed():
     import gc
 

@@ -39,7 +39,7 @@ from ..warn import warn
 from .identity import Digest, DigestCache, dataset_digest, digest_path, estimated_bytes
 from .ids import content_id
 from .ids import local as local_name
-from .sharedmem import Buffer, SharedMemory, buffers
+from .sharedmem import SHARED, Buffer, SharedMemory, buffers
 
 SYNC_LIMIT = 64 << 20  # bytes hashed on the caller's thread; more goes to the background
 MAX_FILES_RECORDED = 1000  # per-file digests kept in the record (the root digest covers them all)
@@ -241,6 +241,22 @@ class DatasetIdentifier:
         held = buffers(result)
         if held:
             self._memory.note(path, held, f"{os.path.basename(path)} (read from the file)", governance, weakly=True)
+
+    def memory_governance(self, tensor: Any) -> tuple[str, dict[str, Any]] | None:
+        """The tags the memory of ``tensor`` carries (a tagged dataset's, a tagged file's a reader filled) and
+        where they come from; None if none (``record.ipc``)."""
+        if not self._memory.noted:
+            return None
+        found = self._memory.shared_with(tensor, buffers(tensor))
+        if not found:
+            return None
+        names = sorted({where.removeprefix(SHARED) for _, where, _ in found})
+        return "; ".join(names)[:300], combined([g for _, _, g in found])
+
+    def note_memory(self, tensor: Any, where: str, governance: dict[str, Any]) -> None:
+        """``tensor`` (received from another process) carries ``governance``: its memory is noted, kept alive."""
+        self._memory.note(where, buffers(tensor), where, governance)  # (noted for ``where``: the tensor itself,
+        # attached later, is no other dataset whose memory it shares)
 
     def _attached_id(self, obj: Any) -> str | None:
         """The id this very object was attached under in this run, if it was."""

@@ -26,7 +26,7 @@ from ..evidence import keys
 from ..governance.declared import load_from_env as load_tags_from_env
 from ..governance.gate import RuntimePolicy
 from ..warn import warn
-from . import config, context
+from . import config, context, ipc
 from .attach import AttachMixin
 from .attestation import sign_rank
 from .checkpoints import Checkpoints, ModelVersion
@@ -184,6 +184,8 @@ class Run(AttachMixin):
             # in force; without torch imported there is no DataLoader or Dataset to watch
             watch = (self.managed or self._policy is not None) and "torch" in sys.modules
             self._datapaths = DataPaths(self).install() if watch else None
+            if self._datapaths is not None:  # a tensor sent to another process keeps its tags there
+                self._datapaths.patches.add(ipc.install(self.inputs.datasets))
         except BaseException:
             if self._hooks is not None:
                 self._hooks.uninstall()

@@ -229,8 +229,9 @@ class SharedMemory:
                         continue
                     for owner, name, governance in self._noted[(b.device, start, end)][1]:
                         if owner is not data:
-                            out.setdefault(id(owner), (owner, f"memory shared with {name}", governance))
+                            out.setdefault(id(owner), (owner, f"{SHARED}{name}", governance))
         return list(out.values())
 
 
+SHARED = "memory shared with "  # how a dataset's tags say they came from another's memory
 NEIGHBOURS = 8  # noted ranges looked at below a buffer's end (nested ones: a NumPy base and a tensor on it)
