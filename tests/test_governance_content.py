@@ -508,34 +508,43 @@ def train(model, dataset):
     for xb, yb in DataLoader(dataset, batch_size=8, shuffle=True):
         opt.zero_grad(); torch.nn.functional.cross_entropy(model(xb), yb).backward(); opt.step()
     print("trained", flush=True)
+
+
+def train_rank(rank, model, dataset):  # torch.multiprocessing.spawn's function: a rank of its own
+    train(model, dataset)
 """
 
 HOGWILD = """
-import torch, torch.multiprocessing as mp
+import sys, torch, torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
-from trainer import train
+from trainer import train, train_rank
 
 if __name__ == "__main__":
     X, y = torch.load("data/train.pt")
     dataset = TensorDataset(X, y)
     model = torch.nn.Linear(2, 2)
     model.share_memory()
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=train, args=(model, dataset)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    print("exit codes", [p.exitcode for p in procs])
+    if sys.argv[1] == "spawn":  # each process a rank of its own, given the dataset
+        mp.spawn(train_rank, args=(model, dataset), nprocs=2)
+    else:  # Hogwild: helpers of this rank
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=train, args=(model, dataset)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        print("exit codes", [p.exitcode for p in procs])
 """
 
 
+@pytest.mark.parametrize("how", ["process", "spawn"])
 @pytest.mark.parametrize("consent", ["training", "testing"])
-def test_a_tagged_dataset_sent_to_spawned_trainers_carries_its_tags_there(tmp_path: Path, consent: str):
+def test_a_tagged_dataset_sent_to_spawned_trainers_carries_its_tags_there(tmp_path: Path, consent: str, how: str):
     """pytorch/examples' mnist_hogwild: the dataset (loaded from a tagged file) is pickled to spawned processes,
     its tensors moved to shared memory and mapped there at other addresses. It arrived untagged, so a correctly
     tagged file was refused for missing tags in every trainer; now its tags travel with its tensors: allowed when
-    the file's consent covers training, refused for that consent when it does not."""
+    the file's consent covers training, refused for that consent when it does not. Through
+    torch.multiprocessing.spawn too, whose processes receive it as helpers and then run as ranks of their own."""
     (tmp_path / "data").mkdir()
     torch.save((torch.randn(32, 2), torch.randint(0, 2, (32,))), tmp_path / "data" / "train.pt")
     (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "data/*"\norigin_country = "FR"\njurisdiction = "EU"\n'
@@ -543,7 +552,7 @@ def test_a_tagged_dataset_sent_to_spawned_trainers_carries_its_tags_there(tmp_pa
     (tmp_path / "trainer.py").write_text(HOGWILD_TRAINER)
     (tmp_path / "hogwild.py").write_text(HOGWILD)
     r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
-            "research", "--data-tags", "tags.toml", "hogwild.py")
+            "research", "--data-tags", "tags.toml", "hogwild.py", how)
     assert "required-tags" not in r.stderr, r.stderr[-3000:]
     if consent == "training":
         assert r.returncode == 0 and r.stdout.count("trained") == 2, r.stderr[-3000:]

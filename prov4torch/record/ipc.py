@@ -6,7 +6,8 @@ another address, so the memory notes of ``sharedmem`` do not travel with it, and
 refused by a policy requiring tags). While a run watches data, the reducer torch registers for ``torch.Tensor`` and
 ``Parameter`` is wrapped, in the run's own process only: a tensor whose memory carries tags here is rebuilt over
 there by ``rebuild``, which notes the rebuilt tensor with those tags when that process records (a helper of the
-rank: ``record.helpers``). Every other tensor is reduced exactly as torch does, and the tensor rebuilt is torch's.
+rank: ``record.helpers``; a run that begins there later, a spawned rank, too). Every other tensor is reduced exactly
+as torch does, and the tensor rebuilt is torch's.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class MemoryTags(Protocol):
 
 
 RECEIVER: list[MemoryTags] = []  # the recording run's, in this process: what a tensor received is noted in
+# the tagged tensors this process received (kept, as the run keeps its tagged data): a run that begins here later
+# notes them too -- ``torch.multiprocessing.spawn``'s arguments arrive while the process is a helper, before its
+# function runs under a run of its rank
+RECEIVED: list[tuple[Any, str, dict[str, Any]]] = []
+MAX_RECEIVED = 100_000
 
 
 def install(datasets: MemoryTags) -> Callable[[], None]:
@@ -60,6 +66,9 @@ def install(datasets: MemoryTags) -> Callable[[], None]:
     for cls in classes:
         ForkingPickler.register(cls, reduce_tensor)
     RECEIVER[:] = [datasets]
+    for tensor, where, governance in RECEIVED:  # received before this run began (a spawned rank's arguments)
+        with contextlib.suppress(Exception):
+            datasets.note_memory(tensor, where, governance)
 
     def undo() -> None:
         for cls in classes:
@@ -73,8 +82,10 @@ def install(datasets: MemoryTags) -> Callable[[], None]:
 def rebuild(rebuild_tensor: Callable[..., Any], args: tuple[Any, ...], where: str, governance: dict[str, Any]) -> Any:
     """In the receiving process: torch's tensor, noted with the tags its memory carried in the sender."""
     tensor = rebuild_tensor(*args)
-    receiver = RECEIVER[0] if RECEIVER else None
-    if receiver is not None:
-        with contextlib.suppress(Exception):  # never in the way of the tensor
-            receiver.note_memory(tensor, f"{where} (received from another process)", governance)
+    where = f"{where} (received from another process)"
+    with contextlib.suppress(Exception):  # never in the way of the tensor
+        if len(RECEIVED) < MAX_RECEIVED:
+            RECEIVED.append((tensor, where, governance))
+        if RECEIVER:
+            RECEIVER[0].note_memory(tensor, where, governance)
     return tensor
