@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import load, rank_activity, role, types
 
 pytestmark = pytest.mark.slow
@@ -358,6 +359,51 @@ def test_lightning_ddp_on_two_cpu_processes_records_both_ranks(tmp_path: Path):
         assert training_dataset(doc)
     merged = load(run_dir / "run.prov.json")
     assert len(merged["bundle"]) == 2
+
+
+LIGHTNING_DDP_SPAWN = """
+import torch, pytorch_lightning as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+class M(pl.LightningModule):
+    def __init__(self):
+        super().__init__(); self.l = torch.nn.Linear(2, 2)
+    def training_step(self, b, i):
+        x, y = b; loss = torch.nn.functional.cross_entropy(self.l(x), y); self.log("loss", loss); return loss
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+if __name__ == "__main__":
+    X, y = torch.load("data/train.pt")
+    loader = DataLoader(TensorDataset(X, y), batch_size=8, shuffle=True)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(M(), loader)
+    print("fitted")
+"""
+
+
+@pytest.mark.parametrize("consent", ["training", "testing"])
+def test_lightning_ddp_spawn_trains_tagged_data_under_a_policy(tmp_path: Path, consent: str):
+    """strategy="ddp_spawn" pickles the trainer (with the callback prov4torch adds) to each process, and rank 0
+    sends its weights back in a temporary checkpoint. It failed at once ("cannot pickle '_thread._local'": the
+    callback held the run); then the spawned ranks' data arrived untagged, and the parent refused the weights as
+    a checkpoint of unknown lineage (rank 0's save went to the discarded helper run's hooks)."""
+    (tmp_path / "data").mkdir()
+    torch.save((torch.randn(32, 2), torch.randint(0, 2, (32,))), tmp_path / "data" / "train.pt")
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "data/*"\norigin_country = "FR"\njurisdiction = "EU"\n'
+                                        f'license = "CC-BY-4.0"\nconsent_scope = ["{consent}"]\n')
+    proc = run_cli(tmp_path, LIGHTNING_DDP_SPAWN, options=("--policy", "default", "--region", "eu-west-1",
+                                                           "--purpose", "research", "--data-tags", "tags.toml"))
+    if consent == "testing":
+        assert proc.returncode == 1 and "fitted" not in proc.stdout and "purpose-within-consent" in proc.stderr
+        return
+    assert proc.returncode == 0 and "fitted" in proc.stdout, proc.stderr[-3000:]
+    (run_dir,) = {p.parent for p in (tmp_path / "runs").glob("*/*/rank-0.prov.json")}
+    assert all(training_dataset(load(run_dir / f"rank-{k}.prov.json")) for k in (0, 1))
+    check = subprocess.run([*CLI, "check", str(run_dir / "run.prov.json"), "--policy", "default"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.startswith("ALLOW"), check.stdout + check.stderr
 
 
 PLAIN_FILES = """

@@ -63,6 +63,11 @@ class ProvLightningCallback(Callback):
     def __init__(self, run: Run | None = None) -> None:
         self._run = run
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its run (``strategy="ddp_spawn"`` sends the trainer to each process): over there it
+        records into that process's run (``ACTIVE``); a run, its locks and threads, cannot travel."""
+        return {**self.__dict__, "_run": None}
+
     @property
     def run(self) -> Run | None:
         run = self._run or ACTIVE.run
@@ -126,6 +131,10 @@ class ProvLogger(Logger):
         super().__init__()
         self._kwargs = start_run_kwargs
         self._owned: Run | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the run it started (see ``ProvLightningCallback.__getstate__``)."""
+        return {**self.__dict__, "_owned": None}
 
     @property
     def run(self) -> Run:

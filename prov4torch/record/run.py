@@ -582,7 +582,14 @@ class Run(AttachMixin):
 
     def discard_helper(self) -> None:
         """A spawned helper run whose process turned out to be a rank (``torch.multiprocessing.spawn``): gone,
-        files and hooks, before the rank's run starts."""
+        files and hooks (those its end callbacks remove: the framework hooks bound to it), before the rank's run
+        starts."""
+        for callback in self._end_callbacks:
+            try:
+                callback(self)
+            except Exception as exc:  # noqa: BLE001 - never in the way of the rank's run
+                warn(f"prov4torch: a helper's end hook failed: {exc}")
+        self._end_callbacks.clear()
         self.ended, self._open = True, False
         self._writer.close()
         if self._datapaths is not None:
