@@ -340,12 +340,7 @@ def test_sigterm_inside_torch_save_or_the_gate_never_deadlocks_and_ends_killed(t
 
 # -- a signal at exact points inside the recorder: while the run starts, while it holds a lock -----------------------
 
-AT_POINT = """
-import os, sys, signal
-target, k, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-import torch
-from torch.utils.data import DataLoader, TensorDataset
-import prov4torch
+FIRE = """
 seen = [0]
 def fire(frame, event, arg):  # the signal arrives at the k-th call made in (or into) the function named target
     if event in ("call", "c_call") and frame.f_code.co_name == target and "prov4torch" in frame.f_code.co_filename:
@@ -355,7 +350,15 @@ def fire(frame, event, arg):  # the signal arrives at the k-th call made in (or 
             open("fired", "w").close()
             os.kill(os.getpid(), signal.SIGTERM)
 sys.setprofile(fire)
-run = prov4torch.start_run(out_dir=out, purpose="training", policy="default")
+"""
+
+AT_POINT = """
+import os, sys, signal
+target, k, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+import prov4torch
+""" + FIRE + """run = prov4torch.start_run(out_dir=out, purpose="training", policy="default")
 data = TensorDataset(torch.randn(64, 4))
 prov4torch.log_dataset(data, name="d", origin_country="DE", jurisdiction="EU", consent_scope=["training"],
                        license="CC-BY-4.0")
@@ -390,16 +393,7 @@ def test_a_signal_at_any_point_inside_the_recorder_ends_the_run_killed_with_its_
 AT_POINT_RUN = """
 import os, sys, signal
 target, k = sys.argv[1], int(sys.argv[2])
-seen = [0]
-def fire(frame, event, arg):
-    if event in ("call", "c_call") and frame.f_code.co_name == target and "prov4torch" in frame.f_code.co_filename:
-        seen[0] += 1
-        if seen[0] == k:
-            sys.setprofile(None)
-            open("fired", "w").close()
-            os.kill(os.getpid(), signal.SIGTERM)
-sys.setprofile(fire)
-from prov4torch_cli.app import main
+""" + FIRE + """from prov4torch_cli.app import main
 sys.argv = ["prov4torch", "run", "--out", "runs", "script.py"]
 main()
 """
