@@ -132,7 +132,9 @@ def start_run(
     """
     with _ACTIVE.lock:
         if _ACTIVE.run is not None and _ACTIVE.run.managed and not _ACTIVE.run.ended:
-            return _ACTIVE.run  # under `prov4torch run`: the script joins the run it runs in
+            # under `prov4torch run`: the script joins the run it runs in, and a policy it asks for is enforced
+            _ACTIVE.run.adopt_policy(policy, mode)
+            return _ACTIVE.run
         if _ACTIVE.run is not None and not _ACTIVE.run.ended:
             raise RunStateError(
                 f"run {_ACTIVE.run.run_id} is already active: call end_run() first "

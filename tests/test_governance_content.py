@@ -563,6 +563,30 @@ def test_a_tagged_dataset_sent_to_spawned_trainers_carries_its_tags_there(tmp_pa
         assert r.returncode == 1 and "trained" not in r.stdout and "purpose-within-consent" in r.stderr
 
 
+SCRIPT_POLICY = """
+import torch, prov4torch
+from torch.utils.data import DataLoader, TensorDataset
+data = TensorDataset(torch.randn(32, 2), torch.randint(0, 2, (32,)))
+model = torch.nn.Linear(2, 2); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+with prov4torch.start_run(purpose="research", region="eu-west-1", policy="default"):
+    prov4torch.log_dataset(data, name="held-out", origin_country="FR", jurisdiction="EU", license="CC-BY-4.0",
+                           consent_scope=["testing"], role="evaluation")
+    for xb, yb in DataLoader(data, batch_size=8, shuffle=True):
+        opt.zero_grad(); torch.nn.functional.cross_entropy(model(xb), yb).backward(); opt.step()
+print("trained")
+"""
+
+
+def test_the_scripts_own_policy_is_enforced_under_prov4torch_run(tmp_path: Path):
+    """A script that enforces a policy itself (start_run(policy="default")), run under prov4torch run without
+    --policy: the script joined the run prov4torch run made and its policy was dropped -- testing-only data
+    trained unchecked, exit 0. It is enforced from the script's start_run now."""
+    (tmp_path / "train.py").write_text(SCRIPT_POLICY)
+    r = cli(tmp_path, "run", "--out", "runs", "train.py")
+    assert r.returncode == 1 and "trained" not in r.stdout, r.stderr[-2000:]
+    assert "purpose-within-consent" in r.stderr and "enforced from its start_run" in r.stderr
+
+
 def test_memory_a_reader_filled_is_forgotten_when_freed():
     import gc
 

@@ -412,6 +412,23 @@ class Run(AttachMixin):
         """The run's record so far (its events replayed)."""
         return RunRecord.replay(self._history)
 
+    def adopt_policy(self, spec: Any, mode: str | None) -> None:
+        """The script's ``start_run(policy=...)`` inside ``prov4torch run``: enforced from now on if the command
+        line gave none (it was dropped: the script's data trained unchecked); another policy on the command line
+        stays the one in force, and a warning says the script's is not."""
+        if spec is None:
+            return
+        if self._policy is None:
+            self._policy = RuntimePolicy(spec, mode, self._record_now, self.clock)
+            self.inputs.policy = self._policy
+            self.inputs.checkpoints.warn_unknown_lineage = True
+            warn(f"prov4torch: the script's policy {self._policy.policy.name!r} is enforced from its start_run "
+                 "(prov4torch run --policy enforces it from the first line, in every process the script starts)")
+            return
+        if str(spec) not in (self._policy.policy.source, self._policy.policy.name):
+            warn(f"prov4torch: the script's start_run(policy={str(spec)!r}) is not in force: this run enforces "
+                 f"{self._policy.policy.name!r}, given to prov4torch run")
+
     def policy_source(self) -> str | None:
         """The policy in force (its file, or a built-in name), for processes this run starts."""
         return self._policy.policy.source if self._policy is not None else None
