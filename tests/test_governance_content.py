@@ -587,6 +587,35 @@ def test_the_scripts_own_policy_is_enforced_under_prov4torch_run(tmp_path: Path)
     assert "purpose-within-consent" in r.stderr and "enforced from its start_run" in r.stderr
 
 
+SCRIPT_POLICY_SPAWNS = """
+import torch, torch.multiprocessing as mp, prov4torch
+from torch.utils.data import TensorDataset
+from trainer import train
+
+if __name__ == "__main__":
+    with prov4torch.start_run(purpose="research", region="eu-west-1", policy="default"):
+        data = TensorDataset(torch.randn(32, 2), torch.randint(0, 2, (32,)))
+        prov4torch.log_dataset(data, name="held-out", origin_country="FR", jurisdiction="EU",
+                               license="CC-BY-4.0", consent_scope=["testing"], role="evaluation")
+        model = torch.nn.Linear(2, 2)
+        model.share_memory()
+        p = mp.get_context("spawn").Process(target=train, args=(model, data))
+        p.start()
+        p.join()
+        print("exit code", p.exitcode)
+"""
+
+
+def test_the_scripts_own_policy_reaches_the_processes_it_starts_under_prov4torch_run(tmp_path: Path):
+    """The same, with the testing-only data trained in a spawned process: that process read the policy from the
+    environment prov4torch run had set before the script's start_run, and trained unchecked."""
+    (tmp_path / "trainer.py").write_text(HOGWILD_TRAINER)
+    (tmp_path / "train.py").write_text(SCRIPT_POLICY_SPAWNS)
+    r = cli(tmp_path, "run", "--out", "runs", "train.py")
+    assert r.returncode == 1 and "trained" not in r.stdout and "exit code 1" in r.stdout, r.stderr[-3000:]
+    assert "purpose-within-consent" in r.stderr
+
+
 def test_memory_a_reader_filled_is_forgotten_when_freed():
     import gc
 

@@ -77,7 +77,8 @@ def _child_env(run: Run) -> dict[str, str]:
 def prepare_children(run: Run, script: Path) -> Callable[[], None]:
     """Make Python children that run ``script`` again record themselves (see the module docstring)."""
     folder = run.dir / ".children"
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", CHILD_SCRIPT, *_child_env(run))}
+    # (the policy too: a script's start_run may set it later, ``Run.adopt_policy``)
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", CHILD_SCRIPT, env.POLICY, env.POLICY_MODE, *_child_env(run))}
     try:
         folder.mkdir(exist_ok=True)
         (folder / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")

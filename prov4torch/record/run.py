@@ -422,8 +422,12 @@ class Run(AttachMixin):
             self._policy = RuntimePolicy(spec, mode, self._record_now, self.clock)
             self.inputs.policy = self._policy
             self.inputs.checkpoints.warn_unknown_lineage = True
-            warn(f"prov4torch: the script's policy {self._policy.policy.name!r} is enforced from its start_run "
-                 "(prov4torch run --policy enforces it from the first line, in every process the script starts)")
+            if self.managed:  # the processes the script starts from now on enforce it too (``autolog.children``)
+                os.environ[env.POLICY] = str(self._policy.policy.source or spec)
+                os.environ[env.POLICY_MODE] = self._policy.mode
+            warn(f"prov4torch: the script's policy {self._policy.policy.name!r} is enforced from its start_run, "
+                 "and in the processes the script starts from then on (prov4torch run --policy enforces it from the "
+                 "first line)")
             return
         if str(spec) not in (self._policy.policy.source, self._policy.policy.name):
             warn(f"prov4torch: the script's start_run(policy={str(spec)!r}) is not in force: this run enforces "
