@@ -78,9 +78,10 @@ def _script_traceback(exc: BaseException, script: Path) -> None:
     for te in _chain(shown):
         frames = list(te.stack)
         kept = [f for f in frames if not f.filename.startswith(_PACKAGE)]
-        interrupted = te.exc_type is not None and issubclass(te.exc_type, KeyboardInterrupt)  # (before the script)
-        if frames and not interrupted and (not kept or (te.exc_type is not None
-                                                        and issubclass(te.exc_type, Prov4TorchError))):
+        kind = te.exc_type
+        own = kind is not None and issubclass(kind, Prov4TorchError)
+        interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)  # (Ctrl-C before the script began)
+        if frames and not interrupted and (not kept or own):
             kept = [*kept, frames[-1]]
         te.stack = traceback.StackSummary.from_list(kept)
     print("".join(shown.format()), end="", file=sys.stderr)

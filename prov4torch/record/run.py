@@ -413,18 +413,18 @@ class Run(AttachMixin):
         return RunRecord.replay(self._history)
 
     def adopt_policy(self, spec: Any, mode: str | None) -> None:
-        """The script's ``start_run(policy=...)`` inside ``prov4torch run``: enforced from now on if the command
-        line gave none (it was dropped: the script's data trained unchecked); another policy on the command line
-        stays the one in force, and a warning says the script's is not."""
+        """The script's ``start_run(policy=...)`` joining a managed run (``prov4torch run``): enforced from now on if
+        the command line gave none (it was dropped: the script's data trained unchecked); another policy on the
+        command line stays the one in force, and a warning says the script's is not."""
         if spec is None:
             return
         if self._policy is None:
             self._policy = RuntimePolicy(spec, mode, self._record_now, self.clock)
             self.inputs.policy = self._policy
             self.inputs.checkpoints.warn_unknown_lineage = True
-            if self.managed:  # the processes the script starts from now on enforce it too (``autolog.children``)
-                os.environ[env.POLICY] = str(self._policy.policy.source or spec)
-                os.environ[env.POLICY_MODE] = self._policy.mode
+            # the processes the script starts from now on enforce it too (they read it there: ``autolog.children``)
+            os.environ[env.POLICY] = str(self._policy.policy.source or spec)
+            os.environ[env.POLICY_MODE] = self._policy.mode
             warn(f"prov4torch: the script's policy {self._policy.policy.name!r} is enforced from its start_run, "
                  "and in the processes the script starts from then on (prov4torch run --policy enforces it from the "
                  "first line)")
@@ -551,11 +551,7 @@ class Run(AttachMixin):
             status, signal_number = "KILLED", self._pending_signal
         elif self._policy is not None and self._policy.blocked and status in ("FINISHED", "FAILED"):
             status = "BLOCKED"
-        for callback in self._end_callbacks:  # samplers: final reading, summaries (run still open)
-            try:
-                callback(self)
-            except Exception as exc:  # noqa: BLE001 - never lose the record over a sampler
-                warn(f"prov4torch: end-of-run hook failed: {exc}")
+        self._call_end_callbacks()  # samplers: final reading, summaries (run still open)
         if self.helper_of is None and self._import_helpers() and status in ("FINISHED", "FAILED"):
             status = "BLOCKED"  # the policy stopped a use in a process this one started
         self.inputs.datasets.wait(HASH_WAIT_S)
@@ -601,16 +597,20 @@ class Run(AttachMixin):
             if ACTIVE.run is self:
                 ACTIVE.run = None
 
+    def _call_end_callbacks(self) -> None:
+        """Each ``on_end`` callback, once (a failure warns: never lose the record over a sampler or a hook)."""
+        callbacks, self._end_callbacks = self._end_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception as exc:  # noqa: BLE001
+                warn(f"prov4torch: end-of-run hook failed: {exc}")
+
     def discard_helper(self) -> None:
         """A spawned helper run whose process turned out to be a rank (``torch.multiprocessing.spawn``): gone,
         files and hooks (those its end callbacks remove: the framework hooks bound to it), before the rank's run
         starts."""
-        for callback in self._end_callbacks:
-            try:
-                callback(self)
-            except Exception as exc:  # noqa: BLE001 - never in the way of the rank's run
-                warn(f"prov4torch: a helper's end hook failed: {exc}")
-        self._end_callbacks.clear()
+        self._call_end_callbacks()
         self.ended, self._open = True, False
         self._writer.close()
         if self._datapaths is not None:
