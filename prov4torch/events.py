@@ -10,6 +10,7 @@ the kind and ``"v"`` the version of its shape (``EVENT_VERSION``; a line without
     ├── EnvInfo        facts found later (GPU models from NVML)
     ├── Launcher       this process started the job's ranks and trained nothing itself
     ├── Identity       the world size learnt after the start (a process group initialised later)
+    ├── PolicyAdopted  the script's own policy, enforced from its start_run (under prov4torch run, none given)
     ├── Param, Tag     one hyperparameter, one run tag
     ├── Attrs          attributes for the rank activity (sampler summaries), already PROV-encoded
     ├── Dataset        data attached under a role, with its identity and governance
@@ -105,6 +106,12 @@ class Launcher(Event):
 class Identity(Event):
     KIND: ClassVar[str] = "identity"
     world_size: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PolicyAdopted(Event):
+    KIND: ClassVar[str] = "policy"
+    policy: JsonObject  # as ``Start.policy``
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -264,8 +271,8 @@ class End(Event):
 
 
 KINDS: dict[str, type[Event]] = {cls.KIND: cls for cls in (
-    Start, Context, EnvInfo, Launcher, Identity, Param, Tag, Attrs, Dataset, DatasetDigest, Usage, Artifact,
-    ModelSaved, ModelLoaded, Decision, Signal, End)}
+    Start, Context, EnvInfo, Launcher, Identity, PolicyAdopted, Param, Tag, Attrs, Dataset, DatasetDigest, Usage,
+    Artifact, ModelSaved, ModelLoaded, Decision, Signal, End)}
 
 
 # -- the codec -------------------------------------------------------------------------------------------------

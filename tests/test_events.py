@@ -23,6 +23,7 @@ SAMPLES: list[ev.Event] = [
     ev.EnvInfo(info={"gpu_models": ["H100"]}),
     ev.Launcher(),
     ev.Identity(world_size=4),
+    ev.PolicyAdopted(policy={"id": "p4t:policy/inline", "name": "p", "mode": "enforce"}, time=3.0),
     ev.Param(key="lr", value=0.1),
     ev.Tag(key="team", value="a"),
     ev.Attrs(attrs={"p4t:cpuPercentMean": 12.5}),

@@ -585,6 +585,13 @@ def test_the_scripts_own_policy_is_enforced_under_prov4torch_run(tmp_path: Path)
     r = cli(tmp_path, "run", "--out", "runs", "train.py")
     assert r.returncode == 1 and "trained" not in r.stdout, r.stderr[-2000:]
     assert "purpose-within-consent" in r.stderr and "enforced from its start_run" in r.stderr
+    # the record names the policy, in force from the script's start_run (the run's start record did not)
+    doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+    act_id, act = next((k, a) for k, a in doc["activity"].items() if a.get("p4t:status") == "BLOCKED")
+    policy_uses = [u for u in doc["used"].values() if role(u) == "p4t:policy" and u["prov:activity"] == act_id]
+    assert act["p4t:policyMode"] == "enforce" and act["p4t:policyAdoptedAt"]
+    assert len(policy_uses) == 1 and policy_uses[0]["prov:time"] and doc["entity"][
+        policy_uses[0]["prov:entity"]]["prov:label"] == "prov4torch-default"
 
 
 SCRIPT_POLICY_SPAWNS = """

@@ -243,8 +243,10 @@ def _context(b: DocumentBuilder, record: RunRecord, start: Start, act: str, pers
     if pol:
         b.entity(pol["id"], {"prov:type": QName("p4t:Policy"), "prov:label": pol.get("name"),
                              "p4t:version": pol.get("version"), "p4t:sha256": pol.get("sha256") or None})
-        b.used(act, pol["id"], "p4t:policy", None, **{"p4t:path": pol.get("source")})
-        b.update("activity", act, attributes({"p4t:policyMode": pol.get("mode")}))
+        # a policy the script's start_run adopted (prov4torch run, none given) was in force from then on, not before
+        b.used(act, pol["id"], "p4t:policy", pol.get("adopted"), **{"p4t:path": pol.get("source")})
+        b.update("activity", act, attributes({"p4t:policyMode": pol.get("mode"),
+                                              "p4t:policyAdoptedAt": _dt_value(pol.get("adopted"))}))
 
     if record.params:
         params_id = f"{act}/params"

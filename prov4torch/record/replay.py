@@ -29,6 +29,7 @@ from ..events import (
     ModelLoaded,
     ModelSaved,
     Param,
+    PolicyAdopted,
     Signal,
     Start,
     Tag,
@@ -108,6 +109,9 @@ class RunRecord:
             case Identity():
                 if self.start is not None:
                     self.start = dataclasses.replace(self.start, world_size=ev.world_size)
+            case PolicyAdopted():  # from then on: the run's policy, and when it came into force
+                if self.start is not None and self.start.policy is None:
+                    self.start = dataclasses.replace(self.start, policy={**ev.policy, "adopted": t})
             case Param():
                 self.params[ev.key] = ev.value
             case Tag():

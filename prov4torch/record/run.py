@@ -425,6 +425,7 @@ class Run(AttachMixin):
             # the processes the script starts from now on enforce it too (they read it there: ``autolog.children``)
             os.environ[env.POLICY] = str(self._policy.policy.source or spec)
             os.environ[env.POLICY_MODE] = self._policy.mode
+            self.record_event(ev.PolicyAdopted(policy=self._policy.describe(), time=self.clock()), now=True)
             warn(f"prov4torch: the script's policy {self._policy.policy.name!r} is enforced from its start_run, "
                  "and in the processes the script starts from then on (prov4torch run --policy enforces it from the "
                  "first line)")
