@@ -289,6 +289,45 @@ def test_a_loader_an_optimizer_steps_between_batches_of_is_training_data(tmp_pat
     assert len(trained) == 2 and len(evaluated) == 2 and sources == trained | inputs
 
 
+def test_a_shuffled_loader_read_under_inference_mode_is_not_training_data(tmp_path: Path):
+    """karpathy/makemore estimates its test loss on a shuffled DataLoader of the test split under
+    torch.inference_mode, between training steps: it was recorded as training data (shuffled → training), so the
+    record said the model trained on its test set (and testing-only data was refused). Read with gradients off it
+    is evaluation, validation once a step follows; a shuffled loader stepped on between its batches is training."""
+    permissive = tmp_path / "p.toml"
+    permissive.write_text('policy = "permissive"\n')
+    train_set = TensorDataset(torch.arange(16.0).reshape(8, 2))
+    test_set = TensorDataset(torch.arange(16.0).reshape(8, 2) + 100)
+    peeked = TensorDataset(torch.arange(16.0).reshape(8, 2) + 200)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with prov4torch.start_run(policy=str(permissive)) as run:
+        def step(x: torch.Tensor) -> None:
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+
+        for _epoch in range(3):
+            for (x,) in DataLoader(train_set, batch_size=4, shuffle=True):
+                step(x)
+            with torch.inference_mode():
+                for i, (x,) in enumerate(DataLoader(test_set, batch_size=2, shuffle=True)):
+                    model(x)
+                    if i == 1:
+                        break
+        with torch.no_grad():
+            it = iter(DataLoader(peeked, batch_size=2, shuffle=True))  # opened without gradients, then trained on
+        for (x,) in it:
+            step(x)
+    doc = load(run.prov_path)
+    by_data: dict[str, set[str]] = {}
+    ids = {run.inputs.datasets.known(d): n for d, n in ((train_set, "train"), (test_set, "test"), (peeked, "peeked"))}
+    for u in doc["used"].values():
+        if u["prov:entity"] in ids:
+            by_data.setdefault(ids[u["prov:entity"]], set()).add(role(u))
+    assert by_data == {"train": {"p4t:training"}, "test": {"p4t:validation"}, "peeked": {"p4t:training"}}, by_data
+
+
 def test_a_test_split_trained_on_is_checked_as_training_data_before_its_next_batch(tmp_path: Path):
     tags = tmp_path / "tags.toml"
     tags.write_text('[[dataset]]\nname = "Split"\norigin_country = "FR"\njurisdiction = "EU"\n'

@@ -953,3 +953,139 @@ def test_a_split_name_does_not_hide_training_on_it_once_training_has_begun(tmp_p
             "training", "--data", "data", "--data-tags", "tags.toml", "train.py", "train-on-test")
     assert r.returncode == 1 and "done" not in r.stdout, r.stderr[-2000:]
     assert "used as input (training)" in r.stderr and "not within the consent scope" in r.stderr, r.stderr[-2000:]
+
+
+# -- text a script reads itself (karpathy/makemore's pattern) -------------------------------------------------------
+
+NAMES_SCRIPT = """
+import sys, torch
+from torch.utils.data import DataLoader, Dataset
+
+class CharDataset(Dataset):  # makemore's: the words of the file, its characters, the encodings
+    def __init__(self, words, chars, max_word_length):
+        self.words, self.chars, self.max_word_length = words, chars, max_word_length
+        self.stoi = {ch: i + 1 for i, ch in enumerate(chars)}
+        self.itos = {i: s for s, i in self.stoi.items()}
+    def __len__(self):
+        return len(self.words)
+    def __getitem__(self, idx):
+        ix = [self.stoi[c] for c in self.words[idx]]
+        x = torch.zeros(self.max_word_length + 1, dtype=torch.long)
+        x[1:1 + len(ix)] = torch.tensor(ix)
+        return x
+
+with open("data/names.txt", "r") as f:
+    data = f.read()
+words = [w.strip() for w in data.splitlines()]
+words = [w for w in words if w]
+if "--extra" in sys.argv:
+    words.append("qqzzxx")  # a string from nowhere the tags cover
+chars = sorted(set("".join(words)))
+dataset = CharDataset(words, chars, max(len(w) for w in words))
+if "--tensor" in sys.argv:
+    dataset.features = torch.ones(len(words), 2)  # memory from nowhere the tags cover
+model = torch.nn.Embedding(len(chars) + 1, 4)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x in DataLoader(dataset, batch_size=4, shuffle=True):
+    opt.zero_grad(); model(x).sum().backward(); opt.step()
+print("trained")
+"""
+
+
+@pytest.mark.parametrize("case", ["training", "testing", "extra", "tensor"])
+def test_strings_read_from_a_tagged_text_file_carry_its_tags(tmp_path: Path, case: str):
+    """karpathy/makemore reads names.txt with open(), keeps its lines as Python strings in a Dataset: the tags
+    declared for the file were lost on the way, and a correctly tagged file was refused for missing tags. The
+    strings are found in the tagged text the script read: its tags hold (allowed for training consent, refused
+    for testing-only consent). A string or memory from elsewhere in the dataset: no tags from the text (closed)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "names.txt").write_text("emma\nolivia\n ava \nisabella\nsophia\nmia\n\ncharlotte\n")
+    consent = "testing" if case == "testing" else "training"
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "data/names.txt"\norigin_country = "US"\n'
+                                        f'jurisdiction = "US"\nlicense = "MIT"\nconsent_scope = ["{consent}"]\n')
+    (tmp_path / "train.py").write_text(NAMES_SCRIPT)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "us-east-1", "--purpose",
+            "research", "--data-tags", "tags.toml", "train.py", *([f"--{case}"] if case in ("extra", "tensor") else []))
+    if case == "training":
+        assert r.returncode == 0 and "trained" in r.stdout, r.stderr[-3000:]
+        doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+        use = next(u for u in doc["used"].values() if u.get("p4t:name") == "CharDataset")
+        assert "(text read from names.txt): the data's 7 values found in names.txt" in use["p4t:tagsFrom"]
+        ds = doc["entity"][use["prov:entity"]]
+        assert ds["p4t:consentScope"] == "training" and ds["p4t:license"] == "MIT"
+        # the file is data of the run too (read, then trained from), and the dataset derives from it: lineage
+        file_use = next(u for u in doc["used"].values() if u.get("p4t:name") == "names.txt")
+        assert role(file_use) == "p4t:training"
+        assert {(d["prov:generatedEntity"], d["prov:usedEntity"]) for d in doc["wasDerivedFrom"].values()} == {
+            (use["prov:entity"], file_use["prov:entity"])}
+    elif case == "testing":
+        assert r.returncode == 1 and "trained" not in r.stdout and "purpose-within-consent" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 1 and "trained" not in r.stdout and "required-tags" in r.stderr, r.stderr[-3000:]
+
+
+CSV_SCRIPT = """
+import csv, sys, torch
+from torch.utils.data import DataLoader, Dataset
+
+class Reviews(Dataset):
+    def __init__(self, path):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        self.texts = [r["text"] for r in rows]
+        self.labels = [int(r["label"]) for r in rows]
+        self.scores = [float(r["score"]) for r in rows]
+        if "--foreign" in sys.argv:
+            self.scores[0] = 0.123  # a measurement from elsewhere
+        self.split = "train"
+    def __len__(self):
+        return len(self.texts)
+    def __getitem__(self, i):
+        return torch.tensor([len(self.texts[i])], dtype=torch.float32), self.labels[i]
+
+model = torch.nn.Linear(1, 2); opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for x, y in DataLoader(Reviews("reviews.csv"), batch_size=2):
+    opt.zero_grad(); torch.nn.functional.cross_entropy(model(x), y).backward(); opt.step()
+print("trained")
+"""
+
+
+@pytest.mark.parametrize("case", ["training", "testing", "foreign"])
+def test_fields_of_a_tagged_csv_file_read_with_the_csv_module_carry_its_tags(tmp_path: Path, case: str):
+    """Texts (a quoted one holding the separator), labels and float scores parsed from a tagged CSV: the tags hold;
+    a float from elsewhere among them (a measurement is content, not a label): no tags from the text (closed)."""
+    (tmp_path / "reviews.csv").write_text('text,label,score\n"good, really",1,0.50\nbad film,0,1e-3\nfine,1,7\n'
+                                          '"so-so",0,-2.25\n')
+    consent = "testing" if case == "testing" else "training"
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "reviews.csv"\norigin_country = "FR"\n'
+                                        f'jurisdiction = "EU"\nlicense = "CC-BY-4.0"\nconsent_scope = ["{consent}"]\n')
+    (tmp_path / "train.py").write_text(CSV_SCRIPT)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-1", "--purpose",
+            "research", "--data-tags", "tags.toml", "train.py", *(["--foreign"] if case == "foreign" else []))
+    if case == "training":
+        assert r.returncode == 0 and "trained" in r.stdout, r.stderr[-3000:]
+    else:
+        rule = "purpose-within-consent" if case == "testing" else "required-tags"
+        assert r.returncode == 1 and "trained" not in r.stdout and rule in r.stderr, r.stderr[-3000:]
+
+
+def test_the_strings_of_a_dataset_are_its_content_not_its_settings():
+    from prov4torch.record.texts import pieces_of, strings_in
+
+    class D:
+        def __init__(self) -> None:
+            self.root, self.split = "/data", "train"  # settings: short strings on the dataset itself
+            self.rows = [("a sentence", 1), ("another one", 0)]
+            self.vocab = {"a": 1, "sentence": 2}
+            self.transform = lambda s: s
+
+    assert sorted(strings_in(D()) or []) == ["a sentence", "another one", "sentence"]  # (labels: no evidence)
+    d = D()
+    d.rows.append(("measured", 0.25))  # a float is content: found in the text as a number, or the match fails
+    assert sorted(strings_in(d) or [], key=str) == [0.25, "a sentence", "another one", "measured", "sentence"]
+    d = D()
+    d.rows.append(b"bytes")  # type: ignore[arg-type]
+    assert strings_in(d) is None  # bytes: not text found in a file, so nothing is matched
+    assert strings_in(torch.utils.data.TensorDataset(torch.ones(2))) is None
+    pieces = pieces_of('x,"a sentence"\n  another one  \nmeasured,0.250\n')
+    assert pieces is not None and {hash("a sentence"), hash("another one"), hash("x"), hash(0.25)} <= pieces

@@ -4,6 +4,8 @@ through an in-memory buffer.
 * ``prov4torch run --data DIR``: each file the script opens for reading under ``DIR`` (``open()``,
   ``Path.open()``, fsspec's local files) is a dataset of the run, named by its content, in the role its use
   shows (``autolog.reads``); past ``reads.MAX_FILES_PER_DIR`` files, ``DIR`` as one dataset.
+* a text file the script opens for reading that a tags file (or Croissant, a card) names: its strings carry those
+  tags into the datasets made of them (``record.texts``);
 * ``torch.save(obj, io.BytesIO())`` followed by writing the bytes to a file (Lightning through fsspec, many
   scripts by hand): the buffer's digest and what it held are noted at the save; files the script then opens
   for binary writing are remembered, and when the run ends the one whose bytes are the buffer's is recorded
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import env
+from ..governance.declared import DECLARED
 from ..record.checkpoints import classify
 from ..safefs import file_sha256
 from .reads import FileReads, under
@@ -81,7 +84,7 @@ class OpenWatch:
                 result = original(file, mode, *a, **k)
                 if isinstance(file, (str, os.PathLike)) and isinstance(mode, str) and not busy():
                     try:
-                        watch.opened(file, mode)
+                        watch.opened(file, mode, k.get("encoding", a[1] if len(a) > 1 else None))
                     except BaseException:  # a policy refusing the data: the file is not handed over
                         result.close()
                         raise
@@ -98,8 +101,12 @@ class OpenWatch:
         if OpenWatch.active is self:
             OpenWatch.active = None
 
-    def opened(self, file: Any, mode: str) -> None:
+    def opened(self, file: Any, mode: str, encoding: Any = None) -> None:
         binary = "b" in mode
+        if not binary and DECLARED.rules and "r" in mode and "+" not in mode:
+            path = os.path.abspath(os.fspath(file))
+            record_once(functools.partial(self.run.inputs.datasets.text_opened, path,
+                                          encoding if isinstance(encoding, str) else None), f"the text file {path}")
         if binary and self.pending and any(c in mode for c in "wxa+"):
             _remember(self.written, os.path.abspath(os.fspath(file)))
         elif binary and "r" in mode:

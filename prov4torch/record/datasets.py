@@ -40,7 +40,10 @@ from .identity import Digest, DigestCache, dataset_digest, digest_path, estimate
 from .ids import content_id
 from .ids import local as local_name
 from .sharedmem import SHARED, Buffer, SharedMemory, buffers
+from .texts import MAX_FILE_BYTES as MAX_TEXT_BYTES
+from .texts import TextSources
 
+Found = tuple[str, dict[str, Any]]  # tags and where they come from
 SYNC_LIMIT = 64 << 20  # bytes hashed on the caller's thread; more goes to the background
 MAX_FILES_RECORDED = 1000  # per-file digests kept in the record (the root digest covers them all)
 
@@ -99,7 +102,9 @@ class DatasetIdentifier:
         self._memory = SharedMemory()  # the tensors and arrays of tagged datasets (``sharedmem``)
         # id(obj) -> (a reference to obj, the governance and the attached datasets it was derived from: ``derive``)
         self._derived: dict[int, tuple[Callable[[], Any], list[tuple[str, dict[str, Any]]], list[str]]] = {}
-        self._read_governance: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}  # file -> (stat, tags)
+        # (file, how it was read) -> (its stat, the tags declared for it and where from): matched once while unchanged
+        self._read_governance: dict[tuple[str, str], tuple[tuple[int, int, int], list[Found]]] = {}
+        self.texts = TextSources()  # tagged text files the script read (``texts``)
         self._count = 0
         # reentrant: a signal handler that ends the run may interrupt the main thread while it holds this lock
         self._lock = threading.RLock()
@@ -158,6 +163,10 @@ class DatasetIdentifier:
             if derived is not None and derived[0]() is data:
                 sets += derived[1]
                 sources += derived[2]
+            if not sets and self.texts.sources:  # strings the script made of a tagged text file it read
+                found, files = self.texts.found_in(data)
+                sets += found
+                sources += files
         governance = combined([g for _, g in sets])
         conflicts = tag_conflicts(sets)
         if conflicts:
@@ -221,26 +230,47 @@ class DatasetIdentifier:
         """``result`` holds what a reader (``np.load``, ``np.loadtxt``, ``pandas.read_csv``) read from the file
         ``path``: its memory carries the tags declared for the file (by path and content), so a tensor made on it
         (``torch.from_numpy``, a slice of it) carries them when attached. Not kept alive (noted ``weakly``)."""
-        if not DECLARED.rules:
-            return  # no tags declared for any file
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        key, seen = os.path.abspath(path), (st.st_size, st.st_mtime_ns, len(DECLARED.rules))
-        cached = self._read_governance.get(key)  # a file read again and again (nanoGPT's memmap per batch)
-        if cached is None or cached[0] != seen:
-            found = self._file_governance(Path(key))
-            governance = combined([g for _, g in found])
-            if len(self._read_governance) < MAX_DERIVED:
-                self._read_governance[key] = (seen, governance)
-        else:
-            governance = cached[1]
+        governance = combined([g for _, g in self._path_governance(path, "built from")])
         if not governance:
             return
         held = buffers(result)
         if held:
             self._memory.note(path, held, f"{os.path.basename(path)} (read from the file)", governance, weakly=True)
+
+    def text_opened(self, path: str, encoding: str | None) -> bool:
+        """The script opened the file ``path`` to read text: if tags are declared for it (True), its strings carry
+        them into the datasets made of them (``texts``)."""
+        path = os.path.abspath(path)
+        if path in self.texts.sources:
+            return True
+        found = self._path_governance(path, "text read from", MAX_TEXT_BYTES)
+        if not found:
+            return False
+        dataset_id = None
+        with contextlib.suppress(Exception):  # unreadable now: its pieces cannot be read either (nothing matches)
+            dataset_id = content_id("dataset", digest_path(Path(path), self.cache).sha256)
+        self.texts.opened(path, encoding, found, dataset_id)
+        return True
+
+    def _path_governance(self, path: str, how: str, max_size: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The tags declared for the file ``path`` (by path and content), remembered while the file is unchanged
+        (a file read again and again: nanoGPT's memmap per batch); none for files over ``max_size`` bytes."""
+        if not DECLARED.rules:
+            return []  # no tags declared for any file
+        try:
+            st = os.stat(path)
+        except OSError:
+            return []
+        if max_size is not None and st.st_size > max_size:
+            return []
+        key, seen = (os.path.abspath(path), how), (st.st_size, st.st_mtime_ns, len(DECLARED.rules))
+        cached = self._read_governance.get(key)
+        if cached is not None and cached[0] == seen:
+            return cached[1]
+        found = self._file_governance(Path(key[0]), how)
+        if len(self._read_governance) < MAX_DERIVED:
+            self._read_governance[key] = (seen, found)
+        return found
 
     def memory_governance(self, tensor: Any) -> tuple[str, dict[str, Any]] | None:
         """The tags the memory of ``tensor`` carries (a tagged dataset's, a tagged file's a reader filled) and
@@ -263,13 +293,13 @@ class DatasetIdentifier:
         entry = self._by_object.get(id(obj))
         return entry[1] if entry is not None and entry[0] is obj else None
 
-    def _file_governance(self, path: Path) -> list[tuple[str, dict[str, Any]]]:
+    def _file_governance(self, path: Path, how: str = "built from") -> list[tuple[str, dict[str, Any]]]:
         """Tags declared for a file or folder a dataset was built from, by its path and content."""
         fields: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # unreadable: its path still names it (a failure never drops tags)
             fields = _digest_fields(digest_path(path, self.cache))
         rules = _declared_rules([str(path), str(path.resolve())], fields, name=None, ids=[])
-        return [(f"{rule.source.describe()} (built from {path.name})", summary(governance_attributes(rule.tags)))
+        return [(f"{rule.source.describe()} ({how} {path.name})", summary(governance_attributes(rule.tags)))
                 for rule in rules]
 
     def _parts_governance(self, made_of: list[Any]) -> list[tuple[str, dict[str, Any]]]:

@@ -234,12 +234,12 @@ def _torch() -> Any:
     return sys.modules.get("torch")
 
 
-def _is_tensor(v: Any) -> bool:
+def is_tensor(v: Any) -> bool:
     torch = _torch()
     return torch is not None and isinstance(v, torch.Tensor)
 
 
-def _is_array(v: Any) -> bool:
+def is_array(v: Any) -> bool:
     np = sys.modules.get("numpy")
     return np is not None and isinstance(v, np.ndarray)
 
@@ -288,7 +288,7 @@ def state_dict_of(obj: Any) -> Mapping[str, Any] | None:
         for k, v in m.items():
             if not isinstance(k, str):
                 return False
-            if _is_tensor(v):
+            if is_tensor(v):
                 flat[prefix + k] = v
             elif isinstance(v, Mapping) and depth < MAX_DEPTH:
                 if not collect(f"{prefix}{k}.", v, depth + 1):
@@ -403,13 +403,13 @@ class _Hasher:
 
     def value(self, path: str, v: Any, depth: int) -> bool:
         """Hash ``v`` if it is content; False (nothing fed) when it is not."""
-        if _is_tensor(v):
+        if is_tensor(v):
             data = tensor_bytes(v)
             if data is None:
                 return False
             self.feed(f"{path}:tensor:{str(v.dtype).removeprefix('torch.')}:{tuple(v.shape)}", data)
             return True
-        if _is_array(v):
+        if is_array(v):
             if v.dtype.hasobject:
                 return self.value(path, v.tolist(), depth)
             data = v if v.flags.c_contiguous else v.copy(order="C")
@@ -479,7 +479,7 @@ class _Hasher:
             if name.startswith("__"):
                 continue
             v = members[name]
-            if callable(v) and not _is_tensor(v):
+            if callable(v) and not is_tensor(v):
                 continue  # transforms, collate functions, loaders
             if self.value(f"{path}.{name}", v, depth):
                 hashed += 1
@@ -529,7 +529,7 @@ def dataset_digest(obj: Any, cache: DigestCache = NO_CACHE) -> Digest | None:
     hasher = _Hasher(cache)
     covered: list[str] = []
     skipped: list[str] = []
-    if _is_tensor(obj) or _is_array(obj) or isinstance(obj, (list, tuple)):
+    if is_tensor(obj) or is_array(obj) or isinstance(obj, (list, tuple)):
         if hasher.value("", obj, 0):
             covered.append("(value)")
     else:
@@ -551,9 +551,9 @@ def estimated_bytes(obj: Any, depth: int = 0) -> int:
         return sum(p.stat().st_size for p in arrow_files)
     if arrow_files is not None:
         return int(getattr(obj.data, "nbytes", 0) or 0)
-    if _is_tensor(obj):
+    if is_tensor(obj):
         return int(obj.numel() * obj.element_size())
-    if _is_array(obj):
+    if is_array(obj):
         return int(obj.nbytes)
     if isinstance(obj, (list, tuple)):
         return 16 * len(obj) + (sum(estimated_bytes(x, depth + 1) for x in obj[:64]) * len(obj) // 64

@@ -55,6 +55,8 @@ class Inputs:
         did = event.id
         if self._attached(did, role, tags):  # the same data (new loader, new object, same content): decided
             return did
+        for path in self.datasets.texts.files_of(event.derived_from or []):  # made of a tagged text file's strings:
+            self.dataset(path, name=None, role=role, source=None, tags={})  # that file is data in its role too
         before = self.governance_of.get(did)
         if before is not None and event.governance and event.governance != before:
             warn(f"prov4torch: {event.name}: this content was attached before with other tags; both hold (the more "

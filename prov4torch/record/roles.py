@@ -4,7 +4,9 @@
 
 A role comes from behaviour (the rule, also in docs/design-notes.md): a loader whose sampler shuffles — its
 sampler, its batch sampler's sampler, or a wrapper's (accelerate, Lightning, the HF Trainer wrap them) — is
-training data; else a torchvision-style ``train`` flag says training/testing; else a ``split`` attribute
+training data when its first batch is fetched with gradients on (shuffled under ``no_grad``/``inference_mode``:
+a random subset of batches for an estimate, karpathy/makemore's ``evaluate``, goes on to the rules below); else
+a torchvision-style ``train`` flag says training/testing; else a ``split`` attribute
 (``validation``/``val``/``dev``, ``test``); else ``evaluation`` when its first batch is fetched with gradients off
 (``torch.no_grad``, ``inference_mode``), ``input`` (models derive from it, the policy judges it by the run's
 purpose) when they are on. An inferred role that is not training becomes ``training`` as soon as an optimizer steps
@@ -51,7 +53,7 @@ def _shuffles(sampler: Any, depth: int = 0) -> bool:
 
 def infer_role(loader: Any, grad_enabled: bool = True) -> str:
     """The role of a DataLoader's data, from how the loader behaves (see the module docstring)."""
-    if any(_shuffles(getattr(loader, attr, None)) for attr in ("sampler", "batch_sampler")):
+    if grad_enabled and any(_shuffles(getattr(loader, attr, None)) for attr in ("sampler", "batch_sampler")):
         return "training"
     dataset = getattr(loader, "dataset", None)
     train = getattr(dataset, "train", None)
