@@ -1089,3 +1089,42 @@ def test_the_strings_of_a_dataset_are_its_content_not_its_settings():
     assert strings_in(torch.utils.data.TensorDataset(torch.ones(2))) is None
     pieces = pieces_of('x,"a sentence"\n  another one  \nmeasured,0.250\n')
     assert pieces is not None and {hash("a sentence"), hash("another one"), hash("x"), hash(0.25)} <= pieces
+
+
+BIGRAM = """
+import torch
+torch.manual_seed(1337)
+with open("input.txt", "r", encoding="utf-8") as f:  # karpathy's bigram.py: the text, encoded, as one tensor
+    text = f.read()
+chars = sorted(set(text))
+stoi = {ch: i for i, ch in enumerate(chars)}
+data = torch.tensor([stoi[c] for c in text], dtype=torch.long)
+model = torch.nn.Embedding(len(chars), len(chars))
+opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+for step in range(5):
+    ix = torch.randint(len(data) - 1, (4,))
+    loss = torch.nn.functional.cross_entropy(model(data[ix]), data[ix + 1])
+    opt.zero_grad(); loss.backward(); opt.step()
+    print("step", step, round(loss.item(), 4))
+"""
+
+
+@pytest.mark.parametrize("consent", ["training", "testing"])
+def test_a_tagged_text_file_trained_on_as_a_tensor_is_judged_as_training_data(tmp_path: Path, consent: str):
+    """karpathy's bigram.py/gpt.py ("Let's build GPT"): input.txt read with open(), encoded into one tensor, trained
+    on without a DataLoader. Tagged testing-only, it trained and the run exited 0 with no dataset in the record.
+    A tagged file the script reads itself is data: judged at the optimizer's step as training data."""
+    (tmp_path / "input.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20)
+    (tmp_path / "tags.toml").write_text('[[dataset]]\npath = "input.txt"\norigin_country = "GB"\njurisdiction = "UK"\n'
+                                        f'license = "CC0-1.0"\nconsent_scope = ["{consent}"]\n')
+    (tmp_path / "train.py").write_text(BIGRAM)
+    plain = subprocess.run([sys.executable, "train.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    r = cli(tmp_path, "run", "--out", "runs", "--policy", "default", "--region", "eu-west-2", "--purpose",
+            "research", "--data-tags", "tags.toml", "train.py")
+    if consent == "training":
+        assert r.returncode == 0 and r.stdout == plain.stdout, r.stderr[-3000:]
+        doc = load(next((tmp_path / "runs").glob("*/*/rank-0.prov.json")))
+        (use,) = [u for u in doc["used"].values() if u.get("p4t:name") == "input.txt"]
+        assert role(use) == "p4t:training" and "tags.toml" in use["p4t:tagsFrom"]
+    else:  # refused at the first step: the update it ends was the only one
+        assert r.returncode == 1 and "step 1" not in r.stdout and "purpose-within-consent" in r.stderr, r.stderr

@@ -4,8 +4,9 @@ through an in-memory buffer.
 * ``prov4torch run --data DIR``: each file the script opens for reading under ``DIR`` (``open()``,
   ``Path.open()``, fsspec's local files) is a dataset of the run, named by its content, in the role its use
   shows (``autolog.reads``); past ``reads.MAX_FILES_PER_DIR`` files, ``DIR`` as one dataset.
-* a text file the script opens for reading that a tags file (or Croissant, a card) names: its strings carry those
-  tags into the datasets made of them (``record.texts``);
+* a file the script opens for reading that a tags file (or Croissant, a card) names is data, in the role its use
+  shows, as under ``--data``; a text file's strings carry those tags into the datasets made of them
+  (``record.texts``);
 * ``torch.save(obj, io.BytesIO())`` followed by writing the bytes to a file (Lightning through fsspec, many
   scripts by hand): the buffer's digest and what it held are noted at the save; files the script then opens
   for binary writing are remembered, and when the run ends the one whose bytes are the buffer's is recorded
@@ -23,6 +24,8 @@ import functools
 import hashlib
 import io
 import os
+import sys
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .. import env
 from ..governance.declared import DECLARED
 from ..record.checkpoints import classify
+from ..record.datapaths import DataPaths
 from ..safefs import file_sha256
 from .reads import FileReads, under
 from .scope import Patcher, busy, record_inside, record_once
@@ -103,10 +107,11 @@ class OpenWatch:
 
     def opened(self, file: Any, mode: str, encoding: Any = None) -> None:
         binary = "b" in mode
-        if not binary and DECLARED.rules and "r" in mode and "+" not in mode:
+        if DECLARED.rules and "r" in mode and not any(c in mode for c in "wxa+"):
             path = os.path.abspath(os.fspath(file))
-            record_once(functools.partial(self.run.inputs.datasets.text_opened, path,
-                                          encoding if isinstance(encoding, str) else None), f"the text file {path}")
+            if not (self.prefixes and under(path, self.prefixes)):  # (a --data file: below)
+                record_once(functools.partial(self.tagged_read, path, encoding if isinstance(encoding, str) else None,
+                                              binary), f"the data file {path}")
         if binary and self.pending and any(c in mode for c in "wxa+"):
             _remember(self.written, os.path.abspath(os.fspath(file)))
         elif binary and "r" in mode:
@@ -119,6 +124,24 @@ class OpenWatch:
             directory = under(path, self.prefixes)
             if directory is not None:
                 record_once(functools.partial(self.reads.read_under, path, directory), f"the data file {path}")
+
+    def tagged_read(self, path: str, encoding: str | None, binary: bool) -> None:
+        """A file the script opened for reading: when tags are declared for it (a tags file, Croissant, a card), it
+        is data, recorded in the role its use shows as a ``--data`` file is (read, then trained on: training data,
+        checked by the policy at the optimizer's step), and a text file's strings carry its tags into the datasets
+        made of them (``record.texts``). Not inside a dataset's ``__getitem__`` (the dataset stands for what its
+        items read) nor on prov4torch's own threads."""
+        if threading.current_thread().name.startswith("prov4torch"):
+            return
+        datasets = self.run.inputs.datasets
+        if not datasets.tagged_file_read(path, encoding, binary):
+            return
+        if DataPaths.active is not None and DataPaths.active.inside_item():
+            return
+        if _in_dataset_init():  # a dataset reading its data as it is made: that dataset stands for the file
+            datasets.represented.add(path)
+            return
+        self.reads.tagged(path)
 
     # -- checkpoints through buffers ---------------------------------------------------------------------
     def saved_to_buffer(self, buf: Any, obj: Any) -> None:
@@ -160,6 +183,23 @@ class OpenWatch:
                 record_inside(functools.partial(self.run.log_model, path), f"the checkpoint {path}")
             else:
                 record_inside(functools.partial(self.run.log_artifact, path, kind=kind), f"the file {path}")
+
+
+def _in_dataset_init(depth: int = 40) -> bool:
+    """Whether a torch ``Dataset``'s ``__init__`` is running on this thread's stack (looked at on the opening of
+    a tagged file only)."""
+    data = sys.modules.get("torch.utils.data")
+    base = getattr(data, "Dataset", None)
+    if base is None:
+        return False
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), base):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def _size(path: str) -> int:

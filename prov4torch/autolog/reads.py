@@ -26,10 +26,12 @@ dataset stands for its reads) records its own reads, as a helper of the run.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyViolation
@@ -58,6 +60,9 @@ class FileReads:
         self.ids: dict[tuple[str, str], str] = {}  # (path, role) -> dataset id
         self.reads: dict[tuple[str, str], int] = {}  # (path, role) -> reads counted under it
         self.trained: set[str] = set()  # files an optimizer step followed
+        # tagged files the script opened itself, read with gradients on: judged when a step follows, unless a dataset
+        # attached by then stands for them (``tagged``)
+        self.deferred: dict[str, int] = {}
         self.pending: set[str] = set()  # read with gradients on since the last step
         self.evaluated: set[str] = set()  # read without gradients since the last step (not training data)
         self.validating: set[str] = set()  # evaluated files a step followed: every later evaluation is validation
@@ -87,6 +92,30 @@ class FileReads:
                 self.pending.add(path)
             elif role == "evaluation":
                 self.evaluated.add(path)
+
+    def tagged(self, path: str) -> None:
+        """A read of a file tags are declared for, opened by the script itself (``open()``): data, in the role its
+        use shows. Read with gradients on and no split in its name, what it is for is not known yet: a dataset of
+        its content may come to stand for it (the file read in a ``Dataset``'s ``__init__``, a dataset of its
+        strings, one naming its path), or the script trains on what it read (karpathy's ``bigram.py`` encodes
+        ``input.txt`` into a tensor). So it is judged at the next optimizer step, as training data, unless such a
+        dataset was attached by then; at the run's end, as evaluation data."""
+        if self.run.ended or (os.getpid() != self.pid and in_loader_worker()):
+            return
+        torch = sys.modules.get("torch")
+        if os.getpid() == self.pid and (torch is None or torch.is_grad_enabled()) and self._role(path, True) == "input":
+            with self.lock:
+                self.deferred[path] = self.deferred.get(path, 0) + 1
+            return
+        self.read_under(path, os.path.dirname(path))
+
+    def _undeferred(self) -> list[tuple[str, int]]:
+        """The deferred reads no attached dataset stands for (taken)."""
+        with self.lock:
+            deferred, self.deferred = self.deferred, {}
+        represented = self.run.inputs.datasets.represented
+        return [(path, n) for path, n in sorted(deferred.items())
+                if path not in represented and os.path.realpath(path) not in represented]
 
     def _role(self, path: str, grad: bool) -> str:
         if path in self.trained:
@@ -128,10 +157,14 @@ class FileReads:
         read without them validation data (checked by the policy now: a deny propagates from the step; any other
         failure warns)."""
         self.steps += 1
-        if self.pending or self.evaluated:
+        if self.pending or self.evaluated or self.deferred:
             record_inside(self._stepped, "the data files read before an optimizer step")
 
     def _stepped(self) -> None:
+        for path, n in self._undeferred():  # trained on what was read from them (checked now: may raise)
+            with self.lock:
+                self.trained.add(path)
+                self._count(path, "training", n)
         with self.lock:
             pending, self.pending = sorted(self.pending), set()
             evaluated, self.evaluated = sorted(self.evaluated), set()
@@ -147,10 +180,11 @@ class FileReads:
         """The run's end: files read with gradients on and never stepped on were evaluated."""
         with self.lock:
             pending, self.pending = sorted(self.pending), set()
-        for path in pending:
+        moves: list[Callable[[], None]] = [functools.partial(self._move, p, "input", "evaluation") for p in pending]
+        moves += [functools.partial(self._count, p, "evaluation", n) for p, n in self._undeferred()]
+        for move in moves:
             try:
-                record_inside(lambda path=path: self._move(path, "input", "evaluation"),  # type: ignore[misc]
-                              f"the data file {path}")
+                record_inside(move, "a data file")
             except PolicyViolation:
                 continue  # recorded as a decision; the run is ending anyway
 

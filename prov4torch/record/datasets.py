@@ -105,6 +105,7 @@ class DatasetIdentifier:
         # (file, how it was read) -> (its stat, the tags declared for it and where from): matched once while unchanged
         self._read_governance: dict[tuple[str, str], tuple[tuple[int, int, int], list[Found]]] = {}
         self.texts = TextSources()  # tagged text files the script read (``texts``)
+        self.represented: set[str] = set()  # files an attached dataset stands for (its path, its strings' file)
         self._count = 0
         # reentrant: a signal handler that ends the run may interrupt the main thread while it holds this lock
         self._lock = threading.RLock()
@@ -163,10 +164,12 @@ class DatasetIdentifier:
             if derived is not None and derived[0]() is data:
                 sets += derived[1]
                 sources += derived[2]
-            if not sets and self.texts.sources:  # strings the script made of a tagged text file it read
+            if not sets and self.texts.sources:  # strings the script made of a tagged text file it read: its tags
                 found, files = self.texts.found_in(data)
                 sets += found
                 sources += files
+                self.represented.update(self.texts.files_of(files))
+        self.represented.update(local)
         governance = combined([g for _, g in sets])
         conflicts = tag_conflicts(sets)
         if conflicts:
@@ -237,31 +240,31 @@ class DatasetIdentifier:
         if held:
             self._memory.note(path, held, f"{os.path.basename(path)} (read from the file)", governance, weakly=True)
 
-    def text_opened(self, path: str, encoding: str | None) -> bool:
-        """The script opened the file ``path`` to read text: if tags are declared for it (True), its strings carry
-        them into the datasets made of them (``texts``)."""
+    def tagged_file_read(self, path: str, encoding: str | None, binary: bool) -> bool:
+        """The script opened the file ``path`` for reading: whether tags are declared for it (by path or content).
+        A text file's strings then carry them into the datasets made of them (``texts``)."""
         path = os.path.abspath(path)
         if path in self.texts.sources:
             return True
-        found = self._path_governance(path, "text read from", MAX_TEXT_BYTES)
-        if not found:
-            return False
+        found = self._path_governance(path, "text read from")
+        if not found or binary:
+            return bool(found)
         dataset_id = None
         with contextlib.suppress(Exception):  # unreadable now: its pieces cannot be read either (nothing matches)
-            dataset_id = content_id("dataset", digest_path(Path(path), self.cache).sha256)
-        self.texts.opened(path, encoding, found, dataset_id)
+            if os.stat(path).st_size <= MAX_TEXT_BYTES:
+                dataset_id = content_id("dataset", digest_path(Path(path), self.cache).sha256)
+        if dataset_id is not None:
+            self.texts.opened(path, encoding, found, dataset_id)
         return True
 
-    def _path_governance(self, path: str, how: str, max_size: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    def _path_governance(self, path: str, how: str) -> list[tuple[str, dict[str, Any]]]:
         """The tags declared for the file ``path`` (by path and content), remembered while the file is unchanged
-        (a file read again and again: nanoGPT's memmap per batch); none for files over ``max_size`` bytes."""
+        (a file read again and again: nanoGPT's memmap per batch)."""
         if not DECLARED.rules:
             return []  # no tags declared for any file
         try:
             st = os.stat(path)
         except OSError:
-            return []
-        if max_size is not None and st.st_size > max_size:
             return []
         key, seen = (os.path.abspath(path), how), (st.st_size, st.st_mtime_ns, len(DECLARED.rules))
         cached = self._read_governance.get(key)

@@ -13,10 +13,11 @@ the files its strings were found in, combined restrictively, and ``p4t:tagsFrom`
 Closed, never opened, by what cannot be checked: a dataset that also holds tensors, arrays or bytes (their
 memory carries tags of its own, or none), an object we cannot look into, a string found in none of the files,
 more than ``MAX_VALUES`` values, a file past ``MAX_PIECES`` pieces or unreadable: no tags from text, as before.
-Numbers must be found too (a word or field of the files read as a number: ``"0.50"`` is ``0.5``), except small
-integers (below ``SMALL_INT``: labels, vocabulary indices, lengths, which a script makes itself) and booleans;
-strings shorter than ``MIN_CHARS`` (a vocabulary's characters) are no evidence either way, and short strings
-directly on the dataset are its settings (a split name, a root folder), as for its content id.
+Strings name the files (a dataset of numbers alone is not matched: ``7`` is in many files); its numbers must be
+found in those files too (a word or field read as a number: ``"0.50"`` is ``0.5``), except small integers (below
+``SMALL_INT``: labels, vocabulary indices, lengths, which a script makes itself) and booleans; strings shorter than
+``MIN_CHARS`` (a vocabulary's characters) are no evidence either way, and short strings directly on the dataset are
+its settings (a split name, a root folder), as for its content id.
 """
 
 from __future__ import annotations
@@ -176,19 +177,20 @@ class TextSources:
 
     def found_in(self, data: Any) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
         """The tags ``data`` carries from the text files its strings were all found in, and those files' content
-        ids; nothing when none or not all of them were."""
+        ids; nothing when none or not all of them were. Strings name the files (numbers alone are weak evidence:
+        ``7`` is in many files); its numbers must be found in those files too."""
         sources = list(self.sources.values())
         strings = strings_in(data) if sources else None
-        if not strings:
+        if not strings or not any(isinstance(v, str) for v in strings):
             return [], []
         held = [(s, pieces) for s in sources if (pieces := s.holds()) is not None]
         used: dict[str, TextSource] = {}
-        for value in strings:
+        for value in sorted(strings, key=lambda v: not isinstance(v, str)):  # strings first: they name the files
             h = hash(value)
             found = [s for s, pieces in held if h in pieces]
-            if not found:
-                return [], []  # a string from somewhere else: the tags of these files do not cover it
-            for s in found:
+            if not found or (not isinstance(value, str) and not any(s.path in used for s in found)):
+                return [], []  # from somewhere else: the tags of these files do not cover it
+            for s in found if isinstance(value, str) else ():
                 used.setdefault(s.path, s)
         n = f"{len(strings):,} value{'s' if len(strings) != 1 else ''}"
         files = ", ".join(os.path.basename(s.path) for s in used.values())
