@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 import functools
 import hashlib
+import inspect
 import io
 import os
 import sys
@@ -192,13 +193,13 @@ def _in_dataset_init(depth: int = 40) -> bool:
     base = getattr(data, "Dataset", None)
     if base is None:
         return False
-    frame = sys._getframe(1)
+    frame = inspect.currentframe()
     for _ in range(depth):
         if frame is None:
             return False
         if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), base):
             return True
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return False
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from ..record.run import Run
 
 MAX_FILES_PER_DIR = 256
+TRAINED = frozenset({"training", "fine-tuning", "input"})  # roles of data a step may have trained on
 
 
 class FileReads:
@@ -99,7 +100,8 @@ class FileReads:
         its content may come to stand for it (the file read in a ``Dataset``'s ``__init__``, a dataset of its
         strings, one naming its path), or the script trains on what it read (karpathy's ``bigram.py`` encodes
         ``input.txt`` into a tensor). So it is judged at the next optimizer step, as training data, unless such a
-        dataset was attached by then; at the run's end, as evaluation data."""
+        dataset was attached by then (or any data to train on: ``_undeferred``); at the run's end, as evaluation
+        data."""
         if self.run.ended or (os.getpid() != self.pid and in_loader_worker()):
             return
         torch = sys.modules.get("torch")
@@ -110,10 +112,17 @@ class FileReads:
         self.read_under(path, os.path.dirname(path))
 
     def _undeferred(self) -> list[tuple[str, int]]:
-        """The deferred reads no attached dataset stands for (taken)."""
+        """The deferred reads no attached dataset stands for (taken): none if the run attached data to train on
+        (a DataLoader's, a dataset of the script's own) other than such files -- the step trained on that, and
+        which dataset a file went into is not known (pytorch's MNIST example parses its gzip files into tensor
+        datasets) -- else those no dataset names or was made of."""
         with self.lock:
             deferred, self.deferred = self.deferred, {}
-        represented = self.run.inputs.datasets.represented
+        files = set(self.ids.values())
+        inputs = self.run.inputs
+        if any(roles & TRAINED for did, roles in list(inputs.roles.items()) if did not in files):
+            return []
+        represented = inputs.datasets.represented
         return [(path, n) for path, n in sorted(deferred.items())
                 if path not in represented and os.path.realpath(path) not in represented]
 

@@ -206,6 +206,7 @@ class DatasetIdentifier:
         for source in sources[:MAX_PARTS]:
             if isinstance(source, (str, os.PathLike)):
                 found += self._file_governance(Path(os.path.abspath(source)))
+                self.represented.update((os.path.abspath(source), os.path.realpath(source)))  # the result stands for it
                 continue
             known = self._governance.get(id(source))
             if known is not None and known[0] is source:
