@@ -247,7 +247,9 @@ class DatasetIdentifier:
         path = os.path.abspath(path)
         if path in self.texts.sources:
             return True
-        found = self._path_governance(path, "text read from")
+        # any file the script opens to read is looked at: a large one (a log, an untagged corpus) by its path alone,
+        # not hashed at its open()
+        found = self._path_governance(path, "text read from", MAX_TEXT_BYTES)
         if not found or binary:
             return bool(found)
         dataset_id = None
@@ -258,9 +260,9 @@ class DatasetIdentifier:
             self.texts.opened(path, encoding, found, dataset_id)
         return True
 
-    def _path_governance(self, path: str, how: str) -> list[tuple[str, dict[str, Any]]]:
-        """The tags declared for the file ``path`` (by path and content), remembered while the file is unchanged
-        (a file read again and again: nanoGPT's memmap per batch)."""
+    def _path_governance(self, path: str, how: str, hashed_up_to: int | None = None) -> list[Found]:
+        """The tags declared for the file ``path`` (by path and content: by path alone past ``hashed_up_to`` bytes),
+        remembered while the file is unchanged (a file read again and again: nanoGPT's memmap per batch)."""
         if not DECLARED.rules:
             return []  # no tags declared for any file
         try:
@@ -271,7 +273,7 @@ class DatasetIdentifier:
         cached = self._read_governance.get(key)
         if cached is not None and cached[0] == seen:
             return cached[1]
-        found = self._file_governance(Path(key[0]), how)
+        found = self._file_governance(Path(key[0]), how, hashed_up_to is None or st.st_size <= hashed_up_to)
         if len(self._read_governance) < MAX_DERIVED:
             self._read_governance[key] = (seen, found)
         return found
@@ -297,11 +299,11 @@ class DatasetIdentifier:
         entry = self._by_object.get(id(obj))
         return entry[1] if entry is not None and entry[0] is obj else None
 
-    def _file_governance(self, path: Path, how: str = "built from") -> list[tuple[str, dict[str, Any]]]:
+    def _file_governance(self, path: Path, how: str = "built from", by_content: bool = True) -> list[Found]:
         """Tags declared for a file or folder a dataset was built from, by its path and content."""
         fields: dict[str, Any] = {}
         with contextlib.suppress(Exception):  # unreadable: its path still names it (a failure never drops tags)
-            fields = _digest_fields(digest_path(path, self.cache))
+            fields = _digest_fields(digest_path(path, self.cache)) if by_content else {}
         rules = _declared_rules([str(path), str(path.resolve())], fields, name=None, ids=[])
         return [(f"{rule.source.describe()} ({how} {path.name})", summary(governance_attributes(rule.tags)))
                 for rule in rules]
