@@ -1087,6 +1087,19 @@ def test_the_strings_of_a_dataset_are_its_content_not_its_settings():
     d.rows.append(b"bytes")  # type: ignore[arg-type]
     assert strings_in(d) is None  # bytes: not text found in a file, so nothing is matched
     assert strings_in(torch.utils.data.TensorDataset(torch.ones(2))) is None
+
+    class Hostile:
+        def __init__(self) -> None:
+            self.words = ["a sentence"]
+
+        def __getattribute__(self, name: str):
+            raise RuntimeError("no")
+
+    from prov4torch.record.texts import TextSources
+
+    sources = TextSources()
+    sources.opened("/nonexistent", None, [("t", {"p4t:license": "MIT"})], None)
+    assert sources.found_in(Hostile()) == ([], [])  # never raises: nothing is matched
     pieces = pieces_of('x,"a sentence"\n  another one  \nmeasured,0.250\n')
     assert pieces is not None and {hash("a sentence"), hash("another one"), hash("x"), hash(0.25)} <= pieces
 

@@ -180,7 +180,10 @@ class TextSources:
         ids; nothing when none or not all of them were. Strings name the files (numbers alone are weak evidence:
         ``7`` is in many files); its numbers must be found in those files too."""
         sources = list(self.sources.values())
-        strings = strings_in(data) if sources else None
+        try:
+            strings = strings_in(data) if sources else None
+        except Exception:  # noqa: BLE001 - a user object that fails when looked at: nothing is matched (closed)
+            return [], []
         if not strings or not any(isinstance(v, str) for v in strings):
             return [], []
         held = [(s, pieces) for s in sources if (pieces := s.holds()) is not None]
