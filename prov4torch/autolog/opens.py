@@ -4,9 +4,8 @@ through an in-memory buffer.
 * ``prov4torch run --data DIR``: each file the script opens for reading under ``DIR`` (``open()``,
   ``Path.open()``, fsspec's local files) is a dataset of the run, named by its content, in the role its use
   shows (``autolog.reads``); past ``reads.MAX_FILES_PER_DIR`` files, ``DIR`` as one dataset.
-* a file the script opens for reading that a tags file (or Croissant, a card) names is data, in the role its use
-  shows, as under ``--data``; a text file's strings carry those tags into the datasets made of them
-  (``record.texts``);
+* a text file the script opens for reading that a tags file (or Croissant, a card) names is data, in the role its
+  use shows, as under ``--data``; its strings carry those tags into the datasets made of them (``record.texts``);
 * ``torch.save(obj, io.BytesIO())`` followed by writing the bytes to a file (Lightning through fsspec, many
   scripts by hand): the buffer's digest and what it held are noted at the save; files the script then opens
   for binary writing are remembered, and when the run ends the one whose bytes are the buffer's is recorded
@@ -108,11 +107,11 @@ class OpenWatch:
 
     def opened(self, file: Any, mode: str, encoding: Any = None) -> None:
         binary = "b" in mode
-        if DECLARED.rules and "r" in mode and not any(c in mode for c in "wxa+"):
+        if not binary and DECLARED.rules and "r" in mode and not any(c in mode for c in "wxa+"):
             path = os.path.abspath(os.fspath(file))
             if not (self.prefixes and under(path, self.prefixes)):  # (a --data file: below)
-                record_once(functools.partial(self.tagged_read, path, encoding if isinstance(encoding, str) else None,
-                                              binary), f"the data file {path}")
+                record_once(functools.partial(self.tagged_read, path, encoding if isinstance(encoding, str) else None),
+                            f"the data file {path}")
         if binary and self.pending and any(c in mode for c in "wxa+"):
             _remember(self.written, os.path.abspath(os.fspath(file)))
         elif binary and "r" in mode:
@@ -126,16 +125,18 @@ class OpenWatch:
             if directory is not None:
                 record_once(functools.partial(self.reads.read_under, path, directory), f"the data file {path}")
 
-    def tagged_read(self, path: str, encoding: str | None, binary: bool) -> None:
-        """A file the script opened for reading: when tags are declared for it (a tags file, Croissant, a card), it
-        is data, recorded in the role its use shows as a ``--data`` file is (read, then trained on: training data,
-        checked by the policy at the optimizer's step), and a text file's strings carry its tags into the datasets
-        made of them (``record.texts``). Not inside a dataset's ``__getitem__`` (the dataset stands for what its
-        items read) nor on prov4torch's own threads."""
+    def tagged_read(self, path: str, encoding: str | None) -> None:
+        """A text file the script opened for reading: when tags are declared for it (a tags file, Croissant, a
+        card), it is data, recorded in the role its use shows as a ``--data`` file is (read, then trained on:
+        training data, checked by the policy at the optimizer's step), and its strings carry its tags into the
+        datasets made of them (``record.texts``). Not inside a dataset's ``__getitem__`` (the dataset stands for
+        what its items read) nor on prov4torch's own threads. Binary reads have their readers' hooks (numpy,
+        pandas, torch.load, PIL) or are parsed by the script's own code into data a dataset stands for (a pickled
+        vocabulary, gzip files of images)."""
         if threading.current_thread().name.startswith("prov4torch"):
             return
         datasets = self.run.inputs.datasets
-        if not datasets.tagged_file_read(path, encoding, binary):
+        if not datasets.tagged_file_read(path, encoding):
             return
         if DataPaths.active is not None and DataPaths.active.inside_item():
             return

@@ -241,17 +241,17 @@ class DatasetIdentifier:
         if held:
             self._memory.note(path, held, f"{os.path.basename(path)} (read from the file)", governance, weakly=True)
 
-    def tagged_file_read(self, path: str, encoding: str | None, binary: bool) -> bool:
-        """The script opened the file ``path`` for reading: whether tags are declared for it (by path or content).
-        A text file's strings then carry them into the datasets made of them (``texts``)."""
+    def tagged_file_read(self, path: str, encoding: str | None) -> bool:
+        """The script opened the file ``path`` to read text: whether tags are declared for it (by path or content);
+        its strings then carry them into the datasets made of them (``texts``)."""
         path = os.path.abspath(path)
         if path in self.texts.sources:
             return True
         # any file the script opens to read is looked at: a large one (a log, an untagged corpus) by its path alone,
         # not hashed at its open()
         found = self._path_governance(path, "text read from", MAX_TEXT_BYTES)
-        if not found or binary:
-            return bool(found)
+        if not found:
+            return False
         dataset_id = None
         with contextlib.suppress(Exception):  # unreadable now: its pieces cannot be read either (nothing matches)
             if os.stat(path).st_size <= MAX_TEXT_BYTES:
