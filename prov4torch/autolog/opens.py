@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .. import env
 from ..governance.declared import DECLARED
 from ..record.checkpoints import classify
-from ..record.datapaths import DataPaths
+from ..record.datapaths import DataPaths, in_loader_worker
 from ..safefs import file_sha256
 from .reads import FileReads, under
 from .scope import Patcher, busy, record_inside, record_once
@@ -107,7 +107,8 @@ class OpenWatch:
 
     def opened(self, file: Any, mode: str, encoding: Any = None) -> None:
         binary = "b" in mode
-        if not binary and DECLARED.rules and "r" in mode and not any(c in mode for c in "wxa+"):
+        reading = "r" in mode and not any(c in mode for c in "wxa+")
+        if not binary and reading and DECLARED.rules:
             path = os.path.abspath(os.fspath(file))
             if not (self.prefixes and under(path, self.prefixes)):  # (a --data file: below)
                 record_once(functools.partial(self.tagged_read, path, encoding if isinstance(encoding, str) else None),
@@ -119,7 +120,7 @@ class OpenWatch:
             if path in self.written:
                 self.sweep()  # written, now read back: its save comes first in the record
             _remember(self.read, path)
-        if self.prefixes and "r" in mode and not any(c in mode for c in "wxa+"):
+        if self.prefixes and reading:
             path = os.path.abspath(os.fspath(file))
             directory = under(path, self.prefixes)
             if directory is not None:
@@ -130,15 +131,17 @@ class OpenWatch:
         card), it is data, recorded in the role its use shows as a ``--data`` file is (read, then trained on:
         training data, checked by the policy at the optimizer's step), and its strings carry its tags into the
         datasets made of them (``record.texts``). Not inside a dataset's ``__getitem__`` (the dataset stands for
-        what its items read) nor on prov4torch's own threads. Binary reads have their readers' hooks (numpy,
-        pandas, torch.load, PIL) or are parsed by the script's own code into data a dataset stands for (a pickled
-        vocabulary, gzip files of images)."""
-        if threading.current_thread().name.startswith("prov4torch"):
+        what its items read), in DataLoader workers, nor on prov4torch's own threads. Binary reads have their
+        readers' hooks (numpy, pandas, torch.load, PIL) or are parsed by the script's own code into data a dataset
+        stands for (a pickled vocabulary, gzip files of images)."""
+        # first what needs no look at the file: a dataset's items opening their files (an image or review folder
+        # read per item) must not pay for matching, nor hashing, each file
+        if threading.current_thread().name.startswith("prov4torch") or in_loader_worker():
+            return
+        if DataPaths.active is not None and DataPaths.active.inside_item():
             return
         datasets = self.run.inputs.datasets
         if not datasets.tagged_file_read(path, encoding):
-            return
-        if DataPaths.active is not None and DataPaths.active.inside_item():
             return
         if _in_dataset_init():  # a dataset reading its data as it is made: that dataset stands for the file
             datasets.represented.add(path)

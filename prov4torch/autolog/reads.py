@@ -189,11 +189,12 @@ class FileReads:
         """The run's end: files read with gradients on and never stepped on were evaluated."""
         with self.lock:
             pending, self.pending = sorted(self.pending), set()
-        moves: list[Callable[[], None]] = [functools.partial(self._move, p, "input", "evaluation") for p in pending]
-        moves += [functools.partial(self._count, p, "evaluation", n) for p, n in self._undeferred()]
-        for move in moves:
+        moves: list[tuple[str, Callable[[], None]]] = [
+            (p, functools.partial(self._move, p, "input", "evaluation")) for p in pending]
+        moves += [(p, functools.partial(self._count, p, "evaluation", n)) for p, n in self._undeferred()]
+        for path, move in moves:
             try:
-                record_inside(move, "a data file")
+                record_inside(move, f"the data file {path}")
             except PolicyViolation:
                 continue  # recorded as a decision; the run is ending anyway
 
